@@ -1,0 +1,294 @@
+//! The command line: every command and flag, with help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// One Pipelinefile from the laptop to production: local machines, layered bakes, promotions.
+#[derive(Debug, Parser)]
+#[command(name = "pipe", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Shown under `pipe --help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    runtime failure (a step failed; pipe cleaned up and said what failed)
+  2    usage error (bad flags or arguments)
+  3    Pipelinefile error (every problem is listed with file:line:column)
+  4    verification failed (the release is recorded and cannot be promoted)
+  5    a promotion gate refused (not verified, rejected, already current)
+  69   not implemented yet
+  130  interrupted (Ctrl-C or SIGTERM; cleanup ran)";
+
+/// Flags every command takes.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Path to the Pipelinefile (default: Pipelinefile.toml here or in the nearest parent)
+    #[arg(short = 'f', long = "file", global = true, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+
+    /// Environment to act on (an [env.NAME] table)
+    #[arg(long = "env", global = true, value_name = "NAME")]
+    pub env: Option<String>,
+
+    /// Set a variable, overriding [vars], [env.NAME].vars and PIPE_VAR_NAME (repeatable)
+    #[arg(long = "var", global = true, value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+
+    /// Print less: only warnings, errors and results
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more: every command run on the machine and its full output
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// One JSON object per event on stdout (NDJSON); see the README for the schema
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// No progress bars or spinners, even on a terminal
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    /// When to use colors (NO_COLOR is respected under `auto`)
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    if name.is_empty() {
+        return Err(format!("`{s}` has an empty NAME"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented starter Pipelinefile.toml here
+    Init(InitArgs),
+    /// Check the Pipelinefile and report every problem at once
+    Validate(ValidateArgs),
+    /// Bring up a local machine provisioned exactly like the environment's image
+    Up(UpArgs),
+    /// Re-run the app provisioners in the running machine
+    Provision,
+    /// Open an interactive shell in the running machine
+    Ssh,
+    /// Run a command in the running machine
+    Exec(ExecArgs),
+    /// Show machines, layers and releases, live from the target
+    Status,
+    /// Stop the machine, keeping it for a later `up`
+    Halt,
+    /// Remove the machine (works even with .pipe/ deleted)
+    Destroy(DestroyArgs),
+    /// Show a service's log
+    Logs(LogsArgs),
+    /// Build base and app images for an environment, verify them, record a release
+    Bake(BakeArgs),
+    /// Verify a release again on a fresh machine
+    Verify(VerifyArgs),
+    /// List releases and their status
+    Releases,
+    /// Show the ledger (bakes, verifications, promotions, rollbacks, rejections)
+    History(HistoryArgs),
+    /// Make the newest verified release of `promote_from` current in ENV
+    Promote(PromoteArgs),
+    /// Re-promote the release that was current in ENV before the current one
+    Rollback(RollbackArgs),
+    /// Mark a release as unpromotable
+    Reject(RejectArgs),
+    /// Remove what interrupted or killed runs left behind
+    Clean(CleanArgs),
+    /// Manage boxes (base OS images)
+    #[command(subcommand, name = "box")]
+    Box(BoxCommand),
+    /// Print shell completions
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Pipeline name (default: this folder's name)
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Also print the base and app layer digests for the environment
+    #[arg(long)]
+    pub digests: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Run on a local target even when the environment's target is remote
+    #[arg(long)]
+    pub local: bool,
+    /// Local target kind to use (default: the environment's, or docker)
+    #[arg(long, value_name = "KIND")]
+    pub target: Option<String>,
+    /// On a provisioning failure keep the half-built machine for debugging
+    #[arg(long)]
+    pub keep_on_error: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The command and its arguments (after `--`)
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Also remove this pipeline's cached layer images
+    #[arg(long)]
+    pub layers: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Service name (default: all services)
+    pub service: Option<String>,
+    /// Keep printing new lines
+    #[arg(short = 'F', long)]
+    pub follow: bool,
+    /// Show this many last lines
+    #[arg(short = 'n', long, default_value_t = 100)]
+    pub lines: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BakeArgs {
+    /// Record the release without running [verify] (it cannot be promoted)
+    #[arg(long)]
+    pub skip_verify: bool,
+    /// On a failure keep the build machine for debugging
+    #[arg(long)]
+    pub keep_on_error: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Release id or alias (default: the newest release of the environment)
+    pub release: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Check the ledger's hash chain and name the first bad line
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// Environment to promote into
+    pub env: String,
+    /// Release id or alias (default: the newest verified release of `promote_from`)
+    #[arg(long)]
+    pub release: Option<String>,
+    /// Only print what would be done
+    #[arg(long)]
+    pub plan: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Environment to roll back
+    pub env: String,
+    /// Only print what would be done
+    #[arg(long)]
+    pub plan: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    /// Release id or alias
+    pub release: String,
+    /// Why (recorded in the ledger)
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Only list what would be removed
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BoxCommand {
+    /// List built boxes
+    List,
+    /// Build a box from boxes/NAME.toml (a no-op when the recipe is unchanged)
+    Build(BoxBuildArgs),
+    /// Remove a built box
+    Remove(BoxRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BoxBuildArgs {
+    /// Box name (boxes/NAME.toml)
+    pub name: String,
+    /// Target kind to build for
+    #[arg(long, default_value = "docker", value_name = "KIND")]
+    pub target: String,
+    /// Build even when an image with the recipe's digest exists
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BoxRemoveArgs {
+    /// Box name
+    pub name: String,
+    /// Target kind
+    #[arg(long, default_value = "docker", value_name = "KIND")]
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to print completions for
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn var_needs_an_equals_sign() {
+        assert!(parse_var("a").is_err());
+        assert_eq!(parse_var("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+    }
+}

@@ -1,0 +1,121 @@
+//! One module per command; [`run`] dispatches.
+
+mod init;
+mod validate;
+
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::config::{self, ConfigError, Pipelinefile};
+use crate::error::{Error, Result};
+use crate::ui::{Event, Printer};
+
+/// What every command gets.
+pub struct Ctx<'a> {
+    pub global: GlobalArgs,
+    pub printer: &'a Printer,
+    pub cwd: PathBuf,
+}
+
+impl Ctx<'_> {
+    /// Loads the Pipelinefile (`-f` or the nearest one).
+    pub fn pipelinefile(&self) -> Result<Pipelinefile> {
+        Ok(config::locate_and_load(
+            self.global.file.as_deref(),
+            &self.cwd,
+        )?)
+    }
+}
+
+/// Runs the command.
+pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
+    let cwd = std::env::current_dir()?;
+    let ctx = Ctx {
+        global: cli.global,
+        printer,
+        cwd,
+    };
+    match cli.command {
+        Command::Init(args) => init::run(&ctx, args),
+        Command::Validate(args) => validate::run(&ctx, args),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(args.shell, &mut cmd, "pipe", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Up(_) => Err(Error::NotImplemented("up")),
+        Command::Provision => Err(Error::NotImplemented("provision")),
+        Command::Ssh => Err(Error::NotImplemented("ssh")),
+        Command::Exec(_) => Err(Error::NotImplemented("exec")),
+        Command::Status => Err(Error::NotImplemented("status")),
+        Command::Halt => Err(Error::NotImplemented("halt")),
+        Command::Destroy(_) => Err(Error::NotImplemented("destroy")),
+        Command::Logs(_) => Err(Error::NotImplemented("logs")),
+        Command::Bake(_) => Err(Error::NotImplemented("bake")),
+        Command::Verify(_) => Err(Error::NotImplemented("verify")),
+        Command::Releases => Err(Error::NotImplemented("releases")),
+        Command::History(_) => Err(Error::NotImplemented("history")),
+        Command::Promote(_) => Err(Error::NotImplemented("promote")),
+        Command::Rollback(_) => Err(Error::NotImplemented("rollback")),
+        Command::Reject(_) => Err(Error::NotImplemented("reject")),
+        Command::Clean(_) => Err(Error::NotImplemented("clean")),
+        Command::Box(_) => Err(Error::NotImplemented("box")),
+    }
+}
+
+/// Prints the error the command ended with and returns the exit code.
+pub fn report_error(printer: &Printer, err: &Error) -> i32 {
+    let code = err.exit_code();
+    if let Error::Config(ConfigError::Invalid {
+        diagnostics,
+        rendered,
+    }) = err
+    {
+        let events = diagnostic_events(diagnostics, rendered);
+        printer.diagnostics(rendered, events);
+        if printer.is_json() {
+            printer.emit(Event::Error {
+                message: format!("the Pipelinefile has {} error(s)", diagnostics.len()),
+                hint: None,
+                exit_code: code,
+            });
+        }
+        return code;
+    }
+    printer.emit(Event::Error {
+        message: err.to_string(),
+        hint: err.hint(),
+        exit_code: code,
+    });
+    code
+}
+
+/// JSON events for diagnostics; file/line/column are read back from the rendered text so the
+/// two outputs can never disagree.
+fn diagnostic_events(diagnostics: &[config::Diagnostic], rendered: &str) -> Vec<Event> {
+    let locations: Vec<(String, usize, usize)> = rendered
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--> "))
+        .map(|loc| {
+            let mut parts = loc.rsplitn(3, ':');
+            let col = parts.next().and_then(|c| c.parse().ok());
+            let line = parts.next().and_then(|c| c.parse().ok());
+            match (parts.next(), line, col) {
+                (Some(file), Some(line), Some(col)) => (file.to_string(), line, col),
+                _ => (loc.to_string(), 0, 0),
+            }
+        })
+        .collect();
+    diagnostics
+        .iter()
+        .zip(locations)
+        .map(|(d, (file, line, column))| Event::Diagnostic {
+            file,
+            line,
+            column,
+            message: d.message.clone(),
+            hint: d.hint.clone(),
+        })
+        .collect()
+}

@@ -1,0 +1,135 @@
+//! Located errors in a Pipelinefile, rendered the way compilers do:
+//!
+//! ```text
+//! error: unknown key `provison` in [base]
+//!   --> Pipelinefile.toml:12:1
+//!    |
+//! 12 | provison = []
+//!    | ^^^^^^^^
+//!    = help: did you mean `provision`?
+//! ```
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::model::Span;
+
+/// One problem in a Pipelinefile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub message: String,
+    /// Where; `None` for problems about the file as a whole.
+    pub span: Option<Span>,
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(message: impl Into<String>, span: Span) -> Self {
+        Self {
+            message: message.into(),
+            span: Some(span),
+            hint: None,
+        }
+    }
+
+    pub fn whole_file(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            span: None,
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = source[line_start..offset].chars().count() + 1;
+    (line, col)
+}
+
+/// Renders diagnostics for `display_path` (as the user should see it), one after the other,
+/// followed by a summary line when there are several.
+pub fn render(diagnostics: &[Diagnostic], display_path: &Path, source: &str) -> String {
+    let mut out = String::new();
+    for (i, d) in diagnostics.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        render_one(&mut out, d, display_path, source);
+    }
+    if diagnostics.len() > 1 {
+        let _ = writeln!(
+            out,
+            "\nerror: {} has {} errors",
+            display_path.display(),
+            diagnostics.len()
+        );
+    }
+    out
+}
+
+fn render_one(out: &mut String, d: &Diagnostic, path: &Path, source: &str) {
+    let _ = writeln!(out, "error: {}", d.message);
+    let Some(span) = d.span else {
+        let _ = writeln!(out, "  --> {}", path.display());
+        if let Some(hint) = &d.hint {
+            let _ = writeln!(out, "   = help: {hint}");
+        }
+        return;
+    };
+    let (line, col) = line_col(source, span.start);
+    let gutter = line.to_string().len();
+    let pad = " ".repeat(gutter);
+    let _ = writeln!(out, "{pad}--> {}:{line}:{col}", path.display());
+    let line_start = source[..span.start.min(source.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line_end = source[line_start..]
+        .find('\n')
+        .map_or(source.len(), |i| line_start + i);
+    let text = source[line_start..line_end].trim_end_matches('\r');
+    // The caret covers the span on its first line, at least one character.
+    let span_end = span.end.min(line_end).max(span.start);
+    let width = source[span.start.min(source.len())..span_end.min(source.len())]
+        .chars()
+        .count()
+        .max(1);
+    let _ = writeln!(out, "{pad} |");
+    let _ = writeln!(out, "{line} | {text}");
+    let _ = writeln!(out, "{pad} | {}{}", " ".repeat(col - 1), "^".repeat(width));
+    if let Some(hint) = &d.hint {
+        let _ = writeln!(out, "{pad} = help: {hint}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_caret_under_the_span() {
+        let src = "[base]\nprovison = []\n";
+        let d = Diagnostic::new("unknown key `provison` in [base]", Span::new(7, 15))
+            .with_hint("did you mean `provision`?");
+        let text = render(&[d], Path::new("Pipelinefile.toml"), src);
+        assert_eq!(
+            text,
+            "error: unknown key `provison` in [base]\n --> Pipelinefile.toml:2:1\n  |\n2 | provison = []\n  | ^^^^^^^^\n  = help: did you mean `provision`?\n"
+        );
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("é = 1\nx", 7), (2, 1));
+        assert_eq!(line_col("ab", 1), (1, 2));
+    }
+}

@@ -1,0 +1,91 @@
+//! The top-level error every command returns, and how it maps to exit codes.
+
+use crate::config::ConfigError;
+
+/// Exit codes (documented in `pipe --help` and the README).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const CONFIG: i32 = 3;
+    pub const VERIFY_FAILED: i32 = 4;
+    pub const GATE: i32 = 5;
+    pub const NOT_IMPLEMENTED: i32 = 69;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Bad arguments that clap could not catch (unknown environment, ...).
+    #[error("{message}")]
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
+    /// A step of a run failed.
+    #[error("{message}")]
+    Runtime {
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("verification failed: {0}")]
+    VerifyFailed(String),
+    #[error("{message}")]
+    Gate {
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("interrupted")]
+    Interrupted,
+    #[error("`pipe {0}` is not implemented yet")]
+    NotImplemented(&'static str),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// A runtime failure with a hint.
+    pub fn runtime(message: impl Into<String>, hint: impl Into<Option<String>>) -> Self {
+        Error::Runtime {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// A usage failure with a hint.
+    pub fn usage(message: impl Into<String>, hint: impl Into<Option<String>>) -> Self {
+        Error::Usage {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => exit::CONFIG,
+            Error::Usage { .. } => exit::USAGE,
+            Error::Runtime { .. } | Error::Io(_) => exit::FAILURE,
+            Error::VerifyFailed(_) => exit::VERIFY_FAILED,
+            Error::Gate { .. } => exit::GATE,
+            Error::Interrupted => exit::INTERRUPTED,
+            Error::NotImplemented(_) => exit::NOT_IMPLEMENTED,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Usage { hint, .. } | Error::Runtime { hint, .. } | Error::Gate { hint, .. } => {
+                hint.clone()
+            }
+            Error::NotImplemented(_) => {
+                Some("this command is planned; see the README's command tour".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,14 @@
+//! pipe: one Pipelinefile drives identical provisioning on local Docker or QEMU machines and on
+//! EC2 bakes, and promotes the exact image verified in staging to production.
+//!
+//! The module tree follows the vocabulary of the design: `config` (the Pipelinefile), `layers`
+//! (digests), `communicators` and `provisioners` (the one provisioning path), `targets`,
+//! `runner` (journaled steps), `ledger`, `ui` and `commands`.
+
+pub mod cli;
+pub mod commands;
+pub mod communicators;
+pub mod config;
+pub mod error;
+pub mod layers;
+pub mod ui;

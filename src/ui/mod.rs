@@ -1,0 +1,11 @@
+//! Everything pipe prints goes through [`Printer`]: colors and progress on a terminal, plain
+//! lines otherwise, NDJSON events with `--json`. Sensitive values are masked here, once, for
+//! every path out.
+
+mod event;
+mod printer;
+mod redact;
+
+pub use event::{Event, Level, StepStatus};
+pub use printer::{OutputMode, Printer, Verbosity};
+pub use redact::Redactor;

@@ -1,0 +1,377 @@
+//! The one place that decides what reaches the terminal.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use console::Style;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::event::{Event, Level, StepStatus};
+use super::redact::Redactor;
+
+/// How much to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// Human text or NDJSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    Human { color: bool, progress: bool },
+    Json,
+}
+
+struct Inner {
+    mode: OutputMode,
+    verbosity: Verbosity,
+    multi: Option<MultiProgress>,
+    redactor: Redactor,
+    /// Serializes writes so lines from threads never interleave.
+    lock: Mutex<()>,
+}
+
+/// Prints events. Cheap to clone; clones share the terminal and the secrets.
+#[derive(Clone)]
+pub struct Printer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Printer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Printer")
+            .field("mode", &self.inner.mode)
+            .field("verbosity", &self.inner.verbosity)
+            .finish()
+    }
+}
+
+impl Printer {
+    /// Decides colors and progress from the flags, the environment and whether stderr is a
+    /// terminal.
+    pub fn new(
+        json: bool,
+        verbosity: Verbosity,
+        color: crate::cli::ColorChoice,
+        no_progress: bool,
+    ) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let mode = if json {
+            OutputMode::Json
+        } else {
+            let color = match color {
+                crate::cli::ColorChoice::Always => true,
+                crate::cli::ColorChoice::Never => false,
+                crate::cli::ColorChoice::Auto => {
+                    tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                }
+            };
+            console::set_colors_enabled(color);
+            console::set_colors_enabled_stderr(color);
+            OutputMode::Human {
+                color,
+                progress: tty && !no_progress && verbosity != Verbosity::Quiet,
+            }
+        };
+        Self::with_mode(mode, verbosity)
+    }
+
+    /// A printer with an explicit mode (tests use this).
+    pub fn with_mode(mode: OutputMode, verbosity: Verbosity) -> Self {
+        let multi = match mode {
+            OutputMode::Human { progress: true, .. } => {
+                Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+            }
+            _ => None,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                mode,
+                verbosity,
+                multi,
+                redactor: Redactor::default(),
+                lock: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The shared secret masker.
+    pub fn redactor(&self) -> &Redactor {
+        &self.inner.redactor
+    }
+
+    pub fn verbosity(&self) -> Verbosity {
+        self.inner.verbosity
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.inner.mode == OutputMode::Json
+    }
+
+    /// Reports an event.
+    pub fn emit(&self, event: Event) {
+        match self.inner.mode {
+            OutputMode::Json => self.emit_json(&event),
+            OutputMode::Human { .. } => self.emit_human(&event),
+        }
+    }
+
+    fn emit_json(&self, event: &Event) {
+        let line = serde_json::to_string(event).expect("events serialize");
+        let line = self.inner.redactor.redact(&line);
+        let _g = self.inner.lock.lock().expect("printer lock");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    fn emit_human(&self, event: &Event) {
+        let quiet = self.inner.verbosity == Verbosity::Quiet;
+        let text = match event {
+            Event::Message { level, text, hint } => {
+                if quiet && *level == Level::Info {
+                    return;
+                }
+                let mut s = match level {
+                    Level::Info => text.clone(),
+                    Level::Warn => format!(
+                        "{} {text}",
+                        Style::new().yellow().bold().apply_to("warning:")
+                    ),
+                    Level::Error => {
+                        format!("{} {text}", Style::new().red().bold().apply_to("error:"))
+                    }
+                };
+                if let Some(h) = hint {
+                    s.push_str(&format!(
+                        "\n  {} {h}",
+                        Style::new().cyan().apply_to("hint:")
+                    ));
+                }
+                s
+            }
+            Event::Step {
+                step,
+                status,
+                detail,
+                elapsed_ms,
+            } => {
+                if quiet && *status != StepStatus::Failed {
+                    return;
+                }
+                let (mark, style) = match status {
+                    StepStatus::Started => ("==>", Style::new().bold()),
+                    StepStatus::Done => ("ok ", Style::new().green()),
+                    StepStatus::Skipped => ("-- ", Style::new().dim()),
+                    StepStatus::Failed => ("!! ", Style::new().red().bold()),
+                };
+                let mut s = format!("{} {step}", style.apply_to(mark));
+                if let Some(d) = detail {
+                    s.push_str(&format!(": {d}"));
+                }
+                if let Some(ms) = elapsed_ms {
+                    s.push_str(&format!(
+                        " ({})",
+                        format_duration(Duration::from_millis(*ms))
+                    ));
+                }
+                s
+            }
+            Event::Output {
+                source,
+                stream: _,
+                line,
+            } => {
+                if quiet {
+                    return;
+                }
+                format!(
+                    "    {} {line}",
+                    Style::new().dim().apply_to(format!("[{source}]"))
+                )
+            }
+            Event::Diagnostic { .. } => return,
+            Event::Result { .. } => return,
+            Event::Error { message, hint, .. } => {
+                let mut s = format!("{} {message}", Style::new().red().bold().apply_to("error:"));
+                if let Some(h) = hint {
+                    s.push_str(&format!(
+                        "\n  {} {h}",
+                        Style::new().cyan().apply_to("hint:")
+                    ));
+                }
+                s
+            }
+        };
+        self.line_stderr(&text);
+    }
+
+    fn line_stderr(&self, text: &str) {
+        let text = self.inner.redactor.redact(text);
+        let _g = self.inner.lock.lock().expect("printer lock");
+        if let Some(multi) = &self.inner.multi {
+            let _ = multi.println(&text);
+        } else {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{text}");
+        }
+    }
+
+    /// An informational line (hidden by `-q`).
+    pub fn info(&self, text: impl Into<String>) {
+        self.emit(Event::Message {
+            level: Level::Info,
+            text: text.into(),
+            hint: None,
+        });
+    }
+
+    /// A warning, with an optional hint.
+    pub fn warn(&self, text: impl Into<String>, hint: Option<String>) {
+        self.emit(Event::Message {
+            level: Level::Warn,
+            text: text.into(),
+            hint,
+        });
+    }
+
+    /// A line of a command's output on the machine.
+    pub fn output(&self, source: &str, stream: &'static str, line: &str) {
+        self.emit(Event::Output {
+            source: source.to_string(),
+            stream,
+            line: line.to_string(),
+        });
+    }
+
+    /// Prints a command's result: `human` on stdout, or a `result` event with `data`.
+    pub fn result(&self, command: &str, data: serde_json::Value, human: &str) {
+        match self.inner.mode {
+            OutputMode::Json => self.emit(Event::Result {
+                command: command.to_string(),
+                data,
+            }),
+            OutputMode::Human { .. } => {
+                let text = self.inner.redactor.redact(human);
+                let _g = self.inner.lock.lock().expect("printer lock");
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "{text}");
+                if !text.is_empty() && !text.ends_with('\n') {
+                    let _ = writeln!(out);
+                }
+                let _ = out.flush();
+            }
+        }
+    }
+
+    /// Prints already-rendered diagnostics (human) or one event per diagnostic (JSON).
+    pub fn diagnostics(&self, rendered: &str, events: Vec<Event>) {
+        match self.inner.mode {
+            OutputMode::Json => events.into_iter().for_each(|e| self.emit(e)),
+            OutputMode::Human { .. } => {
+                let _g = self.inner.lock.lock().expect("printer lock");
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "{}", self.inner.redactor.redact(rendered));
+            }
+        }
+    }
+
+    /// Starts a step: a spinner on a terminal, a `==>` line otherwise.
+    pub fn step(&self, name: impl Into<String>) -> StepHandle {
+        let name = name.into();
+        let bar = self.inner.multi.as_ref().map(|multi| {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
+                    .expect("valid template"),
+            );
+            bar.set_message(self.inner.redactor.redact(&name));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        if bar.is_none() {
+            self.emit(Event::Step {
+                step: name.clone(),
+                status: StepStatus::Started,
+                detail: None,
+                elapsed_ms: None,
+            });
+        }
+        StepHandle {
+            printer: self.clone(),
+            name,
+            started: Instant::now(),
+            bar,
+            finished: false,
+        }
+    }
+}
+
+/// A running step; finishing it prints its outcome and elapsed time.
+pub struct StepHandle {
+    printer: Printer,
+    name: String,
+    started: Instant,
+    bar: Option<ProgressBar>,
+    finished: bool,
+}
+
+impl StepHandle {
+    /// Updates the spinner's message (no output without a terminal).
+    pub fn set_detail(&self, detail: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(
+                self.printer
+                    .redactor()
+                    .redact(&format!("{}: {detail}", self.name)),
+            );
+        }
+    }
+
+    fn finish(&mut self, status: StepStatus, detail: Option<String>) {
+        self.finished = true;
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        self.printer.emit(Event::Step {
+            step: self.name.clone(),
+            status,
+            detail,
+            elapsed_ms: Some(self.started.elapsed().as_millis() as u64),
+        });
+    }
+
+    pub fn done(mut self, detail: Option<String>) {
+        self.finish(StepStatus::Done, detail);
+    }
+
+    pub fn skipped(mut self, detail: Option<String>) {
+        self.finish(StepStatus::Skipped, detail);
+    }
+
+    pub fn failed(mut self, detail: Option<String>) {
+        self.finish(StepStatus::Failed, detail);
+    }
+}
+
+impl Drop for StepHandle {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(StepStatus::Failed, None);
+        }
+    }
+}
+
+/// `1.2s`, `3m04s`.
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        let s = d.as_secs();
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
