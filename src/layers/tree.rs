@@ -1,0 +1,158 @@
+//! Walking a file or folder the way pipe uploads and hashes it: sorted, `.pipeignore` honoured,
+//! modes kept, mtimes ignored. The upload (tar stream) and the layer digest both use this, so
+//! what is hashed is exactly what is uploaded.
+
+use std::path::{Path, PathBuf};
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+/// The ignore file read in every folder of an uploaded tree (gitignore syntax).
+pub const IGNORE_FILE: &str = ".pipeignore";
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    /// A symlink, kept as a link with this target.
+    Symlink(PathBuf),
+}
+
+/// One entry of a walked tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// Path relative to the walked root, `/`-separated; empty for the root itself.
+    pub rel: String,
+    /// Where it is on the host.
+    pub abs: PathBuf,
+    pub kind: EntryKind,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+}
+
+/// Walks `src`: a file yields one entry with an empty `rel`; a folder yields the folder itself
+/// (empty `rel`) and everything under it in sorted order, minus what `.pipeignore` files exclude
+/// (the ignore files themselves are not uploaded). Symlinks are not followed.
+pub fn walk(src: &Path) -> std::io::Result<Vec<TreeEntry>> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let meta = std::fs::symlink_metadata(src)?;
+    if !meta.is_dir() {
+        return Ok(vec![entry(src, String::new(), &meta)?]);
+    }
+    let mut out = vec![TreeEntry {
+        rel: String::new(),
+        abs: src.to_path_buf(),
+        kind: EntryKind::Dir,
+        mode: meta.permissions().mode() & 0o7777,
+    }];
+    // Ignore matchers from the root down to the folder being walked.
+    let mut stack: Vec<(PathBuf, Gitignore)> = Vec::new();
+    let mut it = walkdir::WalkDir::new(src)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter();
+    push_ignore(&mut stack, src);
+    while let Some(item) = it.next() {
+        let item = item.map_err(std::io::Error::other)?;
+        let path = item.path();
+        let parent = path.parent().unwrap_or(src);
+        while stack.len() > 1 && !parent.starts_with(&stack.last().expect("non-empty").0) {
+            stack.pop();
+        }
+        let is_dir = item.file_type().is_dir();
+        if item.file_name() == IGNORE_FILE && !is_dir {
+            continue;
+        }
+        let ignored = stack
+            .iter()
+            .rev()
+            .map(|(_, gi)| gi.matched_path_or_any_parents(path, is_dir))
+            .find(|m| !m.is_none())
+            .is_some_and(|m| m.is_ignore());
+        if ignored {
+            if is_dir {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        let rel = path
+            .strip_prefix(src)
+            .expect("under root")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let meta = std::fs::symlink_metadata(path)?;
+        out.push(entry(path, rel, &meta)?);
+        if is_dir {
+            push_ignore(&mut stack, path);
+        }
+    }
+    Ok(out)
+}
+
+fn push_ignore(stack: &mut Vec<(PathBuf, Gitignore)>, dir: &Path) {
+    let file = dir.join(IGNORE_FILE);
+    let mut builder = GitignoreBuilder::new(dir);
+    if file.is_file() {
+        let _ = builder.add(&file);
+    }
+    let gi = builder.build().unwrap_or_else(|_| Gitignore::empty());
+    stack.push((dir.to_path_buf(), gi));
+}
+
+fn entry(path: &Path, rel: String, meta: &std::fs::Metadata) -> std::io::Result<TreeEntry> {
+    use std::os::unix::fs::PermissionsExt;
+    let kind = if meta.file_type().is_symlink() {
+        EntryKind::Symlink(std::fs::read_link(path)?)
+    } else if meta.is_dir() {
+        EntryKind::Dir
+    } else {
+        EntryKind::File
+    };
+    Ok(TreeEntry {
+        rel,
+        abs: path.to_path_buf(),
+        kind,
+        mode: meta.permissions().mode() & 0o7777,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn walks_sorted_and_honours_pipeignore() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("b/node_modules/x")).unwrap();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/z.txt"), "z").unwrap();
+        std::fs::write(root.join("a/y.log"), "y").unwrap();
+        std::fs::write(root.join("b/node_modules/x/i.js"), "i").unwrap();
+        std::fs::write(root.join("b/run.sh"), "#!/bin/sh").unwrap();
+        std::fs::set_permissions(
+            root.join("b/run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(root.join(".pipeignore"), "*.log\n").unwrap();
+        std::fs::write(root.join("b/.pipeignore"), "node_modules/\n").unwrap();
+        let entries = walk(root).unwrap();
+        let rels: Vec<&str> = entries.iter().map(|e| e.rel.as_str()).collect();
+        assert_eq!(rels, vec!["", "a", "a/z.txt", "b", "b/run.sh"]);
+        assert_eq!(entries[4].mode, 0o755);
+    }
+
+    #[test]
+    fn a_file_is_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        let entries = walk(&f).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].kind, EntryKind::File);
+    }
+}
