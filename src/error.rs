@@ -44,6 +44,25 @@ pub enum Error {
     NotImplemented(&'static str),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Cleanup failed: shown with the error that started it, never instead of it.
+    #[error("{}", cleanup_message(.error.as_deref(), .failures))]
+    Cleanup {
+        error: Option<Box<Error>>,
+        failures: Vec<String>,
+    },
+}
+
+fn cleanup_message(error: Option<&Error>, failures: &[String]) -> String {
+    let mut s = match error {
+        Some(e) => format!("{e}\nand cleanup also failed:"),
+        None => "cleanup failed:".to_string(),
+    };
+    for f in failures {
+        s.push_str("\n  - ");
+        s.push_str(f);
+    }
+    s.push_str("\n(run `pipe clean` to remove what is left)");
+    s
 }
 
 impl Error {
@@ -72,6 +91,7 @@ impl Error {
             Error::Gate { .. } => exit::GATE,
             Error::Interrupted => exit::INTERRUPTED,
             Error::NotImplemented(_) => exit::NOT_IMPLEMENTED,
+            Error::Cleanup { error, .. } => error.as_ref().map_or(exit::FAILURE, |e| e.exit_code()),
         }
     }
 
@@ -80,6 +100,7 @@ impl Error {
             Error::Usage { hint, .. } | Error::Runtime { hint, .. } | Error::Gate { hint, .. } => {
                 hint.clone()
             }
+            Error::Cleanup { error, .. } => error.as_ref().and_then(|e| e.hint()),
             Error::NotImplemented(_) => {
                 Some("this command is planned; see the README's command tour".into())
             }

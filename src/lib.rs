@@ -10,5 +10,8 @@ pub mod commands;
 pub mod communicators;
 pub mod config;
 pub mod error;
+pub mod interrupt;
 pub mod layers;
+pub mod runner;
+pub mod state;
 pub mod ui;
