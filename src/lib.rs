@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod interrupt;
 pub mod layers;
+pub mod provisioners;
 pub mod runner;
 pub mod state;
 pub mod ui;

@@ -1,0 +1,197 @@
+//! Provisioners: `file`, `shell` (script or inline), `ansible`, and the precache step. They
+//! talk only to a [`Communicator`], so the same layer is built the same way on every target.
+
+mod ansible;
+mod file;
+pub mod output;
+mod precache;
+mod shell;
+pub mod trust;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::communicators::{Communicator, ExecError, ExecRequest};
+use crate::config::template::{self, Context};
+use indexmap::IndexMap;
+
+use crate::config::{Layer, LayerName, Provisioner, ProvisionerKind, ShellSource, Template};
+use crate::error::Error;
+use crate::ui::Printer;
+
+use output::LineSink;
+
+/// Where pipe keeps scripts and uploads on the machine while provisioning; removed after.
+pub const WORK_DIR: &str = "/tmp/pipe-provision";
+
+/// Everything a provisioner needs.
+pub struct ProvisionContext<'a> {
+    pub comm: &'a dyn Communicator,
+    pub printer: &'a Printer,
+    /// The Pipelinefile's folder: relative paths resolve here.
+    pub root: &'a Path,
+    /// Values for `{{ ... }}`.
+    pub template: &'a Context,
+    /// Environment added to every command (proxy settings); never persisted.
+    pub build_env: BTreeMap<String, String>,
+}
+
+impl ProvisionContext<'_> {
+    fn render(&self, t: &Template) -> String {
+        template::render(&t.raw, self.template)
+    }
+
+    fn render_env(&self, env: &IndexMap<String, Template>) -> BTreeMap<String, String> {
+        let mut out = self.build_env.clone();
+        for (k, v) in env {
+            out.insert(k.clone(), self.render(v));
+        }
+        out
+    }
+
+    /// Runs a command with live, prefixed output; returns its exit code and last lines.
+    fn run(&self, source: &str, req: &ExecRequest) -> Result<(i32, Vec<String>), ProvisionError> {
+        let mut sink = LineSink::new(self.printer, source, true);
+        let res = self.comm.exec(req, &mut sink);
+        let tail = sink.finish();
+        match res {
+            Ok(code) => Ok((code, tail)),
+            Err(e) => Err(ProvisionError {
+                provisioner: source.to_string(),
+                interrupted: matches!(e, ExecError::Interrupted),
+                what: match e {
+                    ExecError::TimedOut(d) => format!("timed out after {}s", d.as_secs()),
+                    ExecError::Interrupted => "interrupted".into(),
+                    other => other.to_string(),
+                },
+                exit_code: None,
+                tail,
+            }),
+        }
+    }
+
+    /// Runs a command that must succeed (setup steps pipe itself needs).
+    fn run_checked(&self, source: &str, req: &ExecRequest) -> Result<(), ProvisionError> {
+        let (code, tail) = self.run(source, req)?;
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(ProvisionError {
+                provisioner: source.to_string(),
+                what: format!("exited with code {code}"),
+                exit_code: Some(code),
+                tail,
+                interrupted: false,
+            })
+        }
+    }
+
+    fn transport(&self, source: &str, e: ExecError) -> ProvisionError {
+        ProvisionError {
+            provisioner: source.to_string(),
+            interrupted: matches!(e, ExecError::Interrupted),
+            what: e.to_string(),
+            exit_code: None,
+            tail: Vec::new(),
+        }
+    }
+}
+
+/// A provisioner failed.
+#[derive(Debug)]
+pub struct ProvisionError {
+    /// e.g. `base/shell provisioners/primal.sh`.
+    pub provisioner: String,
+    pub what: String,
+    pub exit_code: Option<i32>,
+    /// The last lines of its output.
+    pub tail: Vec<String>,
+    pub interrupted: bool,
+}
+
+impl From<ProvisionError> for Error {
+    fn from(e: ProvisionError) -> Self {
+        if e.interrupted {
+            return Error::Interrupted;
+        }
+        let mut message = format!("{} {}", e.provisioner, e.what);
+        if !e.tail.is_empty() {
+            message.push_str(&format!(
+                "\n---- last {} lines ----\n{}\n----",
+                e.tail.len(),
+                e.tail.join("\n")
+            ));
+        }
+        Error::runtime(
+            message,
+            Some(
+                "fix it and run again; --keep-on-error keeps the machine so you can look inside"
+                    .to_string(),
+            ),
+        )
+    }
+}
+
+/// A short name for a provisioner in output prefixes: `base/shell primal.sh`.
+pub fn describe(layer: LayerName, index: usize, p: &Provisioner) -> String {
+    let what = match &p.kind {
+        ProvisionerKind::File { source, .. } => format!("file {}", source.value),
+        ProvisionerKind::Shell(s) => match &s.source {
+            ShellSource::Script(path) => format!("shell {}", path.value),
+            ShellSource::Inline(_) => format!("inline #{}", index + 1),
+        },
+        ProvisionerKind::Ansible { playbook, .. } => format!("ansible {}", playbook.value),
+    };
+    format!("{layer}/{what}")
+}
+
+/// Runs a layer: its precache step (base only), then its provisioners in order.
+pub fn run_layer(
+    name: LayerName,
+    layer: &Layer,
+    ctx: &ProvisionContext,
+) -> Result<(), ProvisionError> {
+    let mkdir = ExecRequest {
+        argv: vec!["mkdir".into(), "-p".into(), WORK_DIR.into()],
+        ..Default::default()
+    };
+    ctx.run_checked(&format!("{name}/setup"), &mkdir)?;
+    let result = (|| {
+        if let Some(pre) = &layer.precache {
+            precache::run(name, pre, ctx)?;
+        }
+        for (i, p) in layer.provision.iter().enumerate() {
+            if crate::interrupt::requested() {
+                return Err(ProvisionError {
+                    provisioner: describe(name, i, p),
+                    what: "interrupted".into(),
+                    exit_code: None,
+                    tail: Vec::new(),
+                    interrupted: true,
+                });
+            }
+            let source = describe(name, i, p);
+            match &p.kind {
+                ProvisionerKind::File {
+                    source: src,
+                    to,
+                    owner,
+                } => file::run(&source, src, to, owner.as_deref(), ctx)?,
+                ProvisionerKind::Shell(s) => shell::run(&source, i, s, ctx)?,
+                ProvisionerKind::Ansible {
+                    playbook,
+                    extra_vars,
+                    env,
+                } => ansible::run(&source, playbook, extra_vars, env, ctx)?,
+            }
+        }
+        Ok(())
+    })();
+    // The work folder never stays in an image.
+    let rm = ExecRequest {
+        argv: vec!["rm".into(), "-rf".into(), WORK_DIR.into()],
+        ..Default::default()
+    };
+    let cleaned = ctx.run_checked(&format!("{name}/cleanup"), &rm);
+    result.and(cleaned)
+}

@@ -1,0 +1,200 @@
+//! Build-time trust and proxies: machines pipe builds trust the host's extra CA certificates
+//! and see the host's proxy settings while they are provisioned, and by default carry neither
+//! once a layer is committed.
+//!
+//! Certificates are installed under [`CA_DIR`] and registered with `update-ca-certificates`;
+//! proxy variables and `NODE_EXTRA_CA_CERTS` (Node.js ignores the system store) only ever live
+//! in the environment of provisioning commands, so they never reach an image.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::communicators::ExecRequest;
+use crate::config::{BuildSettings, DEFAULT_CA_DIR, ProxyMode};
+
+use super::{ProvisionContext, ProvisionError};
+
+/// Where injected certificates go on the machine.
+pub const CA_DIR: &str = "/usr/local/share/ca-certificates/pipe-build";
+/// One PEM bundle of the injected certificates, for tools that take a file.
+pub const CA_BUNDLE: &str = "/usr/local/share/ca-certificates/pipe-build/bundle.pem";
+
+/// What a build injects.
+#[derive(Debug, Clone, Default)]
+pub struct BuildTrust {
+    /// (file name, PEM bytes), sorted by name.
+    pub certificates: Vec<(String, Vec<u8>)>,
+    /// Proxy variables, both spellings.
+    pub proxy_env: BTreeMap<String, String>,
+    /// Keep all of it in committed layers.
+    pub keep: bool,
+}
+
+impl BuildTrust {
+    /// Reads the certificates and proxy settings the Pipelinefile asks for. `root` resolves
+    /// relative certificate paths; `host` reads the host environment.
+    pub fn from_settings(
+        settings: &BuildSettings,
+        root: &Path,
+        host: &dyn Fn(&str) -> Option<String>,
+    ) -> std::io::Result<Self> {
+        let mut certificates = Vec::new();
+        for path in &settings.ca_certificates {
+            let abs = root.join(path);
+            if !abs.exists() && path == Path::new(DEFAULT_CA_DIR) {
+                continue;
+            }
+            for file in cert_files(&abs)? {
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                certificates.push((name, std::fs::read(&file)?));
+            }
+        }
+        certificates.sort();
+        certificates.dedup_by(|a, b| a.0 == b.0);
+        let mut proxy_env = BTreeMap::new();
+        let mut set = |name: &str, value: Option<String>| {
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                proxy_env.insert(name.to_ascii_uppercase(), v.clone());
+                proxy_env.insert(name.to_ascii_lowercase(), v);
+            }
+        };
+        match &settings.proxy {
+            ProxyMode::None => {}
+            ProxyMode::Inherit => {
+                for name in ["http_proxy", "https_proxy", "no_proxy"] {
+                    set(
+                        name,
+                        host(&name.to_ascii_uppercase()).or_else(|| host(name)),
+                    );
+                }
+            }
+            ProxyMode::Explicit {
+                http,
+                https,
+                no_proxy,
+            } => {
+                set("http_proxy", http.clone());
+                set("https_proxy", https.clone());
+                set("no_proxy", no_proxy.clone());
+            }
+        }
+        Ok(Self {
+            certificates,
+            proxy_env,
+            keep: settings.keep_build_trust,
+        })
+    }
+
+    /// Environment for every provisioning command.
+    pub fn env(&self) -> BTreeMap<String, String> {
+        let mut env = self.proxy_env.clone();
+        if !self.certificates.is_empty() {
+            env.insert("NODE_EXTRA_CA_CERTS".into(), CA_BUNDLE.into());
+        }
+        env
+    }
+
+    /// Installs the certificates on the machine.
+    pub fn install(&self, ctx: &ProvisionContext) -> Result<(), ProvisionError> {
+        if self.certificates.is_empty() {
+            return Ok(());
+        }
+        let source = "build-trust";
+        let mut bundle = Vec::new();
+        for (name, pem) in &self.certificates {
+            let crt = if name.ends_with(".crt") {
+                name.clone()
+            } else {
+                format!("{name}.crt")
+            };
+            ctx.comm
+                .upload_bytes(pem, &format!("{CA_DIR}/{crt}"), 0o644)
+                .map_err(|e| ctx.transport(source, e))?;
+            bundle.extend_from_slice(pem);
+            if !pem.ends_with(b"\n") {
+                bundle.push(b'\n');
+            }
+        }
+        ctx.comm
+            .upload_bytes(&bundle, CA_BUNDLE, 0o644)
+            .map_err(|e| ctx.transport(source, e))?;
+        // Without update-ca-certificates (no ca-certificates package yet), append to the
+        // system bundle directly so curl, apt and pip trust the proxy too.
+        let script = format!(
+            "if command -v update-ca-certificates >/dev/null; then update-ca-certificates >/dev/null 2>&1; \
+             else mkdir -p /etc/ssl/certs && cat {CA_BUNDLE} >> /etc/ssl/certs/ca-certificates.crt; fi"
+        );
+        ctx.run_checked(source, &ExecRequest::shell(script))
+    }
+
+    /// Removes the certificates again (unless `keep`), before a layer is committed.
+    pub fn remove(&self, ctx: &ProvisionContext) -> Result<(), ProvisionError> {
+        if self.certificates.is_empty() || self.keep {
+            return Ok(());
+        }
+        let script = format!(
+            "rm -rf {CA_DIR}; if command -v update-ca-certificates >/dev/null; then update-ca-certificates --fresh >/dev/null 2>&1; fi"
+        );
+        ctx.run_checked("build-trust", &ExecRequest::shell(script))
+    }
+}
+
+fn cert_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(path).sort_by_file_name() {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let p = entry.path();
+        if entry.file_type().is_file() && p.extension().is_some_and(|e| e == "crt" || e == "pem") {
+            out.push(p.to_path_buf());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inherits_proxies_in_both_spellings_and_reads_cert_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("cas/sub")).unwrap();
+        std::fs::write(dir.path().join("cas/a.crt"), "A").unwrap();
+        std::fs::write(dir.path().join("cas/sub/b.pem"), "B").unwrap();
+        std::fs::write(dir.path().join("cas/readme.txt"), "no").unwrap();
+        let settings = BuildSettings {
+            ca_certificates: vec![PathBuf::from("cas")],
+            ..Default::default()
+        };
+        let host = |k: &str| (k == "https_proxy").then(|| "http://127.0.0.1:3128".to_string());
+        let t = BuildTrust::from_settings(&settings, dir.path(), &host).unwrap();
+        assert_eq!(t.certificates.len(), 2);
+        assert_eq!(t.proxy_env["HTTPS_PROXY"], "http://127.0.0.1:3128");
+        assert_eq!(t.proxy_env["https_proxy"], "http://127.0.0.1:3128");
+        assert!(!t.proxy_env.contains_key("HTTP_PROXY"));
+        assert_eq!(t.env()["NODE_EXTRA_CA_CERTS"], CA_BUNDLE);
+    }
+
+    #[test]
+    fn a_missing_default_folder_is_fine_but_no_proxy_means_none() {
+        let settings = BuildSettings {
+            ca_certificates: vec![PathBuf::from("/nonexistent-pipe-test/x")],
+            proxy: ProxyMode::None,
+            keep_build_trust: false,
+        };
+        let host = |_: &str| Some("http://proxy".to_string());
+        assert!(BuildTrust::from_settings(&settings, Path::new("/"), &host).is_err());
+        let settings = BuildSettings {
+            proxy: ProxyMode::None,
+            ..Default::default()
+        };
+        let t = BuildTrust::from_settings(&settings, Path::new("/"), &host).unwrap();
+        assert!(t.proxy_env.is_empty());
+    }
+}
