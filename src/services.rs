@@ -1,0 +1,175 @@
+//! `[[service]]` entries as the machine runs them: a supervisor script in containers, systemd
+//! units on VMs and EC2. Either way the rendered command, user, folder and environment are the
+//! same, so a service behaves alike everywhere.
+//!
+//! Environments are delivered at start into `/run/pipe` (a tmpfs), never into an image: a
+//! service may use sensitive variables.
+
+use std::collections::BTreeMap;
+
+/// Where pipe writes the supervisor and service environments on a running machine.
+pub const RUN_DIR: &str = "/run/pipe";
+/// Where service logs go in containers.
+pub const LOG_DIR: &str = "/var/log/pipe";
+
+/// A service with its templates rendered for one environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedService {
+    pub name: String,
+    pub command: String,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub port: Option<u16>,
+}
+
+/// `'text'` for sh, with embedded quotes escaped.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The content of `/run/pipe/env/<name>`: `export K='v'` lines.
+pub fn env_file(service: &RenderedService) -> String {
+    service
+        .env
+        .iter()
+        .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
+        .collect()
+}
+
+/// The log file of a service in a container.
+pub fn log_path(name: &str) -> String {
+    format!("{LOG_DIR}/{name}.log")
+}
+
+/// The container supervisor: starts every service, restarts one that dies (with a capped
+/// back-off), appends its output to `/var/log/pipe/<name>.log`, and stops them all on TERM.
+pub fn supervisor_script(services: &[RenderedService]) -> String {
+    let mut s = String::from(
+        r#"#!/bin/sh
+# Written by pipe at container start: supervises the Pipelinefile's [[service]] entries.
+mkdir -p /var/log/pipe
+pids=""
+stop() { for p in $pids; do kill -TERM "$p" 2>/dev/null; done; wait; exit 0; }
+trap stop TERM INT
+supervise() {
+  name=$1; user=$2; dir=$3; cmd=$4
+  log=/var/log/pipe/$name.log
+  delay=1
+  trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM
+  while :; do
+    echo "pipe: starting $name" >>"$log"
+    started=$(date +%s)
+    (
+      set -a; [ -f "/run/pipe/env/$name" ] && . "/run/pipe/env/$name"; set +a
+      [ -n "$dir" ] && cd "$dir"
+      if [ -n "$user" ] && [ "$user" != root ]; then
+        exec runuser -u "$user" -- sh -c "$cmd"
+      else
+        exec sh -c "$cmd"
+      fi
+    ) >>"$log" 2>&1 &
+    child=$!
+    wait "$child"
+    code=$?
+    echo "pipe: $name exited with code $code; restarting in ${delay}s" >>"$log"
+    if [ $(( $(date +%s) - started )) -gt 30 ]; then delay=1; fi
+    sleep "$delay"
+    delay=$(( delay * 2 )); [ "$delay" -gt 30 ] && delay=30
+  done
+}
+"#,
+    );
+    for svc in services {
+        s.push_str(&format!(
+            "supervise {} {} {} {} &\npids=\"$pids $!\"\n",
+            sh_quote(&svc.name),
+            sh_quote(svc.user.as_deref().unwrap_or("")),
+            sh_quote(svc.workdir.as_deref().unwrap_or("")),
+            sh_quote(&svc.command),
+        ));
+    }
+    s.push_str("wait\n");
+    s
+}
+
+/// The command a container runs: wait for pipe to deliver the supervisor, then run it. Until
+/// then (and in build containers, which never get one) it idles.
+pub fn container_command() -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "trap 'exit 0' TERM INT; while [ ! -f {RUN_DIR}/supervise ]; do sleep 0.2; done; exec /bin/sh {RUN_DIR}/supervise"
+        ),
+    ]
+}
+
+/// A systemd unit for a service on a VM or EC2 instance.
+pub fn systemd_unit(service: &RenderedService) -> String {
+    let mut u = format!(
+        "# Written by pipe from the Pipelinefile's [[service]] `{name}`.\n[Unit]\nDescription=pipe service {name}\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nExecStart=/bin/sh -c {cmd}\nRestart=always\nRestartSec=1\nEnvironmentFile=-{RUN_DIR}/env/{name}\n",
+        name = service.name,
+        cmd = sh_quote(&service.command),
+    );
+    if let Some(user) = service.user.as_deref().filter(|u| *u != "root") {
+        u.push_str(&format!("User={user}\n"));
+    }
+    if let Some(dir) = &service.workdir {
+        u.push_str(&format!("WorkingDirectory={dir}\n"));
+    }
+    u.push_str("\n[Install]\nWantedBy=multi-user.target\n");
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc() -> RenderedService {
+        RenderedService {
+            name: "app".into(),
+            command: "node /opt/app/server.js --greet 'hi'".into(),
+            user: Some("app".into()),
+            workdir: Some("/opt/app".into()),
+            env: BTreeMap::from([("NODE_ENV".into(), "it's prod".into())]),
+            port: Some(8080),
+        }
+    }
+
+    #[test]
+    fn quotes_survive_sh() {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{}; printf %s \"$NODE_ENV\"",
+                env_file(&svc()).trim()
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "it's prod");
+    }
+
+    #[test]
+    fn supervisor_is_valid_sh_and_names_each_service() {
+        let script = supervisor_script(&[svc()]);
+        assert!(script.contains(
+            "supervise 'app' 'app' '/opt/app' 'node /opt/app/server.js --greet '\\''hi'\\'''"
+        ));
+        let status = std::process::Command::new("sh")
+            .arg("-n")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn unit_runs_as_the_user() {
+        let unit = systemd_unit(&svc());
+        assert!(unit.contains("User=app\n"));
+        assert!(unit.contains("WorkingDirectory=/opt/app\n"));
+        assert!(unit.contains("EnvironmentFile=-/run/pipe/env/app\n"));
+    }
+}
