@@ -14,5 +14,6 @@ pub mod interrupt;
 pub mod layers;
 pub mod provisioners;
 pub mod runner;
+pub mod services;
 pub mod state;
 pub mod ui;
