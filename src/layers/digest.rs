@@ -1,0 +1,658 @@
+//! Layer digests: sha256 over everything that determines what a layer contains, so that an
+//! existing image with the same digest is reused instead of rebuilt.
+//!
+//! What enters, in this order (the byte format is in `layers::encode`):
+//!
+//! - **base**: the format tag [`FORMAT`], the layer name, the target kind, the box identity (a
+//!   recipe's file content hash, or the image/AMI/filter text), the build trust that stays in the
+//!   image (only with `keep_build_trust = true`: the CA certificates' names and contents and the
+//!   effective proxy values), the precache step, then each base provisioner in order.
+//! - **app**: the format tag, the layer name, the base digest, the app provisioners in order, and
+//!   the services (sorted by name; on VMs they are baked as systemd units).
+//!
+//! A template enters as its raw text plus, for each distinct reference it makes, the value
+//! resolved for this environment; a sensitive variable only as an HMAC under the digest key.
+//! Variables a layer does not reference do not enter its digest. TOML text never enters (key
+//! order and comments do not matter); files enter as path relative to the walked root, mode and
+//! content hash, from the same walk uploads use (`layers::tree`), so mtimes and `.pipeignore`d
+//! files do not count.
+//!
+//! Left out on purpose because they do not change what is built: `retries`, `timeout` and
+//! `valid_exit_codes` (they decide whether a run succeeds, not what a successful run leaves),
+//! a shell script's file name (only its content is run), a service's `host_port` and `publish`
+//! (host side only), `[verify]` and the environment's target settings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::encode::Encoder;
+use super::key::DigestKey;
+use super::tree::{self, EntryKind};
+use crate::config::template::{self, Reference};
+use crate::config::{
+    BoxSource, BuildSettings, DEFAULT_CA_DIR, Layer, LayerName, Pipelinefile, Precache,
+    ProvisionerKind, ProxyMode, Service, ShellSource, TargetKind, Template,
+};
+
+/// The format tag every digest input starts with; bump it when the encoding changes.
+pub const FORMAT: &str = "pipe-layer-v1";
+
+/// A sha256 digest, shown as `sha256:<64 hex>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub(crate) [u8; 32]);
+
+impl Digest {
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The 64 hex digits, without the `sha256:` prefix.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The first 12 hex digits: for names and human output.
+    pub fn short(&self) -> String {
+        self.hex()[..12].to_string()
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::str::FromStr for Digest {
+    type Err = String;
+
+    /// Parses `sha256:<64 hex>`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let hex_part = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("`{s}` is not a digest: it must start with `sha256:`"))?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut out).map_err(|_| {
+            format!("`{s}` is not a digest: expected 64 hex digits after `sha256:`")
+        })?;
+        Ok(Digest(out))
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The two layers' digests for one environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerDigests {
+    pub base: Digest,
+    pub app: Digest,
+}
+
+/// The exact bytes each digest was computed from (for tests and debugging; file contents
+/// appear only as their sha256, sensitive values only as HMACs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transcripts {
+    pub base: Vec<u8>,
+    pub app: Vec<u8>,
+}
+
+/// A variable's value resolved for the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarValue {
+    pub value: String,
+    /// Enters digests only as an HMAC under the digest key.
+    pub sensitive: bool,
+}
+
+/// Where `{{ env.NAME }}` and the inherited proxy variables are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEnv {
+    /// This process's environment.
+    Process,
+    /// Fixed values (tests; a replayed run).
+    Fixed(BTreeMap<String, String>),
+}
+
+impl HostEnv {
+    /// The variable's value; unset and non-UTF-8 read as absent.
+    pub fn get(&self, name: &str) -> Option<String> {
+        match self {
+            HostEnv::Process => std::env::var(name).ok(),
+            HostEnv::Fixed(map) => map.get(name).cloned(),
+        }
+    }
+}
+
+/// Everything besides the Pipelinefile that a digest depends on.
+#[derive(Debug, Clone)]
+pub struct DigestInputs {
+    /// The kind the layers are built on: normally the environment's target, but `up --local`
+    /// on an ec2 environment builds on docker.
+    pub target: TargetKind,
+    /// Every variable resolved for the environment (missing ones are only an error when a
+    /// layer references them).
+    pub vars: BTreeMap<String, VarValue>,
+    pub host_env: HostEnv,
+    /// The run's start, UTC, `YYYYMMDDHHMMSS`.
+    pub timestamp: String,
+    /// Short commit of the Pipelinefile's repository, or `unknown`.
+    pub git_commit: String,
+    /// Needed only when a layer references a sensitive variable.
+    pub key: Option<DigestKey>,
+}
+
+impl DigestInputs {
+    /// Inputs for `target` with no variables, the process environment, now as the timestamp,
+    /// an `unknown` commit and no key.
+    pub fn new(target: TargetKind) -> Self {
+        Self {
+            target,
+            vars: BTreeMap::new(),
+            host_env: HostEnv::Process,
+            timestamp: chrono::Utc::now().format("%Y%m%d%H%M%S").to_string(),
+            git_commit: "unknown".into(),
+            key: None,
+        }
+    }
+}
+
+/// Why a digest could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error("no environment `{name}` in the Pipelinefile")]
+    UnknownEnvironment { name: String, known: Vec<String> },
+    #[error("[box] has no `{kind}` entry, needed to compute the layer digests for {kind}")]
+    NoBox { kind: TargetKind },
+    #[error("cannot read {} while computing the layer digests: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("variable `{name}` is used by the {layer} layer but has no value")]
+    UnresolvedVar { name: String, layer: LayerName },
+    #[error(
+        "variable `{name}` is sensitive and used by the {layer} layer, but no digest key was given"
+    )]
+    MissingKey { name: String, layer: LayerName },
+    #[error("digest key {}: {problem}", .path.display())]
+    Key { path: PathBuf, problem: String },
+}
+
+impl DigestError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            DigestError::UnknownEnvironment { known, .. } if known.is_empty() => {
+                "add an [env.NAME] table to the Pipelinefile".into()
+            }
+            DigestError::UnknownEnvironment { known, .. } => {
+                format!("environments are: {}", known.join(", "))
+            }
+            DigestError::NoBox { kind } => {
+                format!("add `{kind} = {{ ... }}` to [box]")
+            }
+            DigestError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                "the Pipelinefile names this path (relative to its folder): create it or fix \
+                 the path"
+                    .into()
+            }
+            DigestError::Read { .. } => "check that pipe may read it".into(),
+            DigestError::UnresolvedVar { name, .. } => format!(
+                "give `{name}` a value: `--var {name}=...`, PIPE_VAR_{name}, or, when it reads \
+                 the host environment, set that variable or a `default`"
+            ),
+            DigestError::MissingKey { .. } => {
+                format!(
+                    "set {} or let pipe create its key file",
+                    super::key::KEY_ENV
+                )
+            }
+            DigestError::Key { .. } => format!(
+                "delete the file to have pipe create a new key (cached layers built with sensitive \
+                 variables will be rebuilt once), or set {}",
+                super::key::KEY_ENV
+            ),
+        })
+    }
+}
+
+/// The base and app digests of environment `env`.
+pub fn compute(
+    pf: &Pipelinefile,
+    env: &str,
+    inputs: &DigestInputs,
+) -> Result<LayerDigests, DigestError> {
+    Ok(run(pf, env, inputs, false)?.0)
+}
+
+/// [`compute`], also returning the exact bytes hashed.
+pub fn compute_with_transcripts(
+    pf: &Pipelinefile,
+    env: &str,
+    inputs: &DigestInputs,
+) -> Result<(LayerDigests, Transcripts), DigestError> {
+    let (digests, t) = run(pf, env, inputs, true)?;
+    Ok((digests, t.expect("transcripts were kept")))
+}
+
+fn run(
+    pf: &Pipelinefile,
+    env: &str,
+    inputs: &DigestInputs,
+    keep: bool,
+) -> Result<(LayerDigests, Option<Transcripts>), DigestError> {
+    if !pf.envs.contains_key(env) {
+        return Err(DigestError::UnknownEnvironment {
+            name: env.to_string(),
+            known: pf.envs.keys().cloned().collect(),
+        });
+    }
+    let mut h = Hashing {
+        pf,
+        env,
+        inputs,
+        layer: LayerName::Base,
+    };
+
+    let mut enc = Encoder::new(keep);
+    h.base(&mut enc)?;
+    let (base, base_t) = enc.finish();
+
+    h.layer = LayerName::App;
+    let mut enc = Encoder::new(keep);
+    h.app(&mut enc, &base)?;
+    let (app, app_t) = enc.finish();
+
+    let transcripts = base_t
+        .zip(app_t)
+        .map(|(base, app)| Transcripts { base, app });
+    Ok((LayerDigests { base, app }, transcripts))
+}
+
+type R = Result<(), DigestError>;
+
+struct Hashing<'a> {
+    pf: &'a Pipelinefile,
+    env: &'a str,
+    inputs: &'a DigestInputs,
+    /// The layer being hashed, for error messages.
+    layer: LayerName,
+}
+
+impl Hashing<'_> {
+    fn base(&self, enc: &mut Encoder) -> R {
+        enc.str("format", FORMAT);
+        enc.str("layer", LayerName::Base.as_str());
+        let kind = self.inputs.target;
+        enc.str("target", kind.as_str());
+        self.box_identity(enc, kind)?;
+        self.build_trust(enc, &self.pf.build)?;
+        self.layer_steps(enc, &self.pf.base)
+    }
+
+    fn app(&self, enc: &mut Encoder, base: &super::digest::Digest) -> R {
+        enc.str("format", FORMAT);
+        enc.str("layer", LayerName::App.as_str());
+        enc.bytes("base", base.as_bytes());
+        self.layer_steps(enc, &self.pf.app)?;
+        let mut services: Vec<&Service> = self.pf.services.iter().collect();
+        services.sort_by(|a, b| a.name.value.cmp(&b.name.value));
+        enc.list("services", services.len());
+        for s in services {
+            self.service(enc, s)?;
+        }
+        Ok(())
+    }
+
+    fn box_identity(&self, enc: &mut Encoder, kind: TargetKind) -> R {
+        let source = self.pf.boxes.get(kind).ok_or(DigestError::NoBox { kind })?;
+        match &source.value {
+            BoxSource::Recipe(name) => {
+                let path = self.pf.root.join("boxes").join(format!("{name}.toml"));
+                enc.str("box", "recipe");
+                enc.bytes("sha256", &file_sha256(&path)?);
+            }
+            BoxSource::Image(image) => {
+                enc.str("box", "image");
+                enc.str("image", image);
+            }
+            BoxSource::Ami(ami) => {
+                enc.str("box", "ami");
+                enc.str("ami", ami);
+            }
+            BoxSource::AmiFilter { name, owners } => {
+                enc.str("box", "ami_filter");
+                enc.str("name", name);
+                let owners: BTreeSet<&String> = owners.iter().collect();
+                enc.list("owners", owners.len());
+                for o in owners {
+                    enc.str("owner", o);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Certificates and proxy settings are removed before a layer is committed unless
+    /// `keep_build_trust` is set, so only then do they change its content.
+    fn build_trust(&self, enc: &mut Encoder, build: &BuildSettings) -> R {
+        enc.bool("keep_build_trust", build.keep_build_trust);
+        if !build.keep_build_trust {
+            return Ok(());
+        }
+        enc.list("ca_certificates", build.ca_certificates.len());
+        for configured in &build.ca_certificates {
+            let path = self.pf.root.join(configured);
+            if configured == Path::new(DEFAULT_CA_DIR) && !path.exists() {
+                // The default applies only "when it exists".
+                enc.list("certificates", 0);
+                continue;
+            }
+            let entries = tree::walk(&path).map_err(|e| read_error(&path, e))?;
+            let single = entries.len() == 1 && entries[0].rel.is_empty();
+            let certs: Vec<_> = entries
+                .into_iter()
+                .filter(|e| e.kind != EntryKind::Dir)
+                .filter(|e| single || e.rel.ends_with(".crt"))
+                .collect();
+            enc.list("certificates", certs.len());
+            for cert in certs {
+                let name = if single {
+                    file_name(&path)
+                } else {
+                    cert.rel.clone()
+                };
+                enc.str("name", &name);
+                // A symlinked certificate is installed by content.
+                enc.bytes("sha256", &file_sha256(&cert.abs)?);
+            }
+        }
+        let (http, https, no_proxy) = match &build.proxy {
+            ProxyMode::None => (None, None, None),
+            ProxyMode::Inherit => (
+                self.host_proxy("HTTP_PROXY"),
+                self.host_proxy("HTTPS_PROXY"),
+                self.host_proxy("NO_PROXY"),
+            ),
+            ProxyMode::Explicit {
+                http,
+                https,
+                no_proxy,
+            } => (http.clone(), https.clone(), no_proxy.clone()),
+        };
+        // The effective values, not the mode: `inherit` and the same explicit values bake the
+        // same image.
+        enc.opt_str("http_proxy", http.as_deref());
+        enc.opt_str("https_proxy", https.as_deref());
+        enc.opt_str("no_proxy", no_proxy.as_deref());
+        Ok(())
+    }
+
+    /// `NAME` or `name` from the host, the first that is set and not empty.
+    fn host_proxy(&self, upper: &str) -> Option<String> {
+        let env = &self.inputs.host_env;
+        env.get(upper).filter(|v| !v.is_empty()).or_else(|| {
+            env.get(&upper.to_ascii_lowercase())
+                .filter(|v| !v.is_empty())
+        })
+    }
+
+    fn layer_steps(&self, enc: &mut Encoder, layer: &Layer) -> R {
+        match &layer.precache {
+            Some(p) => self.precache(enc, p)?,
+            None => enc.opt_str("precache", None),
+        }
+        enc.list("provision", layer.provision.len());
+        for p in &layer.provision {
+            self.provisioner(enc, &p.kind)?;
+        }
+        Ok(())
+    }
+
+    fn precache(&self, enc: &mut Encoder, p: &Precache) -> R {
+        enc.str("precache", "precache");
+        enc.list("files", p.files.len());
+        for f in &p.files {
+            enc.str("path", &normalize(&f.value).0);
+            self.tree(enc, &self.pf.root.join(&f.value))?;
+        }
+        enc.str("to", &p.to);
+        self.template(enc, "run", &p.run)?;
+        self.templates(enc, "env", &p.env)
+    }
+
+    fn provisioner(&self, enc: &mut Encoder, kind: &ProvisionerKind) -> R {
+        match kind {
+            ProvisionerKind::File { source, to, owner } => {
+                enc.str("kind", "file");
+                let (path, contents) = normalize(&source.value);
+                enc.str("source", &path);
+                // `app/` uploads the folder's contents, `app` the folder itself.
+                enc.bool("contents", contents);
+                self.tree(enc, &self.pf.root.join(&source.value))?;
+                self.template(enc, "to", to)?;
+                enc.opt_str("owner", owner.as_deref());
+            }
+            ProvisionerKind::Shell(shell) => {
+                // retries, valid_exit_codes and timeout decide whether a run succeeds, not what
+                // a successful run leaves behind: they stay out.
+                match &shell.source {
+                    ShellSource::Script(script) => {
+                        enc.str("kind", "shell");
+                        self.tree(enc, &self.pf.root.join(&script.value))?;
+                    }
+                    ShellSource::Inline(commands) => {
+                        enc.str("kind", "inline");
+                        enc.list("commands", commands.len());
+                        for c in commands {
+                            self.template(enc, "command", c)?;
+                        }
+                    }
+                }
+                self.templates(enc, "env", &shell.env)?;
+                enc.opt_str("run_as", shell.run_as.as_deref());
+                enc.opt_str("workdir", shell.workdir.as_deref());
+            }
+            ProvisionerKind::Ansible {
+                playbook,
+                extra_vars,
+                env,
+            } => {
+                enc.str("kind", "ansible");
+                let path = self.pf.root.join(&playbook.value);
+                let name = file_name(&path);
+                let folder = path.parent().unwrap_or(&self.pf.root).to_path_buf();
+                enc.str("playbook", &name);
+                // The playbook's whole folder is uploaded (roles, templates, vars files).
+                self.tree(enc, &folder)?;
+                self.templates(enc, "extra_vars", extra_vars)?;
+                self.templates(enc, "env", env)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn service(&self, enc: &mut Encoder, s: &Service) -> R {
+        enc.str("name", &s.name.value);
+        self.template(enc, "command", &s.command)?;
+        enc.opt_str("user", s.user.as_deref());
+        enc.opt_str("workdir", s.workdir.as_deref());
+        self.templates(enc, "env", &s.env)?;
+        enc.opt_u64("port", s.port.as_ref().map(|p| u64::from(p.value)));
+        Ok(())
+    }
+
+    /// Every entry of the tree at `path` as uploads see it: relative path, type, mode, and a
+    /// file's content hash (or a symlink's target).
+    fn tree(&self, enc: &mut Encoder, path: &Path) -> R {
+        let entries = tree::walk(path).map_err(|e| read_error(path, e))?;
+        enc.list("tree", entries.len());
+        for e in entries {
+            enc.str("path", &e.rel);
+            enc.u64("mode", u64::from(e.mode));
+            match &e.kind {
+                EntryKind::File => {
+                    enc.str("type", "file");
+                    enc.bytes("sha256", &file_sha256(&e.abs)?);
+                }
+                EntryKind::Dir => enc.str("type", "dir"),
+                EntryKind::Symlink(target) => {
+                    enc.str("type", "symlink");
+                    enc.str("target", &target.to_string_lossy());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A table of templates, sorted by key: their order in the file does not matter.
+    fn templates(
+        &self,
+        enc: &mut Encoder,
+        label: &str,
+        table: &indexmap::IndexMap<String, Template>,
+    ) -> R {
+        let sorted: BTreeMap<&String, &Template> = table.iter().collect();
+        enc.list(label, sorted.len());
+        for (k, t) in sorted {
+            enc.str("key", k);
+            self.template(enc, "value", t)?;
+        }
+        Ok(())
+    }
+
+    /// The raw text, then each distinct reference (sorted) with its value.
+    fn template(&self, enc: &mut Encoder, label: &str, t: &Template) -> R {
+        enc.str(label, &t.raw);
+        let refs: BTreeSet<Reference> = template::references(&t.raw).into_iter().collect();
+        enc.list("references", refs.len());
+        for r in refs {
+            match r {
+                Reference::Var(name) => {
+                    enc.str("ref", &format!("vars.{name}"));
+                    let v =
+                        self.inputs
+                            .vars
+                            .get(&name)
+                            .ok_or_else(|| DigestError::UnresolvedVar {
+                                name: name.clone(),
+                                layer: self.layer,
+                            })?;
+                    if v.sensitive {
+                        let key =
+                            self.inputs
+                                .key
+                                .as_ref()
+                                .ok_or_else(|| DigestError::MissingKey {
+                                    name: name.clone(),
+                                    layer: self.layer,
+                                })?;
+                        enc.bytes("hmac-sha256", &key.mac(v.value.as_bytes()));
+                    } else {
+                        enc.str("value", &v.value);
+                    }
+                }
+                Reference::HostEnv(name) => {
+                    enc.str("ref", &format!("env.{name}"));
+                    // Renders as empty when unset, so it hashes the same as empty.
+                    let v = self.inputs.host_env.get(&name).unwrap_or_default();
+                    enc.str("value", &v);
+                }
+                Reference::PipelineName => {
+                    enc.str("ref", "pipeline.name");
+                    enc.str("value", &self.pf.pipeline.name.value);
+                }
+                Reference::Environment => {
+                    enc.str("ref", "environment");
+                    enc.str("value", self.env);
+                }
+                Reference::Timestamp => {
+                    enc.str("ref", "timestamp");
+                    enc.str("value", &self.inputs.timestamp);
+                }
+                Reference::GitCommit => {
+                    enc.str("ref", "git.commit");
+                    enc.str("value", &self.inputs.git_commit);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Pipelinefile path, `/`-separated without `.` or empty parts, and whether it ended in `/`.
+fn normalize(raw: &str) -> (String, bool) {
+    let contents = raw.ends_with('/') && raw.len() > 1;
+    let absolute = raw.starts_with('/');
+    let parts: Vec<&str> = raw
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let joined = parts.join("/");
+    let path = if absolute {
+        format!("/{joined}")
+    } else if joined.is_empty() {
+        ".".to_string()
+    } else {
+        joined
+    };
+    (path, contents)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn read_error(path: &Path, source: std::io::Error) -> DigestError {
+    DigestError::Read {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// sha256 of a file's content, streamed.
+fn file_sha256(path: &Path) -> Result<[u8; 32], DigestError> {
+    let mut file = std::fs::File::open(path).map_err(|e| read_error(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| read_error(path, e))?;
+    Ok(hasher.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_print_and_parse() {
+        let d = Digest([0xab; 32]);
+        let s = d.to_string();
+        assert_eq!(s.len(), "sha256:".len() + 64);
+        assert!(s.starts_with("sha256:abab"));
+        assert_eq!(d.short(), "abababababab");
+        assert_eq!(s.parse::<Digest>().unwrap(), d);
+        assert!("abab".parse::<Digest>().is_err());
+        assert!("sha256:zz".parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn paths_are_normalized() {
+        assert_eq!(normalize("./app/"), ("app".to_string(), true));
+        assert_eq!(normalize("app//x"), ("app/x".to_string(), false));
+        assert_eq!(normalize("/etc/x"), ("/etc/x".to_string(), false));
+    }
+}
