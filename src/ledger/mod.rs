@@ -1,0 +1,387 @@
+//! The ledger: `.pipe/ledger.jsonl`, the append-only record of bakes, verifications,
+//! promotions, rollbacks and rejections.
+//!
+//! One JSON object per line, each carrying the sha256 of the previous line, so an edit
+//! anywhere breaks the chain at a line `pipe history --verify` can name. Appends hold an
+//! exclusive lock on the file and fsync before returning. A crash mid-append leaves at most a
+//! torn last line without a newline: readers skip it, and the next append moves it to
+//! `ledger.torn` before writing, so no earlier entry is ever hidden or damaged.
+
+mod release;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use release::{Release, ReleaseStatus, ReleaseView, VerifyOutcome, find_release, releases};
+
+/// The chain's start.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A ledger event's payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A release was baked (and maybe verified in the same run).
+    Bake { release: Release },
+    /// A release was verified (again).
+    Verify {
+        release: String,
+        outcome: VerifyOutcome,
+    },
+    /// A release became current in an environment, or failed to.
+    Promote {
+        release: String,
+        env: String,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A rollback re-promoted an earlier release.
+    Rollback {
+        release: String,
+        env: String,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A release was made unpromotable.
+    Reject {
+        release: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// One line of the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// 1-based position.
+    pub seq: u64,
+    /// sha256 of the previous line's bytes (without its newline), or [`GENESIS`].
+    pub prev: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// `user@host`.
+    pub who: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Ledger failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("ledger {}: line {line} is not a valid entry: {message}", .path.display())]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// The ledger of one Pipelinefile folder.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    path: PathBuf,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainCheck {
+    /// Every line links to the previous one; the count of entries.
+    Intact { entries: usize, torn_tail: bool },
+    /// The first line (1-based) whose `prev` or `seq` does not match, or that does not parse.
+    Broken { line: usize, reason: String },
+}
+
+impl Ledger {
+    /// The ledger in a state folder (`.pipe`).
+    pub fn open(state_dir: &Path) -> Self {
+        Self {
+            path: state_dir.join("ledger.jsonl"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, source: std::io::Error) -> LedgerError {
+        LedgerError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Appends an event under an exclusive lock, fsynced; returns the written entry.
+    pub fn append(&self, who: &str, event: Event) -> Result<Entry, LedgerError> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .map_err(|e| self.io(e))?;
+        file.lock().map_err(|e| self.io(e))?;
+        let result = self.append_locked(&mut file, who, event);
+        let _ = file.unlock();
+        result
+    }
+
+    fn append_locked(
+        &self,
+        file: &mut File,
+        who: &str,
+        event: Event,
+    ) -> Result<Entry, LedgerError> {
+        let mut data = Vec::new();
+        file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
+        file.read_to_end(&mut data).map_err(|e| self.io(e))?;
+        let complete = match data.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        if complete < data.len() {
+            // A torn line from a crash mid-append: keep it aside, then drop it.
+            let torn = self.path.with_extension("torn");
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&torn)
+                .map_err(|e| self.io(e))?;
+            f.write_all(&data[complete..]).map_err(|e| self.io(e))?;
+            f.write_all(b"\n").map_err(|e| self.io(e))?;
+            f.sync_all().map_err(|e| self.io(e))?;
+            file.set_len(complete as u64).map_err(|e| self.io(e))?;
+            data.truncate(complete);
+        }
+        let lines: Vec<&[u8]> = data
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let prev = lines.last().map_or(GENESIS.to_string(), |l| sha256_hex(l));
+        let entry = Entry {
+            seq: lines.len() as u64 + 1,
+            prev,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            who: who.to_string(),
+            event,
+        };
+        let mut line = serde_json::to_vec(&entry).expect("entries serialize");
+        line.push(b'\n');
+        file.seek(SeekFrom::End(0)).map_err(|e| self.io(e))?;
+        file.write_all(&line).map_err(|e| self.io(e))?;
+        file.sync_all().map_err(|e| self.io(e))?;
+        Ok(entry)
+    }
+
+    /// Every complete entry, in order; a torn last line is skipped.
+    pub fn entries(&self) -> Result<Vec<Entry>, LedgerError> {
+        let data = match std::fs::read(&self.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io(e)),
+        };
+        let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let mut out = Vec::new();
+        for (i, line) in data[..complete].split(|b| *b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let entry: Entry = serde_json::from_slice(line).map_err(|e| LedgerError::Corrupt {
+                path: self.path.clone(),
+                line: i + 1,
+                message: e.to_string(),
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Checks the hash chain line by line.
+    pub fn verify(&self) -> Result<ChainCheck, LedgerError> {
+        let data = match std::fs::read(&self.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ChainCheck::Intact {
+                    entries: 0,
+                    torn_tail: false,
+                });
+            }
+            Err(e) => return Err(self.io(e)),
+        };
+        let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let mut prev = GENESIS.to_string();
+        let mut count = 0usize;
+        let body = &data[..complete.saturating_sub(1)];
+        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+            let n = i + 1;
+            if complete == 0 {
+                break;
+            }
+            if line.is_empty() {
+                return Ok(ChainCheck::Broken {
+                    line: n,
+                    reason: "empty line".into(),
+                });
+            }
+            let entry: Entry = match serde_json::from_slice(line) {
+                Ok(e) => e,
+                Err(e) => {
+                    return Ok(ChainCheck::Broken {
+                        line: n,
+                        reason: format!("not a ledger entry: {e}"),
+                    });
+                }
+            };
+            if entry.prev != prev {
+                return Ok(ChainCheck::Broken {
+                    line: n,
+                    reason: "its `prev` does not match the sha256 of the line before it (that line or this one was changed, or a line was removed)".into(),
+                });
+            }
+            if entry.seq != count as u64 + 1 {
+                return Ok(ChainCheck::Broken {
+                    line: n,
+                    reason: format!("its seq is {}, expected {}", entry.seq, count + 1),
+                });
+            }
+            prev = sha256_hex(line);
+            count += 1;
+        }
+        Ok(ChainCheck::Intact {
+            entries: count,
+            torn_tail: complete < data.len(),
+        })
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// `user@host` of whoever runs pipe.
+pub fn who() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reject(id: &str) -> Event {
+        Event::Reject {
+            release: id.into(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn chains_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path());
+        for i in 0..3 {
+            l.append("me@here", reject(&format!("r{i}"))).unwrap();
+        }
+        assert_eq!(
+            l.verify().unwrap(),
+            ChainCheck::Intact {
+                entries: 3,
+                torn_tail: false
+            }
+        );
+        let entries = l.entries().unwrap();
+        assert_eq!(entries[0].prev, GENESIS);
+        assert_eq!(entries[2].seq, 3);
+    }
+
+    #[test]
+    fn an_edited_line_breaks_the_chain_at_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path());
+        for i in 0..4 {
+            l.append("me@here", reject(&format!("r{i}"))).unwrap();
+        }
+        let text = std::fs::read_to_string(l.path()).unwrap();
+        std::fs::write(l.path(), text.replacen("\"r1\"", "\"rX\"", 1)).unwrap();
+        match l.verify().unwrap() {
+            ChainCheck::Broken { line, .. } => assert_eq!(line, 3),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_hides_nothing_and_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path());
+        l.append("me@here", reject("r0")).unwrap();
+        l.append("me@here", reject("r1")).unwrap();
+        // A crash mid-append: half a line, no newline.
+        let mut f = OpenOptions::new().append(true).open(l.path()).unwrap();
+        f.write_all(b"{\"seq\":3,\"prev\":\"ab").unwrap();
+        drop(f);
+        assert_eq!(l.entries().unwrap().len(), 2);
+        assert_eq!(
+            l.verify().unwrap(),
+            ChainCheck::Intact {
+                entries: 2,
+                torn_tail: true
+            }
+        );
+        let e = l.append("me@here", reject("r2")).unwrap();
+        assert_eq!(e.seq, 3);
+        assert_eq!(
+            l.verify().unwrap(),
+            ChainCheck::Intact {
+                entries: 3,
+                torn_tail: false
+            }
+        );
+        let torn = std::fs::read_to_string(dir.path().join("ledger.torn")).unwrap();
+        assert!(torn.starts_with("{\"seq\":3,\"prev\":\"ab"));
+    }
+
+    #[test]
+    fn concurrent_appends_keep_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path());
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let l = l.clone();
+                s.spawn(move || {
+                    for i in 0..10 {
+                        l.append("me@here", reject(&format!("t{t}-{i}"))).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            l.verify().unwrap(),
+            ChainCheck::Intact {
+                entries: 40,
+                torn_tail: false
+            }
+        );
+    }
+}

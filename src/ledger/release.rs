@@ -1,0 +1,172 @@
+//! Releases: what a bake records, and their status derived from the whole ledger.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Entry, Event};
+
+/// The result of running `[verify]` on a fresh machine from a baked image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyOutcome {
+    pub ok: bool,
+    /// The last lines of the checks' output (secrets masked).
+    pub excerpt: String,
+}
+
+/// A baked app image for an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// sha256 over the app digest, environment, artifacts and bake time.
+    pub id: String,
+    /// The id's first 10 characters, accepted wherever an id is.
+    pub alias: String,
+    pub pipeline: String,
+    pub env: String,
+    pub target: String,
+    /// Artifact ids per target/region, e.g. `docker` → image id.
+    pub artifacts: BTreeMap<String, String>,
+    pub base_digest: String,
+    pub app_digest: String,
+    pub git_commit: String,
+    pub git_dirty: bool,
+    /// sha256 of the Pipelinefile's text.
+    pub pipelinefile_digest: String,
+    pub who: String,
+    pub when: String,
+    /// `None` when baked with `--skip-verify`.
+    pub verify: Option<VerifyOutcome>,
+}
+
+impl Release {
+    /// Computes the id and alias from the other fields.
+    pub fn seal(mut self) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [&self.app_digest, &self.env, &self.when] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        for (k, v) in &self.artifacts {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k.as_bytes());
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v.as_bytes());
+        }
+        self.id = hex::encode(h.finalize());
+        self.alias = self.id[..10].to_string();
+        self
+    }
+}
+
+/// Where a release stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    /// Baked, not verified (`--skip-verify`): cannot be promoted.
+    Unverified,
+    Verified,
+    /// Verification failed: cannot be promoted.
+    Failed,
+    /// Rejected by `pipe reject`: cannot be promoted.
+    Rejected,
+}
+
+/// A release with what the ledger says about it since.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseView {
+    #[serde(flatten)]
+    pub release: Release,
+    pub status: ReleaseStatus,
+    /// Environments where it is current now.
+    pub current_in: Vec<String>,
+    /// Environments it was ever promoted into successfully.
+    pub promoted_to: Vec<String>,
+}
+
+impl ReleaseView {
+    pub fn promotable(&self) -> bool {
+        self.status == ReleaseStatus::Verified
+    }
+}
+
+/// Folds the ledger into releases (oldest first) and the current release of each environment.
+pub fn releases(entries: &[Entry]) -> (Vec<ReleaseView>, BTreeMap<String, String>) {
+    let mut views: Vec<ReleaseView> = Vec::new();
+    let mut current: BTreeMap<String, String> = BTreeMap::new();
+    let find =
+        |views: &mut Vec<ReleaseView>, id: &str| views.iter().position(|v| v.release.id == id);
+    for e in entries {
+        match &e.event {
+            Event::Bake { release } => {
+                let status = match &release.verify {
+                    None => ReleaseStatus::Unverified,
+                    Some(v) if v.ok => ReleaseStatus::Verified,
+                    Some(_) => ReleaseStatus::Failed,
+                };
+                views.push(ReleaseView {
+                    release: release.clone(),
+                    status,
+                    current_in: Vec::new(),
+                    promoted_to: Vec::new(),
+                });
+            }
+            Event::Verify { release, outcome } => {
+                if let Some(i) = find(&mut views, release) {
+                    views[i].release.verify = Some(outcome.clone());
+                    if views[i].status != ReleaseStatus::Rejected {
+                        views[i].status = if outcome.ok {
+                            ReleaseStatus::Verified
+                        } else {
+                            ReleaseStatus::Failed
+                        };
+                    }
+                }
+            }
+            Event::Promote {
+                release, env, ok, ..
+            }
+            | Event::Rollback {
+                release, env, ok, ..
+            } => {
+                if *ok {
+                    current.insert(env.clone(), release.clone());
+                    if let Some(i) = find(&mut views, release) {
+                        if !views[i].promoted_to.contains(env) {
+                            views[i].promoted_to.push(env.clone());
+                        }
+                    }
+                }
+            }
+            Event::Reject { release, .. } => {
+                if let Some(i) = find(&mut views, release) {
+                    views[i].status = ReleaseStatus::Rejected;
+                }
+            }
+        }
+    }
+    for v in &mut views {
+        v.current_in = current
+            .iter()
+            .filter(|(_, id)| **id == v.release.id)
+            .map(|(env, _)| env.clone())
+            .collect();
+    }
+    (views, current)
+}
+
+/// Finds a release by full id, alias, or any unique prefix of at least 6 characters.
+pub fn find_release<'a>(views: &'a [ReleaseView], key: &str) -> Result<&'a ReleaseView, String> {
+    let matches: Vec<&ReleaseView> = views
+        .iter()
+        .filter(|v| v.release.id == key || (key.len() >= 6 && v.release.id.starts_with(key)))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!("no release `{key}` in the ledger")),
+        _ => Err(format!(
+            "`{key}` matches {} releases; give more characters",
+            matches.len()
+        )),
+    }
+}
