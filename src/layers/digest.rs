@@ -6,7 +6,8 @@
 //! - **base**: the format tag [`FORMAT`], the layer name, the target kind, the box identity (a
 //!   recipe's file content hash, or the image/AMI/filter text), the build trust that stays in the
 //!   image (only with `keep_build_trust = true`: the CA certificates' names and contents and the
-//!   effective proxy values), the precache step, then each base provisioner in order.
+//!   effective proxy variables, as `provisioners::trust` injects them), the precache step, then
+//!   each base provisioner in order.
 //! - **app**: the format tag, the layer name, the base digest, the app provisioners in order, and
 //!   the services (sorted by name; on VMs they are baked as systemd units).
 //!
@@ -32,9 +33,10 @@ use super::key::DigestKey;
 use super::tree::{self, EntryKind};
 use crate::config::template::{self, Reference};
 use crate::config::{
-    BoxSource, BuildSettings, DEFAULT_CA_DIR, Layer, LayerName, Pipelinefile, Precache,
-    ProvisionerKind, ProxyMode, Service, ShellSource, TargetKind, Template,
+    BoxSource, BuildSettings, Layer, LayerName, Pipelinefile, Precache, ProvisionerKind, Service,
+    ShellSource, TargetKind, Template,
 };
+use crate::provisioners::trust::BuildTrust;
 
 /// The format tag every digest input starts with; bump it when the encoding changes.
 pub const FORMAT: &str = "pipe-layer-v1";
@@ -347,67 +349,43 @@ impl Hashing<'_> {
     }
 
     /// Certificates and proxy settings are removed before a layer is committed unless
-    /// `keep_build_trust` is set, so only then do they change its content.
+    /// `keep_build_trust` is set, so only then do they change its content. What is hashed is
+    /// what provisioning injects: the same `BuildTrust` is read here.
     fn build_trust(&self, enc: &mut Encoder, build: &BuildSettings) -> R {
         enc.bool("keep_build_trust", build.keep_build_trust);
         if !build.keep_build_trust {
             return Ok(());
         }
-        enc.list("ca_certificates", build.ca_certificates.len());
-        for configured in &build.ca_certificates {
-            let path = self.pf.root.join(configured);
-            if configured == Path::new(DEFAULT_CA_DIR) && !path.exists() {
-                // The default applies only "when it exists".
-                enc.list("certificates", 0);
-                continue;
-            }
-            let entries = tree::walk(&path).map_err(|e| read_error(&path, e))?;
-            let single = entries.len() == 1 && entries[0].rel.is_empty();
-            let certs: Vec<_> = entries
-                .into_iter()
-                .filter(|e| e.kind != EntryKind::Dir)
-                .filter(|e| single || e.rel.ends_with(".crt"))
-                .collect();
-            enc.list("certificates", certs.len());
-            for cert in certs {
-                let name = if single {
-                    file_name(&path)
-                } else {
-                    cert.rel.clone()
-                };
-                enc.str("name", &name);
-                // A symlinked certificate is installed by content.
-                enc.bytes("sha256", &file_sha256(&cert.abs)?);
-            }
+        let host = |name: &str| self.inputs.host_env.get(name);
+        let trust = BuildTrust::from_settings(build, &self.pf.root, &host).map_err(|e| {
+            // Name the configured path that cannot be read.
+            let path = build
+                .ca_certificates
+                .iter()
+                .map(|p| self.pf.root.join(p))
+                .find(|p| {
+                    let one = BuildSettings {
+                        ca_certificates: vec![p.clone()],
+                        ..build.clone()
+                    };
+                    BuildTrust::from_settings(&one, &self.pf.root, &host).is_err()
+                })
+                .unwrap_or_else(|| self.pf.root.clone());
+            read_error(&path, e)
+        })?;
+        enc.list("ca_certificates", trust.certificates.len());
+        for (name, pem) in &trust.certificates {
+            enc.str("name", name);
+            enc.bytes("sha256", &Sha256::digest(pem));
         }
-        let (http, https, no_proxy) = match &build.proxy {
-            ProxyMode::None => (None, None, None),
-            ProxyMode::Inherit => (
-                self.host_proxy("HTTP_PROXY"),
-                self.host_proxy("HTTPS_PROXY"),
-                self.host_proxy("NO_PROXY"),
-            ),
-            ProxyMode::Explicit {
-                http,
-                https,
-                no_proxy,
-            } => (http.clone(), https.clone(), no_proxy.clone()),
-        };
         // The effective values, not the mode: `inherit` and the same explicit values bake the
         // same image.
-        enc.opt_str("http_proxy", http.as_deref());
-        enc.opt_str("https_proxy", https.as_deref());
-        enc.opt_str("no_proxy", no_proxy.as_deref());
+        enc.list("proxy", trust.proxy_env.len());
+        for (name, value) in &trust.proxy_env {
+            enc.str("name", name);
+            enc.str("value", value);
+        }
         Ok(())
-    }
-
-    /// `NAME` or `name` from the host, the first that is set and not empty.
-    fn host_proxy(&self, upper: &str) -> Option<String> {
-        let env = &self.inputs.host_env;
-        env.get(upper).filter(|v| !v.is_empty()).or_else(|| {
-            env.get(&upper.to_ascii_lowercase())
-                .filter(|v| !v.is_empty())
-        })
     }
 
     fn layer_steps(&self, enc: &mut Encoder, layer: &Layer) -> R {
@@ -451,8 +429,11 @@ impl Hashing<'_> {
                 // a successful run leaves behind: they stay out.
                 match &shell.source {
                     ShellSource::Script(script) => {
+                        // Uploaded under a name and mode of pipe's choosing and removed after
+                        // provisioning: only the content counts.
                         enc.str("kind", "shell");
-                        self.tree(enc, &self.pf.root.join(&script.value))?;
+                        let path = self.pf.root.join(&script.value);
+                        enc.bytes("sha256", &file_sha256(&path)?);
                     }
                     ShellSource::Inline(commands) => {
                         enc.str("kind", "inline");
