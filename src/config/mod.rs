@@ -3,8 +3,11 @@
 pub mod diagnostic;
 pub mod model;
 pub mod parse;
+mod suggest;
 pub mod template;
+mod validate;
 pub mod vars;
+mod walk;
 
 use std::path::{Path, PathBuf};
 

@@ -1,17 +1,173 @@
 //! Spanned TOML → validated [`Pipelinefile`], collecting every problem.
+//!
+//! The TOML is parsed with error recovery into a spanned tree, then walked by hand (serde would
+//! stop at the first error): each section has its own module below, and `validate` runs the
+//! checks that need the whole file (templates against declared vars, referenced files, ports,
+//! promotion graph).
+
+mod boxes;
+mod env;
+mod layer;
+mod pipeline;
+mod service;
 
 use std::path::Path;
 
+use toml::de::DeTable;
+
 use super::diagnostic::Diagnostic;
-use super::model::Pipelinefile;
+use super::model::{LayerName, Pipelinefile, Span, TargetKind};
+use super::validate;
+use super::walk::{self, Tbl, Walker};
+
+/// The top-level keys of a Pipelinefile.
+const SECTIONS: &[&str] = &[
+    "pipeline", "vars", "box", "build", "base", "app", "service", "verify", "env",
+];
+
+/// Names declared in the file, read before the sections are walked so that a broken entry
+/// does not cause follow-on errors elsewhere (an undefined var, a missing box).
+#[derive(Debug, Default)]
+pub struct Known {
+    pub vars: Vec<String>,
+    pub box_kinds: Vec<TargetKind>,
+    pub envs: Vec<String>,
+}
+
+impl Known {
+    fn read(root: &Tbl<'_, '_>) -> Self {
+        let keys = |name: &str| -> Vec<String> {
+            root.t
+                .get(name)
+                .and_then(|v| v.get_ref().as_table())
+                .map(|t| t.keys().map(|k| k.get_ref().to_string()).collect())
+                .unwrap_or_default()
+        };
+        Known {
+            vars: keys("vars"),
+            box_kinds: keys("box")
+                .iter()
+                .filter_map(|k| TargetKind::parse(k))
+                .collect(),
+            envs: keys("env"),
+        }
+    }
+}
 
 /// Parses and validates; on failure returns every diagnostic and the source back.
 pub fn parse(path: &Path, source: String) -> Result<Pipelinefile, (Vec<Diagnostic>, String)> {
-    let _ = path;
-    Err((
-        vec![Diagnostic::whole_file(
-            "the Pipelinefile parser is not implemented yet",
-        )],
-        source,
-    ))
+    let root_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut w = Walker::default();
+    let syntax_spans: Vec<Span>;
+    let syntax_count: usize;
+    let (pf, known) = {
+        let (doc, errors) = DeTable::parse_recoverable(&source);
+        for e in errors {
+            let d = syntax_diagnostic(&e, &source);
+            if !w.diags.contains(&d) {
+                w.push(d);
+            }
+        }
+        syntax_count = w.diags.len();
+        syntax_spans = w.diags.iter().filter_map(|d| d.span).collect::<Vec<_>>();
+        let root = Tbl::new(doc.get_ref(), walk::span(&doc), "the Pipelinefile");
+        let known = Known::read(&root);
+        for (key, key_span, _) in root.entries() {
+            if !SECTIONS.contains(&key) {
+                let mut d = walk::unknown_key(key, key_span, "the Pipelinefile", SECTIONS);
+                if let Some(table) = home_of(key) {
+                    d.hint = Some(format!("`{key}` belongs in {table}"));
+                }
+                w.push(d);
+            }
+        }
+        let pipeline = pipeline::pipeline(&mut w, &root, &root_dir);
+        let vars = pipeline::vars(&mut w, &root);
+        let boxes = boxes::boxes(&mut w, &root, &root_dir);
+        let build = boxes::build(&mut w, &root, &root_dir);
+        let base = layer::layer(&mut w, &root, LayerName::Base);
+        let app = layer::layer(&mut w, &root, LayerName::App);
+        let services = service::services(&mut w, &root);
+        let verify = service::verify(&mut w, &root);
+        let envs = env::envs(&mut w, &root, &known);
+        let pf = Pipelinefile {
+            path: path.to_path_buf(),
+            root: root_dir.clone(),
+            source: String::new(),
+            pipeline,
+            vars,
+            boxes,
+            build,
+            base,
+            app,
+            services,
+            verify,
+            envs,
+        };
+        (pf, known)
+    };
+    validate::check(&mut w, &pf, &known, &source);
+    // A value the parser recovered from a syntax error is a guess: whatever else is said
+    // about the same place would only repeat the syntax error.
+    let mut i = 0;
+    w.diags.retain(|d| {
+        i += 1;
+        i <= syntax_count
+            || !d
+                .span
+                .is_some_and(|s| syntax_spans.iter().any(|x| overlaps(*x, s)))
+    });
+    if w.diags.is_empty() {
+        return Ok(Pipelinefile { source, ..pf });
+    }
+    // Source order; whole-file problems first. The sort is stable, so problems at the same
+    // place keep the order they were found in.
+    w.diags
+        .sort_by_key(|d| d.span.map_or((0, 0), |s| (1, s.start)));
+    Err((w.diags, source))
+}
+
+fn overlaps(a: Span, b: Span) -> bool {
+    let a_end = a.end.max(a.start + 1);
+    let b_end = b.end.max(b.start + 1);
+    a.start < b_end && b.start < a_end
+}
+
+/// A TOML syntax error as a diagnostic; the parser's wording for a missing value is
+/// replaced by a plainer one.
+fn syntax_diagnostic(e: &toml::de::Error, source: &str) -> Diagnostic {
+    let Some(range) = e.span() else {
+        return Diagnostic::whole_file(e.message().to_string());
+    };
+    let message = e.message().trim_end_matches('\n');
+    let rest = source.get(range.start..).unwrap_or("");
+    let next = rest.trim_start_matches([' ', '\t']).chars().next();
+    let missing_value = range.is_empty()
+        && message.contains("literal string")
+        && matches!(next, None | Some('}' | ',' | ']' | '\n' | '\r' | '#'));
+    if missing_value {
+        return Diagnostic::new("expected a value", range.into())
+            .with_hint("write a value after `=`, e.g. a quoted string");
+    }
+    let d = Diagnostic::new(message.to_string(), range.clone().into());
+    match source.get(range) {
+        Some(word) if message.starts_with("string values must be quoted") => {
+            d.with_hint(format!("put it in quotes: `\"{word}\"`"))
+        }
+        _ => d,
+    }
+}
+
+/// The table a key misplaced at the top level belongs in.
+fn home_of(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "name" | "description" => "[pipeline]",
+        "provision" => "[base] or [app]",
+        "precache" => "[base]",
+        "commands" | "http" => "[verify]",
+        "target" | "promote_from" => "an [env.NAME] table",
+        "command" | "port" => "a [[service]] table",
+        "proxy" | "ca_certificates" | "keep_build_trust" => "[build]",
+        _ => return None,
+    })
 }

@@ -112,22 +112,41 @@ fn parse_expr(expr: &str) -> Result<Reference, (String, Option<String>)> {
     if expr.is_empty() {
         return Err(("empty `{{ }}`".into(), Some(known_hint())));
     }
-    if let Some(name) = expr.strip_prefix("vars.") {
-        if is_ident(name) {
-            return Ok(Reference::Var(name.to_string()));
-        }
+    if let Some(name) = expr.strip_prefix("vars.").filter(|n| is_ident(n)) {
+        return Ok(Reference::Var(name.to_string()));
     }
-    if let Some(name) = expr.strip_prefix("env.") {
-        if is_ident(name) {
-            return Ok(Reference::HostEnv(name.to_string()));
-        }
+    if let Some(name) = expr.strip_prefix("env.").filter(|n| is_ident(n)) {
+        return Ok(Reference::HostEnv(name.to_string()));
     }
     match expr {
         "pipeline.name" => Ok(Reference::PipelineName),
         "environment" => Ok(Reference::Environment),
         "timestamp" => Ok(Reference::Timestamp),
         "git.commit" => Ok(Reference::GitCommit),
-        _ => Err((format!("unknown expression `{expr}`"), Some(known_hint()))),
+        _ => Err((
+            format!("unknown expression `{expr}`"),
+            Some(unknown_hint(expr)),
+        )),
+    }
+}
+
+/// A did-you-mean for a misspelt expression, else the list of expressions.
+fn unknown_hint(expr: &str) -> String {
+    const FIXED: &[&str] = &["pipeline.name", "environment", "timestamp", "git.commit"];
+    if matches!(expr, "vars" | "env") {
+        return format!("name the variable: `{expr}.NAME`");
+    }
+    let guess = match expr.split_once('.') {
+        // `var.x`, `envs.X`: a misspelt prefix with a plausible name.
+        Some((prefix, name)) if is_ident(name) && !FIXED.iter().any(|f| f.starts_with(prefix)) => {
+            super::suggest::closest(prefix, ["vars", "env"]).map(|p| format!("{p}.{name}"))
+        }
+        _ => None,
+    }
+    .or_else(|| super::suggest::closest(expr, FIXED.iter().copied()).map(str::to_string));
+    match guess {
+        Some(g) => format!("did you mean `{g}`?"),
+        None => known_hint(),
     }
 }
 

@@ -1,0 +1,247 @@
+//! `[box]` and `[build]`.
+
+use std::path::{Path, PathBuf};
+
+use toml::de::DeValue;
+
+use crate::config::model::{BoxSource, Boxes, BuildSettings, ProxyMode, Spanned, TargetKind};
+use crate::config::suggest;
+use crate::config::walk::{self, Tbl, Walker};
+
+const BOX_KEYS: &[&str] = &["box", "image", "ami", "ami_filter"];
+const KINDS: &[&str] = &["docker", "qemu", "ec2"];
+
+/// `[box]`.
+pub fn boxes(w: &mut Walker, root: &Tbl<'_, '_>, root_dir: &Path) -> Boxes {
+    let mut out = Boxes::default();
+    let Some(v) = root.get("box") else {
+        return out;
+    };
+    let Some(t) = walk::table(w, v, "`box`", "[box]") else {
+        return out;
+    };
+    for (key, key_span, v) in t.entries() {
+        let Some(kind) = TargetKind::parse(key) else {
+            let hint = suggest::did_you_mean(key, KINDS.iter().copied()).unwrap_or_else(|| {
+                format!("target kinds are {}", suggest::list(KINDS.iter().copied()))
+            });
+            w.error_hint(
+                format!("unknown target kind `{key}` in [box]"),
+                key_span,
+                hint,
+            );
+            continue;
+        };
+        let Some(entry) = walk::table(w, v, &format!("`{key}`"), format!("[box].{key}")) else {
+            continue;
+        };
+        let Some(source) = box_entry(w, &entry, kind, root_dir) else {
+            continue;
+        };
+        let slot = match kind {
+            TargetKind::Docker => &mut out.docker,
+            TargetKind::Qemu => &mut out.qemu,
+            TargetKind::Ec2 => &mut out.ec2,
+        };
+        *slot = Some(Spanned::new(source, entry.span));
+    }
+    out
+}
+
+fn box_entry(
+    w: &mut Walker,
+    t: &Tbl<'_, '_>,
+    kind: TargetKind,
+    root_dir: &Path,
+) -> Option<BoxSource> {
+    t.check_keys(w, BOX_KEYS);
+    let present: Vec<&str> = t
+        .entries()
+        .map(|(k, _, _)| k)
+        .filter(|k| BOX_KEYS.contains(k))
+        .collect();
+    match present.as_slice() {
+        [] => {
+            // An unknown key was probably meant as one of these; it has been reported.
+            if t.entries().next().is_none() {
+                t.missing_one_of(w, kind);
+            }
+            return None;
+        }
+        [_] => {}
+        [first, second, ..] => {
+            w.error_hint(
+                format!("{} has both `{first}` and `{second}`", t.name),
+                t.key_span(second).unwrap_or(t.span),
+                "a box entry names exactly one base image: keep one",
+            );
+            return None;
+        }
+    }
+    let key = present[0];
+    let key_span = t.key_span(key).unwrap_or(t.span);
+    let wrong_kind = match (key, kind) {
+        ("ami" | "ami_filter", TargetKind::Docker | TargetKind::Qemu) => Some(format!(
+            "{kind} boxes take `box` (a recipe in boxes/) or `image`"
+        )),
+        ("box" | "image", TargetKind::Ec2) => {
+            Some("ec2 boxes take `ami` or `ami_filter`".to_string())
+        }
+        _ => None,
+    };
+    if let Some(hint) = wrong_kind {
+        let only = if kind == TargetKind::Ec2 {
+            "docker and qemu"
+        } else {
+            "ec2"
+        };
+        w.error_hint(
+            format!("`{key}` is only for {only} boxes, not {kind}"),
+            key_span,
+            hint,
+        );
+        return None;
+    }
+    match key {
+        "box" => {
+            let name = t.str(w, "box")?;
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                w.error_hint(
+                    format!("invalid box name `{}`", name.value),
+                    name.span,
+                    "a box name is the file name of a recipe in boxes/, without `.toml`",
+                );
+                return None;
+            }
+            recipe_must_exist(w, &name, root_dir);
+            Some(BoxSource::Recipe(name.value))
+        }
+        "image" => Some(BoxSource::Image(t.str(w, "image")?.value)),
+        "ami" => Some(BoxSource::Ami(t.str(w, "ami")?.value)),
+        _ => {
+            let f = t.table(w, "ami_filter", Some(format!("`ami_filter` in {}", t.name)))?;
+            f.check_keys(w, &["name", "owners"]);
+            let name = f.req_str(w, "name");
+            if !f.has("owners") {
+                f.missing(
+                    w,
+                    "owners",
+                    Some(
+                        "`owners` pins whose AMIs may match; without it anyone's public AMI could"
+                            .into(),
+                    ),
+                );
+            }
+            let owners = f.str_array(w, "owners");
+            Some(BoxSource::AmiFilter {
+                name: name?.value,
+                owners: owners?.into_iter().map(|o| o.value).collect(),
+            })
+        }
+    }
+}
+
+/// `box = "NAME"` needs `boxes/NAME.toml` next to the Pipelinefile.
+fn recipe_must_exist(w: &mut Walker, name: &Spanned<String>, root_dir: &Path) {
+    let rel = format!("boxes/{}.toml", name.value);
+    if root_dir.join(&rel).is_file() {
+        return;
+    }
+    let recipes: Vec<String> = std::fs::read_dir(root_dir.join("boxes"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let hint = match suggest::closest(name, recipes.iter().map(String::as_str)) {
+        Some(c) => format!("did you mean `{c}`? (boxes/{c}.toml exists)"),
+        None => format!(
+            "write the recipe at {rel}, or use an image from a registry: `{{ image = \"...\" }}`"
+        ),
+    };
+    w.error_hint(
+        format!("box recipe `{rel}` does not exist"),
+        name.span,
+        hint,
+    );
+}
+
+impl Tbl<'_, '_> {
+    fn missing_one_of(&self, w: &mut Walker, kind: TargetKind) {
+        let example = match kind {
+            TargetKind::Ec2 => {
+                "`{ ami_filter = { name = \"debian-12-amd64-*\", owners = [\"136693071363\"] } }`"
+            }
+            TargetKind::Docker => "`{ box = \"debian-12\" }` or `{ image = \"debian:bookworm\" }`",
+            TargetKind::Qemu => {
+                "`{ box = \"debian-12\" }` or `{ image = \"path/to/cloud-image.qcow2\" }`"
+            }
+        };
+        w.error_hint(
+            format!(
+                "{} needs one of {}",
+                self.name,
+                suggest::list(BOX_KEYS.iter().copied())
+            ),
+            self.span,
+            format!("e.g. {example}"),
+        );
+    }
+}
+
+/// `[build]`.
+pub fn build(w: &mut Walker, root: &Tbl<'_, '_>, root_dir: &Path) -> BuildSettings {
+    let mut out = BuildSettings::default();
+    let Some(v) = root.get("build") else {
+        return out;
+    };
+    let Some(t) = walk::table(w, v, "`build`", "[build]") else {
+        return out;
+    };
+    t.check_keys(w, &["ca_certificates", "proxy", "keep_build_trust"]);
+    if let Some(certs) = t.str_array(w, "ca_certificates") {
+        out.ca_certificates = certs
+            .into_iter()
+            .map(|c| {
+                let p = PathBuf::from(&c.value);
+                if p.is_absolute() { p } else { root_dir.join(p) }
+            })
+            .collect();
+    }
+    if let Some(v) = t.get("proxy") {
+        out.proxy = match v.get_ref() {
+            DeValue::String(s) => match &**s {
+                "inherit" => ProxyMode::Inherit,
+                "none" => ProxyMode::None,
+                other => {
+                    let modes = ["inherit", "none"];
+                    let hint = suggest::did_you_mean(other, modes).unwrap_or_else(|| {
+                        "use `\"inherit\"`, `\"none\"`, or a table `{ http = \"...\", https = \"...\", no_proxy = \"...\" }`".into()
+                    });
+                    w.error_hint(format!("unknown proxy mode `{other}`"), walk::span(v), hint);
+                    ProxyMode::Inherit
+                }
+            },
+            DeValue::Table(_) => match walk::table(w, v, "`proxy`", "`proxy` in [build]") {
+                Some(p) => {
+                    p.check_keys(w, &["http", "https", "no_proxy"]);
+                    ProxyMode::Explicit {
+                        http: p.str(w, "http").map(|s| s.value),
+                        https: p.str(w, "https").map(|s| s.value),
+                        no_proxy: p.str(w, "no_proxy").map(|s| s.value),
+                    }
+                }
+                None => ProxyMode::Inherit,
+            },
+            _ => {
+                walk::type_error(w, v, "a string or a table", "`proxy`");
+                ProxyMode::Inherit
+            }
+        };
+    }
+    if let Some(keep) = t.bool(w, "keep_build_trust") {
+        out.keep_build_trust = keep;
+    }
+    out
+}
