@@ -1,5 +1,8 @@
 //! How commands and files reach a machine. Provisioners see only [`Communicator`].
 
+pub mod docker;
+pub mod tar;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;

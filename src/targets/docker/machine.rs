@@ -1,0 +1,237 @@
+//! Machines on Docker: a container from the app image, its services supervised inside, their
+//! ports published on 127.0.0.1. Found again by labels, so `.pipe/` is only a cache.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::communicators::docker::DockerExec;
+use crate::communicators::{Collect, Communicator, ExecRequest};
+use crate::config::{Pipelinefile, TargetSettings};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::runner::{Resource, Runner};
+use crate::services::{self, RUN_DIR, RenderedService};
+
+use super::build::label;
+use super::{ContainerInfo, ContainerSpec, DockerClient, PortSpec};
+
+/// How long services get to start listening.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The container name of an environment's machine.
+pub fn machine_name(pf: &Pipelinefile, env: &str) -> String {
+    if let Some(e) = pf.envs.get(env) {
+        if let TargetSettings::Docker(d) = &e.settings {
+            if let Some(name) = &d.container_name {
+                return name.clone();
+            }
+        }
+    }
+    format!("pipe-{}-{env}", pf.pipeline.name.value)
+}
+
+/// The machines of a pipeline (of one environment, if given), running or not.
+pub fn find_machines(
+    client: &DockerClient,
+    pipeline: &str,
+    env: Option<&str>,
+) -> Result<Vec<ContainerInfo>> {
+    let p = format!("{}={pipeline}", label::PIPELINE);
+    let role = format!("{}=machine", label::ROLE);
+    let e = env.map(|e| format!("{}={e}", label::ENV));
+    let mut filters = vec![p.as_str(), role.as_str()];
+    if let Some(e) = &e {
+        filters.push(e);
+    }
+    Ok(client.containers_by_labels(&filters, true)?)
+}
+
+/// What a machine container is started with.
+pub struct MachineSpec<'a> {
+    pub name: String,
+    pub image: &'a str,
+    /// Publish services' ports on 127.0.0.1 (verify machines don't, so they never collide).
+    pub publish: bool,
+    pub extra_labels: BTreeMap<String, String>,
+}
+
+/// Starts a machine from an image, delivers its services and waits until their ports listen.
+/// The container is journaled; the caller decides whether to keep it.
+pub fn start_machine(
+    runner: &mut Runner<'_>,
+    client: &DockerClient,
+    plan: &Plan,
+    spec: MachineSpec,
+) -> Result<(Resource, ContainerInfo)> {
+    let pipeline = plan.pf.pipeline.name.value.clone();
+    let mut c = ContainerSpec::new(spec.image);
+    c.name = Some(spec.name.clone());
+    c.hostname = Some(spec.name.chars().take(63).collect());
+    c.labels = BTreeMap::from([
+        (label::PIPELINE.into(), pipeline),
+        (label::ENV.into(), plan.env.clone()),
+        (label::ROLE.into(), "machine".into()),
+        (label::DIGEST.into(), plan.digests.app.to_string()),
+        (label::LAYER.into(), "app".into()),
+    ]);
+    c.labels.extend(spec.extra_labels);
+    c.tmpfs
+        .insert(RUN_DIR.into(), "rw,nosuid,nodev,mode=0755,size=16m".into());
+    if spec.publish {
+        for s in &plan.pf.services {
+            if let (Some(port), Some(host)) = (&s.port, s.published_port()) {
+                c.ports.push(PortSpec::tcp(port.value, Some(host)));
+            }
+        }
+    }
+    let res = Resource::Container {
+        name: spec.name.clone(),
+    };
+    let c2 = client.clone();
+    let name = spec.name.clone();
+    runner.create(
+        res.clone(),
+        || {
+            let id = client.create_container(&c)?;
+            client.start_container(&id)?;
+            Ok(id)
+        },
+        move || {
+            c2.remove_container(&name)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    )?;
+    let comm = DockerExec::new(client.clone(), spec.name.clone());
+    let rendered = plan.services();
+    deliver_services(&comm, &rendered)?;
+    wait_ready(&comm, &rendered, READY_TIMEOUT)?;
+    let info = client.inspect_container(&spec.name)?.ok_or_else(|| {
+        Error::runtime(
+            format!("container {} vanished right after it started", spec.name),
+            Some("check `docker events` and the engine's log".to_string()),
+        )
+    })?;
+    Ok((res, info))
+}
+
+/// Writes the services' environments and the supervisor into `/run/pipe` (a tmpfs).
+pub fn deliver_services(comm: &dyn Communicator, rendered: &[RenderedService]) -> Result<()> {
+    let io = |e: crate::communicators::ExecError| {
+        Error::runtime(
+            format!("delivering services to {}: {e}", comm.describe()),
+            None,
+        )
+    };
+    for s in rendered {
+        comm.upload_bytes(
+            services::env_file(s).as_bytes(),
+            &format!("{RUN_DIR}/env/{}", s.name),
+            0o600,
+        )
+        .map_err(io)?;
+    }
+    // The supervisor goes last: the container starts services as soon as it appears.
+    comm.upload_bytes(
+        services::supervisor_script(rendered).as_bytes(),
+        &format!("{RUN_DIR}/supervise"),
+        0o755,
+    )
+    .map_err(io)
+}
+
+/// Waits until every service with a port listens inside the machine (read from
+/// `/proc/net/tcp*`, so the image needs no tools).
+pub fn wait_ready(
+    comm: &dyn Communicator,
+    rendered: &[RenderedService],
+    timeout: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    let ports: Vec<(&str, u16)> = rendered
+        .iter()
+        .filter_map(|s| s.port.map(|p| (s.name.as_str(), p)))
+        .collect();
+    if ports.is_empty() {
+        return Ok(());
+    }
+    loop {
+        let mut sink = Collect::default();
+        let code = comm
+            .exec(
+                &ExecRequest::shell("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null"),
+                &mut sink,
+            )
+            .map_err(|e| Error::runtime(format!("checking ports: {e}"), None))?;
+        let listening = if code == 0 {
+            listening_ports(&String::from_utf8_lossy(&sink.stdout))
+        } else {
+            Vec::new()
+        };
+        let missing: Vec<&(&str, u16)> = ports
+            .iter()
+            .filter(|(_, p)| !listening.contains(p))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if crate::interrupt::requested() {
+            return Err(Error::Interrupted);
+        }
+        if started.elapsed() > timeout {
+            let (name, port) = missing[0];
+            let mut log = Collect::default();
+            let _ = comm.exec(
+                &ExecRequest {
+                    argv: vec![
+                        "tail".into(),
+                        "-n".into(),
+                        "20".into(),
+                        services::log_path(name),
+                    ],
+                    ..Default::default()
+                },
+                &mut log,
+            );
+            return Err(Error::runtime(
+                format!(
+                    "service `{name}` did not listen on port {port} within {}s\n---- last lines of its log ----\n{}----",
+                    timeout.as_secs(),
+                    String::from_utf8_lossy(&log.stdout)
+                ),
+                Some(format!("`pipe logs {name}` shows its whole log")),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Ports in LISTEN state (`0A`) in `/proc/net/tcp` text.
+pub fn listening_ports(text: &str) -> Vec<u16> {
+    text.lines()
+        .skip_while(|l| l.trim_start().starts_with("sl"))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let _sl = f.next()?;
+            let local = f.next()?;
+            let _remote = f.next()?;
+            let state = f.next()?;
+            if state != "0A" {
+                return None;
+            }
+            let port = local.rsplit(':').next()?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_listening_ports() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0\n   1: 0100007F:0050 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n";
+        assert_eq!(listening_ports(text), vec![8080]);
+    }
+}

@@ -1,0 +1,3 @@
+//! Where layers are built and machines run: `docker` (bollard), later `qemu` and `ec2`.
+
+pub mod docker;
