@@ -3,6 +3,7 @@
 use crate::cli::ValidateArgs;
 use crate::config::{Pipelinefile, vars};
 use crate::error::Result;
+use crate::layers::{self, DigestError, DigestInputs, DigestKey, HostEnv, VarValue};
 
 use super::Ctx;
 
@@ -15,25 +16,30 @@ pub fn run(ctx: &Ctx, args: ValidateArgs) -> Result<()> {
         .unwrap_or(&pf.path)
         .to_path_buf();
     let envs: Vec<&str> = pf.envs.keys().map(String::as_str).collect();
-    let _ = args.digests;
-    ctx.printer.result(
-        "validate",
-        serde_json::json!({
-            "file": shown.display().to_string(),
-            "pipeline": pf.pipeline.name.value,
-            "environments": envs,
-        }),
-        &format!(
-            "{} is valid: pipeline `{}`, environments: {}",
-            shown.display(),
-            pf.pipeline.name.value,
-            if envs.is_empty() {
-                "none".to_string()
-            } else {
-                envs.join(", ")
-            }
-        ),
+    let mut data = serde_json::json!({
+        "file": shown.display().to_string(),
+        "pipeline": pf.pipeline.name.value,
+        "environments": envs,
+    });
+    let mut human = format!(
+        "{} is valid: pipeline `{}`, environments: {}",
+        shown.display(),
+        pf.pipeline.name.value,
+        if envs.is_empty() {
+            "none".to_string()
+        } else {
+            envs.join(", ")
+        }
     );
+    if args.digests {
+        let (json, lines) = digests(ctx, &pf)?;
+        data["digests"] = json;
+        for line in lines {
+            human.push('\n');
+            human.push_str(&line);
+        }
+    }
+    ctx.printer.result("validate", data, &human);
     Ok(())
 }
 
@@ -63,4 +69,78 @@ fn check_vars(ctx: &Ctx, pf: &Pipelinefile) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--digests`: the base and app layer digests of each environment (or `--env`'s), on its
+/// declared target. JSON gets the full digests, humans
+/// `env <name> (<target>): base <short> app <short>`. An environment whose layers use a var
+/// that has no value here (an unset host variable) is reported as unavailable, not an error,
+/// like the unset-variable warnings above.
+fn digests(ctx: &Ctx, pf: &Pipelinefile) -> Result<(serde_json::Value, Vec<String>)> {
+    let host = |k: &str| std::env::var(k).ok();
+    let names: Vec<&str> = match ctx.global.env.as_deref() {
+        Some(env) => vec![env],
+        None => pf.envs.keys().map(String::as_str).collect(),
+    };
+    let timestamp = vars::timestamp();
+    let git_commit = vars::git_commit(&pf.root);
+    // Loaded (or created) only once a layer uses a sensitive var.
+    let mut key: Option<DigestKey> = None;
+    let mut json = Vec::new();
+    let mut lines = Vec::new();
+    for name in names {
+        let target = pf.envs[name].target.value;
+        let resolved = vars::resolve(pf, Some(name), &ctx.global.vars, &host)?;
+        let mut inputs = DigestInputs::new(target);
+        inputs.vars = resolved
+            .vars
+            .iter()
+            .map(|(k, v)| {
+                let value = VarValue {
+                    value: v.value.clone(),
+                    sensitive: v.sensitive,
+                };
+                (k.clone(), value)
+            })
+            .collect();
+        inputs.host_env = HostEnv::Process;
+        inputs.timestamp = timestamp.clone();
+        inputs.git_commit = git_commit.clone();
+        inputs.key = key.clone();
+        let mut result = layers::compute(pf, name, &inputs);
+        if let Err(DigestError::MissingKey { .. }) = result {
+            let loaded = DigestKey::load()?;
+            inputs.key = Some(loaded.clone());
+            key = Some(loaded);
+            result = layers::compute(pf, name, &inputs);
+        }
+        match result {
+            Ok(d) => {
+                json.push(serde_json::json!({
+                    "env": name,
+                    "target": target.as_str(),
+                    "base": d.base.to_string(),
+                    "app": d.app.to_string(),
+                }));
+                lines.push(format!(
+                    "env {name} ({target}): base {} app {}",
+                    d.base.short(),
+                    d.app.short()
+                ));
+            }
+            Err(e @ DigestError::UnresolvedVar { .. }) => {
+                let message = e.to_string();
+                ctx.printer
+                    .warn(format!("env {name}: no layer digests: {message}"), e.hint());
+                json.push(serde_json::json!({
+                    "env": name,
+                    "target": target.as_str(),
+                    "error": message,
+                }));
+                lines.push(format!("env {name} ({target}): unavailable ({message})"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((serde_json::Value::Array(json), lines))
 }

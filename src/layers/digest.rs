@@ -231,6 +231,18 @@ impl DigestError {
     }
 }
 
+impl From<DigestError> for crate::error::Error {
+    fn from(e: DigestError) -> Self {
+        let hint = e.hint();
+        match e {
+            DigestError::UnknownEnvironment { .. } => {
+                crate::error::Error::usage(e.to_string(), hint)
+            }
+            _ => crate::error::Error::runtime(e.to_string(), hint),
+        }
+    }
+}
+
 /// The base and app digests of environment `env`.
 pub fn compute(
     pf: &Pipelinefile,
