@@ -111,12 +111,26 @@ pub struct Transcripts {
     pub app: Vec<u8>,
 }
 
-/// A variable's value resolved for the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A variable's value resolved for the environment. `Debug` masks sensitive values.
+#[derive(Clone, PartialEq, Eq)]
 pub struct VarValue {
     pub value: String,
     /// Enters digests only as an HMAC under the digest key.
     pub sensitive: bool,
+}
+
+impl std::fmt::Debug for VarValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = if self.sensitive {
+            "<sensitive>"
+        } else {
+            &self.value
+        };
+        f.debug_struct("VarValue")
+            .field("value", &value)
+            .field("sensitive", &self.sensitive)
+            .finish()
+    }
 }
 
 /// Where `{{ env.NAME }}` and the inherited proxy variables are read from.
@@ -640,6 +654,20 @@ mod tests {
         assert_eq!(s.parse::<Digest>().unwrap(), d);
         assert!("abab".parse::<Digest>().is_err());
         assert!("sha256:zz".parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn debug_masks_sensitive_values() {
+        let v = VarValue {
+            value: "hunter22".into(),
+            sensitive: true,
+        };
+        assert!(!format!("{v:?}").contains("hunter22"));
+        let v = VarValue {
+            sensitive: false,
+            ..v
+        };
+        assert!(format!("{v:?}").contains("hunter22"));
     }
 
     #[test]
