@@ -40,6 +40,9 @@ pub enum Error {
     },
     #[error("interrupted")]
     Interrupted,
+    /// A command run on the machine exited with this code (`pipe exec`); nothing to print.
+    #[error("the command exited with code {0}")]
+    Exit(i32),
     #[error("`pipe {0}` is not implemented yet")]
     NotImplemented(&'static str),
     #[error(transparent)]
@@ -90,6 +93,7 @@ impl Error {
             Error::VerifyFailed(_) => exit::VERIFY_FAILED,
             Error::Gate { .. } => exit::GATE,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::Exit(code) => *code,
             Error::NotImplemented(_) => exit::NOT_IMPLEMENTED,
             Error::Cleanup { error, .. } => error.as_ref().map_or(exit::FAILURE, |e| e.exit_code()),
         }

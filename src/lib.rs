@@ -13,6 +13,7 @@ pub mod error;
 pub mod interrupt;
 pub mod layers;
 pub mod ledger;
+pub mod plan;
 pub mod provisioners;
 pub mod runner;
 pub mod services;

@@ -28,3 +28,43 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)
 }
+
+/// `.pipe/state.json`: what pipe last knew about machines. A cache: commands reconcile it with
+/// the target (by labels) and rewrite it; a missing or stale file is never an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    #[serde(default)]
+    pub machines: std::collections::BTreeMap<String, MachineState>,
+}
+
+/// One environment's local machine.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MachineState {
+    pub target: String,
+    /// Container name, or VM name.
+    pub name: String,
+    pub image: String,
+    /// The app layer digest the machine runs.
+    pub digest: String,
+    pub updated: String,
+}
+
+impl State {
+    fn path(root: &Path) -> PathBuf {
+        dir(root).join("state.json")
+    }
+
+    /// Reads the cache; anything unreadable counts as empty.
+    pub fn load(root: &Path) -> Self {
+        std::fs::read(Self::path(root))
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .unwrap_or_default()
+    }
+
+    /// Writes the cache atomically.
+    pub fn save(&self, root: &Path) -> std::io::Result<()> {
+        let data = serde_json::to_vec_pretty(self).expect("state serializes");
+        write_atomic(&Self::path(root), &data)
+    }
+}

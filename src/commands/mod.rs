@@ -1,6 +1,12 @@
 //! One module per command; [`run`] dispatches.
 
+mod exec;
 mod init;
+mod lifecycle;
+mod local;
+mod logs;
+mod provision;
+mod up;
 mod validate;
 
 use std::path::PathBuf;
@@ -44,14 +50,14 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
             clap_complete::generate(args.shell, &mut cmd, "pipe", &mut std::io::stdout());
             Ok(())
         }
-        Command::Up(_) => Err(Error::NotImplemented("up")),
-        Command::Provision => Err(Error::NotImplemented("provision")),
-        Command::Ssh => Err(Error::NotImplemented("ssh")),
-        Command::Exec(_) => Err(Error::NotImplemented("exec")),
-        Command::Status => Err(Error::NotImplemented("status")),
-        Command::Halt => Err(Error::NotImplemented("halt")),
-        Command::Destroy(_) => Err(Error::NotImplemented("destroy")),
-        Command::Logs(_) => Err(Error::NotImplemented("logs")),
+        Command::Up(args) => up::run(&ctx, args),
+        Command::Provision => provision::run(&ctx),
+        Command::Ssh => exec::ssh(&ctx),
+        Command::Exec(args) => exec::run(&ctx, args),
+        Command::Status => lifecycle::status(&ctx),
+        Command::Halt => lifecycle::halt(&ctx),
+        Command::Destroy(args) => lifecycle::destroy(&ctx, args),
+        Command::Logs(args) => logs::run(&ctx, args),
         Command::Bake(_) => Err(Error::NotImplemented("bake")),
         Command::Verify(_) => Err(Error::NotImplemented("verify")),
         Command::Releases => Err(Error::NotImplemented("releases")),
@@ -67,6 +73,9 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
 /// Prints the error the command ended with and returns the exit code.
 pub fn report_error(printer: &Printer, err: &Error) -> i32 {
     let code = err.exit_code();
+    if let Error::Exit(_) = err {
+        return code;
+    }
     if let Error::Config(ConfigError::Invalid {
         diagnostics,
         rendered,

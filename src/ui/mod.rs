@@ -4,7 +4,7 @@
 
 mod event;
 mod printer;
-mod redact;
+pub mod redact;
 
 pub use event::{Event, Level, StepStatus};
 pub use printer::{OutputMode, Printer, Verbosity};

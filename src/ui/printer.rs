@@ -279,6 +279,35 @@ impl Printer {
         }
     }
 
+    /// Passes a machine command's own output through unchanged (`pipe exec`, `pipe logs`),
+    /// masking secrets. With `--json` it becomes `output` events.
+    pub fn passthrough(&self, source: &str, stream: crate::communicators::Stream, data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        if self.is_json() {
+            let name = match stream {
+                crate::communicators::Stream::Stdout => "stdout",
+                crate::communicators::Stream::Stderr => "stderr",
+            };
+            for line in text.lines() {
+                self.output(source, name, line);
+            }
+            return;
+        }
+        let text = self.inner.redactor.redact(&text);
+        let _g = self.inner.lock.lock().expect("printer lock");
+        match stream {
+            crate::communicators::Stream::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+            crate::communicators::Stream::Stderr => {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(text.as_bytes());
+            }
+        }
+    }
+
     /// Starts a step: a spinner on a terminal, a `==>` line otherwise.
     pub fn step(&self, name: impl Into<String>) -> StepHandle {
         let name = name.into();

@@ -14,7 +14,7 @@ use crate::runner::{Resource, Runner};
 use crate::services;
 use crate::ui::Printer;
 
-use super::{ContainerSpec, DockerClient, DockerError, ImageConfig, ImageInfo};
+use super::{ContainerSpec, DockerClient, ImageConfig, ImageInfo};
 
 /// Labels pipe puts on what it creates.
 pub mod label {
@@ -26,12 +26,6 @@ pub mod label {
     pub const ROLE: &str = "pipe.role";
     pub const ENV: &str = "pipe.env";
     pub const RELEASE: &str = "pipe.release";
-}
-
-impl From<DockerError> for Error {
-    fn from(e: DockerError) -> Self {
-        Error::runtime(e.message(), e.hint())
-    }
 }
 
 /// `pipe/<pipeline>-<layer>`.

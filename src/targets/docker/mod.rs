@@ -7,8 +7,10 @@
 //! - nothing sensitive goes into a container's or an image's config (env, labels, cmd): secrets
 //!   are passed per exec, where they live only as long as the process.
 
+pub mod build;
 mod client;
 mod error;
+pub mod machine;
 mod stream;
 
 pub use client::{

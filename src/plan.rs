@@ -1,0 +1,245 @@
+//! What a run works from: the environment, its effective target, resolved variables, template
+//! values, layer digests and build trust, computed once per command.
+
+use std::collections::BTreeMap;
+
+use crate::config::template::{self, Context};
+use crate::config::vars::{self, ResolvedVars};
+use crate::config::{Pipelinefile, ProvisionerKind, ShellSource, TargetKind, Template};
+use crate::error::{Error, Result};
+use crate::layers::digest::{self, DigestInputs, HostEnv, LayerDigests, VarValue};
+use crate::layers::key::DigestKey;
+use crate::provisioners::trust::BuildTrust;
+use crate::ui::Printer;
+
+/// A run's inputs, ready to build.
+pub struct Plan<'a> {
+    pub pf: &'a Pipelinefile,
+    /// The environment's name.
+    pub env: String,
+    /// Where this run builds and runs (the environment's target, or a local override).
+    pub target: TargetKind,
+    pub vars: ResolvedVars,
+    pub template: Context,
+    pub digests: LayerDigests,
+    pub trust: BuildTrust,
+    pub git_commit: String,
+}
+
+/// How the environment and target were asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `--env`.
+    pub env: Option<String>,
+    /// `--local`: run an environment whose target is remote on docker instead.
+    pub local: bool,
+    /// `--target KIND`.
+    pub target: Option<String>,
+    /// `--var`.
+    pub cli_vars: Vec<(String, String)>,
+}
+
+/// Picks the environment: `--env`, else `dev`, else the first with a local target.
+pub fn pick_env(pf: &Pipelinefile, asked: Option<&str>) -> Result<String> {
+    if let Some(name) = asked {
+        if pf.envs.contains_key(name) {
+            return Ok(name.to_string());
+        }
+        let known: Vec<&str> = pf.envs.keys().map(String::as_str).collect();
+        return Err(Error::usage(
+            format!("unknown environment `{name}`"),
+            Some(if known.is_empty() {
+                "the Pipelinefile has no [env.NAME] tables".to_string()
+            } else {
+                format!("environments are: {}", known.join(", "))
+            }),
+        ));
+    }
+    if pf.envs.contains_key("dev") {
+        return Ok("dev".into());
+    }
+    pf.envs
+        .iter()
+        .find(|(_, e)| e.target.value != TargetKind::Ec2)
+        .or_else(|| pf.envs.first())
+        .map(|(n, _)| n.clone())
+        .ok_or_else(|| {
+            Error::usage(
+                "the Pipelinefile has no environments",
+                Some("add one, e.g. [env.dev] with target = \"docker\"".to_string()),
+            )
+        })
+}
+
+/// The target a command runs on for `env`.
+pub fn effective_target(pf: &Pipelinefile, env: &str, sel: &Selection) -> Result<TargetKind> {
+    let declared = pf.envs[env].target.value;
+    if let Some(t) = &sel.target {
+        let kind = TargetKind::parse(t).ok_or_else(|| {
+            Error::usage(
+                format!("unknown target `{t}`"),
+                Some("targets are docker, qemu, ec2".to_string()),
+            )
+        })?;
+        if pf.boxes.get(kind).is_none() {
+            return Err(Error::usage(
+                format!("--target {kind} needs a [box] entry for {kind}"),
+                Some(format!(
+                    "add `{kind} = {{ box = \"debian-12\" }}` under [box]"
+                )),
+            ));
+        }
+        return Ok(kind);
+    }
+    if sel.local && declared == TargetKind::Ec2 {
+        if pf.boxes.get(TargetKind::Docker).is_none() {
+            return Err(Error::usage(
+                format!("--local runs env `{env}` on docker, but [box] has no docker entry"),
+                Some("add `docker = { box = \"debian-12\" }` under [box]".to_string()),
+            ));
+        }
+        return Ok(TargetKind::Docker);
+    }
+    Ok(declared)
+}
+
+/// Resolves everything for a run.
+pub fn make<'a>(pf: &'a Pipelinefile, sel: &Selection, printer: &Printer) -> Result<Plan<'a>> {
+    let env = pick_env(pf, sel.env.as_deref())?;
+    let target = effective_target(pf, &env, sel)?;
+    let host = |k: &str| std::env::var(k).ok();
+    let vars = vars::resolve(pf, Some(&env), &sel.cli_vars, &host)?;
+    for s in vars.secrets() {
+        printer.redactor().add(s);
+    }
+    let git_commit = vars::git_commit(&pf.root);
+    let timestamp = vars::timestamp();
+    let host_env: BTreeMap<String, String> = std::env::vars().collect();
+    let template = vars.template_context(pf, &env, host_env, timestamp.clone(), git_commit.clone());
+    // Vars from unset host variables are an error only when a layer or service uses them.
+    vars.require(used_vars(pf).iter().map(String::as_str))?;
+    let uses_secret = vars.vars.values().any(|v| v.sensitive);
+    let inputs = DigestInputs {
+        target,
+        vars: vars
+            .vars
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    VarValue {
+                        value: v.value.clone(),
+                        sensitive: v.sensitive,
+                    },
+                )
+            })
+            .collect(),
+        host_env: HostEnv::Process,
+        timestamp,
+        git_commit: git_commit.clone(),
+        key: if uses_secret {
+            Some(DigestKey::load().map_err(|e| Error::runtime(e.to_string(), e.hint()))?)
+        } else {
+            None
+        },
+    };
+    let digests =
+        digest::compute(pf, &env, &inputs).map_err(|e| Error::runtime(e.to_string(), e.hint()))?;
+    let trust = BuildTrust::from_settings(&pf.build, &pf.root, &host).map_err(|e| {
+        Error::runtime(
+            format!("reading the [build] CA certificates: {e}"),
+            Some("check [build].ca_certificates".to_string()),
+        )
+    })?;
+    Ok(Plan {
+        pf,
+        env,
+        target,
+        vars,
+        template,
+        digests,
+        trust,
+        git_commit,
+    })
+}
+
+/// Every var referenced by layers, services and verify.
+fn used_vars(pf: &Pipelinefile) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |raw: &str| {
+        for r in template::references(raw) {
+            if let template::Reference::Var(n) = r {
+                out.push(n);
+            }
+        }
+    };
+    visit_templates(pf, &mut |t| add(&t.raw));
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Calls `f` on every template of the layers, services and verify checks.
+pub fn visit_templates(pf: &Pipelinefile, f: &mut dyn FnMut(&Template)) {
+    for layer in [&pf.base, &pf.app] {
+        if let Some(pre) = &layer.precache {
+            f(&pre.run);
+            pre.env.values().for_each(&mut *f);
+        }
+        for p in &layer.provision {
+            match &p.kind {
+                ProvisionerKind::File { to, .. } => f(to),
+                ProvisionerKind::Shell(s) => {
+                    if let ShellSource::Inline(lines) = &s.source {
+                        lines.iter().for_each(&mut *f);
+                    }
+                    s.env.values().for_each(&mut *f);
+                }
+                ProvisionerKind::Ansible {
+                    extra_vars, env, ..
+                } => {
+                    extra_vars.values().for_each(&mut *f);
+                    env.values().for_each(&mut *f);
+                }
+            }
+        }
+    }
+    for svc in &pf.services {
+        f(&svc.command);
+        svc.env.values().for_each(&mut *f);
+    }
+    pf.verify.commands.iter().for_each(&mut *f);
+    for h in &pf.verify.http {
+        f(&h.url);
+        if let Some(c) = &h.contains {
+            f(c);
+        }
+    }
+}
+
+impl Plan<'_> {
+    /// The services with their templates rendered for this run.
+    pub fn services(&self) -> Vec<crate::services::RenderedService> {
+        self.pf
+            .services
+            .iter()
+            .map(|s| crate::services::RenderedService {
+                name: s.name.value.clone(),
+                command: template::render(&s.command.raw, &self.template),
+                user: s.user.clone(),
+                workdir: s.workdir.clone(),
+                env: s
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), template::render(&v.raw, &self.template)))
+                    .collect(),
+                port: s.port.as_ref().map(|p| p.value),
+            })
+            .collect()
+    }
+
+    /// Renders a template for this run.
+    pub fn render(&self, t: &Template) -> String {
+        template::render(&t.raw, &self.template)
+    }
+}
