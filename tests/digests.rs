@@ -522,3 +522,67 @@ fn a_missing_file_is_an_error_with_its_path_and_a_hint() {
     assert!(err.to_string().contains("carnivore.sh"), "{err}");
     assert!(err.hint().unwrap().contains("create it"));
 }
+
+#[test]
+fn build_trust_counts_only_when_kept() {
+    let with_build = |keep: bool| {
+        PIPELINEFILE.replace(
+            "[base]",
+            &format!("[build]\nca_certificates = [\"certs\"]\nkeep_build_trust = {keep}\n\n[base]"),
+        )
+    };
+    let change_cert = |p: &Project| p.write("certs/corp.crt", "-----BEGIN CERTIFICATE-----\nB\n");
+
+    let p = Project::with(&with_build(false));
+    p.write("certs/corp.crt", "-----BEGIN CERTIFICATE-----\nA\n");
+    assert_eq!(moved(&p, "dev", change_cert), NEITHER);
+
+    let p = Project::with(&with_build(true));
+    p.write("certs/corp.crt", "-----BEGIN CERTIFICATE-----\nA\n");
+    assert_eq!(moved(&p, "dev", change_cert), BOTH);
+    // Kept proxy settings count too.
+    let a = p.digests_with("dev", |i| {
+        i.host_env = HostEnv::Fixed([("HTTPS_PROXY".into(), "http://127.0.0.1:3128".into())].into())
+    });
+    let b = p.digests("dev");
+    assert_ne!(a.base, b.base);
+}
+
+#[test]
+fn an_ansible_playbook_folder_is_hashed_like_an_upload() {
+    let p = Project::with(&PIPELINEFILE.replace(
+        r#"  { inline = ["echo base-two"] },"#,
+        r#"  { ansible = "playbooks/site.yml", extra_vars = { workers = "{{ vars.workers }}" } },"#,
+    ));
+    p.write("playbooks/site.yml", "- hosts: all\n  roles: [web]\n");
+    p.write("playbooks/roles/web/tasks/main.yml", "- debug: msg=one\n");
+    p.write("playbooks/.pipeignore", "*.retry\n");
+    assert_eq!(
+        moved(&p, "dev", |p| p.write(
+            "playbooks/roles/web/tasks/main.yml",
+            "- debug: msg=two\n"
+        )),
+        BOTH
+    );
+    assert_eq!(
+        moved(&p, "dev", |p| p
+            .write("playbooks/site.retry", "localhost\n")),
+        NEITHER
+    );
+}
+
+#[test]
+fn a_host_env_reference_enters_with_its_value() {
+    let p = Project::new();
+    p.edit("echo base-two", "echo {{ env.BUILD_FLAVOUR }}");
+    let with = |v: &str| {
+        let v = v.to_string();
+        p.digests_with("dev", move |i| {
+            i.host_env = HostEnv::Fixed([("BUILD_FLAVOUR".into(), v)].into())
+        })
+    };
+    assert_ne!(with("slim").base, with("full").base);
+    assert_eq!(with("slim"), with("slim"));
+    // Unset renders as empty, so it hashes as empty.
+    assert_eq!(with(""), p.digests("dev"));
+}
