@@ -145,7 +145,7 @@ pub fn describe(layer: LayerName, index: usize, p: &Provisioner) -> String {
     format!("{layer}/{what}")
 }
 
-/// Runs a layer: its precache step (base only), then its provisioners in order.
+/// Runs a layer: its provisioners in order, then its precache step (base only).
 pub fn run_layer(
     name: LayerName,
     layer: &Layer,
@@ -157,9 +157,6 @@ pub fn run_layer(
     };
     ctx.run_checked(&format!("{name}/setup"), &mkdir)?;
     let result = (|| {
-        if let Some(pre) = &layer.precache {
-            precache::run(name, pre, ctx)?;
-        }
         for (i, p) in layer.provision.iter().enumerate() {
             if crate::interrupt::requested() {
                 return Err(ProvisionError {
@@ -184,6 +181,11 @@ pub fn run_layer(
                     env,
                 } => ansible::run(&source, playbook, extra_vars, env, ctx)?,
             }
+        }
+        // After the provisioners: they install the runtime the install command needs (node
+        // and npm for `npm ci`), as the primal image of the original article did.
+        if let Some(pre) = &layer.precache {
+            precache::run(name, pre, ctx)?;
         }
         Ok(())
     })();
