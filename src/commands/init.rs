@@ -1,4 +1,7 @@
-//! `pipe init`: a commented starter Pipelinefile that validates as written.
+//! `pipe init`: a commented starter Pipelinefile that validates as written, and the box recipe
+//! it names, so that `pipe validate` passes in a fresh folder.
+
+use std::path::Path;
 
 use crate::cli::InitArgs;
 use crate::config::FILE_NAME;
@@ -8,6 +11,10 @@ use super::Ctx;
 
 /// The starter file; `{{NAME}}` is replaced with the pipeline's name.
 const TEMPLATE: &str = include_str!("init_template.toml");
+
+/// The box recipe the starter file uses (`box = "debian-12"`): the repository's own.
+const BOX_RECIPE: &str = include_str!("../../boxes/debian-12.toml");
+const BOX_PATH: &str = "boxes/debian-12.toml";
 
 pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     let path = ctx.cwd.join(FILE_NAME);
@@ -25,12 +32,38 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "app".to_string())
     });
+    if !crate::config::parse::is_valid_name(&name) {
+        let fixed = sanitize(&name);
+        return Err(Error::usage(
+            format!("invalid pipeline name `{name}`"),
+            Some(format!(
+                "use lowercase letters, digits and `-`{}",
+                if fixed.is_empty() {
+                    String::new()
+                } else {
+                    format!(", e.g. `--name {fixed}`")
+                }
+            )),
+        ));
+    }
+    // An existing recipe is the user's: keep it.
+    let recipe = ctx.cwd.join(BOX_PATH);
+    let wrote_recipe = !recipe.exists();
+    if wrote_recipe {
+        std::fs::create_dir_all(recipe.parent().unwrap_or(Path::new(".")))?;
+        std::fs::write(&recipe, BOX_RECIPE)?;
+    }
     std::fs::write(&path, TEMPLATE.replace("{{NAME}}", &name))?;
+    let mut files = vec![FILE_NAME];
+    if wrote_recipe {
+        files.push(BOX_PATH);
+    }
     ctx.printer.result(
         "init",
-        serde_json::json!({ "file": FILE_NAME, "pipeline": name }),
+        serde_json::json!({ "file": FILE_NAME, "files": files, "pipeline": name }),
         &format!(
-            "wrote {FILE_NAME} for pipeline `{name}`; next: pipe validate, then pipe up --local"
+            "wrote {} for pipeline `{name}`; next: pipe validate, then pipe up --local",
+            files.join(" and ")
         ),
     );
     Ok(())
@@ -38,10 +71,5 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
 
 /// Lowercase letters, digits and dashes: valid in image names, tags and AWS names.
 fn sanitize(s: &str) -> String {
-    let s: String = s
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    s.trim_matches('-').to_string()
+    crate::config::parse::sanitize_name(s)
 }

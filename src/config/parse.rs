@@ -13,6 +13,8 @@ mod service;
 
 use std::path::Path;
 
+pub use pipeline::{is_valid_name, sanitize_name};
+
 use toml::de::DeTable;
 
 use super::diagnostic::Diagnostic;
@@ -148,6 +150,11 @@ fn syntax_diagnostic(e: &toml::de::Error, source: &str) -> Diagnostic {
     if missing_value {
         return Diagnostic::new("expected a value", range.into())
             .with_hint("write a value after `=`, e.g. a quoted string");
+    }
+    if message == "duplicate key" {
+        let key = source.get(range.clone()).unwrap_or("");
+        return Diagnostic::new(format!("duplicate key `{key}`"), range.into())
+            .with_hint("a key may be set only once per table: remove one of them");
     }
     let d = Diagnostic::new(message.to_string(), range.clone().into());
     match source.get(range) {

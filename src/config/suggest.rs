@@ -41,11 +41,26 @@ pub fn list<'a, I>(items: I) -> String
 where
     I: IntoIterator<Item = &'a str>,
 {
+    join(items, "and")
+}
+
+/// `a`, `b` or `c`: alternatives.
+pub fn list_or<'a, I>(items: I) -> String
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    join(items, "or")
+}
+
+fn join<'a, I>(items: I, last_word: &str) -> String
+where
+    I: IntoIterator<Item = &'a str>,
+{
     let items: Vec<String> = items.into_iter().map(|i| format!("`{i}`")).collect();
     match items.as_slice() {
         [] => "none".to_string(),
         [one] => one.clone(),
-        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+        [rest @ .., last] => format!("{} {last_word} {last}", rest.join(", ")),
     }
 }
 

@@ -143,6 +143,14 @@ fn unknown_hint(expr: &str) -> String {
         }
         _ => None,
     }
+    .or_else(|| {
+        // `git.sha`, `pipeline.id`: the right object, the wrong field.
+        let prefix = expr.split_once('.').map(|(p, _)| p)?;
+        FIXED
+            .iter()
+            .find(|f| f.split_once('.').is_some_and(|(p, _)| p == prefix))
+            .map(|f| f.to_string())
+    })
     .or_else(|| super::suggest::closest(expr, FIXED.iter().copied()).map(str::to_string));
     match guess {
         Some(g) => format!("did you mean `{g}`?"),

@@ -73,13 +73,16 @@ enum Expect {
 }
 
 fn must_exist(w: &mut Walker, root: &Path, what: &str, path: &Spanned<String>, expect: Expect) {
-    let full = root.join(&path.value);
+    let full = root.join(path.value.trim_end_matches('/'));
     let hint = "paths are relative to the Pipelinefile's folder";
     match std::fs::metadata(&full) {
         Ok(m) if expect == Expect::File && m.is_dir() => w.error_hint(
             format!("{what} `{}` is a folder, not a file", path.value),
             path.span,
-            hint,
+            format!(
+                "name a file in it, e.g. `{}/...`",
+                path.value.trim_end_matches('/')
+            ),
         ),
         Ok(m) if path.ends_with('/') && !m.is_dir() => w.error_hint(
             format!("`{}` ends with `/` but is a file", path.value),
@@ -157,8 +160,10 @@ fn services(w: &mut Walker, pf: &Pipelinefile, source: &str) {
         } else {
             names.insert(&s.name, s.name.span);
         }
+        let mut port_taken = false;
         if let Some(port) = &s.port {
             if let Some((other, _)) = ports.get(&port.value) {
+                port_taken = true;
                 w.error_hint(
                     format!("port {} is already used by service `{other}`", port.value),
                     port.span,
@@ -175,10 +180,8 @@ fn services(w: &mut Walker, pf: &Pipelinefile, source: &str) {
                 .or(s.port.as_ref())
                 .map_or(s.span, |p| p.span);
             if let Some((other, _)) = host_ports.get(&hp) {
-                // Same port already reported as a duplicate `port`: one error is enough.
-                if s.host_port.is_some()
-                    || ports.get(&hp).is_some_and(|(n, _)| *n != s.name.as_str())
-                {
+                // The same port was just reported as a duplicate `port`: one error is enough.
+                if s.host_port.is_some() || !port_taken {
                     w.error_hint(
                         format!("host port {hp} is already published by service `{other}`"),
                         span,

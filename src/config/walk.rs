@@ -72,6 +72,9 @@ pub fn type_error(w: &mut Walker, v: &Value<'_>, expected: &str, what: &str) {
         DeValue::String(s) if expected.contains("boolean") && matches!(&**s, "true" | "false") => {
             Some(format!("write it without quotes: `{s}`"))
         }
+        DeValue::String(_) | DeValue::Table(_) if expected == "an array" => {
+            Some("make it an array: wrap the value in `[ ]`".to_string())
+        }
         DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_)
             if expected.starts_with("a string") =>
         {

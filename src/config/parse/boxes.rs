@@ -127,7 +127,7 @@ fn box_entry(
                     w,
                     "owners",
                     Some(
-                        "`owners` pins whose AMIs may match; without it anyone's public AMI could"
+                        "add the AWS accounts that publish the image, e.g. `owners = [\"136693071363\"]` (Debian); without them anyone's public AMI could match"
                             .into(),
                     ),
                 );
@@ -182,7 +182,7 @@ impl Tbl<'_, '_> {
             format!(
                 "{} needs one of {}",
                 self.name,
-                suggest::list(BOX_KEYS.iter().copied())
+                suggest::list_or(BOX_KEYS.iter().copied())
             ),
             self.span,
             format!("e.g. {example}"),

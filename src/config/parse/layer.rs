@@ -168,7 +168,7 @@ fn provisioner(w: &mut Walker, mut t: Tbl<'_, '_>) -> Option<ProvisionerKind> {
                 w.error_hint(
                     format!(
                         "a provisioner needs one of {}",
-                        suggest::list(KINDS.iter().copied())
+                        suggest::list_or(KINDS.iter().copied())
                     ),
                     t.span,
                     "e.g. `{ shell = \"provisioners/setup.sh\" }` or `{ inline = [\"apt-get update\"] }`",

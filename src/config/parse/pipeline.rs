@@ -146,13 +146,17 @@ fn var(w: &mut Walker, name: &str, name_span: Span, v: &walk::Value<'_>) -> Opti
         (false, false) => w.error_hint(
             format!("{what} needs `value` or `env`"),
             t.span,
-            format!(
-                "e.g. `{name} = {{ value = \"...\" }}` or `{name} = {{ env = \"HOST_VARIABLE\" }}`"
-            ),
+            if t.has("default") {
+                "`default` is the fallback for a host variable: add `env = \"HOST_VARIABLE\"`, or use `value` instead".to_string()
+            } else {
+                format!(
+                    "e.g. `{name} = {{ value = \"...\" }}` or `{name} = {{ env = \"HOST_VARIABLE\" }}`"
+                )
+            },
         ),
         _ => {}
     }
-    if t.has("default") && !t.has("env") {
+    if t.has("default") && t.has("value") {
         w.error_hint(
             "`default` only applies with `env`",
             t.key_span("default").unwrap_or(t.span),

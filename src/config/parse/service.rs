@@ -46,7 +46,14 @@ pub fn services(w: &mut Walker, root: &Tbl<'_, '_>) -> Vec<Service> {
 
 fn service(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<Service> {
     t.check_keys(w, SERVICE_KEYS);
-    let name = t.req_str(w, "name");
+    if !t.has("name") {
+        t.missing(
+            w,
+            "name",
+            Some("e.g. `name = \"web\"`; `pipe logs NAME` uses it".into()),
+        );
+    }
+    let name = t.str(w, "name");
     if !t.has("command") {
         t.missing(
             w,
