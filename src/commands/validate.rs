@@ -49,9 +49,8 @@ fn check_vars(ctx: &Ctx, pf: &Pipelinefile) -> Result<()> {
     let host = |k: &str| std::env::var(k).ok();
     let envs: Vec<Option<&str>> = match ctx.global.env.as_deref() {
         Some(env) => vec![Some(env)],
-        None => std::iter::once(None)
-            .chain(pf.envs.keys().map(|k| Some(k.as_str())))
-            .collect(),
+        None if pf.envs.is_empty() => vec![None],
+        None => pf.envs.keys().map(|k| Some(k.as_str())).collect(),
     };
     let mut warned = Vec::new();
     for env in envs {
