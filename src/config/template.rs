@@ -56,7 +56,6 @@ pub fn parse(raw: &str) -> (Vec<Piece>, Vec<TemplateError>) {
     let mut errors = Vec::new();
     let mut text = String::new();
     let mut i = 0;
-    let bytes = raw.as_bytes();
     while i < raw.len() {
         if raw[i..].starts_with("{{{{") {
             text.push_str("{{");
@@ -94,7 +93,6 @@ pub fn parse(raw: &str) -> (Vec<Piece>, Vec<TemplateError>) {
         let ch = raw[i..].chars().next().expect("in bounds");
         text.push(ch);
         i += ch.len_utf8();
-        let _ = bytes;
     }
     if !text.is_empty() {
         pieces.push(Piece::Text(text));

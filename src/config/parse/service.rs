@@ -1,6 +1,6 @@
 //! `[[service]]` and `[verify]`.
 
-use crate::config::model::{HttpCheck, Service, Span, Spanned, Verify};
+use crate::config::model::{HttpCheck, Service, Spanned, Verify};
 use crate::config::walk::{self, Tbl, Walker};
 
 const SERVICE_KEYS: &[&str] = &[
@@ -171,6 +171,6 @@ fn http_check(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<HttpCheck> {
         url: url?,
         status: status.unwrap_or(200),
         contains,
-        span: Span::new(t.span.start, t.span.end),
+        span: t.span,
     })
 }
