@@ -1,5 +1,5 @@
 //! Walking a file or folder the way pipe uploads and hashes it: sorted, `.pipeignore` honoured,
-//! modes kept, mtimes ignored. The upload (tar stream) and the layer digest both use this, so
+//! modes normalized as git does, mtimes ignored. The upload (tar stream) and the layer digest both use this, so
 //! what is hashed is exactly what is uploaded.
 
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ pub struct TreeEntry {
     /// Where it is on the host.
     pub abs: PathBuf,
     pub kind: EntryKind,
-    /// Permission bits (`0o7777`).
+    /// Permission bits, normalized by [`normalize_mode`].
     pub mode: u32,
 }
 
@@ -44,7 +44,7 @@ pub fn walk(src: &Path) -> std::io::Result<Vec<TreeEntry>> {
         rel: String::new(),
         abs: src.to_path_buf(),
         kind: EntryKind::Dir,
-        mode: meta.permissions().mode() & 0o7777,
+        mode: 0o755,
     }];
     // Ignore matchers from the root down to the folder being walked.
     let mut stack: Vec<(PathBuf, Gitignore)> = Vec::new();
@@ -110,12 +110,25 @@ fn entry(path: &Path, rel: String, meta: &std::fs::Metadata) -> std::io::Result<
     } else {
         EntryKind::File
     };
+    let mode = normalize_mode(&kind, meta.permissions().mode());
     Ok(TreeEntry {
         rel,
         abs: path.to_path_buf(),
         kind,
-        mode: meta.permissions().mode() & 0o7777,
+        mode,
     })
+}
+
+/// Modes as git keeps them: folders 0755, files 0755 when the owner may execute them, else
+/// 0644. The umask of a checkout must not change what is uploaded or hashed, or a laptop and
+/// CI would never reuse each other's layers. Set other modes in a provisioner.
+pub fn normalize_mode(kind: &EntryKind, mode: u32) -> u32 {
+    match kind {
+        EntryKind::Dir => 0o755,
+        EntryKind::Symlink(_) => 0o777,
+        EntryKind::File if mode & 0o100 != 0 => 0o755,
+        EntryKind::File => 0o644,
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +157,17 @@ mod tests {
         let rels: Vec<&str> = entries.iter().map(|e| e.rel.as_str()).collect();
         assert_eq!(rels, vec!["", "a", "a/z.txt", "b", "b/run.sh"]);
         assert_eq!(entries[4].mode, 0o755);
+    }
+
+    #[test]
+    fn modes_are_normalized_like_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o664)).unwrap();
+        assert_eq!(walk(&f).unwrap()[0].mode, 0o644);
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(walk(&f).unwrap()[0].mode, 0o755);
     }
 
     #[test]
