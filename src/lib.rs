@@ -5,6 +5,7 @@
 //! (digests), `communicators` and `provisioners` (the one provisioning path), `targets`,
 //! `runner` (journaled steps), `ledger`, `ui` and `commands`.
 
+pub mod boxes;
 pub mod cli;
 pub mod commands;
 pub mod communicators;

@@ -1,5 +1,6 @@
 //! One module per command; [`run`] dispatches.
 
+mod boxes;
 mod exec;
 mod init;
 mod lifecycle;
@@ -66,7 +67,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
         Command::Rollback(_) => Err(Error::NotImplemented("rollback")),
         Command::Reject(_) => Err(Error::NotImplemented("reject")),
         Command::Clean(_) => Err(Error::NotImplemented("clean")),
-        Command::Box(_) => Err(Error::NotImplemented("box")),
+        Command::Box(cmd) => boxes::run(&ctx, cmd),
     }
 }
 
