@@ -34,8 +34,6 @@ pub struct TreeEntry {
 /// (empty `rel`) and everything under it in sorted order, minus what `.pipeignore` files exclude
 /// (the ignore files themselves are not uploaded). Symlinks are not followed.
 pub fn walk(src: &Path) -> std::io::Result<Vec<TreeEntry>> {
-    use std::os::unix::fs::PermissionsExt;
-
     let meta = std::fs::symlink_metadata(src)?;
     if !meta.is_dir() {
         return Ok(vec![entry(src, String::new(), &meta)?]);

@@ -26,7 +26,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A release was baked (and maybe verified in the same run).
-    Bake { release: Release },
+    Bake { release: Box<Release> },
     /// A release was verified (again).
     Verify {
         release: String,

@@ -105,7 +105,7 @@ pub fn releases(entries: &[Entry]) -> (Vec<ReleaseView>, BTreeMap<String, String
                     Some(_) => ReleaseStatus::Failed,
                 };
                 views.push(ReleaseView {
-                    release: release.clone(),
+                    release: (**release).clone(),
                     status,
                     current_in: Vec::new(),
                     promoted_to: Vec::new(),
@@ -131,10 +131,10 @@ pub fn releases(entries: &[Entry]) -> (Vec<ReleaseView>, BTreeMap<String, String
             } => {
                 if *ok {
                     current.insert(env.clone(), release.clone());
-                    if let Some(i) = find(&mut views, release) {
-                        if !views[i].promoted_to.contains(env) {
-                            views[i].promoted_to.push(env.clone());
-                        }
+                    if let Some(i) = find(&mut views, release)
+                        && !views[i].promoted_to.contains(env)
+                    {
+                        views[i].promoted_to.push(env.clone());
                     }
                 }
             }

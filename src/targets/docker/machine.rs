@@ -20,12 +20,11 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The container name of an environment's machine.
 pub fn machine_name(pf: &Pipelinefile, env: &str) -> String {
-    if let Some(e) = pf.envs.get(env) {
-        if let TargetSettings::Docker(d) = &e.settings {
-            if let Some(name) = &d.container_name {
-                return name.clone();
-            }
-        }
+    if let Some(e) = pf.envs.get(env)
+        && let TargetSettings::Docker(d) = &e.settings
+        && let Some(name) = &d.container_name
+    {
+        return name.clone();
     }
     format!("pipe-{}-{env}", pf.pipeline.name.value)
 }
