@@ -114,29 +114,54 @@ pub fn start_machine(
     Ok((res, info))
 }
 
-/// Writes the services' environments and the supervisor into `/run/pipe` (a tmpfs).
+/// Writes the services' environments and the supervisor into `/run/pipe` (a tmpfs: Docker's
+/// archive API cannot write there, so the bytes go through an exec's stdin — never its argv).
 pub fn deliver_services(comm: &dyn Communicator, rendered: &[RenderedService]) -> Result<()> {
-    let io = |e: crate::communicators::ExecError| {
-        Error::runtime(
-            format!("delivering services to {}: {e}", comm.describe()),
-            None,
-        )
-    };
     for s in rendered {
-        comm.upload_bytes(
-            services::env_file(s).as_bytes(),
+        write_file(
+            comm,
             &format!("{RUN_DIR}/env/{}", s.name),
+            services::env_file(s).as_bytes(),
             0o600,
-        )
-        .map_err(io)?;
+        )?;
     }
     // The supervisor goes last: the container starts services as soon as it appears.
-    comm.upload_bytes(
-        services::supervisor_script(rendered).as_bytes(),
+    write_file(
+        comm,
         &format!("{RUN_DIR}/supervise"),
+        services::supervisor_script(rendered).as_bytes(),
         0o755,
     )
-    .map_err(io)
+}
+
+/// Writes a file on the machine through `cat` (works on tmpfs and over any communicator),
+/// atomically: a temp file renamed into place.
+pub fn write_file(comm: &dyn Communicator, path: &str, data: &[u8], mode: u32) -> Result<()> {
+    let q = services::sh_quote(path);
+    let script = format!(
+        "umask 077 && mkdir -p \"$(dirname {q})\" && cat > {q}.tmp && chmod {mode:o} {q}.tmp && mv {q}.tmp {q}"
+    );
+    let mut sink = Collect::default();
+    let code = comm
+        .exec(
+            &ExecRequest {
+                stdin: Some(data.to_vec()),
+                ..ExecRequest::shell(script)
+            },
+            &mut sink,
+        )
+        .map_err(|e| Error::runtime(format!("writing {path} on {}: {e}", comm.describe()), None))?;
+    if code != 0 {
+        return Err(Error::runtime(
+            format!(
+                "writing {path} on {} failed (exit code {code}): {}",
+                comm.describe(),
+                String::from_utf8_lossy(&sink.stderr).trim()
+            ),
+            None,
+        ));
+    }
+    Ok(())
 }
 
 /// Waits until every service with a port listens inside the machine (read from
