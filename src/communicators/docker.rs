@@ -161,6 +161,10 @@ impl DockerExec {
                 std::future::pending::<()>().await;
             })
         });
+        // When the runtime cannot start the command, the engine says so on stdout and the exit
+        // code is 126; hold such a first chunk until the exit code tells what it was.
+        let mut held: Option<bytes::Bytes> = None;
+        let mut seen_output = false;
         let deadline = req.timeout.map(|d| tokio::time::Instant::now() + d);
         let mut tick = tokio::time::interval(INTERRUPT_POLL);
         let stopped: Option<ExecError> = loop {
@@ -172,8 +176,21 @@ impl DockerExec {
             };
             tokio::select! {
                 item = output.next() => match item {
-                    Some(Ok(LogOutput::StdOut { message })) => sink.chunk(Stream::Stdout, &message),
-                    Some(Ok(LogOutput::StdErr { message })) => sink.chunk(Stream::Stderr, &message),
+                    Some(Ok(LogOutput::StdOut { message })) => {
+                        if !seen_output && message.starts_with(RUNTIME_FAILED) {
+                            held = Some(message);
+                        } else {
+                            if let Some(h) = held.take() {
+                                sink.chunk(Stream::Stdout, &h);
+                            }
+                            sink.chunk(Stream::Stdout, &message);
+                        }
+                        seen_output = true;
+                    }
+                    Some(Ok(LogOutput::StdErr { message })) => {
+                        seen_output = true;
+                        sink.chunk(Stream::Stderr, &message);
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         if let Some(t) = &stdin_task { t.abort(); }
@@ -207,7 +224,7 @@ impl DockerExec {
                 .map_err(|e| transport(DockerError::api("inspect exec", &what, e)))?;
             if info.running != Some(true) {
                 if let Some(code) = info.exit_code {
-                    return Ok(code as i32);
+                    return Ok(runtime_failure(code as i32, held, sink));
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -261,6 +278,28 @@ impl Communicator for DockerExec {
         self.client
             .get_archive(&self.container, src, |r| tar::unpack_tree(r, dest))
             .map_err(transport)
+    }
+}
+
+/// How the engine starts its message when the runtime could not start a command.
+const RUNTIME_FAILED: &[u8] = b"OCI runtime exec failed";
+
+/// The exit code a shell would give: 127 when the command does not exist, 126 when it cannot
+/// be executed. The runtime's message goes to stderr, where a shell would print it.
+fn runtime_failure(code: i32, held: Option<bytes::Bytes>, sink: &mut dyn OutputSink) -> i32 {
+    let Some(msg) = held else {
+        return code;
+    };
+    if code != 126 {
+        sink.chunk(Stream::Stdout, &msg);
+        return code;
+    }
+    let text = String::from_utf8_lossy(&msg);
+    sink.chunk(Stream::Stderr, format!("{}\n", text.trim_end()).as_bytes());
+    if text.contains("executable file not found") || text.contains("no such file or directory") {
+        127
+    } else {
+        126
     }
 }
 

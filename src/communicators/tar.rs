@@ -5,8 +5,9 @@
 //! An upload stream holds one top entry named after the destination (`name`, or `name/...` for
 //! a folder), so it is extracted in the destination's parent folder. What goes in is exactly
 //! what [`crate::layers::tree::walk`] yields (sorted, `.pipeignore` honoured), so what is
-//! hashed for a layer digest is what is uploaded. Modes are kept, symlinks stay symlinks,
-//! owner and group are 0 (an `owner` option is applied with `chown -R` afterwards).
+//! hashed for a layer digest is what is uploaded. Modes are the walk's (normalized as git
+//! does: 0755 for folders and executables, 0644 otherwise), symlinks stay symlinks, owner and
+//! group are 0 (an `owner` option is applied with `chown -R` afterwards).
 
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
