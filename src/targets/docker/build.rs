@@ -138,8 +138,12 @@ pub fn build_layer(
                 (label::DIGEST.into(), digest.to_string()),
                 (label::PARENT.into(), parent.into()),
                 (label::ROLE.into(), "layer".into()),
-                // The build container's run label must not mark the layer as temporary.
+                // Labels are inherited through commits: the build container's run label must
+                // not mark the layer as temporary, and the box's labels must not make a layer
+                // look like the box.
                 (label::RUN.into(), String::new()),
+                ("pipe.box".into(), String::new()),
+                ("pipe.box.digest".into(), String::new()),
             ]),
             ..Default::default()
         };
