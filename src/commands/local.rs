@@ -88,15 +88,12 @@ pub fn docker_box_image(
     };
     match &b.value {
         BoxSource::Recipe(name) => {
-            let _ = printer;
-            let reference = format!("pipe-box/{name}:latest");
-            match client.inspect_image(&reference)? {
-                Some(img) => Ok(img.id),
-                None => Err(Error::runtime(
-                    format!("box {name} is not built"),
-                    Some(format!("run `pipe box build {name}`")),
-                )),
-            }
+            // Built on first use (and rebuilt when the recipe changed), with progress.
+            let recipe = crate::boxes::recipe::Recipe::load(
+                &pf.root.join("boxes").join(format!("{name}.toml")),
+            )?;
+            let built = crate::boxes::docker::build_docker_box(client, &recipe, printer, false)?;
+            Ok(built.id)
         }
         BoxSource::Image(image) => match client.inspect_image(image)? {
             Some(img) => Ok(img.id),
