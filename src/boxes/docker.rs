@@ -90,22 +90,20 @@ pub fn build_docker_box(
     };
     let _lock = lock_file(&lock_path).map_err(io("lock the box"))?;
 
-    if !force {
-        if let Some(found) = find_docker_box(client, &recipe.name, &digest)? {
-            if !found.latest {
-                client.tag_image(&found.id, &repo(&recipe.name), "latest")?;
-            }
-            printer.emit(crate::ui::Event::Step {
-                step: format!("box {}", recipe.name),
-                status: crate::ui::StepStatus::Skipped,
-                detail: Some(format!("up to date ({})", found.image)),
-                elapsed_ms: None,
-            });
-            return Ok(BoxImage {
-                latest: true,
-                ..found
-            });
+    if !force && let Some(found) = find_docker_box(client, &recipe.name, &digest)? {
+        if !found.latest {
+            client.tag_image(&found.id, &repo(&recipe.name), "latest")?;
         }
+        printer.emit(crate::ui::Event::Step {
+            step: format!("box {}", recipe.name),
+            status: crate::ui::StepStatus::Skipped,
+            detail: Some(format!("up to date ({})", found.image)),
+            elapsed_ms: None,
+        });
+        return Ok(BoxImage {
+            latest: true,
+            ..found
+        });
     }
 
     let started = Instant::now();
@@ -128,11 +126,10 @@ pub fn build_docker_box(
             let _ = client.remove_image(&old.id, false);
         }
     }
+    let secs = started.elapsed().as_secs_f64();
     printer.info(format!(
-        "box {} built in {} ({})",
-        recipe.name,
-        format!("{:.0}s", started.elapsed().as_secs_f64()),
-        image.image
+        "box {} built in {secs:.0}s ({})",
+        recipe.name, image.image
     ));
     Ok(image)
 }

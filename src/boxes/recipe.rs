@@ -170,12 +170,12 @@ impl Recipe {
         for c in &components {
             check_token("component", c).map_err(invalid)?;
         }
-        if let Some(m) = &b.mirror {
-            if !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file:/")) {
-                return Err(invalid(format!(
-                    "mirror {m:?} must be an http://, https:// or file:/ URL"
-                )));
-            }
+        if let Some(m) = &b.mirror
+            && !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file:/"))
+        {
+            return Err(invalid(format!(
+                "mirror {m:?} must be an http://, https:// or file:/ URL"
+            )));
         }
         for p in b
             .packages

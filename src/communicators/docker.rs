@@ -222,10 +222,10 @@ impl DockerExec {
                 .inspect_exec(&created.id)
                 .await
                 .map_err(|e| transport(DockerError::api("inspect exec", &what, e)))?;
-            if info.running != Some(true) {
-                if let Some(code) = info.exit_code {
-                    return Ok(runtime_failure(code as i32, held, sink));
-                }
+            if info.running != Some(true)
+                && let Some(code) = info.exit_code
+            {
+                return Ok(runtime_failure(code as i32, held, sink));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
