@@ -181,6 +181,9 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct BakeArgs {
+    /// Run an environment whose target is remote (ec2) on the local Docker engine instead
+    #[arg(long)]
+    pub local: bool,
     /// Record the release without running [verify] (it cannot be promoted)
     #[arg(long)]
     pub skip_verify: bool,
@@ -212,6 +215,9 @@ pub struct PromoteArgs {
     /// Only print what would be done
     #[arg(long)]
     pub plan: bool,
+    /// Run an environment whose target is remote (ec2) on the local Docker engine instead
+    #[arg(long)]
+    pub local: bool,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +227,9 @@ pub struct RollbackArgs {
     /// Only print what would be done
     #[arg(long)]
     pub plan: bool,
+    /// Run an environment whose target is remote (ec2) on the local Docker engine instead
+    #[arg(long)]
+    pub local: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,14 +1,22 @@
 //! One module per command; [`run`] dispatches.
 
+mod bake;
 mod boxes;
+mod clean;
 mod exec;
+mod history;
 mod init;
 mod lifecycle;
 mod local;
 mod logs;
+mod promote;
 mod provision;
+mod reject;
+mod releases;
+mod rollback;
 mod up;
 mod validate;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -59,14 +67,14 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
         Command::Halt => lifecycle::halt(&ctx),
         Command::Destroy(args) => lifecycle::destroy(&ctx, args),
         Command::Logs(args) => logs::run(&ctx, args),
-        Command::Bake(_) => Err(Error::NotImplemented("bake")),
-        Command::Verify(_) => Err(Error::NotImplemented("verify")),
-        Command::Releases => Err(Error::NotImplemented("releases")),
-        Command::History(_) => Err(Error::NotImplemented("history")),
-        Command::Promote(_) => Err(Error::NotImplemented("promote")),
-        Command::Rollback(_) => Err(Error::NotImplemented("rollback")),
-        Command::Reject(_) => Err(Error::NotImplemented("reject")),
-        Command::Clean(_) => Err(Error::NotImplemented("clean")),
+        Command::Bake(args) => bake::run(&ctx, args),
+        Command::Verify(args) => verify::run(&ctx, args),
+        Command::Releases => releases::run(&ctx),
+        Command::History(args) => history::run(&ctx, args),
+        Command::Promote(args) => promote::run(&ctx, args),
+        Command::Rollback(args) => rollback::run(&ctx, args),
+        Command::Reject(args) => reject::run(&ctx, args),
+        Command::Clean(args) => clean::run(&ctx, args),
         Command::Box(cmd) => boxes::run(&ctx, cmd),
     }
 }

@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use release::{Release, ReleaseStatus, ReleaseView, VerifyOutcome, find_release, releases};
+pub use release::{
+    Release, ReleaseStatus, ReleaseView, VerifyOutcome, entry_env, find_release, previous_release,
+    releases,
+};
 
 /// The chain's start.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -89,6 +92,15 @@ pub enum LedgerError {
         line: usize,
         message: String,
     },
+}
+
+impl From<LedgerError> for crate::error::Error {
+    fn from(e: LedgerError) -> Self {
+        crate::error::Error::runtime(
+            e.to_string(),
+            Some("`pipe history --verify` checks the ledger line by line".to_string()),
+        )
+    }
 }
 
 /// The ledger of one Pipelinefile folder.

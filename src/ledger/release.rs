@@ -155,6 +155,42 @@ pub fn releases(entries: &[Entry]) -> (Vec<ReleaseView>, BTreeMap<String, String
     (views, current)
 }
 
+/// The release `pipe rollback ENV` re-promotes: the one that was current in `env` before the
+/// current one (the `previous` of the last successful promotion or rollback there). Rolling back
+/// twice thus returns to where it started, like `kubectl rollout undo`.
+pub fn previous_release(entries: &[Entry], env: &str) -> Option<String> {
+    entries.iter().rev().find_map(|e| match &e.event {
+        Event::Promote {
+            env: en,
+            ok: true,
+            previous,
+            ..
+        }
+        | Event::Rollback {
+            env: en,
+            ok: true,
+            previous,
+            ..
+        } if en == env => Some(previous.clone()),
+        _ => None,
+    })?
+}
+
+/// The environment an entry is about (a verification or rejection: its release's).
+pub fn entry_env(entry: &Entry, views: &[ReleaseView]) -> Option<String> {
+    let of = |id: &str| {
+        views
+            .iter()
+            .find(|v| v.release.id == id)
+            .map(|v| v.release.env.clone())
+    };
+    match &entry.event {
+        Event::Bake { release } => Some(release.env.clone()),
+        Event::Promote { env, .. } | Event::Rollback { env, .. } => Some(env.clone()),
+        Event::Verify { release, .. } | Event::Reject { release, .. } => of(release),
+    }
+}
+
 /// Finds a release by full id, alias, or any unique prefix of at least 6 characters.
 pub fn find_release<'a>(views: &'a [ReleaseView], key: &str) -> Result<&'a ReleaseView, String> {
     let matches: Vec<&ReleaseView> = views

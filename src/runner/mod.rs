@@ -8,7 +8,7 @@
 
 pub mod journal;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use journal::{Journal, Resource};
 
@@ -45,6 +45,7 @@ impl<'a> Runner<'a> {
 
     /// Runs one named step; an interrupt before it starts ends the run.
     pub fn step<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        pause_point(&self.printer, name);
         if crate::interrupt::requested() {
             return Err(Error::Interrupted);
         }
@@ -158,6 +159,26 @@ impl<'a> Runner<'a> {
             }
         }
         failures
+    }
+}
+
+/// Test hook, for the signal tests: with `PIPE_TEST_PAUSE_AT=<prefix>` set, a step (or another
+/// pause point) whose name starts with the prefix prints `test hook: paused at ...` and waits
+/// for Ctrl-C/SIGTERM (at most two minutes), so a test can signal exactly there. Unset, it costs
+/// one environment lookup.
+#[doc(hidden)]
+pub fn pause_point(printer: &Printer, name: &str) {
+    let Some(want) = std::env::var_os("PIPE_TEST_PAUSE_AT") else {
+        return;
+    };
+    let want = want.to_string_lossy();
+    if want.is_empty() || !name.starts_with(want.as_ref()) {
+        return;
+    }
+    printer.warn(format!("test hook: paused at `{name}`"), None);
+    let started = Instant::now();
+    while !crate::interrupt::requested() && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -44,7 +44,10 @@ impl Project {
         )
         .unwrap();
         let p = Self { dir, name };
-        p.write("Pipelinefile.toml", &pipelinefile.replace("@NAME@", &p.name));
+        p.write(
+            "Pipelinefile.toml",
+            &pipelinefile.replace("@NAME@", &p.name),
+        );
         for (path, content) in files {
             p.write(path, content);
         }
@@ -202,7 +205,10 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -239,4 +245,125 @@ pub fn docker(args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// A `pipe` process started in the background, its stderr read line by line.
+pub struct Spawned {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub stderr: Vec<String>,
+}
+
+/// Starts `pipe ARGS` in `dir` without waiting for it.
+pub fn spawn_pipe(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Spawned {
+    use std::io::BufRead;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipe"));
+    cmd.current_dir(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("PIPE_DIGEST_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Spawned {
+        child,
+        lines: rx,
+        stderr: Vec::new(),
+    }
+}
+
+impl Spawned {
+    /// Waits (up to `secs`) for a stderr line containing `text`; panics with what was read.
+    #[track_caller]
+    pub fn wait_for(&mut self, text: &str, secs: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(text);
+                    self.stderr.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(_) => panic!(
+                    "no `{text}` on pipe's stderr within {secs}s:\n{}",
+                    self.stderr.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits for the exit; returns the exit code (or 128+signal) and the rest of stderr.
+    pub fn finish(mut self) -> (i32, String) {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_secs(5)) {
+            self.stderr.push(line);
+        }
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        (code, self.stderr.join("\n"))
+    }
+}
+
+impl Project {
+    /// Runs ids of the journals left in `.pipe/journal`.
+    pub fn journal_runs(&self) -> Vec<String> {
+        self.journals()
+            .into_iter()
+            .filter_map(|f| f.strip_suffix(".json").map(str::to_string))
+            .collect()
+    }
+
+    /// Containers and images (by name or id) labelled `pipe.run=<run>`.
+    pub fn labelled_with_run(&self, run: &str) -> Vec<String> {
+        let client = DockerClient::connect().unwrap();
+        let l = format!("pipe.run={run}");
+        let mut out: Vec<String> = client
+            .containers_by_labels(&[&l], true)
+            .unwrap()
+            .into_iter()
+            .map(|c| format!("container {}", c.name))
+            .collect();
+        out.extend(
+            client
+                .images_by_labels(&[&l])
+                .unwrap()
+                .into_iter()
+                .map(|i| format!("image {}", i.id)),
+        );
+        out
+    }
+
+    /// The ledger's lines.
+    pub fn ledger_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path().join(".pipe/ledger.jsonl"))
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
 }

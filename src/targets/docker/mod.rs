@@ -11,7 +11,9 @@ pub mod build;
 mod client;
 mod error;
 pub mod machine;
+pub mod promote;
 mod stream;
+pub mod verify;
 
 pub use client::{
     ContainerInfo, ContainerSpec, DockerClient, ImageConfig, ImageInfo, PortSpec, PublishedPort,

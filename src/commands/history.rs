@@ -1,0 +1,128 @@
+//! `pipe history [--env NAME] [--verify]`: the ledger, oldest first; `--verify` checks its hash
+//! chain and names the first bad line.
+
+use crate::cli::HistoryArgs;
+use crate::error::{Error, Result};
+use crate::ledger::{ChainCheck, Entry, Event, Ledger, entry_env, releases};
+use crate::state;
+
+use super::Ctx;
+
+pub fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
+    let pf = ctx.pipelinefile()?;
+    let ledger = Ledger::open(&state::dir(&pf.root));
+    if args.verify {
+        return verify(ctx, &ledger);
+    }
+    let entries = ledger.entries()?;
+    let (views, _) = releases(&entries);
+    let env = ctx.global.env.as_deref();
+    let shown: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| env.is_none_or(|want| entry_env(e, &views).as_deref() == Some(want)))
+        .collect();
+    let short = |id: &str| id.get(..10).unwrap_or(id).to_string();
+    let mut human = String::new();
+    if shown.is_empty() {
+        human.push_str("the ledger is empty");
+    }
+    for e in &shown {
+        let what = match &e.event {
+            Event::Bake { release } => format!(
+                "bake      {:<12} {} {} ({})",
+                release.env,
+                release.alias,
+                match &release.verify {
+                    None => "unverified",
+                    Some(v) if v.ok => "verified",
+                    Some(_) => "verification failed",
+                },
+                release.target
+            ),
+            Event::Verify { release, outcome } => format!(
+                "verify    {:<12} {} {}",
+                entry_env(e, &views).unwrap_or_default(),
+                short(release),
+                if outcome.ok { "passed" } else { "failed" }
+            ),
+            Event::Promote {
+                release,
+                env,
+                ok,
+                previous,
+                detail,
+            }
+            | Event::Rollback {
+                release,
+                env,
+                ok,
+                previous,
+                detail,
+            } => format!(
+                "{:<9} {env:<12} {} {}{}{}",
+                if matches!(e.event, Event::Promote { .. }) {
+                    "promote"
+                } else {
+                    "rollback"
+                },
+                short(release),
+                if *ok { "ok" } else { "FAILED" },
+                previous
+                    .as_ref()
+                    .map(|p| format!(" (was {})", short(p)))
+                    .unwrap_or_default(),
+                detail
+                    .as_ref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ),
+            Event::Reject { release, reason } => format!(
+                "reject    {:<12} {}{}",
+                entry_env(e, &views).unwrap_or_default(),
+                short(release),
+                reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+        };
+        human.push_str(&format!(
+            "{:>4}  {}  {:<20} {what}\n",
+            e.seq,
+            e.time,
+            e.who.get(..20).unwrap_or(&e.who)
+        ));
+    }
+    ctx.printer.result(
+        "history",
+        serde_json::to_value(&shown).expect("entries serialize"),
+        &human,
+    );
+    Ok(())
+}
+
+fn verify(ctx: &Ctx, ledger: &Ledger) -> Result<()> {
+    let path = ledger.path().display().to_string();
+    match ledger.verify()? {
+        ChainCheck::Intact { entries, torn_tail } => {
+            let mut human = format!("ledger intact: {entries} entries, every line chained");
+            if torn_tail {
+                human.push_str(
+                    "\n  the last line is torn (a crash mid-append); it is not an entry and the next append sets it aside in ledger.torn",
+                );
+            }
+            ctx.printer.result(
+                "history",
+                serde_json::json!({"intact": true, "entries": entries, "torn_tail": torn_tail}),
+                &human,
+            );
+            Ok(())
+        }
+        ChainCheck::Broken { line, reason } => Err(Error::runtime(
+            format!("ledger {path}: the chain breaks at line {line}: {reason}"),
+            Some(format!(
+                "lines before {line} are intact; compare line {line} and the one before it with a backup or the git history"
+            )),
+        )),
+    }
+}

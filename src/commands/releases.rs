@@ -1,0 +1,63 @@
+//! `pipe releases [--env NAME]`: every release in the ledger, newest first, with its status and
+//! where it is current.
+
+use crate::error::Result;
+use crate::ledger::{Ledger, ReleaseStatus, releases};
+use crate::state;
+
+use super::Ctx;
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let pf = ctx.pipelinefile()?;
+    let entries = Ledger::open(&state::dir(&pf.root)).entries()?;
+    let (views, _) = releases(&entries);
+    let env = ctx.global.env.as_deref();
+    let shown: Vec<_> = views
+        .iter()
+        .rev()
+        .filter(|v| env.is_none_or(|e| v.release.env == e || v.current_in.iter().any(|c| c == e)))
+        .collect();
+    let mut human = String::new();
+    if shown.is_empty() {
+        human.push_str(&match env {
+            Some(e) => format!("no releases for env `{e}` (pipe bake --env {e})"),
+            None => "no releases yet (pipe bake --env NAME)".to_string(),
+        });
+    } else {
+        human.push_str(&format!(
+            "{:<11} {:<12} {:<7} {:<11} {:<16} {:<20} {}\n",
+            "RELEASE", "ENV", "TARGET", "STATUS", "CURRENT IN", "BAKED", "COMMIT"
+        ));
+        for v in &shown {
+            let r = &v.release;
+            let status = match v.status {
+                ReleaseStatus::Verified => "verified",
+                ReleaseStatus::Unverified => "unverified",
+                ReleaseStatus::Failed => "failed",
+                ReleaseStatus::Rejected => "rejected",
+            };
+            let current = if v.current_in.is_empty() {
+                "-".to_string()
+            } else {
+                v.current_in.join(",")
+            };
+            human.push_str(&format!(
+                "{:<11} {:<12} {:<7} {:<11} {:<16} {:<20} {}{}\n",
+                r.alias,
+                r.env,
+                r.target,
+                status,
+                current,
+                r.when.get(..19).unwrap_or(&r.when),
+                r.git_commit,
+                if r.git_dirty { " (dirty)" } else { "" }
+            ));
+        }
+    }
+    ctx.printer.result(
+        "releases",
+        serde_json::to_value(&shown).expect("releases serialize"),
+        &human,
+    );
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! `pipe verify [RELEASE]`: runs `[verify]` again on a fresh machine from a release's image and
+//! records the outcome. A release that fails becomes unpromotable (exit code 4).
+
+use crate::cli::VerifyArgs;
+use crate::error::{Error, Result};
+use crate::ledger::{Event, Ledger, find_release, releases, who};
+use crate::runner::{Journal, Runner};
+use crate::state;
+use crate::targets::docker::DockerClient;
+use crate::targets::docker::verify::verify_image;
+
+use super::Ctx;
+use super::promote::{release_image, release_plan};
+
+pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
+    let pf = ctx.pipelinefile()?;
+    let ledger = Ledger::open(&state::dir(&pf.root));
+    let entries = ledger.entries()?;
+    let (views, _) = releases(&entries);
+    let view = match &args.release {
+        Some(key) => find_release(&views, key).map_err(|m| Error::usage(m, None))?,
+        None => {
+            let env = ctx.global.env.as_deref();
+            views
+                .iter()
+                .rev()
+                .find(|v| env.is_none_or(|e| v.release.env == e))
+                .ok_or_else(|| {
+                    Error::usage(
+                        "no release to verify",
+                        Some("pipe bake --env NAME".to_string()),
+                    )
+                })?
+        }
+    };
+    if view.release.target != "docker" {
+        return Err(Error::NotImplemented("verify on ec2"));
+    }
+    crate::interrupt::install();
+    let client = DockerClient::connect()?;
+    let image = release_image(&client, view)?;
+    let plan = release_plan(ctx, &pf, view)?;
+    let journal = Journal::start(&state::dir(&pf.root), "verify", &pf.pipeline.name.value)?;
+    let mut runner = Runner::new(journal, ctx.printer);
+    let alias = view.release.alias.clone();
+    let result = runner.step(&format!("verify release {alias} on a fresh machine"), |r| {
+        verify_image(r, &client, &plan, &image, ctx.printer)
+    });
+    let outcome = runner.finish(result)?;
+    ledger.append(
+        &who(),
+        Event::Verify {
+            release: view.release.id.clone(),
+            outcome: outcome.clone(),
+        },
+    )?;
+    ctx.printer.result(
+        "verify",
+        serde_json::json!({"release": view.release.id, "alias": alias, "ok": outcome.ok, "excerpt": outcome.excerpt}),
+        &format!(
+            "release {alias}: verification {}",
+            if outcome.ok { "passed" } else { "FAILED: it cannot be promoted" }
+        ),
+    );
+    if outcome.ok {
+        Ok(())
+    } else {
+        Err(Error::VerifyFailed(format!(
+            "release {alias}\n---- last lines of the checks ----\n{}\n----",
+            outcome.excerpt
+        )))
+    }
+}

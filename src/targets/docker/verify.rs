@@ -1,0 +1,319 @@
+//! `[verify]` on Docker: a fresh machine from the baked image (no published ports, a run-specific
+//! name, labelled `pipe.run`), the checks run inside it through the communicator, then the
+//! machine is removed. Verification happens inside the machine so it never depends on host
+//! ports: commands run with `sh -c`, HTTP checks with the image's `curl`.
+//!
+//! Checks are retried together until they all pass or `[verify].timeout` runs out; the outcome
+//! keeps the last attempt's transcript (its last lines, secrets masked) for the release.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::communicators::docker::DockerExec;
+use crate::communicators::{Collect, Communicator, ExecError, ExecRequest};
+use crate::error::{Error, Result};
+use crate::ledger::VerifyOutcome;
+use crate::plan::Plan;
+use crate::runner::{Resource, Runner};
+use crate::services::RenderedService;
+use crate::ui::Printer;
+
+use super::build::{label, suffix};
+use super::machine::{deliver_services, wait_ready};
+use super::{ContainerSpec, DockerClient, PortSpec};
+
+/// How many lines of output a release keeps.
+pub const EXCERPT_LINES: usize = 20;
+/// The longest one check may run in one attempt.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between attempts.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// A container for an app image: created, started, journaled (removed by the runner unless kept).
+pub struct MachineRequest<'a> {
+    pub name: String,
+    pub image: &'a str,
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<PortSpec>,
+}
+
+/// Creates and starts a container through the runner (journaled before it exists). Services are
+/// not delivered yet: see [`deliver_services`].
+pub fn create_container(
+    runner: &mut Runner<'_>,
+    client: &DockerClient,
+    req: MachineRequest,
+) -> Result<Resource> {
+    let mut spec = ContainerSpec::new(req.image);
+    spec.name = Some(req.name.clone());
+    spec.hostname = Some(req.name.chars().take(63).collect());
+    spec.labels = req.labels;
+    spec.ports = req.ports;
+    spec.tmpfs.insert(
+        crate::services::RUN_DIR.into(),
+        "rw,nosuid,nodev,mode=0755,size=16m".into(),
+    );
+    let res = Resource::Container {
+        name: req.name.clone(),
+    };
+    let c2 = client.clone();
+    let name = req.name.clone();
+    runner.create(
+        res.clone(),
+        || {
+            let id = client.create_container(&spec)?;
+            client.start_container(&id)?;
+            Ok(id)
+        },
+        move || {
+            c2.remove_container(&name)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    )?;
+    Ok(res)
+}
+
+/// Verifies an app image on a fresh, temporary machine; the machine is always removed. A failed
+/// check is an `Ok` outcome with `ok: false`; only Docker failures and interrupts are errors.
+pub fn verify_image(
+    runner: &mut Runner<'_>,
+    client: &DockerClient,
+    plan: &Plan,
+    image: &str,
+    printer: &Printer,
+) -> Result<VerifyOutcome> {
+    let pipeline = plan.pf.pipeline.name.value.clone();
+    let run_id = runner.run_id();
+    let name = format!("pipe-{pipeline}-verify-{}", suffix(&run_id));
+    let res = create_container(
+        runner,
+        client,
+        MachineRequest {
+            name: name.clone(),
+            image,
+            labels: BTreeMap::from([
+                (label::PIPELINE.into(), pipeline),
+                (label::ENV.into(), plan.env.clone()),
+                (label::ROLE.into(), "verify".into()),
+                (label::RUN.into(), run_id.clone()),
+                (label::DIGEST.into(), plan.digests.app.to_string()),
+            ]),
+            ports: Vec::new(),
+        },
+    )?;
+    crate::runner::pause_point(printer, "verify machine started");
+    let comm = DockerExec::new(client.clone(), name);
+    let outcome = start_services_and_check(&comm, plan, printer);
+    // Dispose even when the checks were interrupted; the runner would do it too, this is sooner.
+    let disposed = runner.dispose(&res);
+    let outcome = outcome?;
+    disposed?;
+    Ok(outcome)
+}
+
+/// Delivers the services, waits for their ports, runs the checks. Services that never listen
+/// fail the verification (with their log), they are not a pipe error.
+pub fn start_services_and_check(
+    comm: &dyn Communicator,
+    plan: &Plan,
+    printer: &Printer,
+) -> Result<VerifyOutcome> {
+    let rendered: Vec<RenderedService> = plan.services();
+    let timeout = Duration::from_secs(plan.pf.verify.timeout.max(1));
+    deliver_services(comm, &rendered)?;
+    match wait_ready(comm, &rendered, timeout) {
+        Ok(()) => {}
+        Err(Error::Interrupted) => return Err(Error::Interrupted),
+        Err(e) => {
+            return Ok(VerifyOutcome {
+                ok: false,
+                excerpt: excerpt(&e.to_string(), printer),
+            });
+        }
+    }
+    run_checks(comm, plan, timeout, printer)
+}
+
+/// Runs every `[verify]` check until all pass in one attempt or `timeout` passes.
+pub fn run_checks(
+    comm: &dyn Communicator,
+    plan: &Plan,
+    timeout: Duration,
+    printer: &Printer,
+) -> Result<VerifyOutcome> {
+    let verify = &plan.pf.verify;
+    let commands: Vec<String> = verify.commands.iter().map(|c| plan.render(c)).collect();
+    let http: Vec<(String, u16, Option<String>)> = verify
+        .http
+        .iter()
+        .map(|h| {
+            (
+                plan.render(&h.url),
+                h.status,
+                h.contains.as_ref().map(|c| plan.render(c)),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    loop {
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let per_check = remaining.clamp(Duration::from_secs(1), CHECK_TIMEOUT);
+        let mut transcript = String::new();
+        let mut ok = true;
+        for cmd in &commands {
+            let req = ExecRequest {
+                timeout: Some(per_check),
+                ..ExecRequest::shell(cmd.clone())
+            };
+            let (code, out) = exec(comm, &req)?;
+            transcript.push_str(&format!("$ {cmd}\n{out}"));
+            match code {
+                Some(0) => transcript.push_str("ok\n"),
+                Some(c) => {
+                    ok = false;
+                    transcript.push_str(&format!("failed: exit code {c}\n"));
+                }
+                None => {
+                    ok = false;
+                    transcript.push_str(&format!(
+                        "failed: no exit within {}s\n",
+                        per_check.as_secs()
+                    ));
+                }
+            }
+        }
+        for (url, status, contains) in &http {
+            let req = ExecRequest {
+                argv: vec![
+                    "curl".into(),
+                    "-sS".into(),
+                    "-m".into(),
+                    per_check.as_secs().max(1).to_string(),
+                    "-w".into(),
+                    "\n%{http_code}".into(),
+                    url.clone(),
+                ],
+                timeout: Some(per_check + Duration::from_secs(5)),
+                ..Default::default()
+            };
+            let (code, out) = exec(comm, &req)?;
+            let (passed, line) = judge_http(url, *status, contains.as_deref(), code, &out);
+            ok &= passed;
+            transcript.push_str(&line);
+        }
+        if ok || started.elapsed() >= timeout {
+            let mut text = transcript;
+            if !ok {
+                text.push_str(&format!(
+                    "verification still failing after {}s\n",
+                    timeout.as_secs()
+                ));
+            }
+            return Ok(VerifyOutcome {
+                ok,
+                excerpt: excerpt(&text, printer),
+            });
+        }
+        let pause = Instant::now();
+        while pause.elapsed() < RETRY_PAUSE {
+            if crate::interrupt::requested() {
+                return Err(Error::Interrupted);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Runs one command; `None` as the code when it timed out.
+fn exec(comm: &dyn Communicator, req: &ExecRequest) -> Result<(Option<i32>, String)> {
+    let mut out = Collect::default();
+    let code = match comm.exec(req, &mut out) {
+        Ok(c) => Some(c),
+        Err(ExecError::TimedOut(_)) => None,
+        Err(ExecError::Interrupted) => return Err(Error::Interrupted),
+        Err(e) => {
+            return Err(Error::runtime(
+                format!("verify: running a check in {}: {e}", comm.describe()),
+                None,
+            ));
+        }
+    };
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((code, text))
+}
+
+/// Judges curl's output (body, then the status on the last line); returns the verdict and a
+/// transcript line.
+fn judge_http(
+    url: &str,
+    status: u16,
+    contains: Option<&str>,
+    code: Option<i32>,
+    out: &str,
+) -> (bool, String) {
+    let head = format!("GET {url}");
+    match code {
+        None => return (false, format!("{head}: no answer in time\n")),
+        Some(127) => {
+            return (
+                false,
+                format!("{head}: curl is not installed in the image (HTTP checks need it)\n"),
+            );
+        }
+        Some(0) => {}
+        Some(c) => {
+            return (
+                false,
+                format!("{head}: curl failed (exit code {c}): {}\n", out.trim()),
+            );
+        }
+    }
+    let (body, got) = match out.rsplit_once('\n') {
+        Some((b, s)) => (b, s.trim()),
+        None => ("", out.trim()),
+    };
+    let got: u16 = got.parse().unwrap_or(0);
+    if got != status {
+        let first = body.lines().next().unwrap_or("");
+        return (
+            false,
+            format!("{head}: status {got}, expected {status}; body starts: {first}\n"),
+        );
+    }
+    if let Some(want) = contains {
+        if !body.contains(want) {
+            return (
+                false,
+                format!("{head}: status {got}, but the body does not contain `{want}`\n"),
+            );
+        }
+        return (true, format!("{head}: {got}, body contains `{want}`: ok\n"));
+    }
+    (true, format!("{head}: {got}: ok\n"))
+}
+
+/// The last [`EXCERPT_LINES`] lines, secrets masked.
+pub fn excerpt(text: &str, printer: &Printer) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(EXCERPT_LINES)..];
+    printer.redactor().redact(&tail.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judges_status_and_body() {
+        let (ok, _) = judge_http("u", 200, Some("hi"), Some(0), "say hi\n200");
+        assert!(ok);
+        let (ok, line) = judge_http("u", 200, Some("bye"), Some(0), "say hi\n200");
+        assert!(!ok && line.contains("does not contain"), "{line}");
+        let (ok, line) = judge_http("u", 200, None, Some(0), "nope\n503");
+        assert!(!ok && line.contains("status 503"), "{line}");
+        let (ok, line) = judge_http("u", 200, None, Some(7), "refused");
+        assert!(!ok && line.contains("exit code 7"), "{line}");
+    }
+}

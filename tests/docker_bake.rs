@@ -1,0 +1,228 @@
+//! `pipe bake` against the real Docker engine: layers, verification on a fresh machine, the
+//! release in the ledger, a failing verification, layer reuse across bakes.
+
+mod common;
+
+use common::{Project, ensure_box};
+
+/// A tiny HTTP server in perl (perl-base is in every Debian): serves /srv/www/index.html.
+const SERVER: &str = r#"perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalAddr=>"0.0.0.0",LocalPort=>$ARGV[0],Listen=>5,ReuseAddr=>1) or die "listen: $!"; while($c=$s->accept){ <$c>; open(F,"<","/srv/www/index.html"); local $/; $b=<F>; close F; print $c "HTTP/1.0 200 OK\r\nContent-Length: ".length($b)."\r\n\r\n".$b; close $c }' 8000"#;
+
+fn pipelinefile(contains: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "@NAME@"
+
+[vars]
+greeting = "hello"
+
+[box]
+docker = {{ box = "debian-12" }}
+
+[base]
+provision = [ {{ shell = "base.sh" }} ]
+
+[app]
+provision = [
+  {{ file = "www/", to = "/srv/www" }},
+  {{ inline = ["echo '{{{{ vars.greeting }}}} from {{{{ environment }}}}' >> /srv/www/index.html"] }},
+]
+
+[[service]]
+name = "web"
+command = '''{SERVER}'''
+port = 8000
+publish = false
+
+[verify]
+commands = ["test -f /srv/www/index.html", "cat /base.txt"]
+http = [{{ url = "http://127.0.0.1:8000/", status = 200, contains = "{contains}" }}]
+timeout = 15
+
+[env.dev]
+target = "docker"
+"#
+    )
+}
+
+fn project(prefix: &str, contains: &str) -> Project {
+    ensure_box();
+    Project::new(
+        prefix,
+        &pipelinefile(contains),
+        &[
+            (
+                "base.sh",
+                "#!/bin/sh\nset -e\necho base-layer > /base.txt\n",
+            ),
+            ("www/index.html", "<h1>page</h1>\n"),
+        ],
+    )
+}
+
+fn ledger_json(p: &Project) -> Vec<serde_json::Value> {
+    p.ledger_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn bake_verifies_records_a_release_and_reuses_layers() {
+    let p = project("bake", "hello from {{ environment }}");
+    let r = p.pipe(&["bake", "--env", "dev", "--no-progress"]);
+    r.ok();
+    assert!(r.stdout.contains("verified"), "{}", r.stdout);
+    assert!(
+        p.containers().is_empty(),
+        "verify machine left: {:?}",
+        p.containers()
+    );
+    assert!(p.journals().is_empty(), "journal left: {:?}", p.journals());
+    let images = p.layer_images();
+    assert_eq!(images.len(), 2, "base and app");
+
+    let ledger = ledger_json(&p);
+    assert_eq!(ledger.len(), 1);
+    let e = &ledger[0];
+    assert_eq!(e["event"], "bake");
+    let rel = &e["release"];
+    assert_eq!(rel["env"], "dev");
+    assert_eq!(rel["target"], "docker");
+    assert_eq!(rel["pipeline"], p.name.as_str());
+    assert_eq!(rel["alias"].as_str().unwrap().len(), 10);
+    assert!(
+        rel["id"]
+            .as_str()
+            .unwrap()
+            .starts_with(rel["alias"].as_str().unwrap())
+    );
+    let app_image = rel["artifacts"]["docker"].as_str().unwrap();
+    assert!(
+        images.contains(&app_image.to_string()),
+        "{app_image} in {images:?}"
+    );
+    assert!(rel["base_digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(rel["pipelinefile_digest"].as_str().unwrap().len(), 64);
+    assert!(rel["who"].as_str().unwrap().contains('@'));
+    assert!(rel["git_commit"].is_string() && rel["git_dirty"].is_boolean());
+    assert!(rel["when"].is_string());
+    assert_eq!(rel["verify"]["ok"], true);
+    let excerpt = rel["verify"]["excerpt"].as_str().unwrap();
+    assert!(
+        excerpt.contains("GET http://127.0.0.1:8000/: 200"),
+        "{excerpt}"
+    );
+    assert!(
+        excerpt.contains("base-layer"),
+        "command output kept: {excerpt}"
+    );
+
+    let releases = p.pipe(&["releases"]);
+    releases.ok();
+    let alias = rel["alias"].as_str().unwrap();
+    assert!(releases.stdout.contains(alias), "{}", releases.stdout);
+    assert!(releases.stdout.contains("verified"), "{}", releases.stdout);
+    let history = p.pipe(&["history", "--env", "dev"]);
+    history.ok();
+    assert!(history.stdout.contains("bake"), "{}", history.stdout);
+    assert!(
+        p.pipe(&["history", "--env", "nope"])
+            .stdout
+            .contains("empty")
+    );
+
+    // A second bake reuses both layers and records a second release.
+    let again = p.pipe(&["bake", "--env", "dev", "--no-progress"]);
+    again.ok();
+    assert_eq!(
+        again.stderr.matches("reusing").count(),
+        2,
+        "{}",
+        again.stderr
+    );
+    assert_eq!(p.layer_images(), images, "no new image");
+    let ledger = ledger_json(&p);
+    assert_eq!(ledger.len(), 2);
+    assert_ne!(ledger[0]["release"]["id"], ledger[1]["release"]["id"]);
+    assert_eq!(
+        ledger[1]["release"]["artifacts"],
+        ledger[0]["release"]["artifacts"]
+    );
+
+    // An app edit rebuilds only the app layer.
+    p.write("www/index.html", "<h1>changed</h1>\n");
+    let third = p.pipe(&["bake", "--env", "dev", "--no-progress"]);
+    third.ok();
+    assert_eq!(
+        third.stderr.matches("reusing").count(),
+        1,
+        "{}",
+        third.stderr
+    );
+    assert_eq!(p.layer_images().len(), 3);
+
+    // `pipe verify` verifies the newest release again and records it.
+    let v = p.pipe(&["verify"]);
+    v.ok();
+    let ledger = ledger_json(&p);
+    assert_eq!(ledger.last().unwrap()["event"], "verify");
+    assert!(p.containers().is_empty());
+
+    let chain = p.pipe(&["history", "--verify"]);
+    chain.ok();
+    assert!(
+        chain.stdout.contains("intact: 4 entries"),
+        "{}",
+        chain.stdout
+    );
+}
+
+#[test]
+fn a_failing_verify_is_a_recorded_unpromotable_release() {
+    let p = project("badverify", "this text is not on the page");
+    let r = p.pipe(&["bake", "--env", "dev", "--no-progress"]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(r.stderr.contains("verification failed"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("does not contain"),
+        "the excerpt is shown: {}",
+        r.stderr
+    );
+    assert!(p.containers().is_empty(), "left: {:?}", p.containers());
+    assert!(p.journals().is_empty());
+    let ledger = ledger_json(&p);
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0]["release"]["verify"]["ok"], false);
+    let releases = p.pipe(&["releases"]);
+    assert!(releases.stdout.contains("failed"), "{}", releases.stdout);
+    let alias = ledger[0]["release"]["alias"].as_str().unwrap();
+    let promote = p.pipe(&["promote", "dev", "--release", alias]);
+    assert_eq!(promote.code, 5, "{}", promote.all());
+    assert!(
+        promote.stderr.contains("failed verification"),
+        "{}",
+        promote.stderr
+    );
+}
+
+#[test]
+fn services_that_never_listen_fail_verification_with_their_log() {
+    let p = project("nolisten", "x");
+    p.write(
+        "Pipelinefile.toml",
+        &std::fs::read_to_string(p.path().join("Pipelinefile.toml"))
+            .unwrap()
+            .replace(SERVER, "echo web refuses to start; sleep 600")
+            .replace("timeout = 15", "timeout = 3"),
+    );
+    let r = p.pipe(&["bake", "--env", "dev"]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(
+        r.stderr.contains("did not listen on port 8000"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("web refuses to start"), "{}", r.stderr);
+    assert!(p.containers().is_empty());
+}
