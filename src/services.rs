@@ -89,7 +89,9 @@ supervise() {
             sh_quote(&svc.command),
         ));
     }
-    s.push_str("wait\n");
+    // Stay up even with no services (a machine without [[service]] is still a machine); the
+    // TERM trap interrupts the wait.
+    s.push_str("while :; do sleep 86400 & wait $!; done\n");
     s
 }
 
