@@ -132,9 +132,14 @@ fn a_missing_recipe_says_where_it_looked() {
     assert!(Recipe::find("Bad Name", Path::new("/")).is_err());
 }
 
+/// Images tagged `pipe-box/NAME:*` (images committed from a box container carry its labels
+/// too, so labels alone would count them).
 fn images_of(client: &DockerClient, name: &str) -> usize {
+    let prefix = format!("pipe-box/{name}:");
     client
         .images_by_labels(&[&format!("pipe.box={name}")])
         .unwrap()
-        .len()
+        .iter()
+        .filter(|i| i.tags.iter().any(|t| t.starts_with(&prefix)))
+        .count()
 }

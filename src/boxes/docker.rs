@@ -52,19 +52,21 @@ pub fn digest_tag(digest: &str) -> &str {
 }
 
 /// The image of box `name` built from `digest`, if there is one.
+///
+/// Found by its tag `pipe-box/NAME:<digest12>`, then checked by label: labels alone are not
+/// enough, since every image committed from a box container inherits them.
 pub fn find_docker_box(
     client: &DockerClient,
     name: &str,
     digest: &str,
 ) -> Result<Option<BoxImage>, BoxError> {
-    let images = client.images_by_labels(&[
-        &format!("{BOX_LABEL}={name}"),
-        &format!("{DIGEST_LABEL}={digest}"),
-    ])?;
-    Ok(images
-        .into_iter()
-        .max_by_key(|i| i.created)
-        .and_then(box_image))
+    let tag = format!("{}:{}", repo(name), digest_tag(digest));
+    let Some(info) = client.inspect_image(&tag)? else {
+        return Ok(None);
+    };
+    let matches = info.labels.get(BOX_LABEL).map(String::as_str) == Some(name)
+        && info.labels.get(DIGEST_LABEL).map(String::as_str) == Some(digest);
+    Ok(if matches { box_image(info) } else { None })
 }
 
 /// Builds the docker box for `recipe` unless an image with its digest exists (or `force`).
@@ -107,6 +109,10 @@ pub fn build_docker_box(
     }
 
     let started = Instant::now();
+    // A forced rebuild moves the digest's tag; the image it pointed at is dropped afterwards.
+    let previous = client
+        .inspect_image(&format!("{}:{}", repo(&recipe.name), digest_tag(&digest)))?
+        .map(|i| i.id);
     let rootfs = rootfs::build_rootfs(recipe, BoxTarget::Docker, printer)?;
     configure_docker(rootfs.path()).map_err(io("configure the rootfs for docker"))?;
     let built = import(client, recipe, &digest, &rootfs, printer);
@@ -117,14 +123,13 @@ pub fn build_docker_box(
         printer.warn(e.to_string(), e.hint());
     }
 
-    // A forced rebuild leaves the previous image of the same digest untagged; drop it.
-    for old in client.images_by_labels(&[
-        &format!("{BOX_LABEL}={}", recipe.name),
-        &format!("{DIGEST_LABEL}={digest}"),
-    ])? {
-        if old.id != image.id && old.tags.is_empty() {
-            let _ = client.remove_image(&old.id, false);
-        }
+    if let Some(old) = previous.filter(|old| *old != image.id)
+        && client
+            .inspect_image(&old)?
+            .is_some_and(|i| i.tags.is_empty())
+    {
+        // Kept when a container or a layer image still uses it.
+        let _ = client.remove_image(&old, false);
     }
     let secs = started.elapsed().as_secs_f64();
     printer.info(format!(
@@ -284,35 +289,50 @@ fn tar_rootfs(root: &Path, out: &mut dyn Write) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Every docker box image, newest first.
+/// Every docker box image (tagged `pipe-box/NAME:...`), by name, newest first.
 pub fn list_docker_boxes(client: &DockerClient) -> Result<Vec<BoxImage>, BoxError> {
     let mut out: Vec<BoxImage> = client
         .images_by_labels(&[BOX_LABEL])?
         .into_iter()
+        .filter(is_box_image)
         .filter_map(box_image)
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name).then(b.created.cmp(&a.created)));
     Ok(out)
 }
 
-/// Removes every image of box `name`; returns their ids. An image a container still uses is
-/// an error that names it.
+/// Removes the `pipe-box/NAME:*` tags of every image of box `name`; an image whose last tag
+/// goes is deleted (the engine keeps it while a container or a layer image uses it, and other
+/// tags on it are left alone). Returns the image ids.
 pub fn remove_docker_box(client: &DockerClient, name: &str) -> Result<Vec<String>, BoxError> {
-    let images = client.images_by_labels(&[&format!("{BOX_LABEL}={name}")])?;
+    let images: Vec<ImageInfo> = client
+        .images_by_labels(&[&format!("{BOX_LABEL}={name}")])?
+        .into_iter()
+        .filter(is_box_image)
+        .collect();
     if images.is_empty() {
         return Err(BoxError::NotBuilt {
             name: name.to_string(),
             target: "docker",
         });
     }
+    let prefix = format!("{}:", repo(name));
     let mut removed = Vec::new();
     for image in images {
-        // Force removes every tag at once; the engine still refuses while a running container
-        // uses the image, and keeps it (untagged) while layer images are built on it.
-        client.remove_image(&image.id, true)?;
+        for tag in image.tags.iter().filter(|t| t.starts_with(&prefix)) {
+            client.remove_image(tag, false)?;
+        }
         removed.push(image.id);
     }
     Ok(removed)
+}
+
+/// Tagged as its own box: images committed from a box container carry its labels too.
+fn is_box_image(i: &ImageInfo) -> bool {
+    i.labels.get(BOX_LABEL).is_some_and(|name| {
+        let prefix = format!("{}:", repo(name));
+        !name.is_empty() && i.tags.iter().any(|t| t.starts_with(&prefix))
+    })
 }
 
 fn box_image(i: ImageInfo) -> Option<BoxImage> {
