@@ -150,7 +150,10 @@ pub fn write_file(comm: &dyn Communicator, path: &str, data: &[u8], mode: u32) -
             },
             &mut sink,
         )
-        .map_err(|e| Error::runtime(format!("writing {path} on {}: {e}", comm.describe()), None))?;
+        .map_err(|e| match e {
+            crate::communicators::ExecError::Interrupted => Error::Interrupted,
+            e => Error::runtime(format!("writing {path} on {}: {e}", comm.describe()), None),
+        })?;
     if code != 0 {
         return Err(Error::runtime(
             format!(
@@ -186,7 +189,10 @@ pub fn wait_ready(
                 &ExecRequest::shell("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null"),
                 &mut sink,
             )
-            .map_err(|e| Error::runtime(format!("checking ports: {e}"), None))?;
+            .map_err(|e| match e {
+                crate::communicators::ExecError::Interrupted => Error::Interrupted,
+                e => Error::runtime(format!("checking ports: {e}"), None),
+            })?;
         let listening = if code == 0 {
             listening_ports(&String::from_utf8_lossy(&sink.stdout))
         } else {

@@ -1,0 +1,172 @@
+//! Local promotion against the real Docker engine: staging and production are ec2 environments
+//! run with `--local`, as in the example. Plan, promote, a failed promotion that keeps the old
+//! container serving, rollback, reject.
+
+mod common;
+
+use common::{Project, ensure_box, free_port, http_get_retry};
+
+const SERVER: &str = r#"perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalAddr=>"0.0.0.0",LocalPort=>$ARGV[0],Listen=>5,ReuseAddr=>1) or die "listen: $!"; while($c=$s->accept){ <$c>; open(F,"<","/srv/www/index.html"); local $/; $b=<F>; close F; print $c "HTTP/1.0 200 OK\r\nContent-Length: ".length($b)."\r\n\r\n".$b; close $c }' 8000"#;
+
+/// Production is the first environment, so it serves on `port` itself (offset 0).
+fn pipelinefile(port: u16) -> String {
+    format!(
+        r#"[pipeline]
+name = "@NAME@"
+
+[box]
+docker = {{ box = "debian-12" }}
+ec2 = {{ ami_filter = {{ name = "debian-12-amd64-*", owners = ["136693071363"] }} }}
+
+[app]
+provision = [
+  {{ file = "www/", to = "/srv/www" }},
+  {{ inline = ["echo 'baked for {{{{ environment }}}}' >> /srv/www/index.html"] }},
+]
+
+[[service]]
+name = "web"
+command = '''{SERVER}'''
+port = 8000
+host_port = {port}
+
+[verify]
+http = [{{ url = "http://127.0.0.1:8000/", status = 200, contains = "baked for" }}]
+timeout = 15
+
+[env.production]
+target = "ec2"
+region = "us-east-1"
+promote_from = "staging"
+
+[env.staging]
+target = "ec2"
+region = "us-east-1"
+"#
+    )
+}
+
+fn serving(p: &Project) -> Vec<String> {
+    p.containers()
+        .into_iter()
+        .filter(|c| c.contains("-production-"))
+        .collect()
+}
+
+fn bake(p: &Project, page: &str) -> String {
+    p.write("www/index.html", page);
+    let r = p.pipe(&["bake", "--env", "staging", "--local", "--no-progress"]);
+    r.ok();
+    let last: serde_json::Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
+    assert_eq!(last["release"]["target"], "docker");
+    last["release"]["alias"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn promote_plan_rollback_reject_on_one_machine() {
+    ensure_box();
+    let port = free_port();
+    let p = Project::new(
+        "promote",
+        &pipelinefile(port),
+        &[("www/index.html", "<h1>one</h1>\n")],
+    );
+    // Without --local the ec2 environments say how to run them here.
+    let no_local = p.pipe(&["bake", "--env", "staging"]);
+    assert_eq!(no_local.code, 69, "{}", no_local.all());
+    assert!(no_local.stderr.contains("--local"), "{}", no_local.stderr);
+
+    let one = bake(&p, "<h1>one</h1>\n");
+    // Nothing to promote from production itself; the newest verified staging release is taken.
+    let plan = p.pipe(&["promote", "production", "--local", "--plan"]);
+    plan.ok();
+    assert!(
+        plan.stdout.contains(&format!("release {one}")),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("nothing was changed"),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(p.ledger_lines().len(), 1, "--plan records nothing");
+    assert!(serving(&p).is_empty(), "--plan starts nothing");
+
+    // A release baked locally is promoted locally only.
+    let remote = p.pipe(&["promote", "production"]);
+    assert_eq!(remote.code, 69, "{}", remote.all());
+
+    let up = p.pipe(&["promote", "production", "--local", "--no-progress"]);
+    up.ok();
+    let (status, body) = http_get_retry(port, "/", 30);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("one") && body.contains("baked for staging"),
+        "{body}"
+    );
+    assert_eq!(serving(&p).len(), 1);
+    assert!(p.journals().is_empty());
+    // The image is tagged for the environment.
+    assert!(
+        common::docker(&["images", &format!("pipe/{}:production", p.name)]).contains("production")
+    );
+
+    let again = p.pipe(&["promote", "production", "--local"]);
+    assert_eq!(again.code, 5, "{}", again.all());
+    assert!(again.stderr.contains("already current"), "{}", again.stderr);
+
+    let two = bake(&p, "<h1>two</h1>\n");
+    p.pipe(&["promote", "production", "--local"]).ok();
+    let (_, body) = http_get_retry(port, "/", 30);
+    assert!(body.contains("two"), "{body}");
+    let names = serving(&p);
+    assert_eq!(names.len(), 1, "the old container is gone: {names:?}");
+    assert!(names[0].ends_with(&two), "{names:?}");
+
+    // A promotion that fails its checks keeps the current container serving.
+    let _three = bake(&p, "<h1>three</h1>\n");
+    let pf = std::fs::read_to_string(p.path().join("Pipelinefile.toml")).unwrap();
+    p.write(
+        "Pipelinefile.toml",
+        &pf.replace("contains = \"baked for\"", "contains = \"never there\"")
+            .replace("timeout = 15", "timeout = 3"),
+    );
+    let failed = p.pipe(&["promote", "production", "--local"]);
+    assert_eq!(failed.code, 4, "{}", failed.all());
+    let (_, body) = http_get_retry(port, "/", 30);
+    assert!(body.contains("two"), "old release still serves: {body}");
+    assert_eq!(serving(&p), names);
+    let last: serde_json::Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "promote");
+    assert_eq!(last["ok"], false);
+    p.write("Pipelinefile.toml", &pf);
+
+    // Rollback goes back to `one`, a second rollback to `two`.
+    let plan = p.pipe(&["rollback", "production", "--local", "--plan"]);
+    plan.ok();
+    assert!(plan.stdout.contains(&one), "{}", plan.stdout);
+    p.pipe(&["rollback", "production", "--local"]).ok();
+    let (_, body) = http_get_retry(port, "/", 30);
+    assert!(body.contains("one"), "{body}");
+    let history = p.pipe(&["history", "--env", "production"]);
+    assert!(history.stdout.contains("rollback"), "{}", history.stdout);
+    assert!(history.stdout.contains("FAILED"), "{}", history.stdout);
+
+    // A rejected release can neither be promoted nor rolled back to.
+    let rej = p.pipe(&["reject", &two, "--reason", "bad page"]);
+    rej.ok();
+    let r = p.pipe(&["rollback", "production", "--local"]);
+    assert_eq!(r.code, 5, "{}", r.all());
+    assert!(r.stderr.contains("rejected"), "{}", r.stderr);
+    let r = p.pipe(&["promote", "production", "--local", "--release", &two]);
+    assert_eq!(r.code, 5, "{}", r.all());
+    let releases = p.pipe(&["releases"]);
+    assert!(releases.stdout.contains("rejected"), "{}", releases.stdout);
+    assert!(
+        releases.stdout.contains("production"),
+        "{}",
+        releases.stdout
+    );
+    p.pipe(&["history", "--verify"]).ok();
+}
