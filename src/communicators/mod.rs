@@ -1,6 +1,7 @@
 //! How commands and files reach a machine. Provisioners see only [`Communicator`].
 
 pub mod docker;
+pub mod ssh;
 pub mod tar;
 
 use std::collections::BTreeMap;
