@@ -170,3 +170,39 @@ fn promote_plan_rollback_reject_on_one_machine() {
     );
     p.pipe(&["history", "--verify"]).ok();
 }
+
+#[test]
+fn ctrl_c_while_switching_brings_the_old_container_back() {
+    ensure_box();
+    let port = free_port();
+    let p = Project::new(
+        "promote-int",
+        &pipelinefile(port),
+        &[("www/index.html", "<h1>one</h1>\n")],
+    );
+    let _one = bake(&p, "<h1>one</h1>\n");
+    p.pipe(&["promote", "production", "--local"]).ok();
+    let before = serving(&p);
+    let _two = bake(&p, "<h1>two</h1>\n");
+    let lines = p.ledger_lines().len();
+    for pause in ["verify release", "start pipe-"] {
+        let mut child = common::spawn_pipe(
+            p.path(),
+            &["promote", "production", "--local", "--no-progress"],
+            &[("PIPE_TEST_PAUSE_AT", pause)],
+        );
+        child.wait_for("test hook: paused at", 120);
+        child.signal(libc::SIGINT);
+        let (code, stderr) = child.finish();
+        assert_eq!(code, 130, "{stderr}");
+        let (status, body) = http_get_retry(port, "/", 30);
+        assert_eq!(status, 200, "{stderr}");
+        assert!(
+            body.contains("one"),
+            "the old release serves again: {body}\n{stderr}"
+        );
+        assert_eq!(serving(&p), before, "{stderr}");
+        assert!(p.journals().is_empty(), "{stderr}");
+        assert_eq!(p.ledger_lines().len(), lines, "nothing recorded: {stderr}");
+    }
+}

@@ -6,9 +6,7 @@
 use crate::cli::PromoteArgs;
 use crate::config::{Pipelinefile, TargetKind};
 use crate::error::{Error, Result};
-use crate::ledger::{
-    Entry, Event, Ledger, ReleaseStatus, ReleaseView, find_release, releases, who,
-};
+use crate::ledger::{Event, Ledger, ReleaseStatus, ReleaseView, find_release, releases, who};
 use crate::plan::{self, Plan, Selection};
 use crate::runner::{Journal, Runner};
 use crate::state;
@@ -53,7 +51,7 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
     gates(&pf, &args.env, &source, target, view)?;
     let kind = Kind::Promote;
     switch(
-        ctx, &pf, &ledger, &entries, &current, &args.env, target, view, args.plan, kind,
+        ctx, &pf, &ledger, &current, &args.env, target, view, args.plan, kind,
     )
 }
 
@@ -211,7 +209,6 @@ pub fn switch(
     ctx: &Ctx,
     pf: &Pipelinefile,
     ledger: &Ledger,
-    entries: &[Entry],
     current: &std::collections::BTreeMap<String, String>,
     env: &str,
     target: TargetKind,
@@ -219,7 +216,6 @@ pub fn switch(
     dry_run: bool,
     kind: Kind,
 ) -> Result<()> {
-    let _ = (entries, target);
     crate::interrupt::install();
     let pipeline = pf.pipeline.name.value.clone();
     let r = &view.release;

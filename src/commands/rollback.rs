@@ -43,7 +43,6 @@ pub fn run(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
         ctx,
         &pf,
         &ledger,
-        &entries,
         &current,
         env,
         target,

@@ -41,6 +41,8 @@ exit 0"#;
 pub struct DockerExec {
     client: DockerClient,
     container: String,
+    /// False for cleanup work that must finish after Ctrl-C (see [`DockerExec::uninterruptible`]).
+    interruptible: bool,
 }
 
 impl DockerExec {
@@ -49,7 +51,15 @@ impl DockerExec {
         Self {
             client,
             container: container.into(),
+            interruptible: true,
         }
+    }
+
+    /// Commands that keep running after Ctrl-C/SIGTERM (still bounded by their timeouts): for
+    /// cleanup that must finish, such as handing services back to a container pipe stopped.
+    pub fn uninterruptible(mut self) -> Self {
+        self.interruptible = false;
+        self
     }
 
     /// The container this communicator talks to.
@@ -199,7 +209,7 @@ impl DockerExec {
                     None => break None,
                 },
                 _ = expired => break Some(ExecError::TimedOut(req.timeout.unwrap_or_default())),
-                _ = tick.tick() => if crate::interrupt::requested() {
+                _ = tick.tick() => if self.interruptible && crate::interrupt::requested() {
                     break Some(ExecError::Interrupted);
                 },
             }

@@ -33,7 +33,7 @@ use crate::runner::{Resource, Runner};
 use crate::ui::Printer;
 
 use super::build::label;
-use super::machine::{READY_TIMEOUT, deliver_services, wait_ready};
+use super::machine::deliver_services;
 use super::verify::{MachineRequest, create_container, start_services_and_check, verify_image};
 use super::{ContainerInfo, DockerClient, PortSpec};
 
@@ -173,10 +173,14 @@ pub fn promote(
                     None,
                 )
             })?;
-            r.keep(&res)?;
-            Ok(info)
+            Ok((res, info))
         })
     })();
+    // Kept only once the step is over: a Ctrl-C during it still removes the new container.
+    let switched = switched.and_then(|(res, info)| {
+        runner.keep(&res)?;
+        Ok(info)
+    });
     let info = match switched {
         Ok(info) => info,
         Err(e) => {
@@ -186,14 +190,25 @@ pub fn promote(
             return Err(with_restore_notes(e, removed.err(), restored));
         }
     };
+    // The switch is done: finish it even if Ctrl-C comes now, so that what serves and what
+    // the ledger says agree. Removing the old container and tagging are two API calls.
     for old in &p.old {
-        runner.step(&format!("remove the old container {}", old.name), |_| {
-            client.remove_container(&old.id)?;
-            Ok(())
-        })?;
+        let step = printer.step(format!("remove the old container {}", old.name));
+        match client.remove_container(&old.id) {
+            Ok(_) => step.done(None),
+            Err(e) => {
+                step.failed(Some(e.to_string()));
+                printer.warn(
+                    format!("the old container {} is stopped but still there", old.name),
+                    Some(format!("remove it with `docker rm -f {}`", old.name)),
+                );
+            }
+        }
     }
     let (repo, tag) = env_tag(&pipeline, p.env);
-    client.tag_image(p.image, &repo, &tag)?;
+    if let Err(e) = client.tag_image(p.image, &repo, &tag) {
+        printer.warn(format!("tagging {repo}:{tag}: {e}"), None);
+    }
     Ok(info)
 }
 
@@ -204,9 +219,10 @@ fn restore(client: &DockerClient, plan: &Plan, stopped: &[&ContainerInfo]) -> Ve
     for old in stopped {
         let result = (|| {
             client.start_container(&old.id)?;
-            let comm = DockerExec::new(client.clone(), old.name.clone());
-            deliver_services(&comm, &rendered)?;
-            wait_ready(&comm, &rendered, READY_TIMEOUT)
+            // After a Ctrl-C too: bringing the old container back is the cleanup.
+            let comm = DockerExec::new(client.clone(), old.name.clone()).uninterruptible();
+            // Not waiting for the ports: it served these services a moment ago.
+            deliver_services(&comm, &rendered)
         })();
         if let Err(e) = result {
             problems.push(format!(
