@@ -61,4 +61,4 @@ ln -sfn /etc/nginx/sites-available/ponyfoo.conf /etc/nginx/sites-enabled/ponyfoo
 rm -f /etc/nginx/sites-enabled/default
 nginx -t -q
 
-echo "carnivore: done ($(ls "$APP_DIR/node_modules" | wc -l) modules in $APP_DIR/node_modules)"
+echo "carnivore: done ($(find "$APP_DIR/node_modules" -mindepth 1 -maxdepth 1 ! -name ".*" | wc -l) modules in $APP_DIR/node_modules)"

@@ -58,7 +58,7 @@ mkdir -p /var/log/nginx
 nginx -t -q
 
 if [ -d /opt/precache/node_modules ]; then
-  echo "primal: precached node_modules: $(ls /opt/precache/node_modules | wc -l) entries in /opt/precache"
+  echo "primal: precached node_modules: $(find /opt/precache/node_modules -mindepth 1 -maxdepth 1 ! -name ".*" | wc -l) entries in /opt/precache"
 else
   echo "primal: no /opt/precache/node_modules (the app layer will install everything)"
 fi
