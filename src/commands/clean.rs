@@ -162,6 +162,7 @@ fn remove(docker: &mut dyn FnMut() -> Result<DockerClient>, res: &Resource) -> R
             let mut existed = false;
             if let Ok(text) = std::fs::read_to_string(pidfile)
                 && let Ok(pid) = text.trim().parse::<i32>()
+                && is_qemu(pid)
             {
                 // SAFETY: kill(2) with a pid read from pipe's own pidfile.
                 existed = unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
@@ -172,6 +173,12 @@ fn remove(docker: &mut dyn FnMut() -> Result<DockerClient>, res: &Resource) -> R
         }
         Resource::Path { path } => remove_path(path),
     }
+}
+
+/// True when `pid` is a QEMU process (a pidfile's pid may have been recycled since).
+fn is_qemu(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmd| cmd.windows(11).any(|w| w == b"qemu-system"))
 }
 
 fn remove_path(path: &Path) -> Result<bool> {
