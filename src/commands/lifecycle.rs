@@ -8,7 +8,7 @@ use crate::config::LayerName;
 use crate::error::Result;
 use crate::state::{MachineState, State};
 use crate::targets::docker::DockerClient;
-use crate::targets::docker::build::{self, label};
+use crate::targets::docker::build::label;
 use crate::targets::docker::machine::find_machines;
 
 use super::{Ctx, local};
@@ -18,6 +18,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     let client = DockerClient::connect()?;
     let pipeline = &pf.pipeline.name.value;
     let machines = find_machines(&client, pipeline, ctx.global.env.as_deref())?;
+    let serving = find_serving_all(&client, pipeline, ctx.global.env.as_deref())?;
     let mut st = State::load(&pf.root);
     let mut rows = Vec::new();
     let mut human = String::new();
@@ -69,6 +70,27 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             },
         );
     }
+    for c in &serving {
+        let env = c.labels.get(label::ENV).cloned().unwrap_or_default();
+        let release = c.labels.get(label::RELEASE).cloned().unwrap_or_default();
+        let ports: Vec<String> = c
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}->{}", p.host_ip, p.host_port, p.container_port))
+            .collect();
+        let alias: String = release.chars().take(10).collect();
+        human.push_str(&format!(
+            "{env:<12} {:<28} {:<8} {:<20} {}\n",
+            c.name,
+            c.state,
+            format!("release {alias}"),
+            ports.join(", ")
+        ));
+        rows.push(serde_json::json!({
+            "env": env, "machine": c.name, "state": c.state, "release": release,
+            "role": "serving", "ports": ports,
+        }));
+    }
     // Forget machines that no longer exist.
     st.machines.retain(|env, m| {
         m.target != "docker"
@@ -77,7 +99,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
                 .any(|c| c.name == m.name && c.labels.get(label::ENV) == Some(env))
     });
     st.save(&pf.root)?;
-    if machines.is_empty() {
+    if machines.is_empty() && serving.is_empty() {
         human = "no machines; create one with `pipe up --local`\n".into();
     } else {
         human.insert_str(
@@ -124,7 +146,12 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
     let client = DockerClient::connect()?;
     let pipeline = &pf.pipeline.name.value;
     // Without --env every machine of the pipeline goes, as `vagrant destroy` does.
-    let machines = find_machines(&client, pipeline, ctx.global.env.as_deref())?;
+    let mut machines = find_machines(&client, pipeline, ctx.global.env.as_deref())?;
+    machines.extend(find_serving_all(
+        &client,
+        pipeline,
+        ctx.global.env.as_deref(),
+    )?);
     let mut removed = Vec::new();
     for c in &machines {
         let step = ctx.printer.step(format!("remove {}", c.name));
@@ -138,7 +165,6 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
             let p = format!("{}={pipeline}", label::PIPELINE);
             let l = format!("{}={layer}", label::LAYER);
             for img in client.images_by_labels(&[&p, &l])? {
-                let _ = build::image_repo(pipeline, layer);
                 if client.remove_image(&img.id, true)? {
                     images.push(img.id.clone());
                 }
@@ -166,4 +192,20 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
         &human,
     );
     Ok(())
+}
+
+/// Containers serving promoted releases (all environments, or one).
+fn find_serving_all(
+    client: &DockerClient,
+    pipeline: &str,
+    env: Option<&str>,
+) -> Result<Vec<crate::targets::docker::ContainerInfo>> {
+    let p = format!("{}={pipeline}", label::PIPELINE);
+    let role = format!("{}=serving", label::ROLE);
+    let e = env.map(|e| format!("{}={e}", label::ENV));
+    let mut filters = vec![p.as_str(), role.as_str()];
+    if let Some(e) = &e {
+        filters.push(e);
+    }
+    Ok(client.containers_by_labels(&filters, true)?)
 }
