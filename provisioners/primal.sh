@@ -1,9 +1,10 @@
 #!/bin/sh
 # primal: the base layer. OS packages and runtimes that change rarely.
 #
-# pipe's precache step has already put package.json + package-lock.json in /opt/precache and
-# run `npm ci --omit=dev` there, so /opt/precache/node_modules is part of this layer; the app
-# layer (carnivore.sh) takes it from there and only adds what changed.
+# Right after this script, pipe's precache step uploads package.json + package-lock.json into
+# /opt/precache and runs `npm ci --omit=dev` there with the npm installed here, so
+# /opt/precache/node_modules is part of this layer; the app layer (carnivore.sh) takes it from
+# there and only adds what changed.
 #
 # Runs as root over docker exec (containers) or SSH (VMs, EC2). It must not rely on systemd:
 # pipe runs the services itself (`nginx -g 'daemon off;'` as a [[service]]). Safe to run twice.
@@ -56,12 +57,6 @@ sed -i -e '/^[[:space:]]*daemon[[:space:]]/d' \
   /etc/nginx/nginx.conf
 mkdir -p /var/log/nginx
 nginx -t -q
-
-if [ -d /opt/precache/node_modules ]; then
-  echo "primal: precached node_modules: $(find /opt/precache/node_modules -mindepth 1 -maxdepth 1 ! -name ".*" | wc -l) entries in /opt/precache"
-else
-  echo "primal: no /opt/precache/node_modules (the app layer will install everything)"
-fi
 
 echo "primal: node $(node --version), npm $(npm --version), $(nginx -v 2>&1 | sed 's/^nginx version: //')"
 
