@@ -37,6 +37,31 @@ pub fn env_file(service: &RenderedService) -> String {
         .collect()
 }
 
+/// The content of `/run/pipe/env/<name>` for systemd's `EnvironmentFile=`: `KEY="value"`
+/// lines. systemd does not run a shell over the file: inside double quotes it takes `\"`,
+/// `\\`, `\$` and `` \` `` as escapes and keeps newlines, so every value round-trips.
+pub fn systemd_env_file(service: &RenderedService) -> String {
+    service
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut q = String::with_capacity(v.len() + 2);
+            for c in v.chars() {
+                if matches!(c, '"' | '\\' | '$' | '`') {
+                    q.push('\\');
+                }
+                q.push(c);
+            }
+            format!("{k}=\"{q}\"\n")
+        })
+        .collect()
+}
+
+/// The systemd unit name of a service (prefixed, so `nginx` never clashes with a package's).
+pub fn systemd_unit_name(name: &str) -> String {
+    format!("pipe-{name}.service")
+}
+
 /// The log file of a service in a container.
 pub fn log_path(name: &str) -> String {
     format!("{LOG_DIR}/{name}.log")
@@ -112,7 +137,11 @@ pub fn systemd_unit(service: &RenderedService) -> String {
     let mut u = format!(
         "# Written by pipe from the Pipelinefile's [[service]] `{name}`.\n[Unit]\nDescription=pipe service {name}\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nExecStart=/bin/sh -c {cmd}\nRestart=always\nRestartSec=1\nEnvironmentFile=-{RUN_DIR}/env/{name}\n",
         name = service.name,
-        cmd = sh_quote(&service.command),
+        // systemd expands `$VAR` and `%x` in ExecStart itself; doubled, they reach sh as
+        // written, so the command means what it means in a container.
+        cmd = sh_quote(&service.command)
+            .replace('%', "%%")
+            .replace('$', "$$"),
     );
     if let Some(user) = service.user.as_deref().filter(|u| *u != "root") {
         u.push_str(&format!("User={user}\n"));
@@ -165,6 +194,26 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    #[test]
+    fn systemd_env_values_are_escaped() {
+        let mut s = svc();
+        s.env = BTreeMap::from([
+            ("A".into(), "plain".into()),
+            ("B".into(), "q\"uo$te `x` \\ 'y'\nz".into()),
+        ]);
+        assert_eq!(
+            systemd_env_file(&s),
+            "A=\"plain\"\nB=\"q\\\"uo\\$te \\`x\\` \\\\ 'y'\nz\"\n"
+        );
+    }
+
+    #[test]
+    fn unit_passes_dollars_and_percents_to_sh() {
+        let mut s = svc();
+        s.command = "echo $HOME 100%".into();
+        assert!(systemd_unit(&s).contains("ExecStart=/bin/sh -c 'echo $$HOME 100%%'\n"));
     }
 
     #[test]

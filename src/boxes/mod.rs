@@ -6,6 +6,7 @@
 pub mod docker;
 mod error;
 pub mod mirror;
+pub mod qemu;
 pub mod recipe;
 pub mod rootfs;
 

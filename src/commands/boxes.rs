@@ -36,10 +36,16 @@ fn build(ctx: &Ctx, args: BoxBuildArgs) -> Result<()> {
         .map(|p| ctx.cwd.join(p))
         .unwrap_or_else(|| ctx.cwd.clone());
     let recipe = Recipe::find(&args.name, &start)?;
-    if target == BoxTarget::Qemu {
-        return Err(Error::NotImplemented("box build --target qemu"));
-    }
     crate::interrupt::install();
+    if target == BoxTarget::Qemu {
+        let built = boxes::qemu::build_qemu_box(&recipe, ctx.printer, args.force)?;
+        ctx.printer.result(
+            "box build",
+            serde_json::to_value(&built).expect("serializes"),
+            &built.disk.display().to_string(),
+        );
+        return Ok(());
+    }
     let client = DockerClient::connect()?;
     let image = boxes::build_docker_box(&client, &recipe, ctx.printer, args.force)?;
     ctx.printer.result(

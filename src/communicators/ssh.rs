@@ -170,6 +170,11 @@ impl SshComm {
         &self.settings
     }
 
+    /// Changes how long a later reconnect keeps trying (the live session stays).
+    pub fn set_ssh_timeout(&mut self, timeout: Duration) {
+        self.settings.ssh_timeout = timeout;
+    }
+
     /// Connects now (with retries until `ssh_timeout`); later commands reuse the session.
     pub fn connect(&self) -> Result<(), ExecError> {
         let mut guard = self.lock();

@@ -1,3 +1,4 @@
 //! Where layers are built and machines run: `docker` (bollard), later `qemu` and `ec2`.
 
 pub mod docker;
+pub mod qemu;

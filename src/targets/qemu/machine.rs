@@ -1,0 +1,270 @@
+//! Machines on QEMU: an overlay on the app layer in `.pipe/qemu/<name>/`, booted with the
+//! services' ports forwarded on 127.0.0.1, the `[[service]]`s installed as systemd units and
+//! their environments delivered into `/run/pipe/env` (a tmpfs) at every start.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::build::{QemuEnv, remove_vm};
+use super::disk;
+use super::vm::{self, Vm};
+use crate::communicators::{Collect, Communicator, ExecRequest};
+use crate::config::Pipelinefile;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::runner::{Resource, Runner};
+use crate::services::{self, RUN_DIR, RenderedService};
+use crate::ui::Printer;
+
+/// How long services get to start listening.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The machine name of an environment: `pipe-<pipeline>-<env>`.
+pub fn machine_name(pf: &Pipelinefile, env: &str) -> String {
+    format!("pipe-{}-{env}", pf.pipeline.name.value)
+}
+
+/// The folder of a machine: `.pipe/qemu/<name>/`.
+pub fn machine_dir(root: &Path, name: &str) -> PathBuf {
+    crate::state::dir(root).join("qemu").join(name)
+}
+
+/// A forwarded service port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    pub service: String,
+    pub host: u16,
+    pub guest: u16,
+}
+
+/// `machine.json` in the machine's folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineRecord {
+    pub name: String,
+    pub env: String,
+    /// The app layer digest it runs.
+    pub digest: String,
+    pub layer: PathBuf,
+    pub vm: Vm,
+    pub ports: Vec<Forward>,
+    /// Why this accelerator.
+    pub accel_reason: String,
+    /// Seconds from QEMU start to SSH answering.
+    pub boot_to_ssh: f64,
+}
+
+impl MachineRecord {
+    pub fn running(&self) -> bool {
+        self.vm.running()
+    }
+}
+
+/// The record of the machine in `dir`, if any.
+pub fn load_record(dir: &Path) -> Option<MachineRecord> {
+    let data = std::fs::read(dir.join("machine.json")).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+fn save_record(dir: &Path, rec: &MachineRecord) -> Result<()> {
+    let data = serde_json::to_vec_pretty(rec).expect("serializes");
+    crate::state::write_atomic(&dir.join("machine.json"), &data)?;
+    Ok(())
+}
+
+/// Stops a machine and removes its folder.
+pub fn destroy(dir: &Path) -> Result<()> {
+    remove_vm(dir, &dir.join("disk.qcow2"))
+        .map_err(|e| Error::runtime(format!("removing {}: {e}", dir.display()), None))?;
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::runtime(
+            format!("removing {}: {e}", dir.display()),
+            None,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Creates and boots the machine `name` on the app layer `app`, delivers its services and
+/// waits until their ports listen. The VM is journaled; the caller decides to keep it.
+pub fn start_machine(
+    runner: &mut Runner<'_>,
+    env: &QemuEnv<'_>,
+    plan: &Plan,
+    name: &str,
+    app: &Path,
+    printer: &Printer,
+) -> Result<(Resource, MachineRecord)> {
+    let dir = machine_dir(&plan.pf.root, name);
+    let overlay = dir.join("disk.qcow2");
+    let ports: Vec<Forward> = plan
+        .pf
+        .services
+        .iter()
+        .filter_map(|s| {
+            Some(Forward {
+                service: s.name.value.clone(),
+                host: s.published_port()?,
+                guest: s.port.as_ref()?.value,
+            })
+        })
+        .collect();
+    let spec = env.spec(
+        name,
+        &dir,
+        &overlay,
+        ports.iter().map(|p| (p.host, p.guest)).collect(),
+    );
+    let res = Resource::QemuMachine {
+        pidfile: vm::pidfile(&dir),
+        overlay: overlay.clone(),
+    };
+    let (cdir, coverlay) = (dir.clone(), overlay.clone());
+    let disk_size = env.settings.disk_size.clone();
+    let machine = runner.create(
+        res.clone(),
+        || {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::runtime(format!("creating {}: {e}", dir.display()), None))?;
+            let _ = std::fs::remove_file(vm::console_log(&dir));
+            disk::create_overlay(app, &overlay, disk_size.as_deref())?;
+            vm::start(&spec)
+        },
+        move || remove_vm(&cdir, &coverlay),
+    )?;
+    printer.info(format!(
+        "{name}: booting ({}: {})",
+        env.accel.accel, env.accel.reason
+    ));
+    let (comm, took) = machine.wait_for_ssh(env.ssh_timeout)?;
+    printer.info(format!(
+        "{name}: SSH up {:.1}s after start ({})",
+        took.as_secs_f64(),
+        env.accel.accel
+    ));
+    let rendered = plan.services();
+    deliver_units(&comm, &rendered)?;
+    wait_ready(&comm, &rendered, READY_TIMEOUT)?;
+    let rec = MachineRecord {
+        name: name.to_string(),
+        env: plan.env.clone(),
+        digest: plan.digests.app.to_string(),
+        layer: app.to_path_buf(),
+        vm: machine,
+        ports,
+        accel_reason: env.accel.reason.clone(),
+        boot_to_ssh: took.as_secs_f64(),
+    };
+    save_record(&dir, &rec)?;
+    Ok((res, rec))
+}
+
+/// Installs each service as `pipe-<name>.service` with its environment in `/run/pipe/env`,
+/// and (re)starts them all.
+pub fn deliver_units(comm: &dyn Communicator, rendered: &[RenderedService]) -> Result<()> {
+    if rendered.is_empty() {
+        return Ok(());
+    }
+    let io = |e: crate::communicators::ExecError| {
+        Error::runtime(
+            format!("delivering services to {}: {e}", comm.describe()),
+            None,
+        )
+    };
+    let mut units = Vec::new();
+    for s in rendered {
+        comm.upload_bytes(
+            services::systemd_env_file(s).as_bytes(),
+            &format!("{RUN_DIR}/env/{}", s.name),
+            0o600,
+        )
+        .map_err(io)?;
+        let unit = services::systemd_unit_name(&s.name);
+        comm.upload_bytes(
+            services::systemd_unit(s).as_bytes(),
+            &format!("/etc/systemd/system/{unit}"),
+            0o644,
+        )
+        .map_err(io)?;
+        units.push(unit);
+    }
+    let script = format!(
+        "systemctl daemon-reload && systemctl enable --quiet {u} && systemctl restart {u}",
+        u = units.join(" ")
+    );
+    let mut out = Collect::default();
+    let code = comm
+        .exec(
+            &ExecRequest {
+                timeout: Some(Duration::from_secs(120)),
+                ..ExecRequest::shell(script)
+            },
+            &mut out,
+        )
+        .map_err(io)?;
+    if code != 0 {
+        return Err(Error::runtime(
+            format!(
+                "starting the services on {} failed ({code}): {}",
+                comm.describe(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until every service with a port listens; on timeout the error shows its journal.
+pub fn wait_ready(
+    comm: &dyn Communicator,
+    rendered: &[RenderedService],
+    timeout: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    let ports: Vec<(&str, u16)> = rendered
+        .iter()
+        .filter_map(|s| s.port.map(|p| (s.name.as_str(), p)))
+        .collect();
+    while !ports.is_empty() {
+        let mut sink = Collect::default();
+        let code = comm
+            .exec(
+                &ExecRequest::shell("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null"),
+                &mut sink,
+            )
+            .map_err(|e| Error::runtime(format!("checking ports: {e}"), None))?;
+        let listening = if code == 0 {
+            crate::targets::docker::machine::listening_ports(&String::from_utf8_lossy(&sink.stdout))
+        } else {
+            Vec::new()
+        };
+        let Some((name, port)) = ports.iter().find(|(_, p)| !listening.contains(p)) else {
+            return Ok(());
+        };
+        if crate::interrupt::requested() {
+            return Err(Error::Interrupted);
+        }
+        if started.elapsed() > timeout {
+            let mut log = Collect::default();
+            let _ = comm.exec(
+                &ExecRequest::shell(format!(
+                    "journalctl --no-pager -n 20 -u {}",
+                    services::systemd_unit_name(name)
+                )),
+                &mut log,
+            );
+            return Err(Error::runtime(
+                format!(
+                    "service `{name}` did not listen on port {port} within {}s\n---- its journal ----\n{}----",
+                    timeout.as_secs(),
+                    String::from_utf8_lossy(&log.stdout)
+                ),
+                Some(format!("`pipe logs {name}` shows its whole log")),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! One QEMU process: started detached (`-daemonize`, pid file), direct kernel boot of a qcow2
+//! overlay, user-mode networking with host forwards on 127.0.0.1 only, a QMP socket, and the
+//! serial console appended to `console.log` in the VM's folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+use super::accel::Accel;
+use super::qmp::Qmp;
+use crate::boxes::qemu::{KEY_PARAM, ROOT_LABEL};
+use crate::communicators::ssh::known_hosts::base64;
+use crate::communicators::ssh::{HostKeyPolicy, SshComm, SshSettings};
+use crate::error::{Error, Result};
+
+/// The machine type every VM (and the KVM probe) uses.
+pub const MACHINE: &str = "q35";
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// Shown by `ps` and used as the guest's host name.
+    pub name: String,
+    /// The VM's folder: console.log, qemu.pid, qmp.sock, the login key, known_hosts.
+    pub dir: PathBuf,
+    pub disk: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cpus: u32,
+    /// MiB.
+    pub memory: u32,
+    pub accel: Accel,
+    /// (host port on 127.0.0.1, guest port), besides SSH.
+    pub forwards: Vec<(u16, u16)>,
+}
+
+/// A started VM.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Vm {
+    pub pid: i32,
+    pub dir: PathBuf,
+    pub ssh_port: u16,
+    pub accel: Accel,
+}
+
+/// Files in a VM folder.
+pub fn pidfile(dir: &Path) -> PathBuf {
+    dir.join("qemu.pid")
+}
+
+pub fn console_log(dir: &Path) -> PathBuf {
+    dir.join("console.log")
+}
+
+fn key_path(dir: &Path) -> PathBuf {
+    dir.join("id_ed25519")
+}
+
+/// The QMP socket: in the folder, or in /tmp when that path is too long for a unix socket.
+pub fn qmp_socket(dir: &Path) -> PathBuf {
+    let p = dir.join("qmp.sock");
+    if p.as_os_str().len() < 100 {
+        return p;
+    }
+    let h = hex::encode(sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes()));
+    std::env::temp_dir().join(format!("pipe-qmp-{}.sock", &h[..16]))
+}
+
+impl Vm {
+    pub fn pidfile(&self) -> PathBuf {
+        pidfile(&self.dir)
+    }
+
+    pub fn console(&self) -> PathBuf {
+        console_log(&self.dir)
+    }
+
+    pub fn running(&self) -> bool {
+        qemu_alive(self.pid)
+    }
+
+    /// An SSH communicator for root on the VM (accept-new into the VM's own known_hosts, as
+    /// each machine makes its host keys at first boot).
+    pub fn ssh(&self, ssh_timeout: Duration) -> SshComm {
+        let mut s = SshSettings::new("127.0.0.1", "root", key_path(&self.dir));
+        s.port = self.ssh_port;
+        s.host_key = HostKeyPolicy::AcceptNew;
+        s.known_hosts = self.dir.join("known_hosts");
+        s.ssh_timeout = ssh_timeout;
+        SshComm::new(s)
+    }
+
+    /// Waits until SSH answers (the VM is booted), failing early if QEMU dies; the error
+    /// carries the end of the console log. Returns the connected communicator.
+    pub fn wait_for_ssh(&self, timeout: Duration) -> Result<(SshComm, Duration)> {
+        let started = Instant::now();
+        let _ = std::fs::remove_file(self.dir.join("known_hosts"));
+        loop {
+            if crate::interrupt::requested() {
+                return Err(Error::Interrupted);
+            }
+            if !self.running() {
+                return Err(self.boot_error("QEMU exited while the machine was booting"));
+            }
+            // Short attempts, so a dead QEMU is noticed between them.
+            let mut comm = self.ssh(Duration::from_secs(10));
+            match comm.connect() {
+                Ok(()) => {
+                    let took = started.elapsed();
+                    // Later reconnects get the full patience.
+                    comm.set_ssh_timeout(timeout);
+                    return Ok((comm, took));
+                }
+                Err(crate::communicators::ExecError::Interrupted) => {
+                    return Err(Error::Interrupted);
+                }
+                Err(e) if started.elapsed() >= timeout => {
+                    return Err(
+                        self.boot_error(&format!("no SSH within {}s: {e}", timeout.as_secs()))
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// An error naming the VM with the last lines of its console.
+    pub fn boot_error(&self, what: &str) -> Error {
+        Error::runtime(
+            format!(
+                "{what}\n---- last lines of the serial console ({}) ----\n{}\n----",
+                self.console().display(),
+                console_tail(&self.console(), 30)
+            ),
+            Some(format!(
+                "the whole boot log is in {}",
+                self.console().display()
+            )),
+        )
+    }
+
+    /// Shuts the guest down cleanly (ACPI power button), then makes sure QEMU is gone.
+    pub fn shutdown(&self, grace: Duration) -> std::result::Result<(), String> {
+        if self.running() {
+            if let Ok(mut q) = Qmp::connect(&qmp_socket(&self.dir), Duration::from_secs(5)) {
+                let _ = q.powerdown();
+            }
+            wait_gone(self.pid, grace);
+        }
+        stop(&self.dir, Duration::from_secs(5))
+    }
+}
+
+/// Starts QEMU for `spec` (retrying with another SSH port if the one picked was taken).
+pub fn start(spec: &VmSpec) -> Result<Vm> {
+    std::fs::create_dir_all(&spec.dir)
+        .map_err(|e| Error::runtime(format!("creating {}: {e}", spec.dir.display()), None))?;
+    let pubkey = ensure_key(&spec.dir)?;
+    let mut last = String::new();
+    for _ in 0..3 {
+        let ssh_port = free_port()?;
+        match launch(spec, ssh_port, &pubkey) {
+            Ok(pid) => {
+                return Ok(Vm {
+                    pid,
+                    dir: spec.dir.clone(),
+                    ssh_port,
+                    accel: spec.accel,
+                });
+            }
+            Err(e) if e.contains("host forwarding") => last = e,
+            Err(e) => {
+                return Err(Error::runtime(
+                    format!("starting QEMU for {}: {e}", spec.name),
+                    Some(
+                        "check the qemu-system-x86 installation and the disk and kernel paths"
+                            .into(),
+                    ),
+                ));
+            }
+        }
+    }
+    Err(Error::runtime(
+        format!("starting QEMU for {}: {last}", spec.name),
+        Some("a service port may already be in use on 127.0.0.1".into()),
+    ))
+}
+
+fn launch(spec: &VmSpec, ssh_port: u16, pubkey: &str) -> std::result::Result<i32, String> {
+    let pidfile = pidfile(&spec.dir);
+    let qmp = qmp_socket(&spec.dir);
+    let _ = std::fs::remove_file(&pidfile);
+    let _ = std::fs::remove_file(&qmp);
+    let mut net = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22");
+    for (host, guest) in &spec.forwards {
+        net.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
+    let hostname: String = spec
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    let append = format!(
+        "console=ttyS0,115200 root=LABEL={ROOT_LABEL} rw systemd.hostname={hostname} {KEY_PARAM}={}",
+        base64(pubkey.trim().as_bytes())
+    );
+    let errfile = spec.dir.join("qemu.err");
+    let err = std::fs::File::create(&errfile).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(super::QEMU);
+    cmd.arg("-name")
+        .arg(format!("{},process=pipe-{}", spec.name, spec.name))
+        .args(spec.accel.args())
+        .args([
+            "-machine",
+            MACHINE,
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+        ])
+        .args([
+            "-smp",
+            &spec.cpus.to_string(),
+            "-m",
+            &spec.memory.to_string(),
+        ])
+        .arg("-kernel")
+        .arg(&spec.kernel)
+        .arg("-initrd")
+        .arg(&spec.initrd)
+        .args(["-append", &append])
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=virtio,format=qcow2,discard=unmap",
+            spec.disk.display()
+        ))
+        .args(["-netdev", &net, "-device", "virtio-net-pci,netdev=n0"])
+        .args(["-device", "virtio-rng-pci"])
+        .arg("-chardev")
+        .arg(format!(
+            "file,id=console,path={},append=on",
+            console_log(&spec.dir).display()
+        ))
+        .args(["-serial", "chardev:console"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+        .arg("-pidfile")
+        .arg(&pidfile)
+        .arg("-daemonize")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err);
+    let status = cmd
+        .status()
+        .map_err(|e| format!("running {}: {e}", super::QEMU))?;
+    let stderr = std::fs::read_to_string(&errfile).unwrap_or_default();
+    if !status.success() {
+        return Err(format!("{status}: {}", stderr.trim()));
+    }
+    read_pid(&pidfile).ok_or_else(|| format!("QEMU wrote no pid file: {}", stderr.trim()))
+}
+
+/// A per-VM-folder ed25519 login key (made once); returns the public key line.
+fn ensure_key(dir: &Path) -> Result<String> {
+    let key = key_path(dir);
+    let public = key.with_extension("pub");
+    if !key.is_file() || !public.is_file() {
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(&public);
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "pipe", "-f"])
+            .arg(&key)
+            .output()
+            .map_err(|e| {
+                Error::runtime(
+                    format!("running ssh-keygen: {e}"),
+                    Some("install openssh-client".into()),
+                )
+            })?;
+        if !out.status.success() {
+            return Err(Error::runtime(
+                format!(
+                    "ssh-keygen failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                None,
+            ));
+        }
+    }
+    std::fs::read_to_string(&public)
+        .map_err(|e| Error::runtime(format!("reading {}: {e}", public.display()), None))
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::runtime(format!("finding a free port: {e}"), None))?;
+    Ok(l.local_addr().map(|a| a.port()).unwrap_or(0))
+}
+
+/// The pid in a pid file.
+pub fn read_pid(pidfile: &Path) -> Option<i32> {
+    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
+}
+
+/// True when `pid` is a live QEMU process (not a recycled pid).
+pub fn qemu_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let is_qemu = cmd
+        .split(|b| *b == 0)
+        .next()
+        .is_some_and(|a| a.windows(11).any(|w| w == b"qemu-system"));
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false);
+    is_qemu && !zombie
+}
+
+fn wait_gone(pid: i32, grace: Duration) -> bool {
+    let end = Instant::now() + grace;
+    while Instant::now() < end {
+        if !qemu_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    !qemu_alive(pid)
+}
+
+/// Stops the QEMU of a VM folder now: QMP `quit`, then SIGKILL; removes the pid file and
+/// the socket. Nothing running is fine.
+pub fn stop(dir: &Path, grace: Duration) -> std::result::Result<(), String> {
+    let pidfile = pidfile(dir);
+    let qmp = qmp_socket(dir);
+    if let Some(pid) = read_pid(&pidfile).filter(|p| qemu_alive(*p)) {
+        if let Ok(mut q) = Qmp::connect(&qmp, Duration::from_secs(3)) {
+            let _ = q.quit();
+        }
+        if !wait_gone(pid, grace) {
+            // SAFETY: signalling a process we verified is QEMU.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            if !wait_gone(pid, Duration::from_secs(10)) {
+                return Err(format!("QEMU process {pid} does not go away"));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&pidfile);
+    let _ = std::fs::remove_file(&qmp);
+    Ok(())
+}
+
+/// The QMP status of a VM folder's QEMU (`running`, `shutdown`, ...), if it answers.
+pub fn status(dir: &Path) -> Option<String> {
+    let pid = read_pid(&pidfile(dir))?;
+    if !qemu_alive(pid) {
+        return None;
+    }
+    Qmp::connect(&qmp_socket(dir), Duration::from_secs(3))
+        .ok()?
+        .status()
+        .ok()
+}
+
+/// The last `n` lines of a console log.
+pub fn console_tail(path: &Path, n: usize) -> String {
+    let data = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&data);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.trim_end_matches('\r'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
