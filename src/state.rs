@@ -12,6 +12,15 @@ pub fn dir(root: &Path) -> PathBuf {
     root.join(DIR)
 }
 
+/// A short, stable id of a project folder (the Pipelinefile's folder), labelled on every
+/// container pipe creates: two checkouts of one pipeline never see or remove each other's
+/// machines. Layer images are shared across checkouts on purpose; they are a cache.
+pub fn project_id(root: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    hex::encode(Sha256::digest(canonical.to_string_lossy().as_bytes()))[..12].to_string()
+}
+
 /// Writes `data` to `path` atomically: a temp file in the same folder, fsynced, renamed.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let parent = path.parent().unwrap_or(Path::new("."));

@@ -294,3 +294,42 @@ fn provision_reruns_the_app_layer_in_place() {
     assert!(body.contains("iterated"), "{body}");
     assert_eq!(p.layer_images().len(), 2, "provision builds no image");
 }
+
+#[test]
+fn another_checkout_of_the_same_pipeline_is_left_alone() {
+    let (a, _) = project("twins", "");
+    a.pipe(&["up", "--local"]).ok();
+    // A second checkout: same files, same pipeline name, another folder.
+    let b = tempfile::tempdir().unwrap();
+    for entry in walkdir::WalkDir::new(a.path()).min_depth(1) {
+        let e = entry.unwrap();
+        let rel = e.path().strip_prefix(a.path()).unwrap();
+        if rel.starts_with(".pipe") {
+            continue;
+        }
+        let to = b.path().join(rel);
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    let d = common::run_pipe(b.path(), &["destroy"], &[]);
+    d.ok();
+    assert!(d.stdout.contains("nothing to destroy"), "{}", d.stdout);
+    assert_eq!(
+        a.containers().len(),
+        1,
+        "the other checkout's machine survived"
+    );
+    let st = common::run_pipe(b.path(), &["status"], &[]);
+    assert!(st.stdout.contains("no machines"), "{}", st.stdout);
+    let up = common::run_pipe(b.path(), &["up", "--local"], &[]);
+    assert_eq!(up.code, 1);
+    assert!(
+        up.stderr.contains("belongs to the project in"),
+        "{}",
+        up.stderr
+    );
+    assert!(up.stderr.contains("container_name"), "{}", up.stderr);
+}

@@ -87,7 +87,9 @@ pub fn run(ctx: &Ctx, args: CleanArgs) -> Result<()> {
     let c = docker()?;
     let p = format!("{}={pipeline}", label::PIPELINE);
     let stale = |run: Option<&String>| run.is_some_and(|r| !r.is_empty() && !live.contains(r));
-    for container in c.containers_by_labels(&[&p, label::RUN], true)? {
+    // Only this project's: another checkout of the same pipeline may be building right now.
+    let proj = format!("{}={}", label::PROJECT, crate::state::project_id(&pf.root));
+    for container in c.containers_by_labels(&[&p, &proj, label::RUN], true)? {
         let run = container.labels.get(label::RUN);
         if !stale(run) {
             continue;

@@ -17,8 +17,9 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let client = DockerClient::connect()?;
     let pipeline = &pf.pipeline.name.value;
-    let machines = find_machines(&client, pipeline, ctx.global.env.as_deref())?;
-    let serving = find_serving_all(&client, pipeline, ctx.global.env.as_deref())?;
+    let project = crate::state::project_id(&pf.root);
+    let machines = find_machines(&client, pipeline, &project, ctx.global.env.as_deref())?;
+    let serving = find_serving_all(&client, pipeline, &project, ctx.global.env.as_deref())?;
     let mut st = State::load(&pf.root);
     let mut rows = Vec::new();
     let mut human = String::new();
@@ -145,11 +146,13 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let client = DockerClient::connect()?;
     let pipeline = &pf.pipeline.name.value;
+    let project = crate::state::project_id(&pf.root);
     // Without --env every machine of the pipeline goes, as `vagrant destroy` does.
-    let mut machines = find_machines(&client, pipeline, ctx.global.env.as_deref())?;
+    let mut machines = find_machines(&client, pipeline, &project, ctx.global.env.as_deref())?;
     machines.extend(find_serving_all(
         &client,
         pipeline,
+        &project,
         ctx.global.env.as_deref(),
     )?);
     let mut removed = Vec::new();
@@ -198,12 +201,14 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
 fn find_serving_all(
     client: &DockerClient,
     pipeline: &str,
+    project: &str,
     env: Option<&str>,
 ) -> Result<Vec<crate::targets::docker::ContainerInfo>> {
     let p = format!("{}={pipeline}", label::PIPELINE);
     let role = format!("{}=serving", label::ROLE);
+    let proj = format!("{}={project}", label::PROJECT);
     let e = env.map(|e| format!("{}={e}", label::ENV));
-    let mut filters = vec![p.as_str(), role.as_str()];
+    let mut filters = vec![p.as_str(), role.as_str(), proj.as_str()];
     if let Some(e) = &e {
         filters.push(e);
     }

@@ -50,7 +50,8 @@ pub fn find_machine(
     env: &str,
 ) -> Result<Option<ContainerInfo>> {
     let name = machine::machine_name(pf, env);
-    let found = find_machines(client, &pf.pipeline.name.value, Some(env))?;
+    let project = crate::state::project_id(&pf.root);
+    let found = find_machines(client, &pf.pipeline.name.value, &project, Some(env))?;
     Ok(found.into_iter().find(|c| c.name == name).or(None))
 }
 

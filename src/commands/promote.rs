@@ -220,7 +220,8 @@ pub fn switch(
     let pipeline = pf.pipeline.name.value.clone();
     let r = &view.release;
     let client = DockerClient::connect()?;
-    let old = docker_promote::find_serving(&client, &pipeline, env)?;
+    let old =
+        docker_promote::find_serving(&client, &pipeline, &crate::state::project_id(&pf.root), env)?;
     let previous = current.get(env).cloned();
     let serving_it = old
         .iter()

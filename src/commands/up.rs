@@ -22,7 +22,7 @@ pub fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
     let plan = crate::plan::make(&pf, &sel, ctx.printer)?;
     match plan.target {
         TargetKind::Docker => up_docker(ctx, &plan, args.keep_on_error),
-        TargetKind::Qemu => Err(Error::NotImplemented("up --target qemu")),
+        TargetKind::Qemu => up_qemu(ctx, &plan, args.keep_on_error),
         TargetKind::Ec2 => Err(Error::usage(
             format!(
                 "env `{}` targets ec2; `pipe up` runs local machines",
@@ -40,6 +40,23 @@ fn up_docker(ctx: &Ctx, plan: &Plan, keep_on_error: bool) -> Result<()> {
     let name = machine::machine_name(pf, &plan.env);
     let existing = client.inspect_container(&name)?;
     let digest = plan.digests.app.to_string();
+    let project = crate::state::project_id(&pf.root);
+    if let Some(c) = &existing
+        && c.labels.get(label::PROJECT) != Some(&project)
+    {
+        let owner = c
+            .labels
+            .get(label::PROJECT_DIR)
+            .map_or("another project".to_string(), |d| {
+                format!("the project in {d}")
+            });
+        return Err(Error::runtime(
+            format!("a container named {name} already exists and belongs to {owner}"),
+            Some(format!(
+                "run `pipe destroy` there, or give this environment another `container_name` (or `docker rm -f {name}` if it is not pipe's)"
+            )),
+        ));
+    }
     if let Some(c) = &existing {
         let same = c.labels.get(label::DIGEST) == Some(&digest);
         if same && c.running {
@@ -165,6 +182,53 @@ fn report(ctx: &Ctx, plan: &Plan, c: &ContainerInfo, what: &str) -> Result<()> {
             "base_digest": plan.digests.base.to_string(),
             "app_digest": plan.digests.app.to_string(),
             "ports": plan.pf.services.iter().filter_map(|s| s.published_port().map(|p| serde_json::json!({"service": s.name.value, "host": "127.0.0.1", "port": p}))).collect::<Vec<_>>(),
+        }),
+        &human,
+    );
+    Ok(())
+}
+
+fn up_qemu(ctx: &Ctx, plan: &Plan, keep_on_error: bool) -> Result<()> {
+    let (rec, what) = crate::targets::qemu::up::up(plan, keep_on_error, ctx.printer)?;
+    let mut st = State::load(&plan.pf.root);
+    st.machines.insert(
+        plan.env.clone(),
+        MachineState {
+            target: "qemu".into(),
+            name: rec.name.clone(),
+            image: rec.layer.display().to_string(),
+            digest: rec.digest.clone(),
+            updated: chrono::Utc::now().to_rfc3339(),
+        },
+    );
+    st.save(&plan.pf.root)?;
+    let mut human = format!(
+        "machine {} (env {}, qemu, {}) is {what}: app {}\n  ssh -i {} -p {} root@127.0.0.1",
+        rec.name,
+        plan.env,
+        rec.vm.accel,
+        plan.digests.app.short(),
+        rec.vm.dir.join("id_ed25519").display(),
+        rec.vm.ssh_port,
+    );
+    for p in &rec.ports {
+        human.push_str(&format!("\n  {} http://127.0.0.1:{}/", p.service, p.host));
+    }
+    ctx.printer.result(
+        "up",
+        serde_json::json!({
+            "env": plan.env,
+            "target": "qemu",
+            "machine": rec.name,
+            "state": what,
+            "accel": rec.vm.accel,
+            "accel_reason": rec.accel_reason,
+            "boot_to_ssh_secs": rec.boot_to_ssh,
+            "ssh_port": rec.vm.ssh_port,
+            "console_log": rec.vm.console(),
+            "base_digest": plan.digests.base.to_string(),
+            "app_digest": plan.digests.app.to_string(),
+            "ports": rec.ports.iter().map(|p| serde_json::json!({"service": p.service, "host": "127.0.0.1", "port": p.host})).collect::<Vec<_>>(),
         }),
         &human,
     );

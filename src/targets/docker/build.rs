@@ -26,6 +26,10 @@ pub mod label {
     pub const ROLE: &str = "pipe.role";
     pub const ENV: &str = "pipe.env";
     pub const RELEASE: &str = "pipe.release";
+    /// The project folder a container belongs to (see `state::project_id`).
+    pub const PROJECT: &str = "pipe.project";
+    /// Where that folder is, for messages.
+    pub const PROJECT_DIR: &str = "pipe.project.dir";
 }
 
 /// `pipe/<pipeline>-<layer>`.
@@ -86,6 +90,7 @@ pub fn build_layer(
         spec.labels = BTreeMap::from([
             (label::RUN.into(), run_id.clone()),
             (label::PIPELINE.into(), pipeline.into()),
+            (label::PROJECT.into(), crate::state::project_id(&plan.pf.root)),
             (label::ROLE.into(), "build".into()),
             (label::LAYER.into(), name.to_string()),
         ]);

@@ -33,12 +33,14 @@ pub fn machine_name(pf: &Pipelinefile, env: &str) -> String {
 pub fn find_machines(
     client: &DockerClient,
     pipeline: &str,
+    project: &str,
     env: Option<&str>,
 ) -> Result<Vec<ContainerInfo>> {
     let p = format!("{}={pipeline}", label::PIPELINE);
     let role = format!("{}=machine", label::ROLE);
+    let proj = format!("{}={project}", label::PROJECT);
     let e = env.map(|e| format!("{}={e}", label::ENV));
-    let mut filters = vec![p.as_str(), role.as_str()];
+    let mut filters = vec![p.as_str(), role.as_str(), proj.as_str()];
     if let Some(e) = &e {
         filters.push(e);
     }
@@ -68,6 +70,14 @@ pub fn start_machine(
     c.hostname = Some(spec.name.chars().take(63).collect());
     c.labels = BTreeMap::from([
         (label::PIPELINE.into(), pipeline),
+        (
+            label::PROJECT.into(),
+            crate::state::project_id(&plan.pf.root),
+        ),
+        (
+            label::PROJECT_DIR.into(),
+            plan.pf.root.to_string_lossy().into_owned(),
+        ),
         (label::ENV.into(), plan.env.clone()),
         (label::ROLE.into(), "machine".into()),
         (label::DIGEST.into(), plan.digests.app.to_string()),

@@ -54,12 +54,14 @@ pub fn env_tag(pipeline: &str, env: &str) -> (String, String) {
 pub fn find_serving(
     client: &DockerClient,
     pipeline: &str,
+    project: &str,
     env: &str,
 ) -> Result<Vec<ContainerInfo>> {
     let p = format!("{}={pipeline}", label::PIPELINE);
     let role = format!("{}=serving", label::ROLE);
+    let proj = format!("{}={project}", label::PROJECT);
     let e = format!("{}={env}", label::ENV);
-    Ok(client.containers_by_labels(&[&p, &role, &e], true)?)
+    Ok(client.containers_by_labels(&[&p, &role, &proj, &e], true)?)
 }
 
 /// A published service: name, port in the machine, port on 127.0.0.1.
@@ -147,6 +149,10 @@ pub fn promote(
                     image: p.image,
                     labels: BTreeMap::from([
                         (label::PIPELINE.into(), pipeline.clone()),
+                        (
+                            label::PROJECT.into(),
+                            crate::state::project_id(&p.plan.pf.root),
+                        ),
                         (label::ENV.into(), p.env.to_string()),
                         (label::ROLE.into(), "serving".into()),
                         (label::RELEASE.into(), p.release.id.clone()),

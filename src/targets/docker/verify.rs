@@ -94,6 +94,10 @@ pub fn verify_image(
             image,
             labels: BTreeMap::from([
                 (label::PIPELINE.into(), pipeline),
+                (
+                    label::PROJECT.into(),
+                    crate::state::project_id(&plan.pf.root),
+                ),
                 (label::ENV.into(), plan.env.clone()),
                 (label::ROLE.into(), "verify".into()),
                 (label::RUN.into(), run_id.clone()),
