@@ -20,8 +20,11 @@ use std::time::{Duration, Instant};
 use pipe::communicators::{Collect, Communicator, ExecError, ExecRequest, UploadOptions};
 use pipe::layers::tree::{self, EntryKind};
 
+/// One check of the suite.
+pub type Check = fn(&dyn Communicator);
+
 /// Every suite function, by name, for a file that wants to loop instead.
-pub const ALL: &[(&str, fn(&dyn Communicator))] = &[
+pub const ALL: &[(&str, Check)] = &[
     ("exit_codes", exit_codes),
     ("missing_command_is_127", missing_command_is_127),
     (
