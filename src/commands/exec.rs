@@ -2,20 +2,11 @@
 
 use crate::cli::ExecArgs;
 use crate::communicators::docker::DockerExec;
-use crate::communicators::{Communicator, ExecRequest, OutputSink, Stream};
+use crate::communicators::{Communicator, ExecRequest};
 use crate::error::{Error, Result};
 use crate::targets::docker::DockerClient;
-use crate::ui::Printer;
 
 use super::{Ctx, local};
-
-struct Passthrough<'a>(&'a Printer);
-
-impl OutputSink for Passthrough<'_> {
-    fn chunk(&mut self, stream: Stream, data: &[u8]) {
-        self.0.passthrough("exec", stream, data);
-    }
-}
 
 pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<()> {
     crate::interrupt::install();
@@ -31,7 +22,7 @@ pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<()> {
                 argv: args.command,
                 ..Default::default()
             },
-            &mut Passthrough(ctx.printer),
+            &mut local::Passthrough(ctx.printer, "exec"),
         )
         .map_err(|e| Error::runtime(format!("exec in {}: {e}", c.name), None))?;
     if code == 0 {

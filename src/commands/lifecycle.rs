@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::state::{MachineState, State};
 use crate::targets::docker::DockerClient;
 use crate::targets::docker::build::label;
-use crate::targets::docker::machine::find_machines;
+use crate::targets::docker::machine::{find_by_role, find_machines};
 
 use super::{Ctx, local};
 
@@ -19,7 +19,13 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     let pipeline = &pf.pipeline.name.value;
     let project = crate::state::project_id(&pf.root);
     let machines = find_machines(&client, pipeline, &project, ctx.global.env.as_deref())?;
-    let serving = find_serving_all(&client, pipeline, &project, ctx.global.env.as_deref())?;
+    let serving = find_by_role(
+        &client,
+        pipeline,
+        &project,
+        "serving",
+        ctx.global.env.as_deref(),
+    )?;
     let mut st = State::load(&pf.root);
     let mut rows = Vec::new();
     let mut human = String::new();
@@ -149,10 +155,11 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
     let project = crate::state::project_id(&pf.root);
     // Without --env every machine of the pipeline goes, as `vagrant destroy` does.
     let mut machines = find_machines(&client, pipeline, &project, ctx.global.env.as_deref())?;
-    machines.extend(find_serving_all(
+    machines.extend(find_by_role(
         &client,
         pipeline,
         &project,
+        "serving",
         ctx.global.env.as_deref(),
     )?);
     let mut removed = Vec::new();
@@ -195,22 +202,4 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
         &human,
     );
     Ok(())
-}
-
-/// Containers serving promoted releases (all environments, or one).
-fn find_serving_all(
-    client: &DockerClient,
-    pipeline: &str,
-    project: &str,
-    env: Option<&str>,
-) -> Result<Vec<crate::targets::docker::ContainerInfo>> {
-    let p = format!("{}={pipeline}", label::PIPELINE);
-    let role = format!("{}=serving", label::ROLE);
-    let proj = format!("{}={project}", label::PROJECT);
-    let e = env.map(|e| format!("{}={e}", label::ENV));
-    let mut filters = vec![p.as_str(), role.as_str(), proj.as_str()];
-    if let Some(e) = &e {
-        filters.push(e);
-    }
-    Ok(client.containers_by_labels(&filters, true)?)
 }

@@ -106,3 +106,12 @@ pub fn docker_box_image(
         other => Err(Error::usage(format!("{other:?} is not a docker box"), None)),
     }
 }
+
+/// Hands a machine command's output straight to the terminal (`pipe exec`, `pipe logs`).
+pub struct Passthrough<'a>(pub &'a crate::ui::Printer, pub &'static str);
+
+impl crate::communicators::OutputSink for Passthrough<'_> {
+    fn chunk(&mut self, stream: crate::communicators::Stream, data: &[u8]) {
+        self.0.passthrough(self.1, stream, data);
+    }
+}

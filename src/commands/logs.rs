@@ -2,21 +2,12 @@
 
 use crate::cli::LogsArgs;
 use crate::communicators::docker::DockerExec;
-use crate::communicators::{Communicator, ExecRequest, OutputSink, Stream};
+use crate::communicators::{Communicator, ExecRequest};
 use crate::error::{Error, Result};
 use crate::services;
 use crate::targets::docker::DockerClient;
-use crate::ui::Printer;
 
 use super::{Ctx, local};
-
-struct Passthrough<'a>(&'a Printer);
-
-impl OutputSink for Passthrough<'_> {
-    fn chunk(&mut self, stream: Stream, data: &[u8]) {
-        self.0.passthrough("logs", stream, data);
-    }
-}
 
 pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
     crate::interrupt::install();
@@ -59,7 +50,7 @@ pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
                 argv,
                 ..Default::default()
             },
-            &mut Passthrough(ctx.printer),
+            &mut local::Passthrough(ctx.printer, "logs"),
         )
         .map_err(|e| match e {
             crate::communicators::ExecError::Interrupted => Error::Interrupted,

@@ -36,8 +36,20 @@ pub fn find_machines(
     project: &str,
     env: Option<&str>,
 ) -> Result<Vec<ContainerInfo>> {
+    find_by_role(client, pipeline, project, "machine", env)
+}
+
+/// This project's containers of a pipeline with a `pipe.role` (`machine`, `serving`), of one
+/// environment if given, running or not.
+pub fn find_by_role(
+    client: &DockerClient,
+    pipeline: &str,
+    project: &str,
+    role: &str,
+    env: Option<&str>,
+) -> Result<Vec<ContainerInfo>> {
     let p = format!("{}={pipeline}", label::PIPELINE);
-    let role = format!("{}=machine", label::ROLE);
+    let role = format!("{}={role}", label::ROLE);
     let proj = format!("{}={project}", label::PROJECT);
     let e = env.map(|e| format!("{}={e}", label::ENV));
     let mut filters = vec![p.as_str(), role.as_str(), proj.as_str()];
@@ -65,10 +77,7 @@ pub fn start_machine(
     spec: MachineSpec,
 ) -> Result<(Resource, ContainerInfo)> {
     let pipeline = plan.pf.pipeline.name.value.clone();
-    let mut c = ContainerSpec::new(spec.image);
-    c.name = Some(spec.name.clone());
-    c.hostname = Some(spec.name.chars().take(63).collect());
-    c.labels = BTreeMap::from([
+    let pipeline_labels = BTreeMap::from([
         (label::PIPELINE.into(), pipeline),
         (
             label::PROJECT.into(),
@@ -83,32 +92,30 @@ pub fn start_machine(
         (label::DIGEST.into(), plan.digests.app.to_string()),
         (label::LAYER.into(), "app".into()),
     ]);
-    c.labels.extend(spec.extra_labels);
-    c.tmpfs
-        .insert(RUN_DIR.into(), "rw,nosuid,nodev,mode=0755,size=16m".into());
-    if spec.publish {
-        for s in &plan.pf.services {
-            if let (Some(port), Some(host)) = (&s.port, s.published_port()) {
-                c.ports.push(PortSpec::tcp(port.value, Some(host)));
-            }
-        }
-    }
-    let res = Resource::Container {
-        name: spec.name.clone(),
+    let mut labels = pipeline_labels;
+    labels.extend(spec.extra_labels);
+    let ports = if spec.publish {
+        plan.pf
+            .services
+            .iter()
+            .filter_map(|s| {
+                Some(PortSpec::tcp(
+                    s.port.as_ref()?.value,
+                    Some(s.published_port()?),
+                ))
+            })
+            .collect()
+    } else {
+        Vec::new()
     };
-    let c2 = client.clone();
-    let name = spec.name.clone();
-    runner.create(
-        res.clone(),
-        || {
-            let id = client.create_container(&c)?;
-            client.start_container(&id)?;
-            Ok(id)
-        },
-        move || {
-            c2.remove_container(&name)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+    let res = create_container(
+        runner,
+        client,
+        MachineRequest {
+            name: spec.name.clone(),
+            image: spec.image,
+            labels,
+            ports,
         },
     )?;
     let comm = DockerExec::new(client.clone(), spec.name.clone());
@@ -122,6 +129,51 @@ pub fn start_machine(
         )
     })?;
     Ok((res, info))
+}
+
+/// A container for an app image: created, started, journaled (removed by the runner unless kept).
+pub struct MachineRequest<'a> {
+    pub name: String,
+    pub image: &'a str,
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<PortSpec>,
+}
+
+/// Creates and starts a container through the runner (journaled before it exists). Services are
+/// not delivered yet: see [`deliver_services`].
+pub fn create_container(
+    runner: &mut Runner<'_>,
+    client: &DockerClient,
+    req: MachineRequest,
+) -> Result<Resource> {
+    let mut spec = ContainerSpec::new(req.image);
+    spec.name = Some(req.name.clone());
+    spec.hostname = Some(req.name.chars().take(63).collect());
+    spec.labels = req.labels;
+    spec.ports = req.ports;
+    spec.tmpfs.insert(
+        crate::services::RUN_DIR.into(),
+        "rw,nosuid,nodev,mode=0755,size=16m".into(),
+    );
+    let res = Resource::Container {
+        name: req.name.clone(),
+    };
+    let c2 = client.clone();
+    let name = req.name.clone();
+    runner.create(
+        res.clone(),
+        || {
+            let id = client.create_container(&spec)?;
+            client.start_container(&id)?;
+            Ok(id)
+        },
+        move || {
+            c2.remove_container(&name)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    )?;
+    Ok(res)
 }
 
 /// Writes the services' environments and the supervisor into `/run/pipe` (a tmpfs: Docker's

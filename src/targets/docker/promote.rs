@@ -34,7 +34,8 @@ use crate::ui::Printer;
 
 use super::build::label;
 use super::machine::deliver_services;
-use super::verify::{MachineRequest, create_container, start_services_and_check, verify_image};
+use super::machine::{MachineRequest, create_container};
+use super::verify::{start_services_and_check, verify_image};
 use super::{ContainerInfo, DockerClient, PortSpec};
 
 /// How long the old container gets to stop.
@@ -57,11 +58,7 @@ pub fn find_serving(
     project: &str,
     env: &str,
 ) -> Result<Vec<ContainerInfo>> {
-    let p = format!("{}={pipeline}", label::PIPELINE);
-    let role = format!("{}=serving", label::ROLE);
-    let proj = format!("{}={project}", label::PROJECT);
-    let e = format!("{}={env}", label::ENV);
-    Ok(client.containers_by_labels(&[&p, &role, &proj, &e], true)?)
+    super::machine::find_by_role(client, pipeline, project, "serving", Some(env))
 }
 
 /// A published service: name, port in the machine, port on 127.0.0.1.

@@ -14,13 +14,14 @@ use crate::communicators::{Collect, Communicator, ExecError, ExecRequest};
 use crate::error::{Error, Result};
 use crate::ledger::VerifyOutcome;
 use crate::plan::Plan;
-use crate::runner::{Resource, Runner};
+use crate::runner::Runner;
 use crate::services::RenderedService;
 use crate::ui::Printer;
 
+use super::DockerClient;
 use super::build::{label, suffix};
+use super::machine::{MachineRequest, create_container};
 use super::machine::{deliver_services, wait_ready};
-use super::{ContainerSpec, DockerClient, PortSpec};
 
 /// How many lines of output a release keeps.
 pub const EXCERPT_LINES: usize = 20;
@@ -28,51 +29,6 @@ pub const EXCERPT_LINES: usize = 20;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between attempts.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-
-/// A container for an app image: created, started, journaled (removed by the runner unless kept).
-pub struct MachineRequest<'a> {
-    pub name: String,
-    pub image: &'a str,
-    pub labels: BTreeMap<String, String>,
-    pub ports: Vec<PortSpec>,
-}
-
-/// Creates and starts a container through the runner (journaled before it exists). Services are
-/// not delivered yet: see [`deliver_services`].
-pub fn create_container(
-    runner: &mut Runner<'_>,
-    client: &DockerClient,
-    req: MachineRequest,
-) -> Result<Resource> {
-    let mut spec = ContainerSpec::new(req.image);
-    spec.name = Some(req.name.clone());
-    spec.hostname = Some(req.name.chars().take(63).collect());
-    spec.labels = req.labels;
-    spec.ports = req.ports;
-    spec.tmpfs.insert(
-        crate::services::RUN_DIR.into(),
-        "rw,nosuid,nodev,mode=0755,size=16m".into(),
-    );
-    let res = Resource::Container {
-        name: req.name.clone(),
-    };
-    let c2 = client.clone();
-    let name = req.name.clone();
-    runner.create(
-        res.clone(),
-        || {
-            let id = client.create_container(&spec)?;
-            client.start_container(&id)?;
-            Ok(id)
-        },
-        move || {
-            c2.remove_container(&name)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        },
-    )?;
-    Ok(res)
-}
 
 /// Verifies an app image on a fresh, temporary machine; the machine is always removed. A failed
 /// check is an `Ok` outcome with `ok: false`; only Docker failures and interrupts are errors.
