@@ -333,3 +333,71 @@ fn another_checkout_of_the_same_pipeline_is_left_alone() {
     );
     assert!(up.stderr.contains("container_name"), "{}", up.stderr);
 }
+
+#[test]
+fn an_image_box_is_used_as_is_and_a_missing_one_is_pulled() {
+    ensure_box();
+    let tag = common::unique("image-box");
+    docker(&[
+        "tag",
+        "pipe-box/debian-12:latest",
+        &format!("pipe-test/image-box:{tag}"),
+    ]);
+    let text = |image: &str| {
+        format!(
+            "[pipeline]\nname = \"@NAME@\"\n[box]\ndocker = {{ image = \"{image}\" }}\n[base]\nprovision = [{{ inline = [\"echo from-image > /f\"] }}]\n[env.dev]\ntarget = \"docker\"\n"
+        )
+    };
+    let p = Project::new(
+        "imagebox",
+        &text(&format!("pipe-test/image-box:{tag}")),
+        &[],
+    );
+    p.pipe(&["up", "--local"]).ok();
+    assert_eq!(p.pipe(&["exec", "--", "cat", "/f"]).stdout, "from-image\n");
+    docker(&["rmi", &format!("pipe-test/image-box:{tag}")]);
+    // A registry on 127.0.0.1 that does not answer: pipe tries to pull, and says what failed.
+    let q = Project::new("pullbox", &text("127.0.0.1:9/pipe-test/absent:1"), &[]);
+    let up = q.pipe(&["up", "--local"]);
+    assert_eq!(up.code, 1, "{}", up.all());
+    assert!(
+        up.stderr
+            .contains("pull image 127.0.0.1:9/pipe-test/absent:1"),
+        "{}",
+        up.stderr
+    );
+    assert!(up.stderr.contains("hint:"), "{}", up.stderr);
+}
+
+#[test]
+fn ssh_opens_a_login_shell_with_a_terminal() {
+    let (p, _) = project("tty", "");
+    p.pipe(&["up", "--local"]).ok();
+    // `script` gives pipe a pseudo-terminal, as a user's terminal would.
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} ssh", env!("CARGO_BIN_EXE_pipe")),
+            "/dev/null",
+        ])
+        .current_dir(p.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"tty; echo shell-of-$(hostname); exit 7\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "no terminal: {text}");
+    assert!(
+        text.contains(&format!("shell-of-pipe-{}-dev", p.name)),
+        "{text}"
+    );
+}

@@ -98,10 +98,12 @@ pub fn docker_box_image(
         }
         BoxSource::Image(image) => match client.inspect_image(image)? {
             Some(img) => Ok(img.id),
-            None => Err(Error::runtime(
-                format!("image {image} is not on this Docker engine"),
-                Some(format!("`docker pull {image}` (or `docker load` it) first")),
-            )),
+            None => {
+                let step = printer.step(format!("pull {image}"));
+                let id = client.pull_image(image, &mut |status| step.set_detail(status))?;
+                step.done(None);
+                Ok(id)
+            }
         },
         other => Err(Error::usage(format!("{other:?} is not a docker box"), None)),
     }

@@ -283,6 +283,44 @@ impl DockerClient {
         }
     }
 
+    /// Pulls `reference` (`name[:tag]`) from its registry; returns the image id. Progress
+    /// lines from the engine go to `progress`.
+    pub fn pull_image(
+        &self,
+        reference: &str,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<String, DockerError> {
+        let (name, tag) = match reference.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => (n, t),
+            _ => (reference, "latest"),
+        };
+        let options = CreateImageOptions {
+            from_image: Some(name.into()),
+            tag: Some(tag.into()),
+            ..Default::default()
+        };
+        self.block_on(async {
+            let mut stream = self.docker.create_image(Some(options), None, None);
+            while let Some(item) = stream.next().await {
+                let info = item.map_err(|e| {
+                    DockerError::api("pull image", reference, e).with_hint(
+                        "check the name and that this engine can reach its registry (docker pull shows the same error)",
+                    )
+                })?;
+                if let Some(status) = info.status {
+                    progress(&status);
+                }
+            }
+            Ok::<(), DockerError>(())
+        })?;
+        self.inspect_image(reference)?
+            .map(|i| i.id)
+            .ok_or_else(|| DockerError::NotFound {
+                what: format!("image {reference} after pulling it"),
+                hint: None,
+            })
+    }
+
     /// Tags `image` (name or id) as `repo:tag`.
     pub fn tag_image(&self, image: &str, repo: &str, tag: &str) -> Result<(), DockerError> {
         let options = TagImageOptions {

@@ -77,6 +77,26 @@ impl DockerError {
         )
     }
 
+    /// The same error with `hint` when it has none.
+    pub fn with_hint(self, hint: &str) -> Self {
+        match self {
+            DockerError::Api {
+                action,
+                what,
+                message,
+                status,
+                hint: None,
+            } => DockerError::Api {
+                action,
+                what,
+                message,
+                status,
+                hint: Some(hint.to_string()),
+            },
+            other => other,
+        }
+    }
+
     /// Wraps a bollard error from `action` on `what`.
     pub(crate) fn api(
         action: &'static str,
