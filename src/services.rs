@@ -132,16 +132,34 @@ pub fn container_command() -> Vec<String> {
     ]
 }
 
+/// One word for a systemd command line that reaches the program exactly as `s`: systemd
+/// unescapes C escapes (`\r`, `\\`, ...) even inside quotes and expands `$VAR` and `%x`
+/// itself, so all of those are escaped; the command then means what it means in a container.
+pub fn systemd_quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => q.push_str("\\\\"),
+            '"' => q.push_str("\\\""),
+            '\n' => q.push_str("\\n"),
+            '\t' => q.push_str("\\t"),
+            '$' => q.push_str("$$"),
+            '%' => q.push_str("%%"),
+            c if c.is_control() => q.push_str(&format!("\\x{:02x}", c as u32)),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
 /// A systemd unit for a service on a VM or EC2 instance.
 pub fn systemd_unit(service: &RenderedService) -> String {
     let mut u = format!(
         "# Written by pipe from the Pipelinefile's [[service]] `{name}`.\n[Unit]\nDescription=pipe service {name}\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nExecStart=/bin/sh -c {cmd}\nRestart=always\nRestartSec=1\nEnvironmentFile=-{RUN_DIR}/env/{name}\n",
         name = service.name,
-        // systemd expands `$VAR` and `%x` in ExecStart itself; doubled, they reach sh as
-        // written, so the command means what it means in a container.
-        cmd = sh_quote(&service.command)
-            .replace('%', "%%")
-            .replace('$', "$$"),
+        cmd = systemd_quote(&service.command),
     );
     if let Some(user) = service.user.as_deref().filter(|u| *u != "root") {
         u.push_str(&format!("User={user}\n"));
@@ -213,7 +231,11 @@ mod tests {
     fn unit_passes_dollars_and_percents_to_sh() {
         let mut s = svc();
         s.command = "echo $HOME 100%".into();
-        assert!(systemd_unit(&s).contains("ExecStart=/bin/sh -c 'echo $$HOME 100%%'\n"));
+        assert!(systemd_unit(&s).contains("ExecStart=/bin/sh -c \"echo $$HOME 100%%\"\n"));
+        assert_eq!(
+            systemd_quote(r#"printf "a\r\n" 'b'"#),
+            r#""printf \"a\\r\\n\" 'b'""#
+        );
     }
 
     #[test]

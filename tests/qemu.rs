@@ -3,11 +3,13 @@
 //! cleanup after failures and Ctrl-C. One box is built and shared by every test (and every
 //! later run: its recipe digest names it in the cache).
 
+mod common;
 #[path = "support/communicator_suite.rs"]
 mod suite;
 #[path = "support/docker_box.rs"]
 mod support;
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -111,4 +113,297 @@ fn the_accelerator_is_chosen_and_explained() {
     assert!(!c.reason.is_empty());
     eprintln!("accel: {} ({})", c.accel, c.reason);
     assert_eq!(accel::choose("tcg").unwrap().accel, Accel::Tcg);
+}
+
+// ---- layers and machines through the `pipe` binary ----------------------------------------
+
+/// Every test project uses this pipeline name and the same [base], so the base layer is built
+/// once and shared (the layer lock makes concurrent tests wait for it, then reuse it).
+const PIPELINE: &str = "pipe-qemu-test";
+
+/// A tiny HTTP server in perl (perl-base is in every Debian): serves /srv/www/index.html. It
+/// reads the whole request first: closing a socket with unread data resets the connection,
+/// and QEMU's user-mode network then drops the reply.
+const SERVER: &str = r#"perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalAddr=>"0.0.0.0",LocalPort=>$ARGV[0],Listen=>5,ReuseAddr=>1) or die "listen: $!"; while($c=$s->accept){ while(<$c>){ last if /^\r?$/ } open(F,"<","/srv/www/index.html"); local $/; $b=<F>; close F; print $c "HTTP/1.0 200 OK\r\nContent-Length: ".length($b)."\r\n\r\n".$b; close $c }' 8000"#;
+
+fn pipelinefile(port: u16, app_extra: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "{PIPELINE}"
+
+[vars]
+greeting = "hello"
+
+[box]
+docker = {{ box = "debian-12" }}
+qemu = {{ box = "debian-12" }}
+
+[base]
+provision = [ {{ shell = "base.sh" }} ]
+
+[app]
+provision = [
+  {{ file = "www/", to = "/srv/www" }},
+  {{ inline = ["echo '{{{{ vars.greeting }}}} from {{{{ environment }}}}' >> /srv/www/index.html"{app_extra}] }},
+]
+
+[[service]]
+name = "web"
+command = '''{SERVER}'''
+port = 8000
+host_port = {port}
+env = {{ GREETING = "it's \"quoted\" $HOME" }}
+
+[env.dev]
+target = "qemu"
+cpus = 2
+memory = 1024
+"#
+    )
+}
+
+/// A project whose VMs are stopped and whose machine overlays are removed on drop.
+struct QemuProject {
+    p: common::Project,
+    port: u16,
+}
+
+impl Drop for QemuProject {
+    fn drop(&mut self) {
+        let dir = self.p.path().join(".pipe/qemu");
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let _ = pipe::targets::qemu::machine::destroy(&e.path());
+            }
+        }
+    }
+}
+
+impl QemuProject {
+    fn new(app_extra: &str) -> Self {
+        qemu_box();
+        let port = common::free_port();
+        let p = common::Project::new(
+            "qemu",
+            &pipelinefile(port, app_extra),
+            &[
+                (
+                    "base.sh",
+                    "#!/bin/sh\nset -e\necho base-layer > /base.txt\n",
+                ),
+                ("www/index.html", "<h1>page</h1>\n"),
+            ],
+        );
+        Self { p, port }
+    }
+
+    fn up(&self) -> common::Run {
+        self.p.pipe(&["up", "--no-progress"])
+    }
+
+    /// QEMU processes started for this project (their command lines name its folder).
+    fn qemu_processes(&self) -> Vec<String> {
+        let root = self.p.path().to_string_lossy().into_owned();
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.starts_with(pipe::targets::qemu::QEMU) && cmd.contains(&root) {
+                found.push(cmd);
+            }
+        }
+        found
+    }
+
+    /// Overlays of builds in progress (`*.tmp-*`) of the layers a run's output says it built
+    /// (other tests build their own layers in the same folder at the same time).
+    fn tmp_overlays(&self, output: &str) -> Vec<PathBuf> {
+        let prefixes: Vec<String> = output
+            .lines()
+            .filter_map(|l| {
+                let rest = l.split("build ").nth(1)?;
+                let mut w = rest.split_whitespace();
+                let layer = w.next()?;
+                (w.next()? == "layer").then_some(())?;
+                Some(format!("{layer}-{}", w.next()?))
+            })
+            .collect();
+        assert!(!prefixes.is_empty(), "no layer build in:\n{output}");
+        std::fs::read_dir(pipe::targets::qemu::disk::layers_dir(PIPELINE))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                        n.contains(".qcow2.tmp-") && prefixes.iter().any(|x| n.starts_with(x))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn journals(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.p.path().join(".pipe/journal"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn up_builds_layers_serves_through_systemd_and_reuses_them() {
+    let t = QemuProject::new("");
+    let first = t.up();
+    first.ok();
+    let out = first.all();
+    assert!(out.contains("SSH up"), "{out}");
+    let (status, body) = common::http_get_retry(t.port, "/", 60);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("<h1>page</h1>\nhello from dev"),
+        "{status} {body:?}"
+    );
+    let again = t.up();
+    again.ok();
+    assert!(again.all().contains("up to date"), "{}", again.all());
+
+    // The service is a systemd unit with its environment from /run/pipe/env, values intact.
+    let rec = pipe::targets::qemu::machine::load_record(
+        &t.p.path()
+            .join(".pipe/qemu")
+            .join(format!("pipe-{PIPELINE}-dev")),
+    )
+    .expect("machine.json");
+    let comm = rec.vm.ssh(Duration::from_secs(60));
+    let mut out = Collect::default();
+    let code = comm
+        .exec(
+            &ExecRequest::shell(
+                "systemctl is-active pipe-web.service; tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value pipe-web.service)/environ | grep ^GREETING=",
+            ),
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "active\nGREETING=it's \"quoted\" $HOME\n"
+    );
+    drop(comm);
+
+    // Layers are qcow2 files named by digest; a changed app rebuilds only the app layer.
+    let layers = pipe::targets::qemu::disk::layers_dir(PIPELINE);
+    let count = |prefix: &str| {
+        std::fs::read_dir(&layers)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with(prefix) && n.ends_with(".qcow2")
+            })
+            .count()
+    };
+    assert!(count("base-") >= 1 && count("app-") >= 1);
+    t.p.write("www/index.html", "<h1>changed</h1>\n");
+    let changed = t.up();
+    changed.ok();
+    let out = changed.all();
+    assert!(out.contains("reusing base-"), "{out}");
+    assert!(out.contains("build app layer"), "{out}");
+    assert!(out.contains("replaced"), "{out}");
+    let (_, body) = common::http_get_retry(t.port, "/", 60);
+    assert!(body.contains("<h1>changed</h1>"), "{body}");
+    assert!(t.journals().is_empty(), "{:?}", t.journals());
+}
+
+#[test]
+fn a_provisioning_failure_leaves_no_qemu_process_or_overlay() {
+    let t = QemuProject::new(r#", "echo failing on purpose >&2; exit 3""#);
+    let run = t.up();
+    assert_ne!(run.code, 0, "{}", run.all());
+    let out = run.all();
+    assert!(out.contains("exit code 3"), "{out}");
+    assert!(out.contains("failing on purpose"), "{out}");
+    assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
+    assert!(
+        t.tmp_overlays(&out).is_empty(),
+        "{:?}",
+        t.tmp_overlays(&out)
+    );
+    assert!(t.journals().is_empty(), "{:?}", t.journals());
+}
+
+#[test]
+fn sigint_during_a_qemu_build_cleans_up() {
+    let t = QemuProject::new(r#", "echo provisioning-started; sleep 600""#);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .current_dir(t.p.path())
+        .args(["up", "--no-progress"])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(child);
+    // Wait until the app layer's build VM runs its provisioner (output on either stream).
+    let (tx, rx) = std::sync::mpsc::channel();
+    for pipe in [
+        Box::new(child.0.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.0.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut seen = String::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) => {
+                seen.push_str(&l);
+                seen.push('\n');
+                if l.contains("provisioning-started") {
+                    break;
+                }
+            }
+            Err(_) => assert!(Instant::now() < deadline, "never started:\n{seen}"),
+        }
+    }
+    assert_eq!(t.qemu_processes().len(), 1, "the build VM runs");
+    // SAFETY: signalling the child we started.
+    unsafe {
+        libc::kill(child.0.id() as i32, libc::SIGINT);
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "pipe did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!status.success());
+    assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
+    assert!(
+        t.tmp_overlays(&seen).is_empty(),
+        "{:?}",
+        t.tmp_overlays(&seen)
+    );
+    assert!(t.journals().is_empty(), "{:?}", t.journals());
 }

@@ -13,10 +13,12 @@
 //! so failures, Ctrl-C and SIGTERM leave nothing running and nothing half-written behind.
 
 pub mod accel;
+pub mod bake;
 pub mod build;
 pub mod disk;
 pub mod machine;
 pub mod qmp;
+pub mod up;
 pub mod vm;
 
 /// The QEMU system emulator pipe runs.

@@ -211,7 +211,7 @@ fn launch(spec: &VmSpec, ssh_port: u16, pubkey: &str) -> std::result::Result<i32
     let err = std::fs::File::create(&errfile).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(super::QEMU);
     cmd.arg("-name")
-        .arg(format!("{},process=pipe-{}", spec.name, spec.name))
+        .arg(format!("{},process={}", spec.name, spec.name))
         .args(spec.accel.args())
         .args([
             "-machine",

@@ -1,0 +1,137 @@
+//! `pipe up` on QEMU: box, base and app layers (reused by digest), then the machine.
+//! Idempotent: with nothing changed it only checks that the machine runs.
+
+use std::time::Duration;
+
+use super::accel;
+use super::build::{self, QemuEnv};
+use super::machine::{self, MachineRecord};
+use super::vm;
+use crate::boxes::qemu::{QemuBox, build_qemu_box};
+use crate::config::{BoxSource, LayerName, QemuSettings, TargetKind, TargetSettings};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::runner::{Journal, Runner};
+use crate::ui::Printer;
+
+/// How long a VM may take from start to answering SSH.
+pub const SSH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The qemu settings of the plan's environment (defaults when it is not a qemu one).
+pub fn settings(plan: &Plan) -> QemuSettings {
+    match plan.pf.envs.get(&plan.env).map(|e| &e.settings) {
+        Some(TargetSettings::Qemu(q)) => q.clone(),
+        _ => QemuSettings::default(),
+    }
+}
+
+/// The environment's qemu box, built on first use (and when its recipe changed).
+pub fn resolve_box(plan: &Plan, printer: &Printer) -> Result<QemuBox> {
+    let Some(b) = plan.pf.boxes.get(TargetKind::Qemu) else {
+        return Err(Error::usage(
+            "[box] has no qemu entry",
+            Some("add `qemu = { box = \"debian-12\" }` under [box]".to_string()),
+        ));
+    };
+    match &b.value {
+        BoxSource::Recipe(name) => {
+            let recipe = crate::boxes::recipe::Recipe::load(
+                &plan.pf.root.join("boxes").join(format!("{name}.toml")),
+            )?;
+            Ok(build_qemu_box(&recipe, printer, false)?)
+        }
+        BoxSource::Image(image) => Err(Error::runtime(
+            format!("qemu box {image}: downloaded cloud images are not supported yet"),
+            Some("use a recipe: `qemu = { box = \"debian-12\" }`".into()),
+        )),
+        other => Err(Error::usage(format!("{other:?} is not a qemu box"), None)),
+    }
+}
+
+/// Brings the environment's machine up; returns it and what happened (`up to date`,
+/// `started`, `created`, `replaced`).
+pub fn up(
+    plan: &Plan,
+    keep_on_error: bool,
+    printer: &Printer,
+) -> Result<(MachineRecord, &'static str)> {
+    crate::interrupt::install();
+    let pf = plan.pf;
+    let name = machine::machine_name(pf, &plan.env);
+    let dir = machine::machine_dir(&pf.root, &name);
+    let existing = machine::load_record(&dir);
+    let digest = plan.digests.app.to_string();
+    if let Some(rec) = &existing
+        && rec.digest == digest
+        && rec.running()
+    {
+        return Ok((rec.clone(), "up to date"));
+    }
+    let qbox = resolve_box(plan, printer)?;
+    let settings = settings(plan);
+    let choice = accel::choose(&settings.accel)?;
+    let env = QemuEnv {
+        qbox: &qbox,
+        accel: choice,
+        settings,
+        ssh_timeout: SSH_TIMEOUT,
+    };
+    let journal = Journal::start(&crate::state::dir(&pf.root), "up", &pf.pipeline.name.value)?;
+    let mut runner = Runner::new(journal, printer);
+    let result = (|| {
+        let base = build::build_layer(
+            &mut runner,
+            &env,
+            plan,
+            LayerName::Base,
+            &qbox.disk,
+            keep_on_error,
+            printer,
+        )?;
+        let app = build::build_layer(
+            &mut runner,
+            &env,
+            plan,
+            LayerName::App,
+            &base,
+            keep_on_error,
+            printer,
+        )?;
+        if existing.is_some() {
+            runner.step(&format!("remove the old machine {name}"), |_| {
+                machine::destroy(&dir)
+            })?;
+        }
+        let (res, rec) = runner.step(&format!("start {name}"), |r| {
+            machine::start_machine(r, &env, plan, &name, &app, printer)
+        })?;
+        runner.keep(&res)?;
+        Ok(rec)
+    })();
+    let rec = runner.finish(result)?;
+    Ok((
+        rec,
+        if existing.is_some() {
+            "replaced"
+        } else {
+            "created"
+        },
+    ))
+}
+
+/// Stops the environment's machine cleanly (its disk stays); false when none runs.
+pub fn halt(plan: &Plan) -> Result<bool> {
+    let dir = machine::machine_dir(&plan.pf.root, &machine::machine_name(plan.pf, &plan.env));
+    match machine::load_record(&dir) {
+        Some(rec) if rec.running() => {
+            rec.vm
+                .shutdown(build::SHUTDOWN_GRACE)
+                .map_err(|e| Error::runtime(format!("stopping {}: {e}", rec.name), None))?;
+            Ok(true)
+        }
+        _ => {
+            let _ = vm::stop(&dir, Duration::from_secs(5));
+            Ok(false)
+        }
+    }
+}
