@@ -74,7 +74,13 @@ fn list(ctx: &Ctx) -> Result<()> {
 
 fn remove(ctx: &Ctx, args: BoxRemoveArgs) -> Result<()> {
     if target(&args.target)? == BoxTarget::Qemu {
-        return Err(Error::NotImplemented("box remove --target qemu"));
+        let removed = boxes::qemu::remove_qemu_box(&args.name)?;
+        ctx.printer.result(
+            "box remove",
+            serde_json::json!({ "name": args.name, "target": "qemu", "removed": removed }),
+            &format!("removed {} qemu box folder(s) of {}", removed.len(), args.name),
+        );
+        return Ok(());
     }
     let client = DockerClient::connect()?;
     let removed = boxes::remove_docker_box(&client, &args.name)?;
