@@ -407,3 +407,70 @@ fn sigint_during_a_qemu_build_cleans_up() {
     );
     assert!(t.journals().is_empty(), "{:?}", t.journals());
 }
+
+#[test]
+fn bake_makes_a_standalone_compressed_bootable_artifact() {
+    let t = QemuProject::new("");
+    let pf = pipe::config::load(&t.p.path().join("Pipelinefile.toml"), t.p.path()).unwrap();
+    let sel = pipe::plan::Selection {
+        env: Some("dev".into()),
+        ..Default::default()
+    };
+    let printer = support::quiet_printer();
+    let plan = pipe::plan::make(&pf, &sel, &printer).unwrap();
+    let baked = pipe::targets::qemu::bake::bake(&plan, false, false, &printer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _artifact = Remove(baked.artifact.clone());
+    assert!(
+        baked.verify.as_ref().is_some_and(|v| v.ok),
+        "{:?}",
+        baked.verify
+    );
+    assert_eq!(
+        pipe::targets::qemu::disk::backing_file(&baked.artifact).unwrap(),
+        None,
+        "the backing chain is flattened"
+    );
+    assert!(t.journals().is_empty(), "{:?}", t.journals());
+    assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
+
+    // It boots on its own (a copy elsewhere, so nothing can lean on the layer files).
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("artifact.qcow2");
+    std::fs::copy(&baked.artifact, &copy).unwrap();
+    let spec = VmSpec {
+        name: "pipe-test-artifact".into(),
+        dir: dir.path().join("vm"),
+        disk: copy,
+        kernel: baked.kernel.clone(),
+        initrd: baked.initrd.clone(),
+        cpus: 2,
+        memory: 1024,
+        accel: baked.accel,
+        forwards: Vec::new(),
+    };
+    let booted = TestVm {
+        vm: vm::start(&spec).unwrap(),
+        _dir: dir,
+    };
+    let (comm, _) = booted.vm.wait_for_ssh(Duration::from_secs(300)).unwrap();
+    let mut out = Collect::default();
+    assert_eq!(
+        comm.exec(
+            &ExecRequest::shell("cat /srv/www/index.html /base.txt"),
+            &mut out
+        )
+        .unwrap(),
+        0
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "<h1>page</h1>\nhello from dev\nbase-layer\n"
+    );
+}

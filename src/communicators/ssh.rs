@@ -51,7 +51,7 @@ const EAGAIN: i32 = -37;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// First and longest pause between connection attempts.
 const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long to wait for the output to end after killing a stopped command.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
