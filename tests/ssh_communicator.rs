@@ -42,6 +42,12 @@ fn sshd_image(client: &DockerClient) -> String {
         .unwrap();
     lock.lock().unwrap();
     let reference = format!("{SSHD_REPO}:{from}");
+    // Images made from earlier builds of the box are of no further use.
+    for old in client.images_by_labels(&[SSHD_LABEL]).unwrap_or_default() {
+        if old.labels.get(SSHD_LABEL) != Some(&from) {
+            let _ = client.remove_image(&old.id, true);
+        }
+    }
     if client.inspect_image(&reference).unwrap().is_some() {
         return reference;
     }
