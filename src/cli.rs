@@ -184,6 +184,9 @@ pub struct BakeArgs {
     /// Run an environment whose target is remote (ec2) on the local Docker engine instead
     #[arg(long)]
     pub local: bool,
+    /// Local target kind to bake on (default: the environment's, or docker)
+    #[arg(long, value_name = "KIND")]
+    pub target: Option<String>,
     /// Record the release without running [verify] (it cannot be promoted)
     #[arg(long)]
     pub skip_verify: bool,

@@ -474,3 +474,52 @@ fn bake_makes_a_standalone_compressed_bootable_artifact() {
         "<h1>page</h1>\nhello from dev\nbase-layer\n"
     );
 }
+
+/// The `data` of the `--json` result line of a run.
+fn json_result(run: &common::Run) -> serde_json::Value {
+    run.stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("data").cloned())
+        .unwrap_or_else(|| panic!("no result in:\n{}", run.all()))
+}
+
+#[test]
+fn pipe_bake_records_a_verified_qemu_release() {
+    // Its own app layer, so its artifact is not another test's.
+    let t = QemuProject::new(r#", "echo baked-by-the-cli > /srv/www/cli.txt""#);
+    struct Remove(Option<PathBuf>);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            if let Some(p) = &self.0 {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    let mut artifact = Remove(None);
+    let bake = t.p.pipe(&["bake", "--env", "dev", "--no-progress"]);
+    bake.ok();
+    assert!(
+        bake.stdout.contains("(env dev, qemu): verified"),
+        "{}",
+        bake.all()
+    );
+    let releases = t.p.pipe(&["--json", "releases"]);
+    releases.ok();
+    let data = json_result(&releases);
+    let r = &data[0];
+    assert_eq!(r["target"], "qemu", "{data}");
+    assert_eq!(r["status"], "verified", "{data}");
+    let path = PathBuf::from(r["artifacts"]["qemu"].as_str().expect("a qemu artifact"));
+    artifact.0 = Some(path.clone());
+    assert!(path.is_file(), "{}", path.display());
+    assert!(
+        t.p.pipe(&["releases"]).stdout.contains("qemu    verified"),
+        "human listing"
+    );
+    // Promotion of qemu releases is not built: exit 69 with a hint.
+    let promote = t.p.pipe(&["promote", "dev"]);
+    assert_eq!(promote.code, 69, "{}", promote.all());
+    assert!(t.journals().is_empty(), "{:?}", t.journals());
+    assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
+}

@@ -21,11 +21,11 @@ use super::{Ctx, local};
 
 pub fn run(ctx: &Ctx, args: BakeArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
-    let sel = local::selection(ctx, args.local, None);
+    let sel = local::selection(ctx, args.local, args.target.clone());
     let plan = crate::plan::make(&pf, &sel, ctx.printer)?;
     match plan.target {
         TargetKind::Docker => bake_docker(ctx, &plan, &args),
-        TargetKind::Qemu => Err(Error::NotImplemented("bake --target qemu")),
+        TargetKind::Qemu => bake_qemu(ctx, &plan, &args),
         TargetKind::Ec2 => {
             ctx.printer.warn(
                 format!("env `{}` bakes on ec2", plan.env),
@@ -77,13 +77,36 @@ fn bake_docker(ctx: &Ctx, plan: &Plan, args: &BakeArgs) -> Result<()> {
         Ok((app, outcome))
     })();
     let (app, outcome) = runner.finish(result)?;
+    record_release(ctx, plan, app, outcome)
+}
+
+fn bake_qemu(ctx: &Ctx, plan: &Plan, args: &BakeArgs) -> Result<()> {
+    let baked =
+        crate::targets::qemu::bake::bake(plan, args.keep_on_error, args.skip_verify, ctx.printer)?;
+    record_release(
+        ctx,
+        plan,
+        baked.artifact.display().to_string(),
+        baked.verify,
+    )
+}
+
+/// Records a bake's release in the ledger under `plan.target` (its one artifact keyed by the
+/// target kind), reports it, and fails with exit code 4 when its verification failed.
+fn record_release(
+    ctx: &Ctx,
+    plan: &Plan,
+    artifact: String,
+    outcome: Option<VerifyOutcome>,
+) -> Result<()> {
+    let pf = plan.pf;
     let release = Release {
         id: String::new(),
         alias: String::new(),
         pipeline: pf.pipeline.name.value.clone(),
         env: plan.env.clone(),
         target: plan.target.to_string(),
-        artifacts: BTreeMap::from([("docker".to_string(), app)]),
+        artifacts: BTreeMap::from([(plan.target.to_string(), artifact)]),
         base_digest: plan.digests.base.to_string(),
         app_digest: plan.digests.app.to_string(),
         git_commit: plan.git_commit.clone(),
@@ -118,17 +141,26 @@ fn report(ctx: &Ctx, plan: &Plan, release: &Release) {
         Some(_) => "verification FAILED: cannot be promoted",
     };
     let mut human = format!(
-        "release {} (env {}, {}): {status}\n  app image {} (app {}, base {})\n  commit {}{}",
+        "release {} (env {}, {}): {status}\n  {} {} (app {}, base {})\n  commit {}{}",
         release.alias,
         release.env,
         release.target,
-        release.artifacts.get("docker").map_or("", String::as_str),
+        if release.target == "docker" {
+            "app image"
+        } else {
+            "artifact"
+        },
+        release
+            .artifacts
+            .get(&release.target)
+            .map_or("", String::as_str),
         plan.digests.app.short(),
         plan.digests.base.short(),
         release.git_commit,
         if release.git_dirty { " (dirty)" } else { "" },
     );
-    if release.verify.as_ref().is_some_and(|v| v.ok) {
+    // Promotion runs docker releases only so far (qemu and ec2 promotion are not built).
+    if plan.target == TargetKind::Docker && release.verify.as_ref().is_some_and(|v| v.ok) {
         let local = if plan.pf.envs[&plan.env].target.value != plan.target {
             " --local"
         } else {

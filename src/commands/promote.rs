@@ -81,7 +81,15 @@ pub fn env_target(ctx: &Ctx, pf: &Pipelinefile, env: &str, local: bool) -> Resul
     };
     match plan::effective_target(pf, &env, &sel)? {
         TargetKind::Docker => Ok(TargetKind::Docker),
-        TargetKind::Qemu => Err(Error::NotImplemented("promote on qemu")),
+        TargetKind::Qemu => {
+            ctx.printer.warn(
+                format!("env `{env}` runs on qemu, where promotion is not built yet"),
+                Some(format!(
+                    "qemu releases are baked and recorded (`pipe releases`), and their artifact qcow2 boots on its own; to promote into `{env}` now, give it `target = \"docker\"` (or promote with --local from a docker bake)"
+                )),
+            );
+            Err(Error::NotImplemented("promote on qemu"))
+        }
         TargetKind::Ec2 => {
             ctx.printer.warn(
                 format!("env `{env}` runs on ec2"),
