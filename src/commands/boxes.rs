@@ -78,7 +78,11 @@ fn remove(ctx: &Ctx, args: BoxRemoveArgs) -> Result<()> {
         ctx.printer.result(
             "box remove",
             serde_json::json!({ "name": args.name, "target": "qemu", "removed": removed }),
-            &format!("removed {} qemu box folder(s) of {}", removed.len(), args.name),
+            &format!(
+                "removed {} qemu box folder(s) of {}",
+                removed.len(),
+                args.name
+            ),
         );
         return Ok(());
     }
