@@ -523,3 +523,69 @@ fn pipe_bake_records_a_verified_qemu_release() {
     assert!(t.journals().is_empty(), "{:?}", t.journals());
     assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
 }
+
+#[test]
+fn exec_logs_ssh_status_halt_and_destroy_a_qemu_machine() {
+    let t = QemuProject::new("");
+    t.up().ok();
+    let name = format!("pipe-{PIPELINE}-dev");
+    let dir = t.p.path().join(".pipe/qemu").join(&name);
+
+    // The box leaves /etc/hostname empty (the name comes from the kernel command line).
+    let exec = t.p.pipe(&["exec", "--", "cat", "/etc/hostname"]);
+    exec.ok();
+    let exec =
+        t.p.pipe(&["exec", "--", "cat", "/proc/sys/kernel/hostname"]);
+    exec.ok();
+    assert_eq!(exec.stdout.trim(), name, "{}", exec.all());
+    let code =
+        t.p.pipe(&["exec", "--", "sh", "-c", "echo to-stderr >&2; exit 7"]);
+    assert_eq!(code.code, 7, "{}", code.all());
+    assert!(code.stderr.contains("to-stderr"), "{}", code.all());
+
+    let logs = t.p.pipe(&["logs", "web", "-n", "20"]);
+    logs.ok();
+    assert!(logs.stdout.contains("pipe-web.service"), "{}", logs.all());
+
+    // The system ssh client gets in with the machine's key, port and known_hosts (no TTY
+    // here, so the login shell reads the closed stdin and ends).
+    let ssh = t.p.pipe(&["ssh"]);
+    assert_eq!(ssh.code, 0, "{}", ssh.all());
+
+    let status = t.p.pipe(&["--json", "status"]);
+    status.ok();
+    let rows = json_result(&status)["machines"].clone();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["target"] == "qemu")
+        .unwrap_or_else(|| panic!("no qemu machine in {rows}"));
+    assert_eq!(row["machine"], name.as_str(), "{rows}");
+    assert_eq!(row["state"], "running", "{rows}");
+    assert_eq!(row["up_to_date"], true, "{rows}");
+    let human = t.p.pipe(&["status"]);
+    assert!(
+        human.stdout.contains(&name) && human.stdout.contains("running"),
+        "{}",
+        human.all()
+    );
+
+    t.p.pipe(&["halt"]).ok();
+    assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
+    assert!(dir.join("disk.qcow2").is_file(), "halt keeps the disk");
+    let stopped = t.p.pipe(&["status"]);
+    assert!(stopped.stdout.contains("stopped"), "{}", stopped.all());
+    let refused = t.p.pipe(&["exec", "--", "true"]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.all().contains("is stopped"), "{}", refused.all());
+
+    let destroy = t.p.pipe(&["destroy"]);
+    destroy.ok();
+    assert!(destroy.stdout.contains(&name), "{}", destroy.all());
+    assert!(!dir.exists(), "the machine's folder and overlay are gone");
+    assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
+    let none = t.p.pipe(&["status"]);
+    assert!(none.stdout.contains("no machines"), "{}", none.all());
+    assert!(t.journals().is_empty(), "{:?}", t.journals());
+}

@@ -1,8 +1,12 @@
-//! `pipe exec -- CMD` and `pipe ssh`: into the running machine.
+//! `pipe exec -- CMD` and `pipe ssh`: into the running machine (a container through docker
+//! exec, a qemu VM over SSH with its own key).
+
+use std::time::Duration;
 
 use crate::cli::ExecArgs;
 use crate::communicators::docker::DockerExec;
 use crate::communicators::{Communicator, ExecRequest};
+use crate::config::TargetKind;
 use crate::error::{Error, Result};
 use crate::targets::docker::DockerClient;
 
@@ -12,7 +16,10 @@ pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<()> {
     crate::interrupt::install();
     let pf = ctx.pipelinefile()?;
     let (env, target) = local::env_and_target(ctx, &pf)?;
-    local::require_docker(target, "exec")?;
+    local::require_local(target, "exec")?;
+    if target == TargetKind::Qemu {
+        return exec_qemu(ctx, &pf, &env, args.command);
+    }
     let client = DockerClient::connect()?;
     let c = local::running_machine(&client, &pf, &env)?;
     let comm = DockerExec::new(client, c.name.clone());
@@ -36,7 +43,10 @@ pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<()> {
 pub fn ssh(ctx: &Ctx) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let (env, target) = local::env_and_target(ctx, &pf)?;
-    local::require_docker(target, "ssh")?;
+    local::require_local(target, "ssh")?;
+    if target == TargetKind::Qemu {
+        return ssh_qemu(&pf, &env);
+    }
     let client = DockerClient::connect()?;
     let c = local::running_machine(&client, &pf, &env)?;
     let status = std::process::Command::new("docker")
@@ -49,6 +59,76 @@ pub fn ssh(ctx: &Ctx) -> Result<()> {
                 Some(format!(
                     "install it, or use `pipe exec -- sh` (no TTY) on {}",
                     c.name
+                )),
+            )
+        })?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(Error::Exit(code)),
+        None => Err(Error::Interrupted),
+    }
+}
+
+/// How long `exec`, `logs` and `ssh` wait for a running VM's SSH.
+pub const QEMU_SSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn exec_qemu(
+    ctx: &Ctx,
+    pf: &crate::config::Pipelinefile,
+    env: &str,
+    argv: Vec<String>,
+) -> Result<()> {
+    let rec = local::running_qemu_machine(pf, env)?;
+    let comm = rec.vm.ssh(QEMU_SSH_TIMEOUT);
+    let code = comm
+        .exec(
+            &ExecRequest {
+                argv,
+                ..Default::default()
+            },
+            &mut local::Passthrough(ctx.printer, "exec"),
+        )
+        .map_err(|e| match e {
+            crate::communicators::ExecError::Interrupted => Error::Interrupted,
+            e => Error::runtime(format!("exec in {}: {e}", rec.name), None),
+        })?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Error::Exit(code))
+    }
+}
+
+/// An interactive login shell on the VM through the system `ssh` client (which owns the
+/// terminal), with the machine's key, port and known_hosts.
+fn ssh_qemu(pf: &crate::config::Pipelinefile, env: &str) -> Result<()> {
+    let rec = local::running_qemu_machine(pf, env)?;
+    let dir = &rec.vm.dir;
+    let mut known_hosts = std::ffi::OsString::from("UserKnownHostsFile=");
+    known_hosts.push(dir.join("known_hosts"));
+    let status = std::process::Command::new("ssh")
+        .arg("-i")
+        .arg(dir.join("id_ed25519"))
+        .args(["-p", &rec.vm.ssh_port.to_string()])
+        .arg("-o")
+        .arg(known_hosts)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-t",
+            "root@127.0.0.1",
+        ])
+        .status()
+        .map_err(|e| {
+            Error::runtime(
+                format!("cannot run the ssh client for an interactive shell: {e}"),
+                Some(format!(
+                    "install openssh-client, or use `pipe exec -- sh` (no TTY) on {}",
+                    rec.name
                 )),
             )
         })?;

@@ -1,10 +1,11 @@
-//! `pipe status`, `pipe halt`, `pipe destroy`: read from the engine by labels, so they work
-//! with `.pipe/` stale or deleted, and they rewrite `.pipe/state.json` from what they find.
+//! `pipe status`, `pipe halt`, `pipe destroy`: docker machines are read from the engine by
+//! labels, so they work with `.pipe/` stale or deleted; qemu machines from their folders in
+//! `.pipe/qemu/` (record, pid file, QMP). They rewrite `.pipe/state.json` from what they find.
 
 use std::time::Duration;
 
 use crate::cli::DestroyArgs;
-use crate::config::LayerName;
+use crate::config::{LayerName, Pipelinefile, TargetKind};
 use crate::error::Result;
 use crate::state::{MachineState, State};
 use crate::targets::docker::DockerClient;
@@ -13,19 +14,71 @@ use crate::targets::docker::machine::{find_by_role, find_machines};
 
 use super::{Ctx, local};
 
+/// The Docker engine, or `None` with a warning when it does not answer and there are qemu
+/// machines to act on anyway.
+fn docker_if_any(ctx: &Ctx, qemu_machines: usize) -> Result<Option<DockerClient>> {
+    match DockerClient::connect() {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if qemu_machines > 0 => {
+            ctx.printer.warn(
+                format!("no docker machines shown: {e}"),
+                Some("start the Docker engine to see docker machines too".to_string()),
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a machine runs what the Pipelinefile describes now for its env and target.
+fn is_current(
+    ctx: &Ctx,
+    pf: &Pipelinefile,
+    env: &str,
+    target: Option<TargetKind>,
+    digest: &str,
+) -> Option<bool> {
+    crate::plan::make(
+        pf,
+        &crate::plan::Selection {
+            env: Some(env.to_string()),
+            local: true,
+            target: target.map(|t| t.to_string()),
+            cli_vars: ctx.global.vars.clone(),
+        },
+        ctx.printer,
+    )
+    .ok()
+    .map(|p| p.digests.app.to_string() == digest)
+}
+
+fn freshness(current: Option<bool>) -> &'static str {
+    match current {
+        Some(true) => "up to date",
+        Some(false) => "stale (run pipe up)",
+        None => "unknown",
+    }
+}
+
 pub fn status(ctx: &Ctx) -> Result<()> {
     let pf = ctx.pipelinefile()?;
-    let client = DockerClient::connect()?;
+    let qemu = local::qemu_machines(&pf, ctx.global.env.as_deref());
+    let client = docker_if_any(ctx, qemu.len())?;
     let pipeline = &pf.pipeline.name.value;
     let project = crate::state::project_id(&pf.root);
-    let machines = find_machines(&client, pipeline, &project, ctx.global.env.as_deref())?;
-    let serving = find_by_role(
-        &client,
-        pipeline,
-        &project,
-        "serving",
-        ctx.global.env.as_deref(),
-    )?;
+    let (machines, serving) = match &client {
+        Some(client) => (
+            find_machines(client, pipeline, &project, ctx.global.env.as_deref())?,
+            find_by_role(
+                client,
+                pipeline,
+                &project,
+                "serving",
+                ctx.global.env.as_deref(),
+            )?,
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     let mut st = State::load(&pf.root);
     let mut rows = Vec::new();
     let mut human = String::new();
@@ -33,23 +86,8 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         let env = c.labels.get(label::ENV).cloned().unwrap_or_default();
         let digest = c.labels.get(label::DIGEST).cloned().unwrap_or_default();
         // Whether the machine runs what the Pipelinefile describes now.
-        let current = crate::plan::make(
-            &pf,
-            &crate::plan::Selection {
-                env: Some(env.clone()),
-                local: true,
-                target: None,
-                cli_vars: ctx.global.vars.clone(),
-            },
-            ctx.printer,
-        )
-        .ok()
-        .map(|p| p.digests.app.to_string() == digest);
-        let freshness = match current {
-            Some(true) => "up to date",
-            Some(false) => "stale (run pipe up)",
-            None => "unknown",
-        };
+        let current = is_current(ctx, &pf, &env, None, &digest);
+        let freshness = freshness(current);
         let ports: Vec<String> = c
             .ports
             .iter()
@@ -63,8 +101,8 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             ports.join(", ")
         ));
         rows.push(serde_json::json!({
-            "env": env, "machine": c.name, "state": c.state, "digest": digest,
-            "up_to_date": current, "ports": ports,
+            "env": env, "target": "docker", "machine": c.name, "state": c.state,
+            "digest": digest, "up_to_date": current, "ports": ports,
         }));
         st.machines.insert(
             env,
@@ -98,15 +136,53 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             "role": "serving", "ports": ports,
         }));
     }
-    // Forget machines that no longer exist.
-    st.machines.retain(|env, m| {
-        m.target != "docker"
-            || machines
+    for (dir, rec) in &qemu {
+        let state = local::qemu_state(dir, rec);
+        let current = is_current(ctx, &pf, &rec.env, Some(TargetKind::Qemu), &rec.digest);
+        let mut ports = vec![format!("127.0.0.1:{}->22", rec.vm.ssh_port)];
+        ports.extend(
+            rec.ports
                 .iter()
-                .any(|c| c.name == m.name && c.labels.get(label::ENV) == Some(env))
+                .map(|p| format!("127.0.0.1:{}->{}", p.host, p.guest)),
+        );
+        human.push_str(&format!(
+            "{:<12} {:<28} {:<8} {:<20} {}\n",
+            rec.env,
+            rec.name,
+            state,
+            freshness(current),
+            ports.join(", ")
+        ));
+        rows.push(serde_json::json!({
+            "env": rec.env, "target": "qemu", "machine": rec.name, "state": state,
+            "digest": rec.digest, "up_to_date": current, "ports": ports,
+            "accel": rec.vm.accel, "console_log": rec.vm.console(),
+        }));
+        st.machines.insert(
+            rec.env.clone(),
+            MachineState {
+                target: "qemu".into(),
+                name: rec.name.clone(),
+                image: rec.layer.display().to_string(),
+                digest: rec.digest.clone(),
+                updated: chrono::Utc::now().to_rfc3339(),
+            },
+        );
+    }
+    // Forget machines that no longer exist.
+    st.machines.retain(|env, m| match m.target.as_str() {
+        "docker" => {
+            client.is_none()
+                || machines
+                    .iter()
+                    .any(|c| c.name == m.name && c.labels.get(label::ENV) == Some(env))
+        }
+        "qemu" => crate::targets::qemu::machine::load_record(&local::qemu_dir(&pf, env))
+            .is_some_and(|r| r.name == m.name),
+        _ => true,
     });
     st.save(&pf.root)?;
-    if machines.is_empty() && serving.is_empty() {
+    if machines.is_empty() && serving.is_empty() && qemu.is_empty() {
         human = "no machines; create one with `pipe up --local`\n".into();
     } else {
         human.insert_str(
@@ -125,7 +201,10 @@ pub fn status(ctx: &Ctx) -> Result<()> {
 pub fn halt(ctx: &Ctx) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let (env, target) = local::env_and_target(ctx, &pf)?;
-    local::require_docker(target, "halt")?;
+    local::require_local(target, "halt")?;
+    if target == TargetKind::Qemu {
+        return halt_qemu(ctx, &pf, &env);
+    }
     let client = DockerClient::connect()?;
     let Some(c) = local::find_machine(&client, &pf, &env)? else {
         ctx.printer.result(
@@ -148,29 +227,63 @@ pub fn halt(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A graceful stop (QMP power-down, then quit); the machine's disk stays.
+fn halt_qemu(ctx: &Ctx, pf: &Pipelinefile, env: &str) -> Result<()> {
+    let dir = local::qemu_dir(pf, env);
+    let Some(rec) = crate::targets::qemu::machine::load_record(&dir) else {
+        ctx.printer.result(
+            "halt",
+            serde_json::json!({ "env": env, "halted": null }),
+            &format!("env `{env}` has no machine"),
+        );
+        return Ok(());
+    };
+    if rec.running() {
+        let step = ctx.printer.step(format!("power down {}", rec.name));
+        crate::targets::qemu::up::halt_dir(&dir)?;
+        step.done(None);
+    }
+    ctx.printer.result(
+        "halt",
+        serde_json::json!({ "env": env, "target": "qemu", "halted": rec.name }),
+        &format!("halted {}; `pipe up` boots the environment again", rec.name),
+    );
+    Ok(())
+}
+
 pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
-    let client = DockerClient::connect()?;
+    // Without --env every machine of the pipeline goes, as `vagrant destroy` does.
+    let qemu = local::qemu_machines(&pf, ctx.global.env.as_deref());
+    let client = docker_if_any(ctx, qemu.len())?;
     let pipeline = &pf.pipeline.name.value;
     let project = crate::state::project_id(&pf.root);
-    // Without --env every machine of the pipeline goes, as `vagrant destroy` does.
-    let mut machines = find_machines(&client, pipeline, &project, ctx.global.env.as_deref())?;
-    machines.extend(find_by_role(
-        &client,
-        pipeline,
-        &project,
-        "serving",
-        ctx.global.env.as_deref(),
-    )?);
     let mut removed = Vec::new();
-    for c in &machines {
-        let step = ctx.printer.step(format!("remove {}", c.name));
-        client.remove_container(&c.id)?;
+    if let Some(client) = &client {
+        let mut machines = find_machines(client, pipeline, &project, ctx.global.env.as_deref())?;
+        machines.extend(find_by_role(
+            client,
+            pipeline,
+            &project,
+            "serving",
+            ctx.global.env.as_deref(),
+        )?);
+        for c in &machines {
+            let step = ctx.printer.step(format!("remove {}", c.name));
+            client.remove_container(&c.id)?;
+            step.done(None);
+            removed.push(c.name.clone());
+        }
+    }
+    // Qemu machines: QEMU stopped, overlay and folder (record, key, console log) removed.
+    for (dir, rec) in &qemu {
+        let step = ctx.printer.step(format!("remove {}", rec.name));
+        crate::targets::qemu::machine::destroy(dir)?;
         step.done(None);
-        removed.push(c.name.clone());
+        removed.push(rec.name.clone());
     }
     let mut images = Vec::new();
-    if args.layers {
+    if let (true, Some(client)) = (args.layers, &client) {
         for layer in [LayerName::App, LayerName::Base] {
             let p = format!("{}={pipeline}", label::PIPELINE);
             let l = format!("{}={layer}", label::LAYER);

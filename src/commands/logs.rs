@@ -1,8 +1,10 @@
-//! `pipe logs [NAME]`: a service's log from the machine.
+//! `pipe logs [NAME]`: a service's log from the machine (its log file in a container, its
+//! systemd journal on a qemu VM).
 
 use crate::cli::LogsArgs;
 use crate::communicators::docker::DockerExec;
 use crate::communicators::{Communicator, ExecRequest};
+use crate::config::TargetKind;
 use crate::error::{Error, Result};
 use crate::services;
 use crate::targets::docker::DockerClient;
@@ -13,7 +15,7 @@ pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
     crate::interrupt::install();
     let pf = ctx.pipelinefile()?;
     let (env, target) = local::env_and_target(ctx, &pf)?;
-    local::require_docker(target, "logs")?;
+    local::require_local(target, "logs")?;
     let names: Vec<String> = match &args.service {
         Some(n) => {
             if !pf.services.iter().any(|s| &s.name.value == n) {
@@ -32,6 +34,9 @@ pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
             "the Pipelinefile declares no [[service]]",
             None,
         ));
+    }
+    if target == TargetKind::Qemu {
+        return logs_qemu(ctx, &pf, &env, &args, &names);
     }
     let client = DockerClient::connect()?;
     let c = local::running_machine(&client, &pf, &env)?;
@@ -55,6 +60,48 @@ pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
         .map_err(|e| match e {
             crate::communicators::ExecError::Interrupted => Error::Interrupted,
             e => Error::runtime(format!("reading logs in {}: {e}", c.name), None),
+        })?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Error::Exit(code))
+    }
+}
+
+/// `journalctl -u pipe-<name>.service -n N [-f]` on the VM, over SSH.
+fn logs_qemu(
+    ctx: &Ctx,
+    pf: &crate::config::Pipelinefile,
+    env: &str,
+    args: &LogsArgs,
+    names: &[String],
+) -> Result<()> {
+    let rec = local::running_qemu_machine(pf, env)?;
+    let comm = rec.vm.ssh(super::exec::QEMU_SSH_TIMEOUT);
+    let mut argv = vec![
+        "journalctl".to_string(),
+        "--no-pager".into(),
+        "-n".into(),
+        args.lines.to_string(),
+    ];
+    if args.follow {
+        argv.push("-f".into());
+    }
+    for n in names {
+        argv.push("-u".into());
+        argv.push(services::systemd_unit_name(n));
+    }
+    let code = comm
+        .exec(
+            &ExecRequest {
+                argv,
+                ..Default::default()
+            },
+            &mut local::Passthrough(ctx.printer, "logs"),
+        )
+        .map_err(|e| match e {
+            crate::communicators::ExecError::Interrupted => Error::Interrupted,
+            e => Error::runtime(format!("reading logs in {}: {e}", rec.name), None),
         })?;
     if code == 0 {
         Ok(())

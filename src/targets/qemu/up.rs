@@ -121,8 +121,16 @@ pub fn up(
 
 /// Stops the environment's machine cleanly (its disk stays); false when none runs.
 pub fn halt(plan: &Plan) -> Result<bool> {
-    let dir = machine::machine_dir(&plan.pf.root, &machine::machine_name(plan.pf, &plan.env));
-    match machine::load_record(&dir) {
+    halt_dir(&machine::machine_dir(
+        &plan.pf.root,
+        &machine::machine_name(plan.pf, &plan.env),
+    ))
+}
+
+/// Stops the machine in `dir` cleanly (QMP power-down, then quit; its disk stays); false when
+/// none runs.
+pub fn halt_dir(dir: &std::path::Path) -> Result<bool> {
+    match machine::load_record(dir) {
         Some(rec) if rec.running() => {
             rec.vm
                 .shutdown(build::SHUTDOWN_GRACE)
@@ -130,7 +138,7 @@ pub fn halt(plan: &Plan) -> Result<bool> {
             Ok(true)
         }
         _ => {
-            let _ = vm::stop(&dir, Duration::from_secs(5));
+            let _ = vm::stop(dir, Duration::from_secs(5));
             Ok(false)
         }
     }
