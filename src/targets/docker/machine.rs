@@ -2,7 +2,7 @@
 //! ports published on 127.0.0.1. Found again by labels, so `.pipe/` is only a cache.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::communicators::docker::DockerExec;
 use crate::communicators::{Collect, Communicator, ExecRequest};
@@ -14,6 +14,7 @@ use crate::services::{self, RUN_DIR, RenderedService};
 
 use super::build::label;
 use super::{ContainerInfo, ContainerSpec, DockerClient, PortSpec};
+use crate::targets::ready::{LogTail, wait_listening};
 
 /// How long services get to start listening.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -229,101 +230,23 @@ pub fn write_file(comm: &dyn Communicator, path: &str, data: &[u8], mode: u32) -
     Ok(())
 }
 
-/// Waits until every service with a port listens inside the machine (read from
-/// `/proc/net/tcp*`, so the image needs no tools).
+/// Waits until every service with a port listens; on timeout the error shows its log's tail.
 pub fn wait_ready(
     comm: &dyn Communicator,
     rendered: &[RenderedService],
     timeout: Duration,
 ) -> Result<()> {
-    let started = Instant::now();
-    let ports: Vec<(&str, u16)> = rendered
-        .iter()
-        .filter_map(|s| s.port.map(|p| (s.name.as_str(), p)))
-        .collect();
-    if ports.is_empty() {
-        return Ok(());
-    }
-    loop {
-        let mut sink = Collect::default();
-        let code = comm
-            .exec(
-                &ExecRequest::shell("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null"),
-                &mut sink,
-            )
-            .map_err(|e| match e {
-                crate::communicators::ExecError::Interrupted => Error::Interrupted,
-                e => Error::runtime(format!("checking ports: {e}"), None),
-            })?;
-        let listening = if code == 0 {
-            listening_ports(&String::from_utf8_lossy(&sink.stdout))
-        } else {
-            Vec::new()
-        };
-        let missing: Vec<&(&str, u16)> = ports
-            .iter()
-            .filter(|(_, p)| !listening.contains(p))
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if crate::interrupt::requested() {
-            return Err(Error::Interrupted);
-        }
-        if started.elapsed() > timeout {
-            let (name, port) = missing[0];
-            let mut log = Collect::default();
-            let _ = comm.exec(
-                &ExecRequest {
-                    argv: vec![
-                        "tail".into(),
-                        "-n".into(),
-                        "20".into(),
-                        services::log_path(name),
-                    ],
-                    ..Default::default()
-                },
-                &mut log,
-            );
-            return Err(Error::runtime(
-                format!(
-                    "service `{name}` did not listen on port {port} within {}s\n---- last lines of its log ----\n{}----",
-                    timeout.as_secs(),
-                    String::from_utf8_lossy(&log.stdout)
-                ),
-                Some(format!("`pipe logs {name}` shows its whole log")),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Ports in LISTEN state (`0A`) in `/proc/net/tcp` text.
-pub fn listening_ports(text: &str) -> Vec<u16> {
-    text.lines()
-        .skip_while(|l| l.trim_start().starts_with("sl"))
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let _sl = f.next()?;
-            let local = f.next()?;
-            let _remote = f.next()?;
-            let state = f.next()?;
-            if state != "0A" {
-                return None;
-            }
-            let port = local.rsplit(':').next()?;
-            u16::from_str_radix(port, 16).ok()
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_listening_ports() {
-        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0\n   1: 0100007F:0050 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n";
-        assert_eq!(listening_ports(text), vec![8080]);
-    }
+    let log = LogTail {
+        command: |name| ExecRequest {
+            argv: vec![
+                "tail".into(),
+                "-n".into(),
+                "20".into(),
+                services::log_path(name),
+            ],
+            ..Default::default()
+        },
+        title: "last lines of its log",
+    };
+    wait_listening(comm, rendered, timeout, Duration::from_millis(250), &log)
 }

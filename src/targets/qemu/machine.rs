@@ -3,7 +3,7 @@
 //! their environments delivered into `/run/pipe/env` (a tmpfs) at every start.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -222,49 +222,14 @@ pub fn wait_ready(
     rendered: &[RenderedService],
     timeout: Duration,
 ) -> Result<()> {
-    let started = Instant::now();
-    let ports: Vec<(&str, u16)> = rendered
-        .iter()
-        .filter_map(|s| s.port.map(|p| (s.name.as_str(), p)))
-        .collect();
-    while !ports.is_empty() {
-        let mut sink = Collect::default();
-        let code = comm
-            .exec(
-                &ExecRequest::shell("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null"),
-                &mut sink,
-            )
-            .map_err(|e| Error::runtime(format!("checking ports: {e}"), None))?;
-        let listening = if code == 0 {
-            crate::targets::docker::machine::listening_ports(&String::from_utf8_lossy(&sink.stdout))
-        } else {
-            Vec::new()
-        };
-        let Some((name, port)) = ports.iter().find(|(_, p)| !listening.contains(p)) else {
-            return Ok(());
-        };
-        if crate::interrupt::requested() {
-            return Err(Error::Interrupted);
-        }
-        if started.elapsed() > timeout {
-            let mut log = Collect::default();
-            let _ = comm.exec(
-                &ExecRequest::shell(format!(
-                    "journalctl --no-pager -n 20 -u {}",
-                    services::systemd_unit_name(name)
-                )),
-                &mut log,
-            );
-            return Err(Error::runtime(
-                format!(
-                    "service `{name}` did not listen on port {port} within {}s\n---- its journal ----\n{}----",
-                    timeout.as_secs(),
-                    String::from_utf8_lossy(&log.stdout)
-                ),
-                Some(format!("`pipe logs {name}` shows its whole log")),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Ok(())
+    let log = crate::targets::ready::LogTail {
+        command: |name| {
+            ExecRequest::shell(format!(
+                "journalctl --no-pager -n 20 -u {}",
+                services::systemd_unit_name(name)
+            ))
+        },
+        title: "its journal",
+    };
+    crate::targets::ready::wait_listening(comm, rendered, timeout, Duration::from_millis(500), &log)
 }
