@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::cli::BakeArgs;
-use crate::config::{LayerName, TargetKind, vars};
+use crate::config::{TargetKind, vars};
 use crate::error::{Error, Result};
 use crate::ledger::{self, Event, Ledger, Release, VerifyOutcome};
 use crate::plan::Plan;
@@ -48,21 +48,11 @@ fn bake_docker(ctx: &Ctx, plan: &Plan, args: &BakeArgs) -> Result<()> {
     let mut runner = Runner::new(journal, printer);
     let result = (|| {
         let box_image = local::docker_box_image(&client, pf, printer)?;
-        let base = build::build_layer(
+        let (_, app) = build::build_layers(
             &mut runner,
             &client,
             plan,
-            LayerName::Base,
             &box_image,
-            args.keep_on_error,
-            printer,
-        )?;
-        let app = build::build_layer(
-            &mut runner,
-            &client,
-            plan,
-            LayerName::App,
-            &base,
             args.keep_on_error,
             printer,
         )?;

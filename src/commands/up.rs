@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::cli::UpArgs;
 use crate::communicators::docker::DockerExec;
-use crate::config::{LayerName, TargetKind};
+use crate::config::TargetKind;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::runner::{Journal, Runner};
@@ -83,21 +83,11 @@ fn up_docker(ctx: &Ctx, plan: &Plan, keep_on_error: bool) -> Result<()> {
     let mut runner = Runner::new(journal, ctx.printer);
     let result = (|| {
         let box_image = local::docker_box_image(&client, pf, ctx.printer)?;
-        let base = build::build_layer(
+        let (_, app) = build::build_layers(
             &mut runner,
             &client,
             plan,
-            LayerName::Base,
             &box_image,
-            keep_on_error,
-            ctx.printer,
-        )?;
-        let app = build::build_layer(
-            &mut runner,
-            &client,
-            plan,
-            LayerName::App,
-            &base,
             keep_on_error,
             ctx.printer,
         )?;

@@ -52,6 +52,36 @@ pub fn find_layer(
     Ok(images.into_iter().next())
 }
 
+/// Builds (or reuses) the base layer on the box, then the app layer on it; returns both.
+pub fn build_layers(
+    runner: &mut Runner<'_>,
+    client: &DockerClient,
+    plan: &Plan,
+    parent: &str,
+    keep_on_error: bool,
+    printer: &Printer,
+) -> Result<(String, String)> {
+    let base = build_layer(
+        runner,
+        client,
+        plan,
+        LayerName::Base,
+        parent,
+        keep_on_error,
+        printer,
+    )?;
+    let app = build_layer(
+        runner,
+        client,
+        plan,
+        LayerName::App,
+        &base,
+        keep_on_error,
+        printer,
+    )?;
+    Ok((base, app))
+}
+
 /// Builds one layer on `parent` (an image reference) unless an image with its digest exists;
 /// returns the layer's image id. With `keep_on_error` a failed build container is kept for a
 /// look inside, and pipe says how to get in.

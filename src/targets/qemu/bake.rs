@@ -13,7 +13,6 @@ use super::disk;
 use super::machine::{deliver_units, wait_ready};
 use super::up::{SSH_TIMEOUT, resolve_box, settings};
 use super::vm;
-use crate::config::LayerName;
 use crate::error::{Error, Result};
 use crate::ledger::VerifyOutcome;
 use crate::plan::Plan;
@@ -65,24 +64,8 @@ pub fn bake(
     )?;
     let mut runner = Runner::new(journal, printer);
     let result = (|| {
-        let base = build::build_layer(
-            &mut runner,
-            &env,
-            plan,
-            LayerName::Base,
-            &qbox.disk,
-            keep_on_error,
-            printer,
-        )?;
-        let app = build::build_layer(
-            &mut runner,
-            &env,
-            plan,
-            LayerName::App,
-            &base,
-            keep_on_error,
-            printer,
-        )?;
+        let (base, app) =
+            build::build_layers(&mut runner, &env, plan, &qbox.disk, keep_on_error, printer)?;
         let verify = if skip_verify {
             None
         } else {

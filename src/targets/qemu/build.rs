@@ -57,6 +57,36 @@ pub fn layer_path(pipeline: &str, layer: LayerName, digest: &Digest) -> PathBuf 
     disk::layers_dir(pipeline).join(format!("{layer}-{}.qcow2", digest.hex()))
 }
 
+/// Builds (or reuses) the base layer on the box, then the app layer on it; returns both.
+pub fn build_layers(
+    runner: &mut Runner<'_>,
+    env: &QemuEnv<'_>,
+    plan: &Plan,
+    parent: &Path,
+    keep_on_error: bool,
+    printer: &Printer,
+) -> Result<(PathBuf, PathBuf)> {
+    let base = build_layer(
+        runner,
+        env,
+        plan,
+        LayerName::Base,
+        parent,
+        keep_on_error,
+        printer,
+    )?;
+    let app = build_layer(
+        runner,
+        env,
+        plan,
+        LayerName::App,
+        &base,
+        keep_on_error,
+        printer,
+    )?;
+    Ok((base, app))
+}
+
 /// Builds one layer on `parent` (a qcow2 file) unless its file exists; returns its path.
 pub fn build_layer(
     runner: &mut Runner<'_>,

@@ -8,7 +8,7 @@ use super::build::{self, QemuEnv};
 use super::machine::{self, MachineRecord};
 use super::vm;
 use crate::boxes::qemu::{QemuBox, build_qemu_box};
-use crate::config::{BoxSource, LayerName, QemuSettings, TargetKind, TargetSettings};
+use crate::config::{BoxSource, QemuSettings, TargetKind, TargetSettings};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::runner::{Journal, Runner};
@@ -79,24 +79,8 @@ pub fn up(
     let journal = Journal::start(&crate::state::dir(&pf.root), "up", &pf.pipeline.name.value)?;
     let mut runner = Runner::new(journal, printer);
     let result = (|| {
-        let base = build::build_layer(
-            &mut runner,
-            &env,
-            plan,
-            LayerName::Base,
-            &qbox.disk,
-            keep_on_error,
-            printer,
-        )?;
-        let app = build::build_layer(
-            &mut runner,
-            &env,
-            plan,
-            LayerName::App,
-            &base,
-            keep_on_error,
-            printer,
-        )?;
+        let (_, app) =
+            build::build_layers(&mut runner, &env, plan, &qbox.disk, keep_on_error, printer)?;
         if existing.is_some() {
             runner.step(&format!("remove the old machine {name}"), |_| {
                 machine::destroy(&dir)
