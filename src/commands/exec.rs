@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crate::cli::ExecArgs;
 use crate::communicators::docker::DockerExec;
-use crate::communicators::{Communicator, ExecRequest};
 use crate::config::TargetKind;
 use crate::error::{Error, Result};
 use crate::targets::docker::DockerClient;
@@ -23,20 +22,7 @@ pub fn run(ctx: &Ctx, args: ExecArgs) -> Result<()> {
     let client = DockerClient::connect()?;
     let c = local::running_machine(&client, &pf, &env)?;
     let comm = DockerExec::new(client, c.name.clone());
-    let code = comm
-        .exec(
-            &ExecRequest {
-                argv: args.command,
-                ..Default::default()
-            },
-            &mut local::Passthrough(ctx.printer, "exec"),
-        )
-        .map_err(|e| Error::runtime(format!("exec in {}: {e}", c.name), None))?;
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(Error::Exit(code))
-    }
+    local::run_passthrough(&comm, args.command, ctx.printer, "exec", &c.name)
 }
 
 /// An interactive login shell with a TTY, through the docker CLI (which owns the terminal).
@@ -80,23 +66,7 @@ fn exec_qemu(
 ) -> Result<()> {
     let rec = local::running_qemu_machine(pf, env)?;
     let comm = rec.vm.ssh(QEMU_SSH_TIMEOUT);
-    let code = comm
-        .exec(
-            &ExecRequest {
-                argv,
-                ..Default::default()
-            },
-            &mut local::Passthrough(ctx.printer, "exec"),
-        )
-        .map_err(|e| match e {
-            crate::communicators::ExecError::Interrupted => Error::Interrupted,
-            e => Error::runtime(format!("exec in {}: {e}", rec.name), None),
-        })?;
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(Error::Exit(code))
-    }
+    local::run_passthrough(&comm, argv, ctx.printer, "exec", &rec.name)
 }
 
 /// An interactive login shell on the VM through the system `ssh` client (which owns the

@@ -188,3 +188,31 @@ impl crate::communicators::OutputSink for Passthrough<'_> {
         self.0.passthrough(self.1, stream, data);
     }
 }
+
+/// Runs `argv` on the machine with its output passed straight through; the command's exit
+/// code becomes pipe's (`pipe exec`, `pipe logs`).
+pub fn run_passthrough(
+    comm: &dyn crate::communicators::Communicator,
+    argv: Vec<String>,
+    printer: &crate::ui::Printer,
+    source: &'static str,
+    machine: &str,
+) -> Result<()> {
+    let code = comm
+        .exec(
+            &crate::communicators::ExecRequest {
+                argv,
+                ..Default::default()
+            },
+            &mut Passthrough(printer, source),
+        )
+        .map_err(|e| match e {
+            crate::communicators::ExecError::Interrupted => Error::Interrupted,
+            e => Error::runtime(format!("{source} in {machine}: {e}"), None),
+        })?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Error::Exit(code))
+    }
+}

@@ -3,7 +3,6 @@
 
 use crate::cli::LogsArgs;
 use crate::communicators::docker::DockerExec;
-use crate::communicators::{Communicator, ExecRequest};
 use crate::config::TargetKind;
 use crate::error::{Error, Result};
 use crate::services;
@@ -49,23 +48,7 @@ pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
         argv.push("-v".into());
     }
     argv.extend(names.iter().map(|n| services::log_path(n)));
-    let code = comm
-        .exec(
-            &ExecRequest {
-                argv,
-                ..Default::default()
-            },
-            &mut local::Passthrough(ctx.printer, "logs"),
-        )
-        .map_err(|e| match e {
-            crate::communicators::ExecError::Interrupted => Error::Interrupted,
-            e => Error::runtime(format!("reading logs in {}: {e}", c.name), None),
-        })?;
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(Error::Exit(code))
-    }
+    local::run_passthrough(&comm, argv, ctx.printer, "logs", &c.name)
 }
 
 /// `journalctl -u pipe-<name>.service -n N [-f]` on the VM, over SSH.
@@ -91,21 +74,5 @@ fn logs_qemu(
         argv.push("-u".into());
         argv.push(services::systemd_unit_name(n));
     }
-    let code = comm
-        .exec(
-            &ExecRequest {
-                argv,
-                ..Default::default()
-            },
-            &mut local::Passthrough(ctx.printer, "logs"),
-        )
-        .map_err(|e| match e {
-            crate::communicators::ExecError::Interrupted => Error::Interrupted,
-            e => Error::runtime(format!("reading logs in {}: {e}", rec.name), None),
-        })?;
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(Error::Exit(code))
-    }
+    local::run_passthrough(&comm, argv, ctx.printer, "logs", &rec.name)
 }
