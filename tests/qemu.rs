@@ -181,11 +181,15 @@ impl Drop for QemuProject {
 
 impl QemuProject {
     fn new(app_extra: &str) -> Self {
+        Self::with_pipelinefile(|port| pipelinefile(port, app_extra))
+    }
+
+    fn with_pipelinefile(text: impl FnOnce(u16) -> String) -> Self {
         qemu_box();
         let port = common::free_port();
         let p = common::Project::new(
             "qemu",
-            &pipelinefile(port, app_extra),
+            &text(port),
             &[
                 (
                     "base.sh",
@@ -537,12 +541,40 @@ fn pipe_bake_records_a_verified_qemu_release() {
     assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
 }
 
+/// A pipeline of its own (its layers are removed by `destroy --layers` while other tests
+/// use theirs), with a machine disk bigger than the box's 4 GiB.
+const LIFECYCLE: &str = "pipe-qemu-lifecycle";
+
+fn exec_df_root(p: &common::Project) -> u64 {
+    let df = p.pipe(&["exec", "--", "df", "-B1", "--output=size", "/"]);
+    df.ok();
+    df.stdout
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df: {}", df.all()))
+}
+
 #[test]
-fn exec_logs_ssh_status_halt_and_destroy_a_qemu_machine() {
-    let t = QemuProject::new("");
+fn exec_logs_ssh_provision_status_halt_up_and_destroy_a_qemu_machine() {
+    let t = QemuProject::with_pipelinefile(|port| {
+        pipelinefile(port, "")
+            .replace(
+                &format!("name = \"{PIPELINE}\""),
+                &format!("name = \"{LIFECYCLE}\""),
+            )
+            .replace("memory = 1024\n", "memory = 1024\ndisk_size = \"6G\"\n")
+    });
     t.up().ok();
-    let name = format!("pipe-{PIPELINE}-dev");
+    let name = format!("pipe-{LIFECYCLE}-dev");
     let dir = t.p.path().join(".pipe/qemu").join(&name);
+
+    // disk_size: the root file system was grown at boot to (nearly) the whole 6 GiB disk.
+    let size = exec_df_root(&t.p);
+    assert!(
+        size > 5 << 30,
+        "root file system of {size} bytes on a 6G disk"
+    );
 
     // The box leaves /etc/hostname empty (the name comes from the kernel command line).
     let exec = t.p.pipe(&["exec", "--", "cat", "/etc/hostname"]);
@@ -584,6 +616,7 @@ fn exec_logs_ssh_status_halt_and_destroy_a_qemu_machine() {
         human.all()
     );
 
+    t.p.pipe(&["exec", "--", "touch", "/root/kept"]).ok();
     t.p.pipe(&["halt"]).ok();
     assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
     assert!(dir.join("disk.qcow2").is_file(), "halt keeps the disk");
@@ -592,10 +625,56 @@ fn exec_logs_ssh_status_halt_and_destroy_a_qemu_machine() {
     let refused = t.p.pipe(&["exec", "--", "true"]);
     assert_ne!(refused.code, 0);
     assert!(refused.all().contains("is stopped"), "{}", refused.all());
+    let refused = t.p.pipe(&["provision"]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.all().contains("is stopped"), "{}", refused.all());
 
-    let destroy = t.p.pipe(&["destroy"]);
+    // up after halt boots the same disk again: what was written there is still there.
+    let again = t.up();
+    again.ok();
+    assert!(again.all().contains("started"), "{}", again.all());
+    t.p.pipe(&["exec", "--", "test", "-f", "/root/kept"]).ok();
+    let (status, body) = common::http_get_retry(t.port, "/", 60);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<h1>page</h1>"), "{body}");
+    // provision: the app provisioners run again in the running VM, services restart.
+    let pid = std::fs::read_to_string(dir.join("qemu.pid")).unwrap();
+    t.p.write("www/index.html", "<h1>edited page</h1>\n");
+    let provision = t.p.pipe(&["provision", "--no-progress"]);
+    provision.ok();
+    assert!(
+        provision.all().contains("re-provisioned"),
+        "{}",
+        provision.all()
+    );
+    let (_, body) = common::http_get_retry(t.port, "/", 60);
+    assert!(body.contains("edited page"), "{body}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("qemu.pid")).unwrap(),
+        pid,
+        "provision keeps the VM"
+    );
+    t.p.pipe(&["exec", "--", "test", "-f", "/root/kept"]).ok();
+
+    assert!(t.journals().is_empty(), "{:?}", t.journals());
+
+    let layers_dir = pipe::targets::qemu::disk::layers_dir(LIFECYCLE);
+    let layers = || -> Vec<String> {
+        std::fs::read_dir(&layers_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".qcow2"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(layers().len() >= 2, "{:?}", layers());
+    let destroy = t.p.pipe(&["destroy", "--layers"]);
     destroy.ok();
     assert!(destroy.stdout.contains(&name), "{}", destroy.all());
+    assert!(destroy.stdout.contains(" layer(s)"), "{}", destroy.all());
+    assert!(layers().is_empty(), "{:?}", layers());
     assert!(!dir.exists(), "the machine's folder and overlay are gone");
     assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
     let none = t.p.pipe(&["status"]);

@@ -27,7 +27,7 @@ use super::{BoxError, BoxTarget, Recipe, cache_dir, lock_file};
 use crate::ui::Printer;
 
 /// Bumped whenever what this module adds to a rootfs changes.
-pub const QEMU_BOX_VERSION: u32 = 1;
+pub const QEMU_BOX_VERSION: u32 = 2;
 /// The ext4 label of the root file system (and what /etc/fstab mounts).
 pub const ROOT_LABEL: &str = "pipe-root";
 /// The kernel command line parameter carrying the login key (base64 of the public key line).
@@ -237,9 +237,11 @@ fn configure_qemu(root: &Path, recipe: &Recipe) -> std::io::Result<()> {
         std::fs::write(&p, text)?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
     };
+    // x-systemd.growfs: a machine whose disk is bigger than the box (`disk_size`) gets its
+    // root file system grown online at boot by systemd-growfs, no resize2fs in the box.
     write(
         "etc/fstab",
-        &format!("LABEL={ROOT_LABEL} / ext4 defaults,errors=remount-ro 0 1\n"),
+        &format!("LABEL={ROOT_LABEL} / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1\n"),
         0o644,
     )?;
     write(

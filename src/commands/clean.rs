@@ -161,20 +161,25 @@ fn remove(docker: &mut dyn FnMut() -> Result<DockerClient>, res: &Resource) -> R
         Resource::Container { name } => Ok(docker()?.remove_container(name)?),
         Resource::Image { reference } => Ok(docker()?.remove_image(reference, true)?),
         Resource::QemuMachine { pidfile, overlay } => {
-            let mut existed = false;
-            if let Ok(text) = std::fs::read_to_string(pidfile)
-                && let Ok(pid) = text.trim().parse::<i32>()
-                && is_qemu(pid)
-            {
-                // SAFETY: kill(2) with a pid read from pipe's own pidfile.
-                existed = unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
-            }
-            existed |= remove_path(pidfile)?;
-            existed |= remove_path(overlay)?;
-            Ok(existed)
+            let existed = kill_qemu(pidfile)?;
+            Ok(remove_path(overlay)? || existed)
         }
+        Resource::QemuProcess { pidfile } => kill_qemu(pidfile),
         Resource::Path { path } => remove_path(path),
     }
+}
+
+/// Kills the QEMU process of a pid file and removes the file; true when either existed.
+fn kill_qemu(pidfile: &Path) -> Result<bool> {
+    let mut existed = false;
+    if let Ok(text) = std::fs::read_to_string(pidfile)
+        && let Ok(pid) = text.trim().parse::<i32>()
+        && is_qemu(pid)
+    {
+        // SAFETY: kill(2) with a pid read from pipe's own pidfile.
+        existed = unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
+    }
+    Ok(remove_path(pidfile)? || existed)
 }
 
 /// True when `pid` is a QEMU process (a pidfile's pid may have been recycled since).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::cli::DestroyArgs;
 use crate::config::{LayerName, Pipelinefile, TargetKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::state::{MachineState, State};
 use crate::targets::docker::DockerClient;
 use crate::targets::docker::build::label;
@@ -294,6 +294,9 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
             }
         }
     }
+    if args.layers {
+        images.extend(remove_qemu_layers(&pf)?);
+    }
     let mut st = State::load(&pf.root);
     st.machines.retain(|_, m| !removed.contains(&m.name));
     st.save(&pf.root)?;
@@ -305,7 +308,7 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
             s.push_str(&format!("removed machine {r}\n"));
         }
         if !images.is_empty() {
-            s.push_str(&format!("removed {} layer image(s)\n", images.len()));
+            s.push_str(&format!("removed {} layer(s)\n", images.len()));
         }
         s
     };
@@ -315,4 +318,39 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
         &human,
     );
     Ok(())
+}
+
+/// Removes the pipeline's cached qemu layers, except those a remaining machine of this
+/// project runs on (its overlay's backing chain); returns the removed files.
+fn remove_qemu_layers(pf: &Pipelinefile) -> Result<Vec<String>> {
+    use crate::targets::qemu::disk;
+    let mut in_use = std::collections::HashSet::new();
+    for (_, rec) in local::qemu_machines(pf, None) {
+        let mut next = Some(rec.layer.clone());
+        while let Some(layer) = next
+            .and_then(|l| std::fs::canonicalize(l).ok())
+            .filter(|l| in_use.insert(l.clone()))
+        {
+            next = disk::backing_file(&layer).ok().flatten();
+        }
+    }
+    let dir = disk::layers_dir(&pf.pipeline.name.value);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut removed = Vec::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        let layer = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            (n.starts_with("base-") || n.starts_with("app-")) && n.ends_with(".qcow2")
+        });
+        let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if !layer || in_use.contains(&canonical) {
+            continue;
+        }
+        std::fs::remove_file(&path)
+            .map_err(|e| Error::runtime(format!("removing layer {}: {e}", path.display()), None))?;
+        removed.push(path.display().to_string());
+    }
+    removed.sort();
+    Ok(removed)
 }

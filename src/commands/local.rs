@@ -46,15 +46,6 @@ pub fn env_and_target(ctx: &Ctx, pf: &Pipelinefile) -> Result<(String, TargetKin
     Ok((env, target))
 }
 
-/// Fails for targets whose local machines this command does not handle yet.
-pub fn require_docker(target: TargetKind, command: &'static str) -> Result<()> {
-    match target {
-        TargetKind::Docker => Ok(()),
-        TargetKind::Qemu => Err(Error::NotImplemented(command)),
-        TargetKind::Ec2 => require_local(target, command),
-    }
-}
-
 /// Fails for targets without local machines (ec2).
 pub fn require_local(target: TargetKind, command: &'static str) -> Result<()> {
     match target {

@@ -15,6 +15,9 @@ pub enum Resource {
     Image { reference: String },
     /// A QEMU process, by pid, with its pidfile and disk overlay.
     QemuMachine { pidfile: PathBuf, overlay: PathBuf },
+    /// A QEMU process on a disk the run did not create (a halted machine booted again):
+    /// cleanup stops it and keeps the disk.
+    QemuProcess { pidfile: PathBuf },
     /// A file or folder on the host.
     Path { path: PathBuf },
 }
@@ -26,6 +29,9 @@ impl std::fmt::Display for Resource {
             Resource::Image { reference } => write!(f, "image {reference}"),
             Resource::QemuMachine { pidfile, .. } => {
                 write!(f, "qemu machine ({})", pidfile.display())
+            }
+            Resource::QemuProcess { pidfile } => {
+                write!(f, "qemu process ({})", pidfile.display())
             }
             Resource::Path { path } => write!(f, "{}", path.display()),
         }

@@ -133,11 +133,12 @@ pub fn build_layer(
             overlay: tmp.clone(),
         };
         let (cdir, ctmp) = (dir.clone(), tmp.clone());
-        let disk_size = env.settings.disk_size.clone();
         let machine = r.create(
             res.clone(),
             || {
-                disk::create_overlay(parent, &tmp, disk_size.as_deref())?;
+                // Layers keep the box's size (a recipe's `[qemu] size`); `disk_size` is the
+                // machine's disk, so one cached layer serves every environment.
+                disk::create_overlay(parent, &tmp, None)?;
                 vm::start(&spec)
             },
             move || remove_vm(&cdir, &ctmp),

@@ -34,7 +34,8 @@ fn qemu_img(args: &[&str], what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `qemu-img create -f qcow2 -b BACKING -F qcow2 OVERLAY [SIZE]`.
+/// `qemu-img create -f qcow2 -b BACKING -F qcow2 OVERLAY [SIZE]`. A size smaller than the
+/// backing disk is refused: the guest would see a truncated file system.
 pub fn create_overlay(backing: &Path, overlay: &Path, size: Option<&str>) -> Result<()> {
     if let Some(parent) = overlay.parent() {
         std::fs::create_dir_all(parent)
@@ -42,6 +43,22 @@ pub fn create_overlay(backing: &Path, overlay: &Path, size: Option<&str>) -> Res
     }
     let backing = std::fs::canonicalize(backing)
         .map_err(|e| Error::runtime(format!("backing file {}: {e}", backing.display()), None))?;
+    if let Some(want) = size.and_then(parse_size) {
+        let have = virtual_size(&backing)?;
+        if want < have {
+            return Err(Error::usage(
+                format!(
+                    "disk_size {} is smaller than the image it starts from ({} MiB)",
+                    size.unwrap_or_default(),
+                    have >> 20
+                ),
+                Some(
+                    "a machine's disk can grow, never shrink: raise `disk_size`, or build a smaller box (`[qemu] size` in its recipe)"
+                        .into(),
+                ),
+            ));
+        }
+    }
     let b = backing.to_string_lossy();
     let o = overlay.to_string_lossy();
     let mut args = vec!["create", "-q", "-f", "qcow2", "-b", &b, "-F", "qcow2", &o];
@@ -64,13 +81,56 @@ pub fn flatten(src: &Path, dest: &Path, compress: bool) -> Result<()> {
     qemu_img(&args, &format!("convert {s}")).map(|_| ())
 }
 
-/// The backing file of a qcow2 file, if it has one.
-pub fn backing_file(path: &Path) -> Result<Option<PathBuf>> {
+/// Bytes in a size like `8G` (K, M, G, T are powers of 1024, as for qemu-img).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'K' => (&s[..s.len() - 1], 10),
+        b'M' => (&s[..s.len() - 1], 20),
+        b'G' => (&s[..s.len() - 1], 30),
+        b'T' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+fn info(path: &Path) -> Result<serde_json::Value> {
     let p = path.to_string_lossy();
     let out = qemu_img(&["info", "--output=json", "-U", &p], &format!("info {p}"))?;
-    let v: serde_json::Value = serde_json::from_str(&out)
-        .map_err(|e| Error::runtime(format!("qemu-img info {p}: {e}"), None))?;
-    Ok(v.get("backing-filename")
+    serde_json::from_str(&out).map_err(|e| Error::runtime(format!("qemu-img info {p}: {e}"), None))
+}
+
+/// The size of the disk a guest sees, in bytes.
+pub fn virtual_size(path: &Path) -> Result<u64> {
+    info(path)?
+        .get("virtual-size")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| {
+            Error::runtime(
+                format!("qemu-img info {}: no virtual-size", path.display()),
+                None,
+            )
+        })
+}
+
+/// The backing file of a qcow2 file, if it has one.
+pub fn backing_file(path: &Path) -> Result<Option<PathBuf>> {
+    Ok(info(path)?
+        .get("backing-filename")
         .and_then(|b| b.as_str())
         .map(PathBuf::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_are_powers_of_1024_like_qemu_img() {
+        assert_eq!(parse_size("8G"), Some(8 << 30));
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size("1T"), Some(1 << 40));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("G"), None);
+        assert_eq!(parse_size("x1G"), None);
+    }
 }

@@ -133,6 +133,58 @@ pub fn start_machine(
         },
         move || remove_vm(&cdir, &coverlay),
     )?;
+    let rec = boot(env, plan, name, machine, ports, app, printer)?;
+    Ok((res, rec))
+}
+
+/// Boots a halted machine again on its own disk. Only the QEMU process is journaled: a
+/// failed or interrupted boot stops it and keeps the disk, as `vagrant up` after a halt does.
+pub fn restart_machine(
+    runner: &mut Runner<'_>,
+    env: &QemuEnv<'_>,
+    plan: &Plan,
+    halted: &MachineRecord,
+    printer: &Printer,
+) -> Result<(Resource, MachineRecord)> {
+    let dir = machine_dir(&plan.pf.root, &halted.name);
+    let spec = env.spec(
+        &halted.name,
+        &dir,
+        &dir.join("disk.qcow2"),
+        halted.ports.iter().map(|p| (p.host, p.guest)).collect(),
+    );
+    let res = Resource::QemuProcess {
+        pidfile: vm::pidfile(&dir),
+    };
+    let cdir = dir.clone();
+    let machine = runner.create(
+        res.clone(),
+        || vm::start(&spec),
+        move || vm::stop(&cdir, Duration::from_secs(5)),
+    )?;
+    let rec = boot(
+        env,
+        plan,
+        &halted.name,
+        machine,
+        halted.ports.clone(),
+        &halted.layer,
+        printer,
+    )?;
+    Ok((res, rec))
+}
+
+/// Waits for SSH on a started machine, hands it its services, waits until they listen and
+/// writes its record.
+fn boot(
+    env: &QemuEnv<'_>,
+    plan: &Plan,
+    name: &str,
+    machine: Vm,
+    ports: Vec<Forward>,
+    layer: &Path,
+    printer: &Printer,
+) -> Result<MachineRecord> {
     printer.info(format!(
         "{name}: booting ({}: {})",
         env.accel.accel, env.accel.reason
@@ -150,14 +202,14 @@ pub fn start_machine(
         name: name.to_string(),
         env: plan.env.clone(),
         digest: plan.digests.app.to_string(),
-        layer: app.to_path_buf(),
+        layer: layer.to_path_buf(),
         vm: machine,
         ports,
         accel_reason: env.accel.reason.clone(),
         boot_to_ssh: took.as_secs_f64(),
     };
-    save_record(&dir, &rec)?;
-    Ok((res, rec))
+    save_record(&machine_dir(&plan.pf.root, name), &rec)?;
+    Ok(rec)
 }
 
 /// Installs each service as `pipe-<name>.service` with its environment in `/run/pipe/env`,

@@ -78,6 +78,20 @@ pub fn up(
     };
     let journal = Journal::start(&crate::state::dir(&pf.root), "up", &pf.pipeline.name.value)?;
     let mut runner = Runner::new(journal, printer);
+    let halted = existing
+        .as_ref()
+        .filter(|rec| rec.digest == digest && rec.vm.dir.join("disk.qcow2").is_file());
+    if let Some(rec) = halted {
+        // Same image, stopped: boot its own disk again (what was written there stays).
+        let result = runner.step(&format!("start {name}"), |r| {
+            machine::restart_machine(r, &env, plan, rec, printer)
+        });
+        let result = result.and_then(|(res, rec)| {
+            runner.keep(&res)?;
+            Ok(rec)
+        });
+        return Ok((runner.finish(result)?, "started"));
+    }
     let result = (|| {
         let (_, app) =
             build::build_layers(&mut runner, &env, plan, &qbox.disk, keep_on_error, printer)?;
