@@ -514,6 +514,28 @@ fn pipe_bake_records_a_verified_qemu_release() {
         }
     }
     let mut artifact = Remove(None);
+
+    // Ctrl-C while the verify VM runs: exit 130, no VM, overlay, artifact, journal or release.
+    let mut child = common::spawn_pipe(
+        t.p.path(),
+        &["bake", "--env", "dev", "--no-progress"],
+        &[("PIPE_TEST_PAUSE_AT", "verify machine started")],
+    );
+    child.wait_for("test hook: paused at", 1200);
+    assert_eq!(t.qemu_processes().len(), 1, "the verify VM runs");
+    child.signal(libc::SIGINT);
+    let (code, stderr) = child.finish();
+    assert_eq!(code, 130, "{stderr}");
+    assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
+    assert!(t.journals().is_empty(), "{:?}", t.journals());
+    let left: Vec<_> = std::fs::read_dir(t.p.path().join(".pipe/qemu"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let releases = t.p.pipe(&["--json", "releases"]);
+    releases.ok();
+    assert_eq!(json_result(&releases), serde_json::json!([]), "no release");
+
     let bake = t.p.pipe(&["bake", "--env", "dev", "--no-progress"]);
     bake.ok();
     assert!(

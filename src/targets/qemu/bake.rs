@@ -128,6 +128,7 @@ fn verify_layer(
         let rendered = plan.services();
         let timeout = Duration::from_secs(plan.pf.verify.timeout.max(1));
         deliver_units(&comm, &rendered)?;
+        crate::runner::pause_point(printer, "verify machine started");
         match wait_ready(&comm, &rendered, timeout) {
             Ok(()) => {}
             Err(Error::Interrupted) => return Err(Error::Interrupted),
