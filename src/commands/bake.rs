@@ -149,16 +149,24 @@ fn report(ctx: &Ctx, plan: &Plan, release: &Release) {
         release.git_commit,
         if release.git_dirty { " (dirty)" } else { "" },
     );
-    // Promotion runs docker releases only so far (qemu and ec2 promotion are not built).
-    if plan.target == TargetKind::Docker && release.verify.as_ref().is_some_and(|v| v.ok) {
+    // Promotion runs docker releases (ec2 environments with --local) and qemu releases (into
+    // environments that run on qemu); ec2 promotion is not built.
+    if release.verify.as_ref().is_some_and(|v| v.ok) {
         let local = if plan.pf.envs[&plan.env].target.value != plan.target {
             " --local"
         } else {
             ""
         };
         for (name, env) in &plan.pf.envs {
-            if env.promote_from.as_ref().map(|p| p.value.as_str()) == Some(plan.env.as_str()) {
-                human.push_str(&format!("\n  next: pipe promote {name}{local}"));
+            let flag = match plan.target {
+                TargetKind::Docker => Some(local),
+                TargetKind::Qemu if env.target.value == TargetKind::Qemu => Some(""),
+                _ => None,
+            };
+            if let Some(flag) = flag
+                && env.promote_from.as_ref().map(|p| p.value.as_str()) == Some(plan.env.as_str())
+            {
+                human.push_str(&format!("\n  next: pipe promote {name}{flag}"));
             }
         }
     }

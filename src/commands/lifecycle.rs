@@ -1,6 +1,7 @@
 //! `pipe status`, `pipe halt`, `pipe destroy`: docker machines are read from the engine by
-//! labels, so they work with `.pipe/` stale or deleted; qemu machines from their folders in
-//! `.pipe/qemu/` (record, pid file, QMP). They rewrite `.pipe/state.json` from what they find.
+//! labels, so they work with `.pipe/` stale or deleted; qemu machines (`pipe up`'s, and the VMs
+//! serving promoted releases) from their folders in `.pipe/qemu/` (record, pid file, QMP).
+//! They rewrite `.pipe/state.json` from what they find.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::state::{MachineState, State};
 use crate::targets::docker::DockerClient;
 use crate::targets::docker::build::label;
 use crate::targets::docker::machine::{find_by_role, find_machines};
+use crate::targets::qemu::promote::find_serving;
 
 use super::{Ctx, local};
 
@@ -63,7 +65,8 @@ fn freshness(current: Option<bool>) -> &'static str {
 pub fn status(ctx: &Ctx) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let qemu = local::qemu_machines(&pf, ctx.global.env.as_deref());
-    let client = docker_if_any(ctx, qemu.len())?;
+    let qemu_serving = find_serving(&pf, ctx.global.env.as_deref());
+    let client = docker_if_any(ctx, qemu.len() + qemu_serving.len())?;
     let pipeline = &pf.pipeline.name.value;
     let project = crate::state::project_id(&pf.root);
     let (machines, serving) = match &client {
@@ -169,6 +172,32 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             },
         );
     }
+    // Serving VMs (`pipe promote` on qemu): their release instead of a freshness.
+    for v in &qemu_serving {
+        let rec = &v.rec;
+        let state = local::qemu_state(&v.dir, rec);
+        let release = rec.release.clone().unwrap_or_default();
+        let alias: String = release.chars().take(10).collect();
+        let ports: Vec<String> = rec
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{}->{}", p.host, p.guest))
+            .collect();
+        human.push_str(&format!(
+            "{:<12} {:<28} {:<8} {:<20} {}\n",
+            rec.env,
+            rec.name,
+            state,
+            format!("release {alias}"),
+            ports.join(", ")
+        ));
+        rows.push(serde_json::json!({
+            "env": rec.env, "target": "qemu", "machine": rec.name, "state": state,
+            "release": release, "role": "serving", "ports": ports,
+            "ssh_port": rec.vm.ssh_port, "artifact": rec.layer,
+            "accel": rec.vm.accel, "console_log": rec.vm.console(),
+        }));
+    }
     // Forget machines that no longer exist.
     st.machines.retain(|env, m| match m.target.as_str() {
         "docker" => {
@@ -182,7 +211,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         _ => true,
     });
     st.save(&pf.root)?;
-    if machines.is_empty() && serving.is_empty() && qemu.is_empty() {
+    if machines.is_empty() && serving.is_empty() && qemu.is_empty() && qemu_serving.is_empty() {
         human = "no machines; create one with `pipe up --local`\n".into();
     } else {
         human.insert_str(
@@ -255,7 +284,8 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     // Without --env every machine of the pipeline goes, as `vagrant destroy` does.
     let qemu = local::qemu_machines(&pf, ctx.global.env.as_deref());
-    let client = docker_if_any(ctx, qemu.len())?;
+    let qemu_serving = find_serving(&pf, ctx.global.env.as_deref());
+    let client = docker_if_any(ctx, qemu.len() + qemu_serving.len())?;
     let pipeline = &pf.pipeline.name.value;
     let project = crate::state::project_id(&pf.root);
     let mut removed = Vec::new();
@@ -276,7 +306,11 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
         }
     }
     // Qemu machines: QEMU stopped, overlay and folder (record, key, console log) removed.
-    for (dir, rec) in &qemu {
+    let qemu = qemu
+        .iter()
+        .map(|(dir, rec)| (dir, rec))
+        .chain(qemu_serving.iter().map(|v| (&v.dir, &v.rec)));
+    for (dir, rec) in qemu {
         let step = ctx.printer.step(format!("remove {}", rec.name));
         crate::targets::qemu::machine::destroy(dir)?;
         step.done(None);

@@ -3,6 +3,8 @@
 //! same kind of target, not already serving there. `--plan` only says what would happen.
 //! `pipe rollback` goes through [`switch`] too.
 
+use std::path::{Path, PathBuf};
+
 use crate::cli::PromoteArgs;
 use crate::config::{Pipelinefile, TargetKind};
 use crate::error::{Error, Result};
@@ -10,8 +12,10 @@ use crate::ledger::{Event, Ledger, ReleaseStatus, ReleaseView, find_release, rel
 use crate::plan::{self, Plan, Selection};
 use crate::runner::{Journal, Runner};
 use crate::state;
-use crate::targets::docker::DockerClient;
+use crate::targets::docker::build::label;
 use crate::targets::docker::promote::{self as docker_promote, Promotion};
+use crate::targets::docker::{ContainerInfo, DockerClient};
+use crate::targets::qemu::promote as qemu_promote;
 
 use super::Ctx;
 
@@ -51,7 +55,7 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
     gates(&pf, &args.env, &source, target, view)?;
     let kind = Kind::Promote;
     switch(
-        ctx, &pf, &ledger, &current, &args.env, target, view, args.plan, kind,
+        ctx, &pf, &ledger, &views, &current, &args.env, target, view, args.plan, kind,
     )
 }
 
@@ -81,15 +85,7 @@ pub fn env_target(ctx: &Ctx, pf: &Pipelinefile, env: &str, local: bool) -> Resul
     };
     match plan::effective_target(pf, &env, &sel)? {
         TargetKind::Docker => Ok(TargetKind::Docker),
-        TargetKind::Qemu => {
-            ctx.printer.warn(
-                format!("env `{env}` runs on qemu, where promotion is not built yet"),
-                Some(format!(
-                    "qemu releases are baked and recorded (`pipe releases`), and their artifact qcow2 boots on its own; to promote into `{env}` now, give it `target = \"docker\"` (or promote with --local from a docker bake)"
-                )),
-            );
-            Err(Error::NotImplemented("promote on qemu"))
-        }
+        TargetKind::Qemu => Ok(TargetKind::Qemu),
         TargetKind::Ec2 => {
             ctx.printer.warn(
                 format!("env `{env}` runs on ec2"),
@@ -164,6 +160,22 @@ pub fn gates(
 /// checks run exactly as they were verified.
 pub fn release_plan<'a>(ctx: &Ctx, pf: &'a Pipelinefile, view: &ReleaseView) -> Result<Plan<'a>> {
     let r = &view.release;
+    let plan = plan_of(ctx, pf, view)?;
+    if plan.digests.app.to_string() != r.app_digest {
+        ctx.printer.warn(
+            format!(
+                "the Pipelinefile changed since release {} was baked: its services and checks are taken from the current one",
+                r.alias
+            ),
+            None,
+        );
+    }
+    Ok(plan)
+}
+
+/// [`release_plan`] without the warning.
+fn plan_of<'a>(ctx: &Ctx, pf: &'a Pipelinefile, view: &ReleaseView) -> Result<Plan<'a>> {
+    let r = &view.release;
     if !pf.envs.contains_key(&r.env) {
         return Err(Error::usage(
             format!(
@@ -176,20 +188,11 @@ pub fn release_plan<'a>(ctx: &Ctx, pf: &'a Pipelinefile, view: &ReleaseView) -> 
     let sel = Selection {
         env: Some(r.env.clone()),
         local: r.target == "docker",
-        target: None,
+        // A qemu release may come from `pipe bake --target qemu` of another kind of env.
+        target: (r.target == "qemu").then(|| r.target.clone()),
         cli_vars: ctx.global.vars.clone(),
     };
-    let plan = plan::make(pf, &sel, ctx.printer)?;
-    if plan.digests.app.to_string() != r.app_digest {
-        ctx.printer.warn(
-            format!(
-                "the Pipelinefile changed since release {} was baked: its services and checks are taken from the current one",
-                r.alias
-            ),
-            None,
-        );
-    }
-    Ok(plan)
+    plan::make(pf, &sel, ctx.printer)
 }
 
 /// The image a docker release is, checked to still exist.
@@ -211,12 +214,107 @@ pub fn release_image(client: &DockerClient, view: &ReleaseView) -> Result<String
     }
 }
 
-/// Makes `view` current in `env` (or only prints the plan), recording the outcome.
+/// The qcow2 a qemu release is, checked to still exist.
+pub fn release_artifact(view: &ReleaseView) -> Result<PathBuf> {
+    let r = &view.release;
+    let path =
+        r.artifacts.get("qemu").map(PathBuf::from).ok_or_else(|| {
+            Error::runtime(format!("release {} has no qemu artifact", r.alias), None)
+        })?;
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::runtime(
+            format!("release {}'s artifact {} is gone", r.alias, path.display()),
+            Some(format!(
+                "bake again: pipe bake --env {} (the artifact cache under ~/.cache/pipe/qemu/artifacts was cleared)",
+                r.env
+            )),
+        ))
+    }
+}
+
+/// What serves an environment now, on its target.
+enum Serving {
+    Docker {
+        client: DockerClient,
+        old: Vec<ContainerInfo>,
+    },
+    Qemu {
+        old: Vec<qemu_promote::ServingVm>,
+    },
+}
+
+impl Serving {
+    fn find(pf: &Pipelinefile, env: &str, target: TargetKind) -> Result<Self> {
+        match target {
+            TargetKind::Docker => {
+                let client = DockerClient::connect()?;
+                let old = docker_promote::find_serving(
+                    &client,
+                    &pf.pipeline.name.value,
+                    &crate::state::project_id(&pf.root),
+                    env,
+                )?;
+                Ok(Serving::Docker { client, old })
+            }
+            TargetKind::Qemu => Ok(Serving::Qemu {
+                old: qemu_promote::find_serving(pf, Some(env)),
+            }),
+            TargetKind::Ec2 => Err(Error::NotImplemented("promote on ec2")),
+        }
+    }
+
+    /// What a serving machine is called in messages.
+    fn noun(&self) -> &'static str {
+        match self {
+            Serving::Docker { .. } => "container",
+            Serving::Qemu { .. } => "machine",
+        }
+    }
+
+    /// Every serving machine: name, running, release id.
+    fn machines(&self) -> Vec<(&str, bool, Option<&str>)> {
+        match self {
+            Serving::Docker { old, .. } => old
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.as_str(),
+                        c.running,
+                        c.labels.get(label::RELEASE).map(String::as_str),
+                    )
+                })
+                .collect(),
+            Serving::Qemu { old } => old
+                .iter()
+                .map(|v| (v.name(), v.running(), v.rec.release.as_deref()))
+                .collect(),
+        }
+    }
+
+    fn running(&self) -> Vec<&str> {
+        self.machines()
+            .into_iter()
+            .filter(|(_, running, _)| *running)
+            .map(|(name, _, _)| name)
+            .collect()
+    }
+
+    fn all(&self) -> Vec<&str> {
+        self.machines().into_iter().map(|(name, ..)| name).collect()
+    }
+}
+
+/// Makes `view` current in `env` (or only prints the plan), recording the outcome. The gates,
+/// the plan, the ledger and the report are the same on every target; [`docker_promote`] and
+/// [`qemu_promote`] do the switch itself.
 #[allow(clippy::too_many_arguments)]
 pub fn switch(
     ctx: &Ctx,
     pf: &Pipelinefile,
     ledger: &Ledger,
+    views: &[ReleaseView],
     current: &std::collections::BTreeMap<String, String>,
     env: &str,
     target: TargetKind,
@@ -227,27 +325,37 @@ pub fn switch(
     crate::interrupt::install();
     let pipeline = pf.pipeline.name.value.clone();
     let r = &view.release;
-    let client = DockerClient::connect()?;
-    let old =
-        docker_promote::find_serving(&client, &pipeline, &crate::state::project_id(&pf.root), env)?;
+    let serving = Serving::find(pf, env, target)?;
     let previous = current.get(env).cloned();
-    let serving_it = old
+    let serving_it = serving
+        .machines()
         .iter()
-        .any(|c| c.running && c.labels.get("pipe.release") == Some(&r.id));
+        .any(|(_, running, release)| *running && *release == Some(r.id.as_str()));
     if previous.as_deref() == Some(r.id.as_str()) && serving_it {
         return Err(gate(
             format!("release {} is already current in `{env}`", r.alias),
             None,
         ));
     }
-    let image = release_image(&client, view)?;
+    // The image id, or the artifact's path.
+    let artifact = match &serving {
+        Serving::Docker { client, .. } => release_image(client, view)?,
+        Serving::Qemu { .. } => release_artifact(view)?.display().to_string(),
+    };
     let ports = docker_promote::host_ports(pf, env)?;
     let name = docker_promote::serving_name(&pipeline, env, &r.alias);
     let (repo, tag) = docker_promote::env_tag(&pipeline, env);
+    let noun = serving.noun();
     let verb = match kind {
         Kind::Promote => "promote",
         Kind::Rollback => "roll back",
     };
+    let ports_json: Vec<serde_json::Value> = ports
+        .iter()
+        .map(
+            |p| serde_json::json!({"service": p.service, "host": "127.0.0.1", "port": p.host_port}),
+        )
+        .collect();
     if dry_run {
         let mut human = format!(
             "would {verb} `{env}` to release {} (baked in {} at {}, commit {}{}):\n",
@@ -257,10 +365,16 @@ pub fn switch(
             r.git_commit,
             if r.git_dirty { ", dirty" } else { "" }
         );
-        human.push_str(&format!("  1. verify image {image} on a fresh machine\n"));
+        let what = match &serving {
+            Serving::Docker { .. } => "image",
+            Serving::Qemu { .. } => "artifact",
+        };
+        human.push_str(&format!(
+            "  1. verify {what} {artifact} on a fresh machine\n"
+        ));
         let mut n = 2;
-        for c in old.iter().filter(|c| c.running) {
-            human.push_str(&format!("  {n}. stop the old container {}\n", c.name));
+        for old in serving.running() {
+            human.push_str(&format!("  {n}. stop the old {noun} {old}\n"));
             n += 1;
         }
         let published: Vec<String> = ports
@@ -276,36 +390,80 @@ pub fn switch(
             }
         ));
         n += 1;
-        for c in &old {
-            human.push_str(&format!("  {n}. remove the old container {}\n", c.name));
+        for old in serving.all() {
+            // A qemu machine of this very release is made anew in step 3.
+            if matches!(serving, Serving::Qemu { .. }) && old == name {
+                continue;
+            }
+            human.push_str(&format!("  {n}. remove the old {noun} {old}\n"));
             n += 1;
         }
-        human.push_str(&format!("  {n}. tag the image {repo}:{tag}\n"));
+        let mut data = serde_json::json!({
+            "plan": true, "env": env, "release": r.id, "alias": r.alias,
+            "stop": serving.running(), "remove": serving.all(), "ports": ports_json,
+        });
+        match &serving {
+            Serving::Docker { .. } => {
+                human.push_str(&format!("  {n}. tag the image {repo}:{tag}\n"));
+                data["image"] = artifact.clone().into();
+                data["container"] = name.clone().into();
+                data["tag"] = format!("{repo}:{tag}").into();
+            }
+            Serving::Qemu { .. } => {
+                data["target"] = "qemu".into();
+                data["artifact"] = artifact.clone().into();
+                data["machine"] = name.clone().into();
+            }
+        }
         human.push_str("nothing was changed (--plan)");
-        ctx.printer.result(
-            verb,
-            serde_json::json!({
-                "plan": true, "env": env, "release": r.id, "alias": r.alias, "image": image,
-                "container": name, "stop": old.iter().filter(|c| c.running).map(|c| &c.name).collect::<Vec<_>>(),
-                "remove": old.iter().map(|c| &c.name).collect::<Vec<_>>(),
-                "tag": format!("{repo}:{tag}"),
-                "ports": ports.iter().map(|p| serde_json::json!({"service": p.service, "host": "127.0.0.1", "port": p.host_port})).collect::<Vec<_>>(),
-            }),
-            &human,
-        );
+        ctx.printer.result(verb, data, &human);
         return Ok(());
     }
     let plan = release_plan(ctx, pf, view)?;
+    // What an old qemu VM runs if it has to boot again: its own release's services.
+    let mut old_plans = Vec::new();
+    if let Serving::Qemu { old } = &serving {
+        for vm in old.iter().filter(|v| v.running()) {
+            let own = vm
+                .rec
+                .release
+                .as_deref()
+                .and_then(|id| views.iter().find(|v| v.release.id == id))
+                .and_then(|v| plan_of(ctx, pf, v).ok());
+            if let Some(own) = own {
+                old_plans.push((vm.name().to_string(), own));
+            }
+        }
+    }
     let journal = Journal::start(&state::dir(&pf.root), verb, &pipeline)?;
     let mut runner = Runner::new(journal, ctx.printer);
-    let promotion = Promotion {
-        plan: &plan,
-        env,
-        release: r,
-        image: &image,
-        old,
+    let result = match serving {
+        Serving::Docker { client, old } => {
+            let promotion = Promotion {
+                plan: &plan,
+                env,
+                release: r,
+                image: &artifact,
+                old,
+            };
+            docker_promote::promote(&mut runner, &client, &promotion, ctx.printer)
+                .map(|info| info.name)
+        }
+        Serving::Qemu { old } => {
+            let promotion = qemu_promote::Promotion {
+                plan: &plan,
+                env,
+                release: r,
+                artifact: Path::new(&artifact),
+                old,
+                old_services: old_plans
+                    .iter()
+                    .map(|(name, p)| (name.clone(), p.services()))
+                    .collect(),
+            };
+            qemu_promote::promote(&mut runner, &promotion, ctx.printer).map(|rec| rec.name)
+        }
     };
-    let result = docker_promote::promote(&mut runner, &client, &promotion, ctx.printer);
     let result = runner.finish(result);
     let record = |ok: bool, detail: Option<String>| {
         let (release, env, previous) = (r.id.clone(), env.to_string(), previous.clone());
@@ -328,12 +486,23 @@ pub fn switch(
         ledger.append(&who(), event)
     };
     match result {
-        Ok(info) => {
+        Ok(new) => {
             record(true, None)?;
-            let mut human = format!(
-                "`{env}` now runs release {} in {} (image {repo}:{tag})",
-                r.alias, info.name
-            );
+            let mut human = format!("`{env}` now runs release {} in {new}", r.alias);
+            let mut data = serde_json::json!({
+                "env": env, "release": r.id, "alias": r.alias, "previous": previous,
+                "ports": ports_json,
+            });
+            if target == TargetKind::Qemu {
+                human.push_str(&format!(" (a VM on {artifact})"));
+                data["target"] = "qemu".into();
+                data["machine"] = new.into();
+                data["artifact"] = artifact.clone().into();
+            } else {
+                human.push_str(&format!(" (image {repo}:{tag})"));
+                data["container"] = new.into();
+                data["tag"] = format!("{repo}:{tag}").into();
+            }
             for p in &ports {
                 human.push_str(&format!(
                     "\n  {} http://127.0.0.1:{}/",
@@ -347,15 +516,7 @@ pub fn switch(
                     local_flag(pf, env, target)
                 ));
             }
-            ctx.printer.result(
-                verb,
-                serde_json::json!({
-                    "env": env, "release": r.id, "alias": r.alias, "container": info.name,
-                    "previous": previous, "tag": format!("{repo}:{tag}"),
-                    "ports": ports.iter().map(|p| serde_json::json!({"service": p.service, "host": "127.0.0.1", "port": p.host_port})).collect::<Vec<_>>(),
-                }),
-                &human,
-            );
+            ctx.printer.result(verb, data, &human);
             Ok(())
         }
         Err(e) if e.exit_code() == crate::error::exit::INTERRUPTED => {

@@ -43,6 +43,7 @@ pub fn run(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
         ctx,
         &pf,
         &ledger,
+        &views,
         &current,
         env,
         target,

@@ -123,6 +123,8 @@ impl SshSettings {
 pub struct SshComm {
     settings: SshSettings,
     conn: Mutex<Option<Conn>>,
+    /// False for cleanup work that must finish after Ctrl-C (see [`SshComm::uninterruptible`]).
+    interruptible: bool,
 }
 
 /// A live session. Field order is drop order: the session goes before its tunnel.
@@ -163,7 +165,20 @@ impl SshComm {
         Self {
             settings,
             conn: Mutex::new(None),
+            interruptible: true,
         }
+    }
+
+    /// A communicator that keeps going after Ctrl-C (only an abandoned cleanup stops it), for
+    /// cleanup that must finish, as [`super::docker::DockerExec::uninterruptible`].
+    pub fn uninterruptible(mut self) -> Self {
+        self.interruptible = false;
+        self
+    }
+
+    /// Whether to stop now: on Ctrl-C, or when uninterruptible once cleanup is abandoned.
+    fn stopping(&self) -> bool {
+        stopping(self.interruptible)
     }
 
     pub fn settings(&self) -> &SshSettings {
@@ -207,7 +222,7 @@ impl SshComm {
         let mut delay = BACKOFF_START;
         let mut attempts = 0u32;
         loop {
-            if crate::interrupt::requested() {
+            if self.stopping() {
                 return Err(ExecError::Interrupted);
             }
             attempts += 1;
@@ -226,7 +241,7 @@ impl SshComm {
                     s.ssh_timeout.as_secs()
                 )));
             }
-            sleep_interruptibly(delay);
+            sleep_interruptibly(delay, self.interruptible);
             delay = (delay * 2).min(BACKOFF_MAX);
         }
     }
@@ -296,6 +311,7 @@ impl SshComm {
             input,
             timeout,
             sink,
+            self.interruptible,
         );
         let stopped = match res {
             Ok(()) => None,
@@ -434,6 +450,7 @@ fn pump(
     mut input: Input,
     timeout: Option<Duration>,
     sink: &mut dyn OutputSink,
+    interruptible: bool,
 ) -> Result<(), ExecError> {
     let sess = &conn.session;
     sess.set_blocking(false);
@@ -521,7 +538,7 @@ fn pump(
             }
             return Ok(());
         }
-        if crate::interrupt::requested() {
+        if stopping(interruptible) {
             return Err(ExecError::Interrupted);
         }
         if let (Some(d), Some(t)) = (deadline, timeout)
@@ -834,10 +851,19 @@ fn authenticate(sess: &Session, user: &str, key: &Path) -> Result<(), String> {
     }
 }
 
-fn sleep_interruptibly(d: Duration) {
+fn sleep_interruptibly(d: Duration, interruptible: bool) {
     let end = Instant::now() + d;
-    while Instant::now() < end && !crate::interrupt::requested() {
+    while Instant::now() < end && !stopping(interruptible) {
         std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
+    }
+}
+
+/// Ctrl-C for an interruptible communicator; an abandoned cleanup for the others.
+fn stopping(interruptible: bool) -> bool {
+    if interruptible {
+        crate::interrupt::requested()
+    } else {
+        crate::interrupt::abandoned()
     }
 }
 

@@ -89,7 +89,7 @@ pub fn bake(
 }
 
 /// Boots a temporary machine from the app layer, starts the services, runs the checks.
-fn verify_layer(
+pub fn verify_layer(
     runner: &mut Runner<'_>,
     env: &QemuEnv<'_>,
     plan: &Plan,

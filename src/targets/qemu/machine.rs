@@ -3,7 +3,7 @@
 //! their environments delivered into `/run/pipe/env` (a tmpfs) at every start.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,13 @@ pub struct MachineRecord {
     pub accel_reason: String,
     /// Seconds from QEMU start to SSH answering.
     pub boot_to_ssh: f64,
+    /// `serving` for a VM that serves a promoted release (`pipe promote`); `None` for a
+    /// `pipe up` machine (and in records written before roles existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The id of the release a serving VM runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 impl MachineRecord {
@@ -86,6 +93,32 @@ pub fn destroy(dir: &Path) -> Result<()> {
     }
 }
 
+/// What a machine is besides its disk: its name, environment, forwarded ports, the app digest
+/// it runs, and for a serving VM its role and release.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub name: String,
+    pub env: String,
+    pub ports: Vec<Forward>,
+    pub digest: String,
+    pub role: Option<String>,
+    pub release: Option<String>,
+}
+
+/// The ports a `pipe up` machine forwards: each service's published port, as declared.
+fn published_ports(pf: &Pipelinefile) -> Vec<Forward> {
+    pf.services
+        .iter()
+        .filter_map(|s| {
+            Some(Forward {
+                service: s.name.value.clone(),
+                host: s.published_port()?,
+                guest: s.port.as_ref()?.value,
+            })
+        })
+        .collect()
+}
+
 /// Creates and boots the machine `name` on the app layer `app`, delivers its services and
 /// waits until their ports listen. The VM is journaled; the caller decides to keep it.
 pub fn start_machine(
@@ -96,25 +129,35 @@ pub fn start_machine(
     app: &Path,
     printer: &Printer,
 ) -> Result<(Resource, MachineRecord)> {
-    let dir = machine_dir(&plan.pf.root, name);
+    let id = Identity {
+        name: name.to_string(),
+        env: plan.env.clone(),
+        ports: published_ports(plan.pf),
+        digest: plan.digests.app.to_string(),
+        role: None,
+        release: None,
+    };
+    start_with(runner, env, plan, id, app, printer)
+}
+
+/// [`start_machine`] for any machine: an overlay on `disk` (an app layer, or a release's
+/// artifact) in the folder of `id.name`, booted with `id.ports` forwarded, `plan`'s services
+/// delivered and listening.
+pub fn start_with(
+    runner: &mut Runner<'_>,
+    env: &QemuEnv<'_>,
+    plan: &Plan,
+    id: Identity,
+    disk: &Path,
+    printer: &Printer,
+) -> Result<(Resource, MachineRecord)> {
+    let dir = machine_dir(&plan.pf.root, &id.name);
     let overlay = dir.join("disk.qcow2");
-    let ports: Vec<Forward> = plan
-        .pf
-        .services
-        .iter()
-        .filter_map(|s| {
-            Some(Forward {
-                service: s.name.value.clone(),
-                host: s.published_port()?,
-                guest: s.port.as_ref()?.value,
-            })
-        })
-        .collect();
     let spec = env.spec(
-        name,
+        &id.name,
         &dir,
         &overlay,
-        ports.iter().map(|p| (p.host, p.guest)).collect(),
+        id.ports.iter().map(|p| (p.host, p.guest)).collect(),
     );
     let res = Resource::QemuMachine {
         pidfile: vm::pidfile(&dir),
@@ -128,12 +171,12 @@ pub fn start_machine(
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::runtime(format!("creating {}: {e}", dir.display()), None))?;
             let _ = std::fs::remove_file(vm::console_log(&dir));
-            disk::create_overlay(app, &overlay, disk_size.as_deref())?;
+            disk::create_overlay(disk, &overlay, disk_size.as_deref())?;
             vm::start(&spec)
         },
         move || remove_vm(&cdir, &coverlay),
     )?;
-    let rec = boot(env, plan, name, machine, ports, app, printer)?;
+    let rec = boot(env, plan, id, machine, disk, printer)?;
     Ok((res, rec))
 }
 
@@ -147,6 +190,28 @@ pub fn restart_machine(
     printer: &Printer,
 ) -> Result<(Resource, MachineRecord)> {
     let dir = machine_dir(&plan.pf.root, &halted.name);
+    let (res, machine) = start_again(runner, env, &dir, halted)?;
+    let id = Identity {
+        name: halted.name.clone(),
+        env: plan.env.clone(),
+        ports: halted.ports.clone(),
+        digest: plan.digests.app.to_string(),
+        role: halted.role.clone(),
+        release: halted.release.clone(),
+    };
+    let rec = boot(env, plan, id, machine, &halted.layer, printer)?;
+    Ok((res, rec))
+}
+
+/// Starts QEMU on the own disk of the stopped machine in `dir`, with its forwards; journals
+/// the process only.
+fn start_again(
+    runner: &mut Runner<'_>,
+    env: &QemuEnv<'_>,
+    dir: &Path,
+    halted: &MachineRecord,
+) -> Result<(Resource, Vm)> {
+    let dir = dir.to_path_buf();
     let spec = env.spec(
         &halted.name,
         &dir,
@@ -156,22 +221,80 @@ pub fn restart_machine(
     let res = Resource::QemuProcess {
         pidfile: vm::pidfile(&dir),
     };
-    let cdir = dir.clone();
     let machine = runner.create(
         res.clone(),
         || vm::start(&spec),
-        move || vm::stop(&cdir, Duration::from_secs(5)),
+        move || vm::stop(&dir, Duration::from_secs(5)),
     )?;
-    let rec = boot(
-        env,
-        plan,
-        &halted.name,
-        machine,
-        halted.ports.clone(),
-        &halted.layer,
-        printer,
-    )?;
-    Ok((res, rec))
+    Ok((res, machine))
+}
+
+/// Boots a stopped machine again on its own disk as cleanup that must finish after Ctrl-C
+/// (a failed promotion bringing the old serving VM back): SSH and the delivery of `rendered`
+/// go on after an interrupt, only an abandoned cleanup stops them. Its ports are not waited
+/// for: it served these services a moment ago. The QEMU process is kept once it runs, even
+/// when its services could not be delivered (the error says so): it is the machine that
+/// serves.
+pub fn start_again_uninterruptibly(
+    runner: &mut Runner<'_>,
+    env: &QemuEnv<'_>,
+    dir: &Path,
+    halted: &MachineRecord,
+    rendered: &[RenderedService],
+    printer: &Printer,
+) -> Result<MachineRecord> {
+    let (res, machine) = start_again(runner, env, dir, halted)?;
+    printer.info(format!(
+        "{}: booting ({}: {})",
+        halted.name, env.accel.accel, env.accel.reason
+    ));
+    let delivered = (|| {
+        let started = Instant::now();
+        let _ = std::fs::remove_file(machine.dir.join("known_hosts"));
+        let comm = loop {
+            if crate::interrupt::abandoned() {
+                return Err(Error::Interrupted);
+            }
+            if !machine.running() {
+                return Err(machine.boot_error("QEMU exited while the machine was booting"));
+            }
+            // Short attempts, so a dead QEMU is noticed between them.
+            let mut comm = machine.ssh(Duration::from_secs(10)).uninterruptible();
+            match comm.connect() {
+                Ok(()) => {
+                    comm.set_ssh_timeout(env.ssh_timeout);
+                    break comm;
+                }
+                Err(e) if started.elapsed() >= env.ssh_timeout => {
+                    return Err(machine.boot_error(&format!(
+                        "no SSH within {}s: {e}",
+                        env.ssh_timeout.as_secs()
+                    )));
+                }
+                Err(_) => {}
+            }
+        };
+        printer.info(format!(
+            "{}: SSH up {:.1}s after start ({})",
+            halted.name,
+            started.elapsed().as_secs_f64(),
+            env.accel.accel
+        ));
+        deliver_units(&comm, rendered)?;
+        Ok(started.elapsed().as_secs_f64())
+    })();
+    let running = machine.running();
+    let rec = MachineRecord {
+        vm: machine,
+        boot_to_ssh: *delivered.as_ref().unwrap_or(&0.0),
+        ..halted.clone()
+    };
+    if running {
+        runner.keep(&res)?;
+        save_record(dir, &rec)?;
+    }
+    delivered?;
+    Ok(rec)
 }
 
 /// Waits for SSH on a started machine, hands it its services, waits until they listen and
@@ -179,12 +302,12 @@ pub fn restart_machine(
 fn boot(
     env: &QemuEnv<'_>,
     plan: &Plan,
-    name: &str,
+    id: Identity,
     machine: Vm,
-    ports: Vec<Forward>,
     layer: &Path,
     printer: &Printer,
 ) -> Result<MachineRecord> {
+    let name = &id.name;
     printer.info(format!(
         "{name}: booting ({}: {})",
         env.accel.accel, env.accel.reason
@@ -198,17 +321,20 @@ fn boot(
     let rendered = plan.services();
     deliver_units(&comm, &rendered)?;
     wait_ready(&comm, &rendered, READY_TIMEOUT)?;
+    let dir = machine_dir(&plan.pf.root, name);
     let rec = MachineRecord {
-        name: name.to_string(),
-        env: plan.env.clone(),
-        digest: plan.digests.app.to_string(),
+        name: id.name,
+        env: id.env,
+        digest: id.digest,
         layer: layer.to_path_buf(),
         vm: machine,
-        ports,
+        ports: id.ports,
         accel_reason: env.accel.reason.clone(),
         boot_to_ssh: took.as_secs_f64(),
+        role: id.role,
+        release: id.release,
     };
-    save_record(&machine_dir(&plan.pf.root, name), &rec)?;
+    save_record(&dir, &rec)?;
     Ok(rec)
 }
 
