@@ -68,7 +68,13 @@ fn the_model_holds_what_the_file_says() {
     );
     assert_eq!(
         pf.boxes.get(TargetKind::Qemu).unwrap().value,
-        BoxSource::Image("images/debian-12.qcow2".into())
+        BoxSource::CloudImage {
+            image: "images/debian-12.qcow2".into(),
+            // Lowercased.
+            checksum: Some(
+                "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8".into()
+            )
+        }
     );
     assert_eq!(
         pf.boxes.get(TargetKind::Ec2).unwrap().value,

@@ -1,8 +1,11 @@
 //! Boxes: base OS images built from a recipe (`boxes/NAME.toml`) with debootstrap from
 //! Debian's mirror, no container registry needed. The rootfs step ([`rootfs`]) is shared by
-//! every box kind; [`docker`] imports it as an image. A box is identified by its name and the
-//! recipe digest ([`Recipe::digest`]): an unchanged recipe is never rebuilt.
+//! every box kind; [`docker`] imports it as an image, [`qemu`] makes a disk of it. A box is
+//! identified by its name and the recipe digest ([`Recipe::digest`]): an unchanged recipe is
+//! never rebuilt. A qemu box can also be a published cloud image ([`cloud`]), downloaded once
+//! and identified by its checksum.
 
+pub mod cloud;
 pub mod docker;
 mod error;
 pub mod mirror;

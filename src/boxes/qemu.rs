@@ -24,6 +24,7 @@ use sha2::Digest as _;
 
 use super::rootfs::{self, in_path};
 use super::{BoxError, BoxTarget, Recipe, cache_dir, lock_file};
+use crate::targets::qemu::vm::Boot;
 use crate::ui::Printer;
 
 /// Bumped whenever what this module adds to a rootfs changes.
@@ -43,8 +44,10 @@ pub struct QemuBox {
     pub digest: String,
     pub dir: PathBuf,
     pub disk: PathBuf,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
+    /// How machines boot it: direct kernel boot (recipe boxes) or its own bootloader with
+    /// cloud-init (cloud images, see [`super::cloud`]).
+    #[serde(flatten)]
+    pub boot: Boot,
     /// Unix seconds.
     pub created: i64,
     /// Bytes of the qcow2 file.
@@ -103,19 +106,19 @@ fn load(dir: &Path) -> Option<QemuBox> {
         digest: m.digest,
         dir: dir.to_path_buf(),
         disk,
-        kernel,
-        initrd,
+        boot: Boot::Kernel { kernel, initrd },
         created: m.created,
         size,
         built: false,
     })
 }
 
-/// Every qemu box in the cache, by name then newest first.
+/// Every qemu box in the cache (recipe boxes and cloud images), by name then newest first.
 pub fn list_qemu_boxes() -> Vec<QemuBox> {
     let mut out: Vec<QemuBox> = std::fs::read_dir(qemu_boxes_dir())
         .map(|rd| rd.flatten().filter_map(|e| load(&e.path())).collect())
         .unwrap_or_default();
+    out.extend(super::cloud::list_cloud_images());
     out.sort_by(|a, b| a.name.cmp(&b.name).then(b.created.cmp(&a.created)));
     out
 }

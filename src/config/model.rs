@@ -157,8 +157,17 @@ impl Boxes {
 pub enum BoxSource {
     /// `{ box = "debian-12" }`: a recipe under `boxes/`, built by pipe.
     Recipe(String),
-    /// `{ image = "debian:bookworm" }`: a registry image (docker) or a qcow2 path/URL (qemu).
+    /// `{ image = "debian:bookworm" }`: a registry image (docker).
     Image(String),
+    /// `{ image = "https://.../debian-12-genericcloud-amd64.qcow2", checksum = "sha256:..." }`
+    /// (qemu): a cloud image with cloud-init, downloaded from an http(s) URL or read from a path
+    /// relative to the Pipelinefile, and booted on its own bootloader.
+    CloudImage {
+        /// The URL or path as written.
+        image: String,
+        /// The sha256 of the file as published, 64 lowercase hex digits. Required for URLs.
+        checksum: Option<String>,
+    },
     /// `{ ami = "ami-..." }`: an explicit AMI (ec2).
     Ami(String),
     /// `{ ami_filter = { name = "...", owners = [...] } }` (ec2): the newest match.

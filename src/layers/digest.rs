@@ -4,7 +4,8 @@
 //! What enters, in this order (the byte format is in `layers::encode`):
 //!
 //! - **base**: the format tag [`FORMAT`], the layer name, the target kind, the box identity (a
-//!   recipe's file content hash, or the image/AMI/filter text), the build trust that stays in the
+//!   recipe's file content hash, a cloud image's sha256 (its `checksum`, or a local file's own),
+//!   or the image/AMI/filter text), the build trust that stays in the
 //!   image (only with `keep_build_trust = true`: the CA certificates' names and contents and the
 //!   effective proxy variables, as `provisioners::trust` injects them), the precache step, then
 //!   each base provisioner in order.
@@ -356,6 +357,18 @@ impl Hashing<'_> {
             BoxSource::Image(image) => {
                 enc.str("box", "image");
                 enc.str("image", image);
+            }
+            BoxSource::CloudImage { image, checksum } => {
+                // The content, not where it comes from: a mirror's URL for the same file
+                // builds the same layers, a new file (new checksum) rebuilds them.
+                enc.str("box", "cloud_image");
+                let sha256 =
+                    crate::boxes::cloud::image_sha256(&self.pf.root, image, checksum.as_deref())
+                        .map_err(|e| read_error(&self.pf.root.join(image), e))?;
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(&sha256, &mut bytes)
+                    .map_err(|e| read_error(&self.pf.root.join(image), std::io::Error::other(e)))?;
+                enc.bytes("sha256", &bytes);
             }
             BoxSource::Ami(ami) => {
                 enc.str("box", "ami");

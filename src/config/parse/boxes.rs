@@ -9,6 +9,8 @@ use crate::config::suggest;
 use crate::config::walk::{self, Tbl, Walker};
 
 const BOX_KEYS: &[&str] = &["box", "image", "ami", "ami_filter"];
+/// A qemu box may also pin its downloaded `image` with a checksum.
+const QEMU_BOX_KEYS: &[&str] = &["box", "image", "ami", "ami_filter", "checksum"];
 const KINDS: &[&str] = &["docker", "qemu", "ec2"];
 
 /// `[box]`.
@@ -54,7 +56,22 @@ fn box_entry(
     kind: TargetKind,
     root_dir: &Path,
 ) -> Option<BoxSource> {
-    t.check_keys(w, BOX_KEYS);
+    let allowed = if kind == TargetKind::Qemu {
+        QEMU_BOX_KEYS
+    } else {
+        BOX_KEYS
+    };
+    for (key, key_span, _) in t.entries() {
+        if key == "checksum" && kind != TargetKind::Qemu {
+            w.error_hint(
+                format!("`checksum` is only for qemu boxes, not {kind}"),
+                key_span,
+                "`checksum` pins the download of a qemu `image`: remove it here",
+            );
+        } else if !allowed.contains(&key) {
+            w.push(walk::unknown_key(key, key_span, &t.name, allowed));
+        }
+    }
     let present: Vec<&str> = t
         .entries()
         .map(|(k, _, _)| k)
@@ -63,7 +80,7 @@ fn box_entry(
     match present.as_slice() {
         [] => {
             // An unknown key was probably meant as one of these; it has been reported.
-            if t.entries().next().is_none() {
+            if t.entries().all(|(k, _, _)| k == "checksum") {
                 t.missing_one_of(w, kind);
             }
             return None;
@@ -102,7 +119,18 @@ fn box_entry(
         );
         return None;
     }
+    if kind == TargetKind::Qemu
+        && key != "image"
+        && let Some(span) = t.key_span("checksum")
+    {
+        w.error_hint(
+            format!("`checksum` goes with `image`, not `{key}`"),
+            span,
+            "a recipe box is built by pipe, not downloaded: remove `checksum`",
+        );
+    }
     match key {
+        "image" if kind == TargetKind::Qemu => cloud_image(w, t),
         "box" => {
             let name = t.str(w, "box")?;
             if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
@@ -139,6 +167,81 @@ fn box_entry(
             })
         }
     }
+}
+
+/// `qemu = { image = "URL or path", checksum = "sha256:..." }`: a URL must be http(s) and
+/// pinned by a checksum; a local path may be.
+fn cloud_image(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<BoxSource> {
+    let image = t.str(w, "image");
+    let checksum = t.str(w, "checksum").and_then(|c| {
+        match parse_checksum(&c.value) {
+            Ok(hex) => Some(hex),
+            Err(problem) => {
+                w.error_hint(
+                    format!("invalid checksum `{}`: {problem}", c.value),
+                    c.span,
+                    "write `checksum = \"sha256:<64 hex digits>\"`, as the image's SHA256SUMS lists it",
+                );
+                None
+            }
+        }
+    });
+    let image = image?;
+    if let Some((scheme, _)) = image.value.split_once("://") {
+        if !matches!(scheme, "http" | "https") {
+            w.error_hint(
+                format!(
+                    "cannot download `{}`: only http and https URLs are supported",
+                    image.value
+                ),
+                image.span,
+                "use an http(s) URL, or a path relative to the Pipelinefile for a local file",
+            );
+            return None;
+        }
+        if !t.has("checksum") {
+            w.error_hint(
+                format!("the qemu image `{}` is downloaded but has no `checksum`", image.value),
+                image.span,
+                "add `checksum = \"sha256:<64 hex digits>\"` from the image's SHA256SUMS: pipe keeps a download only when it matches",
+            );
+            return None;
+        }
+    } else if image.value.is_empty() {
+        w.error_hint(
+            "the qemu `image` is empty",
+            image.span,
+            "give an http(s) URL or a path relative to the Pipelinefile",
+        );
+        return None;
+    }
+    if t.has("checksum") && checksum.is_none() {
+        return None;
+    }
+    Some(BoxSource::CloudImage {
+        image: image.value,
+        checksum,
+    })
+}
+
+/// `sha256:<64 hex>` → the lowercase hex digits.
+fn parse_checksum(text: &str) -> Result<String, String> {
+    let Some((algo, hex)) = text.split_once(':') else {
+        return Err("it must start with `sha256:`".into());
+    };
+    if algo != "sha256" {
+        return Err(format!("`{algo}` is not supported, only sha256"));
+    }
+    if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("expected hex digits (0-9, a-f) after `sha256:`".into());
+    }
+    if hex.len() != 64 {
+        return Err(format!(
+            "expected 64 hex digits after `sha256:`, found {}",
+            hex.len()
+        ));
+    }
+    Ok(hex.to_ascii_lowercase())
 }
 
 /// `box = "NAME"` needs `boxes/NAME.toml` next to the Pipelinefile.
@@ -244,4 +347,22 @@ pub fn build(w: &mut Walker, root: &Tbl<'_, '_>, root_dir: &Path) -> BuildSettin
         out.keep_build_trust = keep;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_checksum;
+
+    #[test]
+    fn checksums_are_sha256_hex_lowercased() {
+        let hex = "AB".repeat(32);
+        assert_eq!(
+            parse_checksum(&format!("sha256:{hex}")).unwrap(),
+            "ab".repeat(32)
+        );
+        assert!(parse_checksum(&hex).is_err());
+        assert!(parse_checksum("sha512:00").is_err());
+        assert!(parse_checksum("sha256:00").is_err());
+        assert!(parse_checksum(&format!("sha256:{}", "g".repeat(64))).is_err());
+    }
 }

@@ -1,8 +1,8 @@
 //! Baking on QEMU: the base and app layers (reused by digest), `[verify]` on a fresh machine
 //! booted from the app layer, and the artifact: a standalone, compressed qcow2 of the app
 //! layer with its backing chain (box, base) folded in, in
-//! `$XDG_CACHE_HOME/pipe/qemu/artifacts/<pipeline>/<env>-<app digest 12>.qcow2`, with the
-//! kernel and initrd it boots with beside it.
+//! `$XDG_CACHE_HOME/pipe/qemu/artifacts/<pipeline>/<env>-<app digest 12>.qcow2`; it boots
+//! with the box's kernel and initrd (a recipe box) or on its own bootloader (a cloud image).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,8 +24,9 @@ use crate::ui::Printer;
 pub struct Baked {
     /// The standalone qcow2: the release's artifact.
     pub artifact: PathBuf,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
+    /// How it boots.
+    #[serde(flatten)]
+    pub boot: vm::Boot,
     pub base_layer: PathBuf,
     pub app_layer: PathBuf,
     /// `None` with `skip_verify`.
@@ -77,8 +78,7 @@ pub fn bake(
         })?;
         Ok(Baked {
             artifact,
-            kernel: qbox.kernel.clone(),
-            initrd: qbox.initrd.clone(),
+            boot: qbox.boot.clone(),
             base_layer: base,
             app_layer: app,
             verify,

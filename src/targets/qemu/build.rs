@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::accel::Choice;
 use super::disk;
-use super::vm::{self, VmSpec};
+use super::vm::{self, Boot, VmSpec};
 use crate::boxes::qemu::QemuBox;
 use crate::communicators::{Collect, Communicator, ExecRequest};
 use crate::config::{Layer, LayerName, QemuSettings};
@@ -42,8 +42,7 @@ impl QemuEnv<'_> {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             disk: disk.to_path_buf(),
-            kernel: self.qbox.kernel.clone(),
-            initrd: self.qbox.initrd.clone(),
+            boot: self.qbox.boot.clone(),
             cpus: self.settings.cpus,
             memory: self.settings.memory,
             accel: self.accel.accel,
@@ -154,6 +153,16 @@ pub fn build_layer(
                 took.as_secs_f64(),
                 env.accel.accel
             ));
+            if spec.boot == Boot::Disk {
+                // Provisioning must not race cloud-init's modules, nor sealing its last writes.
+                let status = vm::wait_for_cloud_init(&comm, env.ssh_timeout)?;
+                if status.contains("error") {
+                    printer.warn(
+                        format!("{vm_name}: cloud-init reports an error ({status})"),
+                        Some("its log is /var/log/cloud-init.log on the machine; keep the machine with --keep-on-error to read it".into()),
+                    );
+                }
+            }
             let pctx = ProvisionContext {
                 comm: &comm,
                 printer,
@@ -164,7 +173,7 @@ pub fn build_layer(
             plan.trust.install(&pctx)?;
             provisioners::run_layer(name, layer, &pctx)?;
             plan.trust.remove(&pctx)?;
-            seal(&comm)?;
+            seal(&comm, &spec.boot, vm::public_key(&dir).as_deref())?;
             drop(comm);
             Ok(())
         })();
@@ -195,9 +204,24 @@ pub fn build_layer(
 }
 
 /// What no layer keeps: host keys and machine-id (made anew per machine at boot), unused
-/// blocks (so the overlay holds only what the layer wrote), unwritten data.
-fn seal(comm: &dyn Communicator) -> Result<()> {
-    let script = "rm -f /etc/ssh/ssh_host_*; : > /etc/machine-id; rm -f /var/lib/dbus/machine-id; fstrim -a >/dev/null 2>&1 || true; sync";
+/// blocks (so the overlay holds only what the layer wrote), unwritten data. On a cloud image
+/// also the build machine's login key, which cloud-init wrote into authorized_keys, and
+/// cloud-init's state and logs (`cloud-init clean`), so that every machine booted from the
+/// layer is a first boot to cloud-init.
+fn seal(comm: &dyn Communicator, boot: &Boot, login_key: Option<&str>) -> Result<()> {
+    let mut script = String::new();
+    if *boot == Boot::Disk {
+        // The key's base64 part: letters, digits, `+`, `/`, `=`; safe in single quotes.
+        if let Some(blob) = login_key.and_then(|k| k.split_whitespace().nth(1)) {
+            script.push_str(&format!(
+                "for f in /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys; do [ -f \"$f\" ] || continue; grep -vF '{blob}' \"$f\" > \"$f.pipe-seal\" || true; cat \"$f.pipe-seal\" > \"$f\"; rm -f \"$f.pipe-seal\"; done; "
+            ));
+        }
+        script.push_str(
+            "if command -v cloud-init >/dev/null; then cloud-init clean --logs >/dev/null; fi; ",
+        );
+    }
+    script.push_str("rm -f /etc/ssh/ssh_host_*; : > /etc/machine-id; rm -f /var/lib/dbus/machine-id; fstrim -a >/dev/null 2>&1 || true; sync");
     let mut out = Collect::default();
     let code = comm
         .exec(

@@ -25,7 +25,8 @@ pub fn settings(plan: &Plan) -> QemuSettings {
     }
 }
 
-/// The environment's qemu box, built on first use (and when its recipe changed).
+/// The environment's qemu box: a recipe's, built on first use (and when the recipe changed), or
+/// a cloud image, downloaded on first use (and when its checksum changed).
 pub fn resolve_box(plan: &Plan, printer: &Printer) -> Result<QemuBox> {
     let Some(b) = plan.pf.boxes.get(TargetKind::Qemu) else {
         return Err(Error::usage(
@@ -40,10 +41,12 @@ pub fn resolve_box(plan: &Plan, printer: &Printer) -> Result<QemuBox> {
             )?;
             Ok(build_qemu_box(&recipe, printer, false)?)
         }
-        BoxSource::Image(image) => Err(Error::runtime(
-            format!("qemu box {image}: downloaded cloud images are not supported yet"),
-            Some("use a recipe: `qemu = { box = \"debian-12\" }`".into()),
-        )),
+        BoxSource::CloudImage { image, checksum } => Ok(crate::boxes::cloud::fetch_cloud_image(
+            &plan.pf.root,
+            image,
+            checksum.as_deref(),
+            printer,
+        )?),
         other => Err(Error::usage(format!("{other:?} is not a qemu box"), None)),
     }
 }

@@ -1,6 +1,16 @@
-//! One QEMU process: started detached (`-daemonize`, pid file), direct kernel boot of a qcow2
-//! overlay, user-mode networking with host forwards on 127.0.0.1 only, a QMP socket, and the
-//! serial console appended to `console.log` in the VM's folder.
+//! One QEMU process: started detached (`-daemonize`, pid file), booting a qcow2 overlay, user-mode
+//! networking with host forwards on 127.0.0.1 only, a QMP socket, and the serial console
+//! appended to `console.log` in the VM's folder.
+//!
+//! Two ways to boot ([`Boot`]), one per kind of box, and with each its way to hand the VM the
+//! per-machine login key:
+//!
+//! - recipe boxes: direct kernel boot of the box's kernel and initrd; the key travels on the
+//!   kernel command line and the box's own unit puts it in `/run` (see [`crate::boxes::qemu`]).
+//! - cloud images: SeaBIOS runs the image's own bootloader; the key travels in a NoCloud seed
+//!   (a small FAT file system labelled `cidata`, see [`write_seed`]) that pipe writes into the
+//!   VM's folder at every start and attaches as a second drive, with a fresh `instance-id`, so
+//!   cloud-init treats every start as a new instance: new SSH host keys, this VM's key.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,21 +23,32 @@ use super::qmp::Qmp;
 use crate::boxes::qemu::{KEY_PARAM, ROOT_LABEL};
 use crate::communicators::ssh::known_hosts::base64;
 use crate::communicators::ssh::{HostKeyPolicy, SshComm, SshSettings};
+use crate::communicators::{Collect, Communicator, ExecRequest};
 use crate::error::{Error, Result};
 
 /// The machine type every VM (and the KVM probe) uses.
 pub const MACHINE: &str = "q35";
+
+/// How a VM boots its disk (and so how it gets its login key).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "boot", rename_all = "snake_case")]
+pub enum Boot {
+    /// Direct kernel boot (recipe boxes); the login key on the kernel command line.
+    Kernel { kernel: PathBuf, initrd: PathBuf },
+    /// The disk's own bootloader (cloud images); the login key in a NoCloud seed for
+    /// cloud-init, written into the VM's folder at every start.
+    Disk,
+}
 
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
     /// Shown by `ps` and used as the guest's host name.
     pub name: String,
-    /// The VM's folder: console.log, qemu.pid, qmp.sock, the login key, known_hosts.
+    /// The VM's folder: console.log, qemu.pid, qmp.sock, the login key, known_hosts, the seed.
     pub dir: PathBuf,
     pub disk: PathBuf,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
+    pub boot: Boot,
     pub cpus: u32,
     /// MiB.
     pub memory: u32,
@@ -56,6 +77,18 @@ pub fn console_log(dir: &Path) -> PathBuf {
 
 fn key_path(dir: &Path) -> PathBuf {
     dir.join("id_ed25519")
+}
+
+/// The NoCloud seed of a VM booted from its disk.
+pub fn seed_path(dir: &Path) -> PathBuf {
+    dir.join("seed.img")
+}
+
+/// The public login key line of a VM folder, once [`start`] made it.
+pub fn public_key(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(key_path(dir).with_extension("pub"))
+        .ok()
+        .map(|k| k.trim().to_string())
 }
 
 /// The QMP socket: in the folder, or in /tmp when that path is too long for a unix socket.
@@ -158,6 +191,9 @@ pub fn start(spec: &VmSpec) -> Result<Vm> {
     std::fs::create_dir_all(&spec.dir)
         .map_err(|e| Error::runtime(format!("creating {}: {e}", spec.dir.display()), None))?;
     let pubkey = ensure_key(&spec.dir)?;
+    if spec.boot == Boot::Disk {
+        write_seed(&spec.dir, &hostname(&spec.name), &pubkey)?;
+    }
     let mut last = String::new();
     for _ in 0..3 {
         let ssh_port = free_port()?;
@@ -197,16 +233,6 @@ fn launch(spec: &VmSpec, ssh_port: u16, pubkey: &str) -> std::result::Result<i32
     for (host, guest) in &spec.forwards {
         net.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
     }
-    let hostname: String = spec
-        .name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(63)
-        .collect();
-    let append = format!(
-        "console=ttyS0,115200 root=LABEL={ROOT_LABEL} rw systemd.hostname={hostname} {KEY_PARAM}={}",
-        base64(pubkey.trim().as_bytes())
-    );
     let errfile = spec.dir.join("qemu.err");
     let err = std::fs::File::create(&errfile).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(super::QEMU);
@@ -227,16 +253,7 @@ fn launch(spec: &VmSpec, ssh_port: u16, pubkey: &str) -> std::result::Result<i32
             "-m",
             &spec.memory.to_string(),
         ])
-        .arg("-kernel")
-        .arg(&spec.kernel)
-        .arg("-initrd")
-        .arg(&spec.initrd)
-        .args(["-append", &append])
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=virtio,format=qcow2,discard=unmap",
-            spec.disk.display()
-        ))
+        .args(boot_args(spec, pubkey))
         .args(["-netdev", &net, "-device", "virtio-net-pci,netdev=n0"])
         .args(["-device", "virtio-rng-pci"])
         .arg("-chardev")
@@ -261,6 +278,159 @@ fn launch(spec: &VmSpec, ssh_port: u16, pubkey: &str) -> std::result::Result<i32
         return Err(format!("{status}: {}", stderr.trim()));
     }
     read_pid(&pidfile).ok_or_else(|| format!("QEMU wrote no pid file: {}", stderr.trim()))
+}
+
+/// The guest's host name: the VM name with anything but letters and digits as `-`.
+fn hostname(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect()
+}
+
+/// The disk(s) and how to boot them.
+fn boot_args(spec: &VmSpec, pubkey: &str) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut arg = |a: String| args.push(a.into());
+    match &spec.boot {
+        Boot::Kernel { kernel, initrd } => {
+            arg("-kernel".into());
+            arg(kernel.display().to_string());
+            arg("-initrd".into());
+            arg(initrd.display().to_string());
+            arg("-append".into());
+            arg(format!(
+                "console=ttyS0,115200 root=LABEL={ROOT_LABEL} rw systemd.hostname={} {KEY_PARAM}={}",
+                hostname(&spec.name),
+                base64(pubkey.trim().as_bytes())
+            ));
+            arg("-drive".into());
+            arg(format!(
+                "file={},if=virtio,format=qcow2,discard=unmap",
+                spec.disk.display()
+            ));
+        }
+        Boot::Disk => {
+            // The image's disk boots first; the seed is only read by cloud-init.
+            arg("-drive".into());
+            arg(format!(
+                "file={},if=none,id=disk0,format=qcow2,discard=unmap",
+                spec.disk.display()
+            ));
+            arg("-device".into());
+            arg("virtio-blk-pci,drive=disk0,bootindex=0".into());
+            arg("-drive".into());
+            arg(format!(
+                "file={},if=none,id=seed,format=raw,readonly=on",
+                seed_path(&spec.dir).display()
+            ));
+            arg("-device".into());
+            arg("virtio-blk-pci,drive=seed".into());
+        }
+    }
+    args
+}
+
+/// Writes the NoCloud seed cloud-init reads at boot: a FAT file system labelled `cidata` with
+/// `meta-data` (a fresh `instance-id`, so that per-instance modules such as SSH host key
+/// generation run on every start, and the host name) and `user-data` (root may log in with
+/// this VM's key only; no passwords). Made with `mkfs.vfat` and `mcopy`, nothing mounted.
+pub fn write_seed(dir: &Path, hostname: &str, pubkey: &str) -> Result<()> {
+    for (tool, package) in [("mkfs.vfat", "dosfstools"), ("mcopy", "mtools")] {
+        if !crate::boxes::rootfs::in_path(tool) {
+            return Err(Error::runtime(
+                format!(
+                    "{tool} is not installed; it writes the cloud-init seed of cloud image machines"
+                ),
+                Some(format!("install it: apt-get install {package}")),
+            ));
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let instance_id = format!("pipe-{nanos:x}");
+    let meta = format!("instance-id: {instance_id}\nlocal-hostname: {hostname}\n");
+    let user = format!(
+        "#cloud-config\n# Written by pipe for this start of the machine.\ndisable_root: false\nssh_pwauth: false\nssh_authorized_keys:\n  - {}\n",
+        pubkey.trim()
+    );
+    let staging = dir.join("seed.tmp");
+    let _ = std::fs::remove_dir_all(&staging);
+    let made = (|| -> std::result::Result<(), String> {
+        std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
+        std::fs::write(staging.join("meta-data"), meta).map_err(|e| e.to_string())?;
+        std::fs::write(staging.join("user-data"), user).map_err(|e| e.to_string())?;
+        let image = staging.join("seed.img");
+        let tool = |cmd: &mut Command, what: &str| -> std::result::Result<(), String> {
+            let out = cmd.output().map_err(|e| format!("running {what}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        tool(
+            Command::new(sbin("mkfs.vfat"))
+                .args(["-n", "CIDATA", "-C"])
+                .arg(&image)
+                .arg("1024"),
+            "mkfs.vfat",
+        )?;
+        tool(
+            Command::new("mcopy")
+                .arg("-i")
+                .arg(&image)
+                .arg(staging.join("meta-data"))
+                .arg(staging.join("user-data"))
+                .arg("::"),
+            "mcopy",
+        )?;
+        std::fs::rename(&image, seed_path(dir)).map_err(|e| e.to_string())
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    made.map_err(|e| {
+        Error::runtime(
+            format!("writing the cloud-init seed in {}: {e}", dir.display()),
+            None,
+        )
+    })
+}
+
+/// Waits until cloud-init has finished with this boot of a cloud image (its last stage can
+/// still run when SSH already answers); returns its `status:` line. No cloud-init: nothing to
+/// wait for.
+pub fn wait_for_cloud_init(comm: &dyn Communicator, timeout: Duration) -> Result<String> {
+    let script = "command -v cloud-init >/dev/null || { echo 'status: absent'; exit 0; }; cloud-init status --wait >/dev/null 2>&1; cloud-init status | head -n1";
+    let mut out = Collect::default();
+    comm.exec(
+        &ExecRequest {
+            timeout: Some(timeout),
+            ..ExecRequest::shell(script)
+        },
+        &mut out,
+    )
+    .map_err(|e| {
+        Error::runtime(
+            format!("waiting for cloud-init on {}: {e}", comm.describe()),
+            None,
+        )
+    })?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A tool from /usr/sbin or /sbin when PATH lacks them (as for non-root users).
+fn sbin(tool: &str) -> PathBuf {
+    ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(tool))
 }
 
 /// A per-VM-folder ed25519 login key (made once); returns the public key line.
