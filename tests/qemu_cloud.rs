@@ -171,6 +171,9 @@ command = '''{SERVER}'''
 port = 8000
 host_port = {port}
 
+[verify]
+commands = ["grep -q base-on-the-cloud-image /base.txt"]
+
 [env.dev]
 target = "qemu"
 cpus = 2
@@ -274,7 +277,7 @@ fn fat_file(image: &Path, name: &str) -> String {
 }
 
 #[test]
-fn a_cloud_image_is_downloaded_once_booted_with_a_nocloud_seed_and_layered() {
+fn a_cloud_image_is_downloaded_once_booted_with_a_nocloud_seed_layered_and_baked() {
     let image = cloud_image();
     let sum = sha256_file(&image);
     let server = ImageServer::start(image.clone());
@@ -348,6 +351,29 @@ fn a_cloud_image_is_downloaded_once_booted_with_a_nocloud_seed_and_layered() {
     t.pipe(&["destroy"]).ok();
     assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
     assert!(!dir.exists());
+
+    // A bake on the cached image and layers: verified on a fresh machine, flattened into a
+    // standalone compressed qcow2 (it boots on its own bootloader, like the image).
+    let bake = t.pipe(&["bake", "--env", "dev", "--no-progress"]);
+    bake.ok();
+    assert!(
+        bake.stdout.contains("(env dev, qemu): verified"),
+        "{}",
+        bake.all()
+    );
+    assert_eq!(server.requests(), 1, "no download for the bake");
+    let artifacts = t.cache.path().join("pipe/qemu/artifacts").join(&t.p.name);
+    let artifact = std::fs::read_dir(&artifacts)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "qcow2"))
+        .unwrap_or_else(|| panic!("no artifact in {}", artifacts.display()));
+    assert_eq!(
+        pipe::targets::qemu::disk::backing_file(&artifact).unwrap(),
+        None
+    );
+    assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
     assert!(t.p.journals().is_empty(), "{:?}", t.p.journals());
     // `pipe box remove` knows cloud images too.
     let removed = t.pipe(&["box", "remove", "debian-12-cloud", "--target", "qemu"]);

@@ -1,7 +1,9 @@
 //! The qemu target: local VMs and qcow2 layers from the same Pipelinefile as Docker.
 //!
 //! - Boxes come from [`crate::boxes::qemu`]: a qcow2 disk plus kernel and initrd, booted
-//!   directly (no bootloader), the login key handed over on the kernel command line.
+//!   directly (no bootloader), the login key handed over on the kernel command line; or from
+//!   [`crate::boxes::cloud`]: a cloud image booted on its own bootloader, the login key handed
+//!   to cloud-init in a NoCloud seed (see [`vm::Boot`]).
 //! - [`vm`]: one detached QEMU process per machine, its folder holding the pid file, the QMP
 //!   socket, the serial console log and the per-machine key; SSH and service ports forwarded
 //!   on 127.0.0.1 only (user-mode networking, no root or bridge needed).

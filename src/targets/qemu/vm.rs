@@ -12,6 +12,7 @@
 //!   VM's folder at every start and attaches as a second drive, with a fresh `instance-id`, so
 //!   cloud-init treats every start as a new instance: new SSH host keys, this VM's key.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -289,46 +290,47 @@ fn hostname(name: &str) -> String {
 }
 
 /// The disk(s) and how to boot them.
-fn boot_args(spec: &VmSpec, pubkey: &str) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = Vec::new();
-    let mut arg = |a: String| args.push(a.into());
+fn boot_args(spec: &VmSpec, pubkey: &str) -> Vec<OsString> {
     match &spec.boot {
-        Boot::Kernel { kernel, initrd } => {
-            arg("-kernel".into());
-            arg(kernel.display().to_string());
-            arg("-initrd".into());
-            arg(initrd.display().to_string());
-            arg("-append".into());
-            arg(format!(
+        Boot::Kernel { kernel, initrd } => vec![
+            "-kernel".into(),
+            kernel.into(),
+            "-initrd".into(),
+            initrd.into(),
+            "-append".into(),
+            format!(
                 "console=ttyS0,115200 root=LABEL={ROOT_LABEL} rw systemd.hostname={} {KEY_PARAM}={}",
                 hostname(&spec.name),
                 base64(pubkey.trim().as_bytes())
-            ));
-            arg("-drive".into());
-            arg(format!(
+            )
+            .into(),
+            "-drive".into(),
+            format!(
                 "file={},if=virtio,format=qcow2,discard=unmap",
                 spec.disk.display()
-            ));
-        }
-        Boot::Disk => {
-            // The image's disk boots first; the seed is only read by cloud-init.
-            arg("-drive".into());
-            arg(format!(
+            )
+            .into(),
+        ],
+        // The image's disk boots first; the seed is only read by cloud-init.
+        Boot::Disk => vec![
+            "-drive".into(),
+            format!(
                 "file={},if=none,id=disk0,format=qcow2,discard=unmap",
                 spec.disk.display()
-            ));
-            arg("-device".into());
-            arg("virtio-blk-pci,drive=disk0,bootindex=0".into());
-            arg("-drive".into());
-            arg(format!(
+            )
+            .into(),
+            "-device".into(),
+            "virtio-blk-pci,drive=disk0,bootindex=0".into(),
+            "-drive".into(),
+            format!(
                 "file={},if=none,id=seed,format=raw,readonly=on",
                 seed_path(&spec.dir).display()
-            ));
-            arg("-device".into());
-            arg("virtio-blk-pci,drive=seed".into());
-        }
+            )
+            .into(),
+            "-device".into(),
+            "virtio-blk-pci,drive=seed".into(),
+        ],
     }
-    args
 }
 
 /// Writes the NoCloud seed cloud-init reads at boot: a FAT file system labelled `cidata` with
