@@ -107,6 +107,48 @@ fn communicator_suite_over_ssh_to_a_vm() {
 }
 
 #[test]
+fn a_boot_failure_shows_the_serial_console_and_its_path() {
+    // The box's kernel and initrd on a blank disk: the initramfs finds no root file system.
+    let b = qemu_box();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("blank.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("1G")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let spec = VmSpec {
+        name: "pipe-test-noroot".into(),
+        dir: dir.path().join("vm"),
+        disk,
+        boot: b.boot.clone(),
+        cpus: 1,
+        memory: 512,
+        accel: accel(),
+        forwards: Vec::new(),
+    };
+    let t = TestVm {
+        vm: vm::start(&spec).unwrap(),
+        _dir: dir,
+    };
+    // Debian's initramfs gives up on the root device after 30 s; TCG under load is slow.
+    let err = match t.vm.wait_for_ssh(Duration::from_secs(120)) {
+        Ok(_) => panic!("a VM without a root file system answered SSH"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("no SSH within 120s"), "{err}");
+    assert!(err.contains("serial console"), "{err}");
+    assert!(err.contains(&t.vm.console().display().to_string()), "{err}");
+    // The console tail shows why: the kernel ran and the root device never appeared.
+    assert!(
+        err.contains("LABEL=pipe-root does not exist"),
+        "the console tail explains the failure:\n{err}"
+    );
+}
+
+#[test]
 fn the_accelerator_is_chosen_and_explained() {
     let c = accel::choose("auto").unwrap();
     assert!(!c.reason.is_empty());
