@@ -252,6 +252,17 @@ impl CloudProject {
         found
     }
 
+    /// The steps a run reports (with their times), for the test's log.
+    fn log_steps(run: &common::Run, what: &str) {
+        for l in run
+            .all()
+            .lines()
+            .filter(|l| l.starts_with("ok ") || l.contains("SSH up"))
+        {
+            eprintln!("{what}: {l}");
+        }
+    }
+
     /// `pipe exec -- sh -c SCRIPT`'s stdout.
     fn exec(&self, script: &str) -> String {
         let run = self.pipe(&["exec", "--", "sh", "-c", script]);
@@ -285,6 +296,7 @@ fn a_cloud_image_is_downloaded_once_booted_with_a_nocloud_seed_layered_and_baked
 
     let first = t.up();
     first.ok();
+    CloudProject::log_steps(&first, "first up");
     let out = first.all();
     assert!(out.contains("download debian-12-cloud"), "{out}");
     assert_eq!(server.requests(), 1, "one download");
@@ -340,6 +352,7 @@ fn a_cloud_image_is_downloaded_once_booted_with_a_nocloud_seed_layered_and_baked
     assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
     let second = t.up();
     second.ok();
+    CloudProject::log_steps(&second, "second up");
     let out = second.all();
     assert_eq!(server.requests(), 1, "no second download:\n{out}");
     assert!(out.contains("cached"), "{out}");
@@ -356,6 +369,7 @@ fn a_cloud_image_is_downloaded_once_booted_with_a_nocloud_seed_layered_and_baked
     // standalone compressed qcow2 (it boots on its own bootloader, like the image).
     let bake = t.pipe(&["bake", "--env", "dev", "--no-progress"]);
     bake.ok();
+    CloudProject::log_steps(&bake, "bake");
     assert!(
         bake.stdout.contains("(env dev, qemu): verified"),
         "{}",
@@ -409,4 +423,53 @@ fn a_wrong_checksum_fails_clearly_and_keeps_nothing() {
     assert!(left.is_empty(), "left in the image cache: {left:?}");
     assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
     assert!(t.p.journals().is_empty(), "{:?}", t.p.journals());
+}
+
+#[test]
+fn the_image_sum_is_what_the_base_layer_digest_holds() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_env = cache.path().to_string_lossy().into_owned();
+    let p = common::Project::new("cloud-digest", "", &[("img.qcow2", "pretend disk 1")]);
+    let base = |box_line: &str| {
+        p.write(
+            "Pipelinefile.toml",
+            &format!(
+                "[pipeline]\nname = \"@NAME@\"\n\n[box]\nqemu = {box_line}\n\n[env.dev]\ntarget = \"qemu\"\n"
+            )
+            .replace("@NAME@", &p.name),
+        );
+        let run = p.pipe_env(
+            &["validate", "--digests"],
+            &[("XDG_CACHE_HOME", &cache_env)],
+        );
+        run.ok();
+        run.stdout
+            .split(" base ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no base digest in {}", run.all()))
+            .to_string()
+    };
+    let url = |host: &str, c: char| {
+        format!(
+            "{{ image = \"https://{host}/debian.qcow2\", checksum = \"sha256:{}\" }}",
+            c.to_string().repeat(64)
+        )
+    };
+    // A new image rebuilds; the same file from elsewhere does not.
+    let a = base(&url("a.example", 'a'));
+    assert_ne!(base(&url("a.example", 'b')), a);
+    assert_eq!(base(&url("b.example", 'a')), a);
+    // A local path without a checksum: its own sha256 (so a pinned one gives the same digest),
+    // which follows the file's content.
+    let sum = sha256_file(&p.path().join("img.qcow2"));
+    let local = base("{ image = \"img.qcow2\" }");
+    assert_eq!(
+        base(&format!(
+            "{{ image = \"img.qcow2\", checksum = \"sha256:{sum}\" }}"
+        )),
+        local
+    );
+    p.write("img.qcow2", "pretend disk 2, another size");
+    assert_ne!(base("{ image = \"img.qcow2\" }"), local);
 }
