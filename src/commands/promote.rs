@@ -227,7 +227,7 @@ pub fn release_artifact(view: &ReleaseView) -> Result<PathBuf> {
         Err(Error::runtime(
             format!("release {}'s artifact {} is gone", r.alias, path.display()),
             Some(format!(
-                "bake again: pipe bake --env {} (the artifact cache under ~/.cache/pipe/qemu/artifacts was cleared)",
+                "bake again: pipe bake --env {} (its file was removed from the artifact cache)",
                 r.env
             )),
         ))
