@@ -1,6 +1,7 @@
-//! Machines on QEMU: an overlay on the app layer in `.pipe/qemu/<name>/`, booted with the
-//! services' ports forwarded on 127.0.0.1, the `[[service]]`s installed as systemd units and
-//! their environments delivered into `/run/pipe/env` (a tmpfs) at every start.
+//! Machines on QEMU: an overlay in `.pipe/qemu/<name>/` on the app layer (`pipe up`'s machines)
+//! or on a release's artifact (the VMs serving an environment, see [`super::promote`]), booted
+//! with the services' ports forwarded on 127.0.0.1, the `[[service]]`s installed as systemd
+//! units and their environments delivered into `/run/pipe/env` (a tmpfs) at every start.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -410,4 +411,43 @@ pub fn wait_ready(
         title: "its journal",
     };
     crate::targets::ready::wait_listening(comm, rendered, timeout, Duration::from_millis(500), &log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_from_before_roles_still_load_and_serving_ones_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{
+  "name": "pipe-p-dev", "env": "dev", "digest": "sha256:ab", "layer": "/l/app.qcow2",
+  "vm": { "pid": 1, "dir": "/d", "ssh_port": 2222, "accel": "tcg" },
+  "ports": [ { "service": "web", "host": 8080, "guest": 80 } ],
+  "accel_reason": "tcg asked", "boot_to_ssh": 1.5
+}"#;
+        std::fs::write(dir.path().join("machine.json"), old).unwrap();
+        let rec = load_record(dir.path()).expect("an old record loads");
+        assert_eq!((rec.role, rec.release), (None, None));
+
+        let serving = MachineRecord {
+            role: Some("serving".into()),
+            release: Some("1a2b".into()),
+            ..load_record(dir.path()).unwrap()
+        };
+        save_record(dir.path(), &serving).unwrap();
+        assert_eq!(load_record(dir.path()), Some(serving));
+        // A `pipe up` record is written as before: no role, no release.
+        let plain = MachineRecord {
+            role: None,
+            release: None,
+            ..load_record(dir.path()).unwrap()
+        };
+        save_record(dir.path(), &plain).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("machine.json")).unwrap();
+        assert!(
+            !text.contains("role") && !text.contains("release"),
+            "{text}"
+        );
+    }
 }
