@@ -149,6 +149,42 @@ fn a_boot_failure_shows_the_serial_console_and_its_path() {
 }
 
 #[test]
+fn box_list_shows_docker_and_qemu_boxes() {
+    let q = qemu_box();
+    common::ensure_box();
+    let dir = tempfile::tempdir().unwrap();
+    let list = common::run_pipe(dir.path(), &["--json", "box", "list"], &[]);
+    list.ok();
+    let data = json_result(&list);
+    let rows = data.as_array().expect("an array of boxes");
+    let qemu = rows
+        .iter()
+        .find(|r| r["target"] == "qemu" && r["digest"] == q.digest.as_str())
+        .unwrap_or_else(|| panic!("the qemu box is not listed: {data}"));
+    assert_eq!(
+        qemu["disk"],
+        q.disk.display().to_string().as_str(),
+        "{qemu}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["target"] == "docker" && r["name"] == "debian-12"),
+        "the docker box is not listed: {data}"
+    );
+    let human = common::run_pipe(dir.path(), &["box", "list"], &[]);
+    human.ok();
+    let line = human
+        .stdout
+        .lines()
+        .find(|l| l.contains(&q.disk.display().to_string()))
+        .unwrap_or_else(|| panic!("{}", human.all()));
+    assert!(
+        line.starts_with("debian-12") && line.contains(" qemu "),
+        "{line}"
+    );
+}
+
+#[test]
 fn the_accelerator_is_chosen_and_explained() {
     let c = accel::choose("auto").unwrap();
     assert!(!c.reason.is_empty());

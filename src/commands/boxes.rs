@@ -56,20 +56,75 @@ fn build(ctx: &Ctx, args: BoxBuildArgs) -> Result<()> {
     Ok(())
 }
 
+/// Docker boxes (when the engine answers) and qemu boxes (recipe builds and cloud images).
 fn list(ctx: &Ctx) -> Result<()> {
-    let client = DockerClient::connect()?;
-    let images = boxes::list_docker_boxes(&client)?;
-    let human = if images.is_empty() {
-        "no boxes built yet (pipe box build NAME)\n".to_string()
-    } else {
-        table(&images)
+    let docker = match DockerClient::connect() {
+        Ok(client) => boxes::list_docker_boxes(&client)?,
+        Err(e) => {
+            ctx.printer.warn(
+                format!("docker boxes not listed: {e}"),
+                Some("start the Docker engine (scripts/setup starts dockerd)".into()),
+            );
+            Vec::new()
+        }
     };
-    ctx.printer.result(
-        "box list",
-        serde_json::to_value(&images).expect("serializes"),
-        &human,
-    );
+    let qemu = boxes::qemu::list_qemu_boxes();
+    let mut rows: Vec<Row> = docker.iter().map(Row::docker).collect();
+    rows.extend(qemu.iter().map(Row::qemu));
+    let human = if rows.is_empty() {
+        "no boxes built yet (pipe box build NAME [--target qemu])\n".to_string()
+    } else {
+        table(&rows)
+    };
+    let mut json = Vec::new();
+    for d in &docker {
+        let mut v = serde_json::to_value(d).expect("serializes");
+        v["target"] = "docker".into();
+        json.push(v);
+    }
+    for q in &qemu {
+        let mut v = serde_json::to_value(q).expect("serializes");
+        v["target"] = "qemu".into();
+        json.push(v);
+    }
+    ctx.printer
+        .result("box list", serde_json::Value::Array(json), &human);
     Ok(())
+}
+
+/// One line of `pipe box list`.
+struct Row {
+    name: String,
+    target: &'static str,
+    /// The image reference (docker) or the disk file (qemu).
+    location: String,
+    latest: bool,
+    created: i64,
+    size: u64,
+}
+
+impl Row {
+    fn docker(i: &BoxImage) -> Self {
+        Self {
+            name: i.name.clone(),
+            target: "docker",
+            location: i.image.clone(),
+            latest: i.latest,
+            created: i.created,
+            size: u64::try_from(i.size).unwrap_or(0),
+        }
+    }
+
+    fn qemu(b: &boxes::qemu::QemuBox) -> Self {
+        Self {
+            name: b.name.clone(),
+            target: "qemu",
+            location: b.disk.display().to_string(),
+            latest: false,
+            created: b.created,
+            size: b.size,
+        }
+    }
 }
 
 fn remove(ctx: &Ctx, args: BoxRemoveArgs) -> Result<()> {
@@ -96,30 +151,27 @@ fn remove(ctx: &Ctx, args: BoxRemoveArgs) -> Result<()> {
     Ok(())
 }
 
-fn table(images: &[BoxImage]) -> String {
-    let rows: Vec<[String; 6]> = images
+fn table(rows: &[Row]) -> String {
+    let rows: Vec<[String; 6]> = rows
         .iter()
-        .map(|i| {
+        .map(|r| {
             [
-                i.name.clone(),
-                i.image.clone(),
-                if i.latest {
+                r.name.clone(),
+                r.target.to_string(),
+                r.location.clone(),
+                if r.latest {
                     "latest".into()
                 } else {
                     String::new()
                 },
-                i.id.trim_start_matches("sha256:")
-                    .chars()
-                    .take(12)
-                    .collect(),
-                chrono::DateTime::from_timestamp(i.created, 0)
+                chrono::DateTime::from_timestamp(r.created, 0)
                     .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
                     .unwrap_or_default(),
-                format!("{} MB", i.size / 1_000_000),
+                format!("{} MB", r.size / 1_000_000),
             ]
         })
         .collect();
-    let header = ["BOX", "IMAGE", "", "ID", "CREATED (UTC)", "SIZE"];
+    let header = ["BOX", "TARGET", "IMAGE", "", "CREATED (UTC)", "SIZE"];
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
