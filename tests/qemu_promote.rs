@@ -265,6 +265,38 @@ fn promote_replace_rollback_and_keep_serving_on_failure_with_qemu_vms() {
     serves(&p, prod, &one, "one", &back.all());
     assert_eq!(last_ledger(&p)["event"], "rollback");
 
+    // The serving VM dies (as after a host reboot): status says so, and promoting the current
+    // release again makes it anew from the artifact, in the same folder.
+    let dir = p
+        .path()
+        .join(format!(".pipe/qemu/pipe-{PIPELINE}-production-{one}"));
+    let pid: i32 = std::fs::read_to_string(dir.join("qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the QEMU process this test's project started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let gone = std::time::Instant::now();
+    while !qemu_processes(&p).is_empty() {
+        assert!(gone.elapsed().as_secs() < 30, "{:?}", qemu_processes(&p));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = p.pipe(&["status"]);
+    assert!(status.stdout.contains("stopped"), "{}", status.all());
+    let plan = p.pipe(&["promote", "production", "--release", &one, "--plan"]);
+    plan.ok();
+    assert!(
+        plan.stdout.contains("remove the stopped machine"),
+        "{}",
+        plan.all()
+    );
+    let again = p.pipe(&["promote", "production", "--release", &one, "--no-progress"]);
+    again.ok();
+    serves(&p, prod, &one, "one", &again.all());
+
     // A promotion whose new VM cannot start (its port is taken): the old VM boots again on
     // its own disk and keeps serving; the failure is recorded.
     let pf = std::fs::read_to_string(p.path().join("Pipelinefile.toml")).unwrap();
@@ -287,6 +319,9 @@ fn promote_replace_rollback_and_keep_serving_on_failure_with_qemu_vms() {
         failed.all()
     );
     serves(&p, prod, &one, "one", &failed.all());
+    // It was powered down cleanly (ACPI), not killed, before it booted again.
+    let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
+    assert!(console.contains("reboot: Power down"), "{console}");
     assert_eq!(p.ledger_lines().len(), lines + 1);
     let last = last_ledger(&p);
     assert_eq!(last["event"], "promote", "{last}");

@@ -377,6 +377,10 @@ pub fn switch(
             human.push_str(&format!("  {n}. stop the old {noun} {old}\n"));
             n += 1;
         }
+        if matches!(serving, Serving::Qemu { .. }) && serving.all().contains(&name.as_str()) {
+            human.push_str(&format!("  {n}. remove the stopped machine {name}\n"));
+            n += 1;
+        }
         let published: Vec<String> = ports
             .iter()
             .map(|p| format!("{} on 127.0.0.1:{}", p.service, p.host_port))
@@ -390,17 +394,19 @@ pub fn switch(
             }
         ));
         n += 1;
-        for old in serving.all() {
-            // A qemu machine of this very release is made anew in step 3.
-            if matches!(serving, Serving::Qemu { .. }) && old == name {
-                continue;
-            }
+        // A qemu machine of this very release was removed above.
+        let remove: Vec<&str> = serving
+            .all()
+            .into_iter()
+            .filter(|old| matches!(serving, Serving::Docker { .. }) || *old != name)
+            .collect();
+        for old in &remove {
             human.push_str(&format!("  {n}. remove the old {noun} {old}\n"));
             n += 1;
         }
         let mut data = serde_json::json!({
             "plan": true, "env": env, "release": r.id, "alias": r.alias,
-            "stop": serving.running(), "remove": serving.all(), "ports": ports_json,
+            "stop": serving.running(), "remove": remove, "ports": ports_json,
         });
         match &serving {
             Serving::Docker { .. } => {
