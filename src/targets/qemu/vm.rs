@@ -9,8 +9,9 @@
 //!   kernel command line and the box's own unit puts it in `/run` (see [`crate::boxes::qemu`]).
 //! - cloud images: SeaBIOS runs the image's own bootloader; the key travels in a NoCloud seed
 //!   (a small FAT file system labelled `cidata`, see [`write_seed`]) that pipe writes into the
-//!   VM's folder at every start and attaches as a second drive, with a fresh `instance-id`, so
-//!   cloud-init treats every start as a new instance: new SSH host keys, this VM's key.
+//!   VM's folder at every start and attaches as a second drive. The `instance-id` is made once
+//!   per VM folder: a new machine (or build VM) is a new instance to cloud-init (new SSH host
+//!   keys, this VM's key), and a halted machine booted again is the same instance rebooting.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -333,9 +334,27 @@ fn boot_args(spec: &VmSpec, pubkey: &str) -> Vec<OsString> {
     }
 }
 
+/// The cloud-init instance id of a VM folder, made on first use.
+fn instance_id(dir: &Path) -> Result<String> {
+    let path = dir.join("instance-id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let id = format!("pipe-{nanos:x}");
+    std::fs::write(&path, format!("{id}\n"))
+        .map_err(|e| Error::runtime(format!("writing {}: {e}", path.display()), None))?;
+    Ok(id)
+}
+
 /// Writes the NoCloud seed cloud-init reads at boot: a FAT file system labelled `cidata` with
-/// `meta-data` (a fresh `instance-id`, so that per-instance modules such as SSH host key
-/// generation run on every start, and the host name) and `user-data` (root may log in with
+/// `meta-data` (the folder's `instance-id`, so that per-instance modules such as SSH host key
+/// generation run once per machine, and the host name) and `user-data` (root may log in with
 /// this VM's key only; no passwords). Made with `mkfs.vfat` and `mcopy`, nothing mounted.
 pub fn write_seed(dir: &Path, hostname: &str, pubkey: &str) -> Result<()> {
     for (tool, package) in [("mkfs.vfat", "dosfstools"), ("mcopy", "mtools")] {
@@ -348,14 +367,10 @@ pub fn write_seed(dir: &Path, hostname: &str, pubkey: &str) -> Result<()> {
             ));
         }
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let instance_id = format!("pipe-{nanos:x}");
+    let instance_id = instance_id(dir)?;
     let meta = format!("instance-id: {instance_id}\nlocal-hostname: {hostname}\n");
     let user = format!(
-        "#cloud-config\n# Written by pipe for this start of the machine.\ndisable_root: false\nssh_pwauth: false\nssh_authorized_keys:\n  - {}\n",
+        "#cloud-config\n# Written by pipe for this machine.\ndisable_root: false\nssh_pwauth: false\nssh_authorized_keys:\n  - {}\n",
         pubkey.trim()
     );
     let staging = dir.join("seed.tmp");
