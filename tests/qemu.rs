@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use pipe::boxes::qemu::{QemuBox, build_qemu_box};
 use pipe::communicators::{Collect, Communicator, ExecRequest};
 use pipe::targets::qemu::accel::{self, Accel};
-use pipe::targets::qemu::vm::{self, Vm, VmSpec};
+use pipe::targets::qemu::vm::{self, Boot, Vm, VmSpec};
 
 /// The debian-12 qemu box, built once.
 fn qemu_box() -> QemuBox {
@@ -517,7 +517,9 @@ fn bake_makes_a_standalone_compressed_bootable_artifact() {
     struct Remove(PathBuf);
     impl Drop for Remove {
         fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
+            for ext in ["qcow2", "vmlinuz", "initrd.img", "json"] {
+                let _ = std::fs::remove_file(self.0.with_extension(ext));
+            }
         }
     }
     let _artifact = Remove(baked.artifact.clone());
@@ -534,15 +536,33 @@ fn bake_makes_a_standalone_compressed_bootable_artifact() {
     assert!(t.journals().is_empty(), "{:?}", t.journals());
     assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
 
-    // It boots on its own (a copy elsewhere, so nothing can lean on the layer files).
+    // The kernel and initrd it was verified with are kept next to it, not taken from the box
+    // (which may be rebuilt or removed before the release is promoted).
+    let Boot::Kernel { kernel, initrd } = &baked.boot else {
+        panic!("a recipe box's artifact boots its kernel: {:?}", baked.boot)
+    };
+    assert_eq!(kernel, &baked.artifact.with_extension("vmlinuz"));
+    assert_eq!(initrd, &baked.artifact.with_extension("initrd.img"));
+    assert_eq!(
+        pipe::targets::qemu::bake::artifact_boot(&baked.artifact).as_ref(),
+        Some(&baked.boot)
+    );
+
+    // It boots on its own (copies elsewhere, so nothing can lean on the layer or box files).
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("artifact.qcow2");
     std::fs::copy(&baked.artifact, &copy).unwrap();
+    let boot = Boot::Kernel {
+        kernel: dir.path().join("vmlinuz"),
+        initrd: dir.path().join("initrd.img"),
+    };
+    std::fs::copy(kernel, dir.path().join("vmlinuz")).unwrap();
+    std::fs::copy(initrd, dir.path().join("initrd.img")).unwrap();
     let spec = VmSpec {
         name: "pipe-test-artifact".into(),
         dir: dir.path().join("vm"),
         disk: copy,
-        boot: baked.boot.clone(),
+        boot,
         cpus: 2,
         memory: 1024,
         accel: baked.accel,
@@ -585,7 +605,9 @@ fn pipe_bake_records_a_verified_qemu_release() {
     impl Drop for Remove {
         fn drop(&mut self) {
             if let Some(p) = &self.0 {
-                let _ = std::fs::remove_file(p);
+                for ext in ["qcow2", "vmlinuz", "initrd.img", "json"] {
+                    let _ = std::fs::remove_file(p.with_extension(ext));
+                }
             }
         }
     }

@@ -2,7 +2,10 @@
 //! booted from the app layer, and the artifact: a standalone, compressed qcow2 of the app
 //! layer with its backing chain (box, base) folded in, in
 //! `$XDG_CACHE_HOME/pipe/qemu/artifacts/<pipeline>/<env>-<app digest 12>.qcow2`; it boots
-//! with the box's kernel and initrd (a recipe box) or on its own bootloader (a cloud image).
+//! on its own bootloader (a cloud image) or with the kernel and initrd of the box it was baked
+//! on (a recipe box), copied next to it (`.vmlinuz`, `.initrd.img`) so that a promotion boots
+//! the release exactly as verified even after the box was rebuilt or removed. `<stem>.json`
+//! says how it boots.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,11 +77,11 @@ pub fn bake(
             Some(runner.step(&step, |r| verify_layer(r, &env, plan, &app, printer))?)
         };
         let artifact = runner.step("flatten and compress the artifact", |r| {
-            artifact(r, plan, &app)
+            artifact(r, plan, &app, &qbox.boot)
         })?;
         Ok(Baked {
+            boot: artifact_boot(&artifact).unwrap_or_else(|| qbox.boot.clone()),
             artifact,
-            boot: qbox.boot.clone(),
             base_layer: base,
             app_layer: app,
             verify,
@@ -125,6 +128,7 @@ pub fn verify_layer(
             "{name}: SSH up {:.1}s after start",
             took.as_secs_f64()
         ));
+        env.settle(&comm, &name, printer)?;
         let rendered = plan.services();
         let timeout = Duration::from_secs(plan.pf.verify.timeout.max(1));
         deliver_units(&comm, &rendered)?;
@@ -147,15 +151,55 @@ pub fn verify_layer(
     Ok(outcome)
 }
 
+/// How an artifact boots (its `<stem>.json`), `None` for artifacts baked before pipe wrote it.
+pub fn artifact_boot(artifact: &Path) -> Option<vm::Boot> {
+    let text = std::fs::read(artifact.with_extension("json")).ok()?;
+    let boot: vm::Boot = serde_json::from_slice(&text).ok()?;
+    match &boot {
+        vm::Boot::Kernel { kernel, initrd } if !kernel.is_file() || !initrd.is_file() => None,
+        _ => Some(boot),
+    }
+}
+
+/// Writes the artifact's boot files: the kernel and initrd next to it (recipe boxes) and
+/// `<stem>.json`, all before the qcow2 itself appears.
+fn boot_files(path: &Path, boot: &vm::Boot) -> Result<()> {
+    let io = |what: &Path, e: std::io::Error| {
+        Error::runtime(format!("writing {}: {e}", what.display()), None)
+    };
+    let own = match boot {
+        vm::Boot::Kernel { kernel, initrd } => {
+            let (k, i) = (
+                path.with_extension("vmlinuz"),
+                path.with_extension("initrd.img"),
+            );
+            for (from, to) in [(kernel, &k), (initrd, &i)] {
+                let tmp = to.with_extension("tmp");
+                std::fs::copy(from, &tmp).map_err(|e| io(to, e))?;
+                std::fs::rename(&tmp, to).map_err(|e| io(to, e))?;
+            }
+            vm::Boot::Kernel {
+                kernel: k,
+                initrd: i,
+            }
+        }
+        vm::Boot::Disk => vm::Boot::Disk,
+    };
+    let json = path.with_extension("json");
+    crate::state::write_atomic(&json, &serde_json::to_vec_pretty(&own).expect("serializes"))
+        .map_err(|e| io(&json, e))
+}
+
 /// Flattens the app layer into the artifact (through a journaled temporary file).
-fn artifact(runner: &mut Runner<'_>, plan: &Plan, app: &Path) -> Result<PathBuf> {
+fn artifact(runner: &mut Runner<'_>, plan: &Plan, app: &Path, boot: &vm::Boot) -> Result<PathBuf> {
     let dir = artifacts_dir(&plan.pf.pipeline.name.value);
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::runtime(format!("creating {}: {e}", dir.display()), None))?;
     let path = dir.join(format!("{}-{}.qcow2", plan.env, plan.digests.app.short()));
-    if path.is_file() {
+    if path.is_file() && artifact_boot(&path).is_some() {
         return Ok(path);
     }
+    boot_files(&path, boot)?;
     let tmp = path.with_extension(format!("qcow2.tmp-{}", std::process::id()));
     let res = Resource::Path { path: tmp.clone() };
     let t2 = tmp.clone();

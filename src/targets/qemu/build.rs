@@ -49,6 +49,22 @@ impl QemuEnv<'_> {
             forwards,
         }
     }
+
+    /// On a cloud image, waits until cloud-init is done with this boot (SSH answers before its
+    /// last modules ran), warning when it reports an error. Nothing to wait for otherwise.
+    pub fn settle(&self, comm: &dyn Communicator, name: &str, printer: &Printer) -> Result<()> {
+        if self.qbox.boot != Boot::Disk {
+            return Ok(());
+        }
+        let status = vm::wait_for_cloud_init(comm, self.ssh_timeout)?;
+        if status.contains("error") {
+            printer.warn(
+                format!("{name}: cloud-init reports an error ({status})"),
+                Some("its log is /var/log/cloud-init.log on the machine; keep the machine with --keep-on-error to read it".into()),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The cached file of a layer.
@@ -153,16 +169,8 @@ pub fn build_layer(
                 took.as_secs_f64(),
                 env.accel.accel
             ));
-            if spec.boot == Boot::Disk {
-                // Provisioning must not race cloud-init's modules, nor sealing its last writes.
-                let status = vm::wait_for_cloud_init(&comm, env.ssh_timeout)?;
-                if status.contains("error") {
-                    printer.warn(
-                        format!("{vm_name}: cloud-init reports an error ({status})"),
-                        Some("its log is /var/log/cloud-init.log on the machine; keep the machine with --keep-on-error to read it".into()),
-                    );
-                }
-            }
+            // Provisioning must not race cloud-init's modules, nor sealing its last writes.
+            env.settle(&comm, &vm_name, printer)?;
             let pctx = ProvisionContext {
                 comm: &comm,
                 printer,

@@ -319,6 +319,7 @@ fn boot(
         took.as_secs_f64(),
         env.accel.accel
     ));
+    env.settle(&comm, name, printer)?;
     let rendered = plan.services();
     deliver_units(&comm, &rendered)?;
     wait_ready(&comm, &rendered, READY_TIMEOUT)?;

@@ -30,11 +30,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::accel;
-use super::bake::verify_layer;
+use super::bake::{artifact_boot, verify_layer};
 use super::build::{QemuEnv, SHUTDOWN_GRACE};
 use super::machine::{self, Forward, Identity, MachineRecord, machine_dir};
 use super::up::{SSH_TIMEOUT, resolve_box};
 use super::vm;
+use crate::boxes::qemu::QemuBox;
 use crate::config::{Pipelinefile, QemuSettings, TargetSettings};
 use crate::error::{Error, Result};
 use crate::ledger::Release;
@@ -112,11 +113,30 @@ pub struct Promotion<'a> {
     pub old_services: BTreeMap<String, Vec<RenderedService>>,
 }
 
+/// The artifact as the box its VMs boot: only how it boots matters, nothing is built on it.
+fn artifact_box(p: &Promotion, boot: vm::Boot) -> QemuBox {
+    QemuBox {
+        name: p.release.alias.clone(),
+        digest: p.release.id.clone(),
+        dir: p.artifact.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        disk: p.artifact.to_path_buf(),
+        boot,
+        created: 0,
+        size: 0,
+        built: false,
+    }
+}
+
 /// Switches the environment to the release (see the module doc); returns the new VM's record.
 pub fn promote(runner: &mut Runner<'_>, p: &Promotion, printer: &Printer) -> Result<MachineRecord> {
     let pf = p.plan.pf;
     let alias = &p.release.alias;
-    let qbox = resolve_box(p.plan, printer)?;
+    // The artifact boots as it was verified: with its own kernel and initrd (or bootloader);
+    // the box is only asked for artifacts baked before pipe kept those.
+    let qbox = match artifact_boot(p.artifact) {
+        Some(boot) => artifact_box(p, boot),
+        None => resolve_box(p.plan, printer)?,
+    };
     let settings = env_settings(pf, p.env);
     let qenv = QemuEnv {
         qbox: &qbox,
