@@ -236,20 +236,9 @@ impl CloudProject {
             .join(format!("pipe-{}-dev", self.p.name))
     }
 
-    /// QEMU processes started for this project (their command lines name its folder).
+    /// QEMU processes started for this project.
     fn qemu_processes(&self) -> Vec<String> {
-        let root = self.p.path().to_string_lossy().into_owned();
-        let mut found = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-                continue;
-            };
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.starts_with(pipe::targets::qemu::QEMU) && cmd.contains(&root) {
-                found.push(cmd);
-            }
-        }
-        found
+        self.p.qemu_processes()
     }
 
     /// The steps a run reports (with their times), for the test's log.

@@ -84,20 +84,9 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-/// QEMU processes started for this project (their command lines name its folder).
+/// QEMU processes started for this project.
 fn qemu_processes(p: &Project) -> Vec<String> {
-    let root = p.path().to_string_lossy().into_owned();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.starts_with(pipe::targets::qemu::QEMU) && cmd.contains(&root) {
-            found.push(cmd);
-        }
-    }
-    found
+    p.qemu_processes()
 }
 
 /// The folders of production's serving VMs.

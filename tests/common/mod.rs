@@ -332,6 +332,22 @@ impl Spawned {
 }
 
 impl Project {
+    /// QEMU processes started for this project (their command lines name its folder).
+    pub fn qemu_processes(&self) -> Vec<String> {
+        let root = self.path().to_string_lossy().into_owned();
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.starts_with("qemu-system") && cmd.contains(&root) {
+                found.push(cmd);
+            }
+        }
+        found
+    }
+
     /// Runs ids of the journals left in `.pipe/journal`.
     pub fn journal_runs(&self) -> Vec<String> {
         self.journals()
