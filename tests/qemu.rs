@@ -651,6 +651,21 @@ fn pipe_bake_records_a_verified_qemu_release() {
         "{}",
         promote.all()
     );
+    // `pipe verify` runs the checks again on a fresh VM booted from the artifact, and records it.
+    let verify = t.p.pipe(&["verify", "--no-progress"]);
+    verify.ok();
+    assert!(
+        verify.stdout.contains("verification passed"),
+        "{}",
+        verify.all()
+    );
+    let history = t.p.pipe(&["--json", "history"]);
+    history.ok();
+    assert!(
+        history.stdout.contains("\"verify\""),
+        "no verify event: {}",
+        history.stdout
+    );
     assert!(t.journals().is_empty(), "{:?}", t.journals());
     assert!(t.qemu_processes().is_empty(), "{:?}", t.qemu_processes());
 }

@@ -10,7 +10,8 @@ use crate::targets::docker::DockerClient;
 use crate::targets::docker::verify::verify_image;
 
 use super::Ctx;
-use super::promote::{release_image, release_plan};
+use super::promote::{release_artifact, release_image, release_plan};
+use crate::targets::qemu::promote as qemu_promote;
 
 pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
@@ -33,20 +34,34 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
                 })?
         }
     };
-    if view.release.target != "docker" {
-        return Err(Error::NotImplemented("verify on ec2"));
-    }
     crate::interrupt::install();
-    let client = DockerClient::connect()?;
-    let image = release_image(&client, view)?;
-    let plan = release_plan(ctx, &pf, view)?;
-    let journal = Journal::start(&state::dir(&pf.root), "verify", &pf.pipeline.name.value)?;
-    let mut runner = Runner::new(journal, ctx.printer);
     let alias = view.release.alias.clone();
-    let result = runner.step(&format!("verify release {alias} on a fresh machine"), |r| {
-        verify_image(r, &client, &plan, &image, ctx.printer)
-    });
-    let outcome = runner.finish(result)?;
+    let step = format!("verify release {alias} on a fresh machine");
+    let result = match view.release.target.as_str() {
+        "docker" => {
+            let client = DockerClient::connect()?;
+            let image = release_image(&client, view)?;
+            let plan = release_plan(ctx, &pf, view)?;
+            let journal = Journal::start(&state::dir(&pf.root), "verify", &pf.pipeline.name.value)?;
+            let mut runner = Runner::new(journal, ctx.printer);
+            let result = runner.step(&step, |r| {
+                verify_image(r, &client, &plan, &image, ctx.printer)
+            });
+            runner.finish(result)
+        }
+        "qemu" => {
+            let artifact = release_artifact(view)?;
+            let plan = release_plan(ctx, &pf, view)?;
+            let journal = Journal::start(&state::dir(&pf.root), "verify", &pf.pipeline.name.value)?;
+            let mut runner = Runner::new(journal, ctx.printer);
+            let result = runner.step(&step, |r| {
+                qemu_promote::verify_release(r, &plan, &view.release, &artifact, ctx.printer)
+            });
+            runner.finish(result)
+        }
+        _ => return Err(Error::NotImplemented("verify on ec2")),
+    };
+    let outcome = result?;
     ledger.append(
         &who(),
         Event::Verify {

@@ -113,30 +113,54 @@ pub struct Promotion<'a> {
     pub old_services: BTreeMap<String, Vec<RenderedService>>,
 }
 
-/// The artifact as the box its VMs boot: only how it boots matters, nothing is built on it.
-fn artifact_box(p: &Promotion, boot: vm::Boot) -> QemuBox {
-    QemuBox {
-        name: p.release.alias.clone(),
-        digest: p.release.id.clone(),
-        dir: p.artifact.parent().unwrap_or(Path::new(".")).to_path_buf(),
-        disk: p.artifact.to_path_buf(),
+/// A release's artifact as the box its VMs boot (only how it boots matters: nothing is built
+/// on it). It boots as it was verified, with its own kernel and initrd (or bootloader); the
+/// environment's box is only asked for artifacts baked before pipe kept those.
+pub fn release_box(
+    plan: &Plan,
+    release: &Release,
+    artifact: &Path,
+    printer: &Printer,
+) -> Result<QemuBox> {
+    let Some(boot) = artifact_boot(artifact) else {
+        return resolve_box(plan, printer);
+    };
+    Ok(QemuBox {
+        name: release.alias.clone(),
+        digest: release.id.clone(),
+        dir: artifact.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        disk: artifact.to_path_buf(),
         boot,
         created: 0,
         size: 0,
         built: false,
-    }
+    })
+}
+
+/// Runs `[verify]` again on a fresh VM booted from a release's artifact (`pipe verify`).
+pub fn verify_release(
+    runner: &mut Runner<'_>,
+    plan: &Plan,
+    release: &Release,
+    artifact: &Path,
+    printer: &Printer,
+) -> Result<crate::ledger::VerifyOutcome> {
+    let qbox = release_box(plan, release, artifact, printer)?;
+    let settings = env_settings(plan.pf, &release.env);
+    let qenv = QemuEnv {
+        qbox: &qbox,
+        accel: accel::choose(&settings.accel)?,
+        settings,
+        ssh_timeout: SSH_TIMEOUT,
+    };
+    verify_layer(runner, &qenv, plan, artifact, printer)
 }
 
 /// Switches the environment to the release (see the module doc); returns the new VM's record.
 pub fn promote(runner: &mut Runner<'_>, p: &Promotion, printer: &Printer) -> Result<MachineRecord> {
     let pf = p.plan.pf;
     let alias = &p.release.alias;
-    // The artifact boots as it was verified: with its own kernel and initrd (or bootloader);
-    // the box is only asked for artifacts baked before pipe kept those.
-    let qbox = match artifact_boot(p.artifact) {
-        Some(boot) => artifact_box(p, boot),
-        None => resolve_box(p.plan, printer)?,
-    };
+    let qbox = release_box(p.plan, p.release, p.artifact, printer)?;
     let settings = env_settings(pf, p.env);
     let qenv = QemuEnv {
         qbox: &qbox,
