@@ -185,7 +185,9 @@ fn ctrl_c_while_switching_brings_the_old_container_back() {
     let before = serving(&p);
     let _two = bake(&p, "<h1>two</h1>\n");
     let lines = p.ledger_lines().len();
-    for pause in ["verify release", "start pipe-"] {
+    // Before the switch, right after the old container stopped (the Ctrl-C ends that step),
+    // and while the new one starts.
+    for pause in ["verify release", "old container stopped", "start pipe-"] {
         let mut child = common::spawn_pipe(
             p.path(),
             &["promote", "production", "--local", "--no-progress"],

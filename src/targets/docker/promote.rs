@@ -130,11 +130,14 @@ pub fn promote(
     let name = serving_name(&pipeline, p.env, alias);
     let switched = (|| {
         for old in p.old.iter().filter(|c| c.running) {
+            // Listed first: a Ctrl-C during the stop ends the step with the container already
+            // stopped, and it must still be brought back (`restore` skips it if it runs).
+            stopped.push(old);
             runner.step(&format!("stop the old container {}", old.name), |_| {
                 client.stop_container(&old.id, STOP_GRACE)?;
+                crate::runner::pause_point(printer, "old container stopped");
                 Ok(())
             })?;
-            stopped.push(old);
         }
         let ports = host_ports(p.plan.pf, p.env)?;
         runner.step(&format!("start {name}"), |r| {
@@ -221,6 +224,12 @@ fn restore(client: &DockerClient, plan: &Plan, stopped: &[&ContainerInfo]) -> Ve
     let rendered = plan.services();
     for old in stopped {
         let result = (|| {
+            if client
+                .inspect_container(&old.id)?
+                .is_some_and(|c| c.running)
+            {
+                return Ok(());
+            }
             client.start_container(&old.id)?;
             // After a Ctrl-C too: bringing the old container back is the cleanup.
             let comm = DockerExec::new(client.clone(), old.name.clone()).uninterruptible();
