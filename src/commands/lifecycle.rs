@@ -161,16 +161,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             "digest": rec.digest, "up_to_date": current, "ports": ports,
             "accel": rec.vm.accel, "console_log": rec.vm.console(),
         }));
-        st.machines.insert(
-            rec.env.clone(),
-            MachineState {
-                target: "qemu".into(),
-                name: rec.name.clone(),
-                image: rec.layer.display().to_string(),
-                digest: rec.digest.clone(),
-                updated: chrono::Utc::now().to_rfc3339(),
-            },
-        );
+        st.machines.insert(rec.env.clone(), rec.state());
     }
     // Serving VMs (`pipe promote` on qemu): their release instead of a freshness.
     for v in &qemu_serving {

@@ -181,16 +181,7 @@ fn report(ctx: &Ctx, plan: &Plan, c: &ContainerInfo, what: &str) -> Result<()> {
 fn up_qemu(ctx: &Ctx, plan: &Plan, keep_on_error: bool) -> Result<()> {
     let (rec, what) = crate::targets::qemu::up::up(plan, keep_on_error, ctx.printer)?;
     let mut st = State::load(&plan.pf.root);
-    st.machines.insert(
-        plan.env.clone(),
-        MachineState {
-            target: "qemu".into(),
-            name: rec.name.clone(),
-            image: rec.layer.display().to_string(),
-            digest: rec.digest.clone(),
-            updated: chrono::Utc::now().to_rfc3339(),
-        },
-    );
+    st.machines.insert(plan.env.clone(), rec.state());
     st.save(&plan.pf.root)?;
     let mut human = format!(
         "machine {} (env {}, qemu, {}) is {what}: app {}\n  ssh -i {} -p {} root@127.0.0.1",

@@ -36,32 +36,37 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
     };
     crate::interrupt::install();
     let alias = view.release.alias.clone();
-    let step = format!("verify release {alias} on a fresh machine");
-    let result = match view.release.target.as_str() {
+    // What the release is, checked before the run starts (a missing image or artifact is a
+    // plain error, with no journal to clean).
+    enum Artifact {
+        Image(DockerClient, String),
+        Qcow2(std::path::PathBuf),
+    }
+    let artifact = match view.release.target.as_str() {
         "docker" => {
             let client = DockerClient::connect()?;
             let image = release_image(&client, view)?;
-            let plan = release_plan(ctx, &pf, view)?;
-            let journal = Journal::start(&state::dir(&pf.root), "verify", &pf.pipeline.name.value)?;
-            let mut runner = Runner::new(journal, ctx.printer);
-            let result = runner.step(&step, |r| {
-                verify_image(r, &client, &plan, &image, ctx.printer)
-            });
-            runner.finish(result)
+            Artifact::Image(client, image)
         }
-        "qemu" => {
-            let artifact = release_artifact(view)?;
-            let plan = release_plan(ctx, &pf, view)?;
-            let journal = Journal::start(&state::dir(&pf.root), "verify", &pf.pipeline.name.value)?;
-            let mut runner = Runner::new(journal, ctx.printer);
-            let result = runner.step(&step, |r| {
-                qemu_promote::verify_release(r, &plan, &view.release, &artifact, ctx.printer)
-            });
-            runner.finish(result)
-        }
+        "qemu" => Artifact::Qcow2(release_artifact(view)?),
         _ => return Err(Error::NotImplemented("verify on ec2")),
     };
-    let outcome = result?;
+    let plan = release_plan(ctx, &pf, view)?;
+    let journal = Journal::start(&state::dir(&pf.root), "verify", &pf.pipeline.name.value)?;
+    let mut runner = Runner::new(journal, ctx.printer);
+    let result =
+        runner.step(
+            &format!("verify release {alias} on a fresh machine"),
+            |r| match &artifact {
+                Artifact::Image(client, image) => {
+                    verify_image(r, client, &plan, image, ctx.printer)
+                }
+                Artifact::Qcow2(path) => {
+                    qemu_promote::verify_release(r, &plan, &view.release, path, ctx.printer)
+                }
+            },
+        );
+    let outcome = runner.finish(result)?;
     ledger.append(
         &who(),
         Event::Verify {

@@ -177,7 +177,7 @@ impl SshComm {
     }
 
     /// Whether to stop now: on Ctrl-C, or when uninterruptible once cleanup is abandoned.
-    fn stopping(&self) -> bool {
+    pub fn stopping(&self) -> bool {
         stopping(self.interruptible)
     }
 

@@ -4,7 +4,7 @@
 //! units and their environments delivered into `/run/pipe/env` (a tmpfs) at every start.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,17 @@ pub struct MachineRecord {
 impl MachineRecord {
     pub fn running(&self) -> bool {
         self.vm.running()
+    }
+
+    /// Its entry in `.pipe/state.json`, as of now.
+    pub fn state(&self) -> crate::state::MachineState {
+        crate::state::MachineState {
+            target: "qemu".into(),
+            name: self.name.clone(),
+            image: self.layer.display().to_string(),
+            digest: self.digest.clone(),
+            updated: chrono::Utc::now().to_rfc3339(),
+        }
     }
 }
 
@@ -250,39 +261,15 @@ pub fn start_again_uninterruptibly(
         halted.name, env.accel.accel, env.accel.reason
     ));
     let delivered = (|| {
-        let started = Instant::now();
-        let _ = std::fs::remove_file(machine.dir.join("known_hosts"));
-        let comm = loop {
-            if crate::interrupt::abandoned() {
-                return Err(Error::Interrupted);
-            }
-            if !machine.running() {
-                return Err(machine.boot_error("QEMU exited while the machine was booting"));
-            }
-            // Short attempts, so a dead QEMU is noticed between them.
-            let mut comm = machine.ssh(Duration::from_secs(10)).uninterruptible();
-            match comm.connect() {
-                Ok(()) => {
-                    comm.set_ssh_timeout(env.ssh_timeout);
-                    break comm;
-                }
-                Err(e) if started.elapsed() >= env.ssh_timeout => {
-                    return Err(machine.boot_error(&format!(
-                        "no SSH within {}s: {e}",
-                        env.ssh_timeout.as_secs()
-                    )));
-                }
-                Err(_) => {}
-            }
-        };
+        let (comm, took) = machine.wait_for_ssh_with(env.ssh_timeout, false)?;
         printer.info(format!(
             "{}: SSH up {:.1}s after start ({})",
             halted.name,
-            started.elapsed().as_secs_f64(),
+            took.as_secs_f64(),
             env.accel.accel
         ));
         deliver_units(&comm, rendered)?;
-        Ok(started.elapsed().as_secs_f64())
+        Ok::<_, Error>(took.as_secs_f64())
     })();
     let running = machine.running();
     let rec = MachineRecord {

@@ -130,17 +130,30 @@ impl Vm {
     /// Waits until SSH answers (the VM is booted), failing early if QEMU dies; the error
     /// carries the end of the console log. Returns the connected communicator.
     pub fn wait_for_ssh(&self, timeout: Duration) -> Result<(SshComm, Duration)> {
+        self.wait_for_ssh_with(timeout, true)
+    }
+
+    /// [`Self::wait_for_ssh`]; with `interruptible` false the wait and the communicator go on
+    /// after Ctrl-C (only an abandoned cleanup stops them), for a boot that is itself cleanup.
+    pub fn wait_for_ssh_with(
+        &self,
+        timeout: Duration,
+        interruptible: bool,
+    ) -> Result<(SshComm, Duration)> {
         let started = Instant::now();
         let _ = std::fs::remove_file(self.dir.join("known_hosts"));
         loop {
-            if crate::interrupt::requested() {
+            // Short attempts, so a dead QEMU is noticed between them.
+            let mut comm = self.ssh(Duration::from_secs(10));
+            if !interruptible {
+                comm = comm.uninterruptible();
+            }
+            if comm.stopping() {
                 return Err(Error::Interrupted);
             }
             if !self.running() {
                 return Err(self.boot_error("QEMU exited while the machine was booting"));
             }
-            // Short attempts, so a dead QEMU is noticed between them.
-            let mut comm = self.ssh(Duration::from_secs(10));
             match comm.connect() {
                 Ok(()) => {
                     let took = started.elapsed();
