@@ -113,4 +113,10 @@ impl Error {
     }
 }
 
+impl From<crate::engine::docker::DockerError> for Error {
+    fn from(e: crate::engine::docker::DockerError) -> Self {
+        Error::runtime(e.message(), e.hint())
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod communicators;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod interrupt;
 pub mod layers;

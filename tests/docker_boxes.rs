@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 
 use pipe::boxes::{self, BoxTarget, Recipe};
-use pipe::targets::docker::DockerClient;
+use pipe::engine::docker::DockerClient;
 
 #[test]
 fn debian_12_builds_once() {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use pipe::communicators::docker::DockerExec;
 use pipe::communicators::{Collect, Communicator, ExecRequest};
-use pipe::targets::docker::{ImageConfig, PortSpec};
+use pipe::engine::docker::{ImageConfig, PortSpec};
 use support::TestContainer;
 
 /// One container shared by the tests that run at the same time; the last one to finish removes
@@ -139,7 +139,7 @@ fn container_ports_tmpfs_labels_and_commit() {
     let id = client
         .commit_container(&container.id, &repo, "t1", &config)
         .unwrap();
-    struct ImageGuard(pipe::targets::docker::DockerClient, String);
+    struct ImageGuard(pipe::engine::docker::DockerClient, String);
     impl Drop for ImageGuard {
         fn drop(&mut self) {
             let _ = self.0.remove_image(&self.1, true);
@@ -184,7 +184,7 @@ fn container_ports_tmpfs_labels_and_commit() {
 }
 
 /// The committed image's config as JSON, via the raw API.
-fn api_config(client: &pipe::targets::docker::DockerClient, id: &str) -> String {
+fn api_config(client: &pipe::engine::docker::DockerClient, id: &str) -> String {
     let inspect = client.block_on(client.api().inspect_image(id)).unwrap();
     serde_json::to_string(&inspect.config).unwrap()
 }
@@ -198,7 +198,7 @@ fn errors_name_the_resource() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("pipe-test-no-such-container"), "{err}");
-    let mut spec = pipe::targets::docker::ContainerSpec::new("pipe-test/no-such-image:1");
+    let mut spec = pipe::engine::docker::ContainerSpec::new("pipe-test/no-such-image:1");
     spec.name = Some(format!("pipe-test-noimage-{}", std::process::id()));
     let err = client.create_container(&spec).unwrap_err();
     assert!(err.is_not_found(), "{err}");

@@ -129,7 +129,7 @@ fn docker_and_qemu_provision_identical_trees() {
     p.pipe(&["up", "--no-progress"]).ok();
     let (status, body) = common::http_get_retry(port, "/", 60);
     assert_eq!(status, 200, "{body}");
-    let client = pipe::targets::docker::DockerClient::connect().unwrap();
+    let client = pipe::engine::docker::DockerClient::connect().unwrap();
     let docker = manifest(&DockerExec::new(client, format!("{}-dev", p.name)));
     p.pipe(&["destroy", "--no-progress"]).ok();
 

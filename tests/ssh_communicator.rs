@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use pipe::communicators::docker::DockerExec;
 use pipe::communicators::ssh::{Bastion, HostKeyPolicy, SshComm, SshSettings};
 use pipe::communicators::{Collect, Communicator, ExecRequest};
-use pipe::targets::docker::{DockerClient, ImageConfig, PortSpec};
+use pipe::engine::docker::{DockerClient, ImageConfig, PortSpec};
 use support::TestContainer;
 
 const SSHD_REPO: &str = "pipe-test/sshd";

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::rootfs::{self, Rootfs};
 use super::{BoxError, BoxTarget, Recipe, lock_file};
-use crate::targets::docker::{DockerClient, ImageConfig, ImageInfo};
+use crate::engine::docker::{DockerClient, ImageConfig, ImageInfo};
 use crate::ui::Printer;
 
 /// Label holding the box name.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::targets::docker::DockerError;
+use crate::engine::docker::DockerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BoxError {

@@ -13,7 +13,7 @@ use crate::ledger::{self, Event, Ledger, Release, VerifyOutcome};
 use crate::plan::Plan;
 use crate::runner::{Journal, Runner};
 use crate::state;
-use crate::targets::docker::DockerClient;
+use crate::engine::docker::DockerClient;
 use crate::targets::docker::build;
 use crate::targets::docker::verify;
 

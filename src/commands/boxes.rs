@@ -4,7 +4,7 @@ use super::Ctx;
 use crate::boxes::{self, BoxImage, BoxTarget, Recipe};
 use crate::cli::{BoxBuildArgs, BoxCommand, BoxRemoveArgs};
 use crate::error::{Error, Result};
-use crate::targets::docker::DockerClient;
+use crate::engine::docker::DockerClient;
 
 pub fn run(ctx: &Ctx, cmd: BoxCommand) -> Result<()> {
     match cmd {

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::runner::Resource;
 use crate::runner::journal::{self, JournalFile};
 use crate::state;
-use crate::targets::docker::DockerClient;
+use crate::engine::docker::DockerClient;
 use crate::targets::docker::build::label;
 
 use super::Ctx;

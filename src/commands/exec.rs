@@ -7,7 +7,7 @@ use crate::cli::ExecArgs;
 use crate::communicators::docker::DockerExec;
 use crate::config::TargetKind;
 use crate::error::{Error, Result};
-use crate::targets::docker::DockerClient;
+use crate::engine::docker::DockerClient;
 
 use super::{Ctx, local};
 

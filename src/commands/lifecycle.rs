@@ -9,7 +9,7 @@ use crate::cli::DestroyArgs;
 use crate::config::{LayerName, Pipelinefile, TargetKind};
 use crate::error::{Error, Result};
 use crate::state::{MachineState, State};
-use crate::targets::docker::DockerClient;
+use crate::engine::docker::DockerClient;
 use crate::targets::docker::build::label;
 use crate::targets::docker::machine::{find_by_role, find_machines};
 use crate::targets::qemu::promote::find_serving;

@@ -7,7 +7,7 @@ use crate::config::{Pipelinefile, TargetKind};
 use crate::error::{Error, Result};
 use crate::plan::{self, Plan, Selection};
 use crate::targets::docker::machine::{self, find_machines};
-use crate::targets::docker::{ContainerInfo, DockerClient};
+use crate::engine::docker::{ContainerInfo, DockerClient};
 use crate::targets::qemu::machine::{self as qmachine, MachineRecord};
 use crate::targets::qemu::vm;
 

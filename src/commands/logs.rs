@@ -6,7 +6,7 @@ use crate::communicators::docker::DockerExec;
 use crate::config::TargetKind;
 use crate::error::{Error, Result};
 use crate::services;
-use crate::targets::docker::DockerClient;
+use crate::engine::docker::DockerClient;
 
 use super::{Ctx, local};
 

@@ -14,7 +14,7 @@ use crate::runner::{Journal, Runner};
 use crate::state;
 use crate::targets::docker::build::label;
 use crate::targets::docker::promote::{self as docker_promote, Promotion};
-use crate::targets::docker::{ContainerInfo, DockerClient};
+use crate::engine::docker::{ContainerInfo, DockerClient};
 use crate::targets::qemu::promote as qemu_promote;
 
 use super::Ctx;

@@ -7,7 +7,8 @@ use crate::config::{LayerName, Pipelinefile, TargetKind};
 use crate::error::Result;
 use crate::plan::Plan;
 use crate::provisioners::{self, ProvisionContext};
-use crate::targets::docker::{DockerClient, machine};
+use crate::engine::docker::DockerClient;
+use crate::targets::docker::machine;
 use crate::targets::qemu::machine as qmachine;
 
 use super::exec::QEMU_SSH_TIMEOUT;

@@ -12,7 +12,7 @@ use crate::runner::{Journal, Runner};
 use crate::state::{self, MachineState, State};
 use crate::targets::docker::build::{self, label};
 use crate::targets::docker::machine::{self, MachineSpec};
-use crate::targets::docker::{ContainerInfo, DockerClient};
+use crate::engine::docker::{ContainerInfo, DockerClient};
 
 use super::{Ctx, local};
 

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::ledger::{Event, Ledger, find_release, releases, who};
 use crate::runner::{Journal, Runner};
 use crate::state;
-use crate::targets::docker::DockerClient;
+use crate::engine::docker::DockerClient;
 use crate::targets::docker::verify::verify_image;
 
 use super::Ctx;

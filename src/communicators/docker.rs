@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::tar;
 use super::{Collect, Communicator, ExecError, ExecRequest, OutputSink, Stream, UploadOptions};
-use crate::targets::docker::{DockerClient, DockerError};
+use crate::engine::docker::{DockerClient, DockerError};
 
 /// Every exec carries this variable with a unique value, so that on a timeout or an interrupt
 /// pipe can find and kill everything the command started, even processes that left its

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use pipe::targets::docker::DockerClient;
+use pipe::engine::docker::DockerClient;
 
 /// The repository's root (for boxes/ and the example).
 pub fn repo() -> PathBuf {

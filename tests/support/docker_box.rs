@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pipe::boxes::{self, Recipe};
-use pipe::targets::docker::{ContainerSpec, DockerClient};
+use pipe::engine::docker::{ContainerSpec, DockerClient};
 use pipe::ui::{OutputMode, Printer, Verbosity};
 
 /// Label on every container a test starts; its value is the test process id.

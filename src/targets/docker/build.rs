@@ -14,7 +14,7 @@ use crate::runner::{Resource, Runner};
 use crate::services;
 use crate::ui::Printer;
 
-use super::{ContainerSpec, DockerClient, ImageConfig, ImageInfo};
+use crate::engine::docker::{ContainerSpec, DockerClient, ImageConfig, ImageInfo};
 
 /// Labels pipe puts on what it creates.
 pub mod label {

@@ -13,7 +13,7 @@ use crate::runner::{Resource, Runner};
 use crate::services::{self, RUN_DIR, RenderedService};
 
 use super::build::label;
-use super::{ContainerInfo, ContainerSpec, DockerClient, PortSpec};
+use crate::engine::docker::{ContainerInfo, ContainerSpec, DockerClient, PortSpec};
 use crate::targets::ready::{LogTail, wait_listening};
 
 /// How long services get to start listening.

@@ -36,7 +36,7 @@ use super::build::label;
 use super::machine::deliver_services;
 use super::machine::{MachineRequest, create_container};
 use super::verify::{start_services_and_check, verify_image};
-use super::{ContainerInfo, DockerClient, PortSpec};
+use crate::engine::docker::{ContainerInfo, DockerClient, PortSpec};
 
 /// How long the old container gets to stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);

@@ -18,7 +18,7 @@ use crate::runner::Runner;
 use crate::services::RenderedService;
 use crate::ui::Printer;
 
-use super::DockerClient;
+use crate::engine::docker::DockerClient;
 use super::build::{label, suffix};
 use super::machine::{MachineRequest, create_container};
 use super::machine::{deliver_services, wait_ready};

@@ -153,12 +153,6 @@ impl DockerError {
     }
 }
 
-impl From<DockerError> for crate::error::Error {
-    fn from(e: DockerError) -> Self {
-        crate::error::Error::runtime(e.message(), e.hint())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,4 @@
+//! Engine clients, the bottom of the module tree: the Docker Engine API (bollard). They know
+//! nothing of Pipelinefiles, targets or runs; everything above them may use them.
+
+pub mod docker;
