@@ -26,6 +26,9 @@ pub struct Plan<'a> {
     pub git_commit: String,
 }
 
+/// Where `--local` runs an environment whose target is remote.
+pub const LOCAL: TargetKind = TargetKind::Docker;
+
 /// How the environment and target were asked for.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -92,13 +95,13 @@ pub fn effective_target(pf: &Pipelinefile, env: &str, sel: &Selection) -> Result
         return Ok(kind);
     }
     if sel.local && declared == TargetKind::Ec2 {
-        if pf.boxes.get(TargetKind::Docker).is_none() {
+        if pf.boxes.get(LOCAL).is_none() {
             return Err(Error::usage(
                 format!("--local runs env `{env}` on docker, but [box] has no docker entry"),
                 Some("add `docker = { box = \"debian-12\" }` under [box]".to_string()),
             ));
         }
-        return Ok(TargetKind::Docker);
+        return Ok(LOCAL);
     }
     Ok(declared)
 }

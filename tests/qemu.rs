@@ -501,8 +501,17 @@ fn bake_makes_a_standalone_compressed_bootable_artifact() {
     };
     let printer = support::quiet_printer();
     let plan = pipe::plan::make(&pf, &sel, &printer).unwrap();
-    let baked = pipe::targets::qemu::bake::bake(&plan, false, false, &printer)
-        .unwrap_or_else(|e| panic!("{e}"));
+    // Baked through the target interface, as `pipe bake` does.
+    let target = pipe::targets::open(pipe::config::TargetKind::Qemu, &pf).unwrap();
+    let journal =
+        pipe::runner::Journal::start(&t.p.path().join(".pipe"), "bake", &t.p.name).unwrap();
+    let mut runner = pipe::runner::Runner::new(journal, &printer);
+    let result = pipe::targets::layers::bake(&mut runner, &*target, &plan, false, false, &printer);
+    let baked = runner.finish(result).unwrap_or_else(|e| panic!("{e}"));
+    let artifact_path = PathBuf::from(&baked.artifact);
+    let boot = pipe::targets::qemu::bake::artifact_boot(&artifact_path)
+        .expect("the artifact says how it boots");
+    let accel = pipe::targets::qemu::accel::choose("auto").unwrap().accel;
     struct Remove(PathBuf);
     impl Drop for Remove {
         fn drop(&mut self) {
@@ -511,14 +520,14 @@ fn bake_makes_a_standalone_compressed_bootable_artifact() {
             }
         }
     }
-    let _artifact = Remove(baked.artifact.clone());
+    let _artifact = Remove(artifact_path.clone());
     assert!(
         baked.verify.as_ref().is_some_and(|v| v.ok),
         "{:?}",
         baked.verify
     );
     assert_eq!(
-        pipe::targets::qemu::disk::backing_file(&baked.artifact).unwrap(),
+        pipe::targets::qemu::disk::backing_file(&artifact_path).unwrap(),
         None,
         "the backing chain is flattened"
     );
@@ -527,20 +536,16 @@ fn bake_makes_a_standalone_compressed_bootable_artifact() {
 
     // The kernel and initrd it was verified with are kept next to it, not taken from the box
     // (which may be rebuilt or removed before the release is promoted).
-    let Boot::Kernel { kernel, initrd } = &baked.boot else {
-        panic!("a recipe box's artifact boots its kernel: {:?}", baked.boot)
+    let Boot::Kernel { kernel, initrd } = &boot else {
+        panic!("a recipe box's artifact boots its kernel: {boot:?}")
     };
-    assert_eq!(kernel, &baked.artifact.with_extension("vmlinuz"));
-    assert_eq!(initrd, &baked.artifact.with_extension("initrd.img"));
-    assert_eq!(
-        pipe::targets::qemu::bake::artifact_boot(&baked.artifact).as_ref(),
-        Some(&baked.boot)
-    );
+    assert_eq!(kernel, &artifact_path.with_extension("vmlinuz"));
+    assert_eq!(initrd, &artifact_path.with_extension("initrd.img"));
 
     // It boots on its own (copies elsewhere, so nothing can lean on the layer or box files).
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("artifact.qcow2");
-    std::fs::copy(&baked.artifact, &copy).unwrap();
+    std::fs::copy(&artifact_path, &copy).unwrap();
     let boot = Boot::Kernel {
         kernel: dir.path().join("vmlinuz"),
         initrd: dir.path().join("initrd.img"),
@@ -554,7 +559,7 @@ fn bake_makes_a_standalone_compressed_bootable_artifact() {
         boot,
         cpus: 2,
         memory: 1024,
-        accel: baked.accel,
+        accel,
         forwards: Vec::new(),
     };
     let booted = TestVm {

@@ -116,7 +116,7 @@ fn sigint_at_the_app_layer_step() {
 
 #[test]
 fn sigint_at_the_verify_step() {
-    at_step("sig-verify", "verify app image");
+    at_step("sig-verify", "verify app layer");
 }
 
 #[test]

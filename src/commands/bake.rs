@@ -7,78 +7,37 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::cli::BakeArgs;
-use crate::config::{TargetKind, vars};
+use crate::config::vars;
 use crate::error::{Error, Result};
-use crate::ledger::{self, Event, Ledger, Release, VerifyOutcome};
+use crate::ledger::{self, Event, Ledger, Release, VerifyOutcome, artifact_key};
 use crate::plan::Plan;
 use crate::runner::{Journal, Runner};
 use crate::state;
-use crate::engine::docker::DockerClient;
-use crate::targets::docker::build;
-use crate::targets::docker::verify;
+use crate::targets::{self, Target, layers::bake};
 
+use super::promote::local_flag;
 use super::{Ctx, local};
 
 pub fn run(ctx: &Ctx, args: BakeArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let sel = local::selection(ctx, args.local, args.target.clone());
     let plan = crate::plan::make(&pf, &sel, ctx.printer)?;
-    match plan.target {
-        TargetKind::Docker => bake_docker(ctx, &plan, &args),
-        TargetKind::Qemu => bake_qemu(ctx, &plan, &args),
-        TargetKind::Ec2 => {
-            ctx.printer.warn(
-                format!("env `{}` bakes on ec2", plan.env),
-                Some(format!(
-                    "`pipe bake --env {} --local` bakes it on the local Docker engine",
-                    plan.env
-                )),
-            );
-            Err(Error::NotImplemented("bake on ec2"))
-        }
-    }
-}
-
-fn bake_docker(ctx: &Ctx, plan: &Plan, args: &BakeArgs) -> Result<()> {
+    let target =
+        targets::open(plan.target, &pf).map_err(|e| local::remote_hint(ctx, e, &plan.env))?;
     crate::interrupt::install();
-    let pf = plan.pf;
     let printer = ctx.printer;
-    let client = DockerClient::connect()?;
     let journal = Journal::start(&state::dir(&pf.root), "bake", &pf.pipeline.name.value)?;
     let mut runner = Runner::new(journal, printer);
-    let result = (|| {
-        let box_image = local::docker_box_image(&client, pf, printer)?;
-        let (_, app) = build::build_layers(
-            &mut runner,
-            &client,
-            plan,
-            &box_image,
-            args.keep_on_error,
-            printer,
-        )?;
-        let outcome = if args.skip_verify {
-            None
-        } else {
-            let step = format!("verify app image {}", plan.digests.app.short());
-            Some(runner.step(&step, |r| {
-                verify::verify_image(r, &client, plan, &app, printer)
-            })?)
-        };
-        Ok((app, outcome))
-    })();
-    let (app, outcome) = runner.finish(result)?;
-    record_release(ctx, plan, app, outcome)
-}
-
-fn bake_qemu(ctx: &Ctx, plan: &Plan, args: &BakeArgs) -> Result<()> {
-    let baked =
-        crate::targets::qemu::bake::bake(plan, args.keep_on_error, args.skip_verify, ctx.printer)?;
-    record_release(
-        ctx,
-        plan,
-        baked.artifact.display().to_string(),
-        baked.verify,
-    )
+    let result = bake(
+        &mut runner,
+        &*target,
+        &plan,
+        args.keep_on_error,
+        args.skip_verify,
+        printer,
+    );
+    let baked = runner.finish(result)?;
+    record_release(ctx, &plan, &*target, baked.artifact, baked.verify)
 }
 
 /// Records a bake's release in the ledger under `plan.target` (its one artifact keyed by the
@@ -86,6 +45,7 @@ fn bake_qemu(ctx: &Ctx, plan: &Plan, args: &BakeArgs) -> Result<()> {
 fn record_release(
     ctx: &Ctx,
     plan: &Plan,
+    target: &dyn Target,
     artifact: String,
     outcome: Option<VerifyOutcome>,
 ) -> Result<()> {
@@ -95,8 +55,8 @@ fn record_release(
         alias: String::new(),
         pipeline: pf.pipeline.name.value.clone(),
         env: plan.env.clone(),
-        target: plan.target.to_string(),
-        artifacts: BTreeMap::from([(plan.target.to_string(), artifact)]),
+        target: target.kind().to_string(),
+        artifacts: BTreeMap::from([(artifact_key(target.kind(), None), artifact)]),
         base_digest: plan.digests.base.to_string(),
         app_digest: plan.digests.app.to_string(),
         git_commit: plan.git_commit.clone(),
@@ -114,7 +74,7 @@ fn record_release(
             release: Box::new(release.clone()),
         },
     )?;
-    report(ctx, plan, &release);
+    report(ctx, plan, target, &release, &artifact_of(&release, target));
     match &release.verify {
         Some(VerifyOutcome { ok: false, excerpt }) => Err(Error::VerifyFailed(format!(
             "release {} is recorded and cannot be promoted\n---- last lines of the checks ----\n{excerpt}\n----",
@@ -124,46 +84,38 @@ fn record_release(
     }
 }
 
-fn report(ctx: &Ctx, plan: &Plan, release: &Release) {
+/// The artifact a release records on the target it was baked on.
+fn artifact_of(release: &Release, target: &dyn Target) -> String {
+    release
+        .artifact(target.kind())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn report(ctx: &Ctx, plan: &Plan, target: &dyn Target, release: &Release, artifact: &str) {
     let status = match &release.verify {
         None => "not verified (--skip-verify): cannot be promoted",
         Some(v) if v.ok => "verified",
         Some(_) => "verification FAILED: cannot be promoted",
     };
     let mut human = format!(
-        "release {} (env {}, {}): {status}\n  {} {} (app {}, base {})\n  commit {}{}",
+        "release {} (env {}, {}): {status}\n  {} {artifact} (app {}, base {})\n  commit {}{}",
         release.alias,
         release.env,
         release.target,
-        if release.target == "docker" {
-            "app image"
-        } else {
-            "artifact"
-        },
-        release
-            .artifacts
-            .get(&release.target)
-            .map_or("", String::as_str),
+        target.artifact_noun(),
         plan.digests.app.short(),
         plan.digests.base.short(),
         release.git_commit,
         if release.git_dirty { " (dirty)" } else { "" },
     );
-    // Promotion runs docker releases (ec2 environments with --local) and qemu releases (into
-    // environments that run on qemu); ec2 promotion is not built.
+    // A release is promoted into environments that run on its target, or with --local into
+    // any environment when it was baked on the local target.
     if release.verify.as_ref().is_some_and(|v| v.ok) {
-        let local = if plan.pf.envs[&plan.env].target.value != plan.target {
-            " --local"
-        } else {
-            ""
-        };
         for (name, env) in &plan.pf.envs {
-            let flag = match plan.target {
-                TargetKind::Docker => Some(local),
-                TargetKind::Qemu if env.target.value == TargetKind::Qemu => Some(""),
-                _ => None,
-            };
-            if let Some(flag) = flag
+            let flag = local_flag(plan.pf, name, target.kind());
+            let promotable = flag.is_empty() || target.kind() == crate::plan::LOCAL;
+            if promotable
                 && env.promote_from.as_ref().map(|p| p.value.as_str()) == Some(plan.env.as_str())
             {
                 human.push_str(&format!("\n  next: pipe promote {name}{flag}"));

@@ -3,8 +3,8 @@
 use super::Ctx;
 use crate::boxes::{self, BoxImage, BoxTarget, Recipe};
 use crate::cli::{BoxBuildArgs, BoxCommand, BoxRemoveArgs};
-use crate::error::{Error, Result};
 use crate::engine::docker::DockerClient;
+use crate::error::{Error, Result};
 
 pub fn run(ctx: &Ctx, cmd: BoxCommand) -> Result<()> {
     match cmd {

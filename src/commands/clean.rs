@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::cli::CleanArgs;
+use crate::engine::docker::DockerClient;
 use crate::error::{Error, Result};
 use crate::runner::Resource;
 use crate::runner::journal::{self, JournalFile};
 use crate::state;
-use crate::engine::docker::DockerClient;
 use crate::targets::docker::build::label;
 
 use super::Ctx;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use crate::cli::ExecArgs;
 use crate::communicators::docker::DockerExec;
 use crate::config::TargetKind;
-use crate::error::{Error, Result};
 use crate::engine::docker::DockerClient;
+use crate::error::{Error, Result};
 
 use super::{Ctx, local};
 

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use crate::cli::DestroyArgs;
 use crate::config::{LayerName, Pipelinefile, TargetKind};
+use crate::engine::docker::DockerClient;
 use crate::error::{Error, Result};
 use crate::state::{MachineState, State};
-use crate::engine::docker::DockerClient;
 use crate::targets::docker::build::label;
 use crate::targets::docker::machine::{find_by_role, find_machines};
-use crate::targets::qemu::promote::find_serving;
+use crate::targets::qemu::find_serving;
 
 use super::{Ctx, local};
 
@@ -164,9 +164,8 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         st.machines.insert(rec.env.clone(), rec.state());
     }
     // Serving VMs (`pipe promote` on qemu): their release instead of a freshness.
-    for v in &qemu_serving {
-        let rec = &v.rec;
-        let state = local::qemu_state(&v.dir, rec);
+    for (dir, rec) in &qemu_serving {
+        let state = local::qemu_state(dir, rec);
         let release = rec.release.clone().unwrap_or_default();
         let alias: String = release.chars().take(10).collect();
         let ports: Vec<String> = rec
@@ -300,7 +299,7 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
     let qemu = qemu
         .iter()
         .map(|(dir, rec)| (dir, rec))
-        .chain(qemu_serving.iter().map(|v| (&v.dir, &v.rec)));
+        .chain(qemu_serving.iter().map(|(dir, rec)| (dir, rec)));
     for (dir, rec) in qemu {
         let step = ctx.printer.step(format!("remove {}", rec.name));
         crate::targets::qemu::machine::destroy(dir)?;

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use crate::config::{Pipelinefile, TargetKind};
+use crate::engine::docker::{ContainerInfo, DockerClient};
 use crate::error::{Error, Result};
 use crate::plan::{self, Plan, Selection};
 use crate::targets::docker::machine::{self, find_machines};
-use crate::engine::docker::{ContainerInfo, DockerClient};
 use crate::targets::qemu::machine::{self as qmachine, MachineRecord};
 use crate::targets::qemu::vm;
 
@@ -44,6 +44,20 @@ pub fn env_and_target(ctx: &Ctx, pf: &Pipelinefile) -> Result<(String, TargetKin
         target = TargetKind::Qemu;
     }
     Ok((env, target))
+}
+
+/// A target this build of pipe cannot run yet (ec2): says how to run the environment on the
+/// local Docker engine instead.
+pub fn remote_hint(ctx: &Ctx, e: Error, env: &str) -> Error {
+    if let Error::NotImplemented(_) = e {
+        ctx.printer.warn(
+            format!("env `{env}` runs on ec2"),
+            Some(format!(
+                "add --local to run `{env}` on the local Docker engine (`pipe bake --env {env} --local`, `pipe promote {env} --local`)"
+            )),
+        );
+    }
+    e
 }
 
 /// Fails for targets without local machines (ec2).
@@ -133,41 +147,6 @@ pub fn running_machine(
             format!("env `{env}` has no machine"),
             Some("create it with `pipe up --local`".to_string()),
         )),
-    }
-}
-
-/// The image a docker environment's base layer starts from: the built box, or the named image.
-pub fn docker_box_image(
-    client: &DockerClient,
-    pf: &Pipelinefile,
-    printer: &crate::ui::Printer,
-) -> Result<String> {
-    use crate::config::BoxSource;
-    let Some(b) = pf.boxes.get(TargetKind::Docker) else {
-        return Err(Error::usage(
-            "[box] has no docker entry",
-            Some("add `docker = { box = \"debian-12\" }` under [box]".to_string()),
-        ));
-    };
-    match &b.value {
-        BoxSource::Recipe(name) => {
-            // Built on first use (and rebuilt when the recipe changed), with progress.
-            let recipe = crate::boxes::recipe::Recipe::load(
-                &pf.root.join("boxes").join(format!("{name}.toml")),
-            )?;
-            let built = crate::boxes::docker::build_docker_box(client, &recipe, printer, false)?;
-            Ok(built.id)
-        }
-        BoxSource::Image(image) => match client.inspect_image(image)? {
-            Some(img) => Ok(img.id),
-            None => {
-                let step = printer.step(format!("pull {image}"));
-                let id = client.pull_image(image, &mut |status| step.set_detail(status))?;
-                step.done(None);
-                Ok(id)
-            }
-        },
-        other => Err(Error::usage(format!("{other:?} is not a docker box"), None)),
     }
 }
 

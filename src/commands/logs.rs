@@ -4,9 +4,9 @@
 use crate::cli::LogsArgs;
 use crate::communicators::docker::DockerExec;
 use crate::config::TargetKind;
+use crate::engine::docker::DockerClient;
 use crate::error::{Error, Result};
 use crate::services;
-use crate::engine::docker::DockerClient;
 
 use super::{Ctx, local};
 

@@ -4,10 +4,10 @@
 use crate::communicators::Communicator;
 use crate::communicators::docker::DockerExec;
 use crate::config::{LayerName, Pipelinefile, TargetKind};
+use crate::engine::docker::DockerClient;
 use crate::error::Result;
 use crate::plan::Plan;
 use crate::provisioners::{self, ProvisionContext};
-use crate::engine::docker::DockerClient;
 use crate::targets::docker::machine;
 use crate::targets::qemu::machine as qmachine;
 

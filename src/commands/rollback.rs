@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
         .promote_from
         .as_ref()
         .map_or(args.env.clone(), |p| p.value.clone());
-    gates(&pf, env, &source, target, view).map_err(|e| match e {
+    gates(&pf, env, &source, target.kind(), view).map_err(|e| match e {
         Error::Gate { message, .. } => gate(
             format!(
                 "cannot roll `{env}` back to {}: {message}",
@@ -46,7 +46,7 @@ pub fn run(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
         &views,
         &current,
         env,
-        target,
+        &*target,
         view,
         args.plan,
         Kind::Rollback,

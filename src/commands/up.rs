@@ -6,13 +6,16 @@ use std::collections::BTreeMap;
 use crate::cli::UpArgs;
 use crate::communicators::docker::DockerExec;
 use crate::config::TargetKind;
+use crate::engine::docker::{ContainerInfo, DockerClient};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::runner::{Journal, Runner};
 use crate::state::{self, MachineState, State};
-use crate::targets::docker::build::{self, label};
+use crate::targets::Target;
+use crate::targets::docker::DockerTarget;
+use crate::targets::docker::build::label;
 use crate::targets::docker::machine::{self, MachineSpec};
-use crate::engine::docker::{ContainerInfo, DockerClient};
+use crate::targets::layers::build_layers;
 
 use super::{Ctx, local};
 
@@ -82,10 +85,11 @@ fn up_docker(ctx: &Ctx, plan: &Plan, keep_on_error: bool) -> Result<()> {
     let journal = Journal::start(&state::dir(&pf.root), "up", &pf.pipeline.name.value)?;
     let mut runner = Runner::new(journal, ctx.printer);
     let result = (|| {
-        let box_image = local::docker_box_image(&client, pf, ctx.printer)?;
-        let (_, app) = build::build_layers(
+        let target = DockerTarget::new(client.clone());
+        let box_image = target.prepare_box(plan, ctx.printer)?;
+        let (_, app) = build_layers(
             &mut runner,
-            &client,
+            &target,
             plan,
             &box_image,
             keep_on_error,

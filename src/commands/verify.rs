@@ -6,12 +6,10 @@ use crate::error::{Error, Result};
 use crate::ledger::{Event, Ledger, find_release, releases, who};
 use crate::runner::{Journal, Runner};
 use crate::state;
-use crate::engine::docker::DockerClient;
-use crate::targets::docker::verify::verify_image;
+use crate::targets::{self, verify::verify};
 
-use super::Ctx;
-use super::promote::{release_artifact, release_image, release_plan};
-use crate::targets::qemu::promote as qemu_promote;
+use super::promote::release_plan;
+use super::{Ctx, local};
 
 pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
@@ -36,36 +34,26 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
     };
     crate::interrupt::install();
     let alias = view.release.alias.clone();
+    let kind = view.release.target_kind().ok_or_else(|| {
+        Error::runtime(
+            format!(
+                "release {alias} was baked on `{}`, a target this pipe does not know",
+                view.release.target
+            ),
+            None,
+        )
+    })?;
+    let target =
+        targets::open(kind, &pf).map_err(|e| local::remote_hint(ctx, e, &view.release.env))?;
     // What the release is, checked before the run starts (a missing image or artifact is a
     // plain error, with no journal to clean).
-    enum Artifact {
-        Image(DockerClient, String),
-        Qcow2(std::path::PathBuf),
-    }
-    let artifact = match view.release.target.as_str() {
-        "docker" => {
-            let client = DockerClient::connect()?;
-            let image = release_image(&client, view)?;
-            Artifact::Image(client, image)
-        }
-        "qemu" => Artifact::Qcow2(release_artifact(view)?),
-        _ => return Err(Error::NotImplemented("verify on ec2")),
-    };
+    let artifact = target.release_artifact(&view.release)?;
     let plan = release_plan(ctx, &pf, view)?;
     let journal = Journal::start(&state::dir(&pf.root), "verify", &pf.pipeline.name.value)?;
     let mut runner = Runner::new(journal, ctx.printer);
-    let result =
-        runner.step(
-            &format!("verify release {alias} on a fresh machine"),
-            |r| match &artifact {
-                Artifact::Image(client, image) => {
-                    verify_image(r, client, &plan, image, ctx.printer)
-                }
-                Artifact::Qcow2(path) => {
-                    qemu_promote::verify_release(r, &plan, &view.release, path, ctx.printer)
-                }
-            },
-        );
+    let result = runner.step(&format!("verify release {alias} on a fresh machine"), |r| {
+        verify(r, &*target, &plan, &artifact, ctx.printer)
+    });
     let outcome = runner.finish(result)?;
     ledger.append(
         &who(),

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use release::{
-    Release, ReleaseStatus, ReleaseView, VerifyOutcome, entry_env, find_release, previous_release,
-    releases,
+    Artifact, Release, ReleaseStatus, ReleaseView, VerifyOutcome, artifact_key, entry_env,
+    find_release, previous_release, releases,
 };
 
 /// The chain's start.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, Event};
+use crate::config::TargetKind;
 
 /// The result of running `[verify]` on a fresh machine from a baked image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,8 +24,11 @@ pub struct Release {
     pub alias: String,
     pub pipeline: String,
     pub env: String,
+    /// The target kind it was baked on (`docker`, `qemu`, `ec2`); see [`Release::target_kind`].
     pub target: String,
-    /// Artifact ids per target/region, e.g. `docker` → image id.
+    /// Artifact ids keyed by target, or by target and region (`ec2:eu-west-1`): `docker` →
+    /// image id, `qemu` → the standalone qcow2, `ec2:<region>` → an AMI per region. The key
+    /// format is what ledgers have always held, so every ledger written before reads as is.
     pub artifacts: BTreeMap<String, String>,
     pub base_digest: String,
     pub app_digest: String,
@@ -56,6 +60,54 @@ impl Release {
         self.id = hex::encode(h.finalize());
         self.alias = self.id[..10].to_string();
         self
+    }
+}
+
+/// One artifact of a release: where it is, and its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Artifact<'r> {
+    /// The region of a cloud artifact; `None` on local targets.
+    pub region: Option<&'r str>,
+    pub id: &'r str,
+}
+
+impl Release {
+    /// The target kind it was baked on, `None` for a kind this pipe does not know.
+    pub fn target_kind(&self) -> Option<TargetKind> {
+        TargetKind::parse(&self.target)
+    }
+
+    /// Its artifacts on `kind`, one per region (one, without a region, on local targets).
+    pub fn artifacts_on(&self, kind: TargetKind) -> Vec<Artifact<'_>> {
+        self.artifacts
+            .iter()
+            .filter_map(|(key, id)| {
+                let (target, region) = match key.split_once(':') {
+                    Some((t, r)) => (t, Some(r)),
+                    None => (key.as_str(), None),
+                };
+                (target == kind.as_str()).then_some(Artifact {
+                    region,
+                    id: id.as_str(),
+                })
+            })
+            .collect()
+    }
+
+    /// Its artifact on a local target (`kind` without a region).
+    pub fn artifact(&self, kind: TargetKind) -> Option<&str> {
+        self.artifacts_on(kind)
+            .into_iter()
+            .find(|a| a.region.is_none())
+            .map(|a| a.id)
+    }
+}
+
+/// The ledger key of an artifact: the target, or `target:region`.
+pub fn artifact_key(kind: TargetKind, region: Option<&str>) -> String {
+    match region {
+        Some(r) => format!("{kind}:{r}"),
+        None => kind.to_string(),
     }
 }
 

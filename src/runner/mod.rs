@@ -100,6 +100,39 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// A mark in the run: what is created after it can be kept or disposed of together
+    /// ([`Runner::keep_since`], [`Runner::dispose_since`]).
+    pub fn mark(&self) -> usize {
+        self.cleanups.len()
+    }
+
+    /// Keeps every resource created since `mark` as the run's result.
+    pub fn keep_since(&mut self, mark: usize) -> Result<()> {
+        let kept: Vec<Resource> = self
+            .cleanups
+            .iter()
+            .skip(mark)
+            .map(|c| c.resource.clone())
+            .collect();
+        for res in &kept {
+            self.keep(res)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every resource created since `mark` now, newest first; the first failure is
+    /// returned after all were tried.
+    pub fn dispose_since(&mut self, mark: usize) -> Result<()> {
+        let mut first = None;
+        while self.cleanups.len() > mark {
+            let res = self.cleanups[self.cleanups.len() - 1].resource.clone();
+            if let Err(e) = self.dispose(&res) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     /// Ends the run. On success temporary resources are still cleaned up (everything not
     /// kept); on failure the same, and cleanup errors are reported with the original error.
     pub fn finish<T>(mut self, result: Result<T>) -> Result<T> {

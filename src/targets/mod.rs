@@ -1,5 +1,248 @@
-//! Where layers are built and machines run: `docker` (bollard), later `qemu` and `ec2`.
+//! Where layers are built and machines run: one [`Target`] interface, implemented by `docker`
+//! (containers and images through the Engine API) and `qemu` (VMs and qcow2 layers over SSH).
+//!
+//! Commands open a target once ([`open`]) and never ask which kind it is again. What every
+//! target does the same way is written once over the interface: building layers
+//! ([`layers`]), `[verify]` on a fresh machine ([`verify`]), and the switch of what serves an
+//! environment ([`switch`]). A target implements only the operations that differ: finding a
+//! layer by digest, starting a build machine, committing it, starting a machine from a layer or
+//! artifact, delivering services, and listing, stopping and removing serving machines.
+//!
+//! Every resource an implementation creates goes through the runner ([`Runner::create`]) with
+//! [`resource::destroy`] as its cleanup, the same destroy `pipe clean` uses.
 
+pub mod checks;
 pub mod docker;
+pub mod layers;
+pub mod ports;
 pub mod qemu;
 pub mod ready;
+pub mod resource;
+pub mod switch;
+pub mod verify;
+
+#[cfg(test)]
+mod fake;
+
+use std::time::Duration;
+
+use crate::communicators::Communicator;
+use crate::config::{LayerName, Pipelinefile, TargetKind};
+use crate::error::Result;
+use crate::layers::digest::Digest;
+use crate::ledger::Release;
+use crate::plan::Plan;
+use crate::runner::{Resource, Runner};
+use crate::services::RenderedService;
+use crate::ui::Printer;
+
+pub use ports::ServicePort;
+
+/// A machine a target started for a run: reached through its communicator, removed through
+/// the resources journaled for it (disposed in reverse order).
+pub struct Machine {
+    pub name: String,
+    pub comm: Box<dyn Communicator>,
+    /// Journaled for it, in the order they were created.
+    pub resources: Vec<Resource>,
+    /// How a person gets in (`docker exec -it ...`, `ssh -i ...`), for messages.
+    pub login: String,
+}
+
+impl Machine {
+    /// Removes the machine now, through the runner (its resources leave the journal).
+    pub fn dispose(&self, runner: &mut Runner<'_>) -> Result<()> {
+        let mut first = None;
+        for res in self.resources.iter().rev() {
+            if let Err(e) = runner.dispose(res) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Keeps the machine as the run's result: no cleanup, out of the journal.
+    pub fn keep(&self, runner: &mut Runner<'_>) -> Result<()> {
+        for res in &self.resources {
+            runner.keep(res)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a machine is for; a target labels, names and places it accordingly.
+#[derive(Debug, Clone, Copy)]
+pub enum Role<'r> {
+    /// Runs `[verify]` on a layer or a release's artifact, then goes away.
+    Verify,
+    /// Serves an environment with a promoted release.
+    Serving { env: &'r str, release: &'r Release },
+}
+
+/// A machine to start from a layer or an artifact.
+#[derive(Debug, Clone)]
+pub struct MachineSpec<'r> {
+    pub name: String,
+    pub role: Role<'r>,
+    /// Published (docker) or forwarded (qemu) on 127.0.0.1.
+    pub ports: Vec<ServicePort>,
+}
+
+/// A machine serving an environment, as a target finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serving {
+    pub name: String,
+    pub running: bool,
+    /// The release it runs.
+    pub release: Option<String>,
+    /// How the target finds it again (a container id, a VM folder).
+    pub id: String,
+}
+
+/// A layer a target already has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundLayer {
+    /// What the next layer builds on and machines start from (image id, qcow2 path).
+    pub reference: String,
+    /// How it is named to the user (`pipe/p-app:abc`, `app-<digest>.qcow2`).
+    pub shown: String,
+}
+
+/// Where layers are built and machines run. See the module doc for what is written once over
+/// it; `docs`: ARCHITECTURE.md.
+pub trait Target {
+    /// The kind, for records (releases, state) and messages.
+    fn kind(&self) -> TargetKind;
+
+    /// What a serving machine is called in messages: `container`, `machine`.
+    fn noun(&self) -> &'static str;
+
+    /// What a release's artifact is called in messages: `image`, `artifact`.
+    fn artifact_noun(&self) -> &'static str;
+
+    /// The box the base layer builds on: built, downloaded or resolved on first use.
+    fn prepare_box(&self, plan: &Plan, printer: &Printer) -> Result<String>;
+
+    /// Holds other runs off building the same layer until dropped (`None` when the target
+    /// needs no lock).
+    fn lock_layer(
+        &self,
+        plan: &Plan,
+        layer: LayerName,
+        digest: &Digest,
+    ) -> Result<Option<std::fs::File>>;
+
+    /// The layer with this digest, if the target has it.
+    fn find_layer(
+        &self,
+        plan: &Plan,
+        layer: LayerName,
+        digest: &Digest,
+    ) -> Result<Option<FoundLayer>>;
+
+    /// Starts a machine to build `layer` on `parent`, reachable and ready for provisioners.
+    fn start_build_machine(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        layer: LayerName,
+        parent: &str,
+        printer: &Printer,
+    ) -> Result<Machine>;
+
+    /// Warning and hint for a build machine kept with `--keep-on-error`.
+    fn kept_build_machine(&self, machine: &Machine) -> (String, String);
+
+    /// Makes the provisioned build machine the layer with `digest` (sealed: no build key,
+    /// host keys or machine-id in it); returns what [`Target::find_layer`] would now find.
+    /// The build machine is disposed by the caller afterwards.
+    fn commit_layer(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        machine: &Machine,
+        layer: LayerName,
+        digest: &Digest,
+        parent: &str,
+    ) -> Result<String>;
+
+    /// Starts a machine from a layer or a release's artifact, reachable; its services are not
+    /// delivered yet.
+    fn start_machine(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        from: &str,
+        spec: &MachineSpec<'_>,
+        printer: &Printer,
+    ) -> Result<Machine>;
+
+    /// Hands a machine its services (a supervisor in containers, systemd units on VMs) and
+    /// (re)starts them.
+    fn deliver_services(&self, comm: &dyn Communicator, rendered: &[RenderedService])
+    -> Result<()>;
+
+    /// Waits until every service with a port listens; on timeout the error shows its log.
+    fn wait_ready(
+        &self,
+        comm: &dyn Communicator,
+        rendered: &[RenderedService],
+        timeout: Duration,
+    ) -> Result<()>;
+
+    /// The release's artifact made from the verified app layer (the image itself on docker, a
+    /// standalone qcow2 on qemu).
+    fn seal_artifact(&self, runner: &mut Runner<'_>, plan: &Plan, app: &str) -> Result<String>;
+
+    /// A release's artifact on this target, checked to still exist.
+    fn release_artifact(&self, release: &Release) -> Result<String>;
+
+    /// The machines serving `env` now (normally one), running or not.
+    fn serving(&self, pf: &Pipelinefile, env: &str) -> Result<Vec<Serving>>;
+
+    /// Stops a serving machine cleanly; what it runs on stays.
+    fn stop_serving(&self, serving: &Serving, printer: &Printer) -> Result<()>;
+
+    /// Starts a stopped serving machine again and hands it `rendered`; goes on after Ctrl-C
+    /// (it is the cleanup of a failed switch).
+    fn restore_serving(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        serving: &Serving,
+        rendered: &[RenderedService],
+        printer: &Printer,
+    ) -> Result<()>;
+
+    /// Removes a serving machine that no longer serves.
+    fn remove_serving(&self, serving: &Serving) -> Result<()>;
+
+    /// Called once a release serves `env` (docker tags the image `pipe/<pipeline>:<env>`).
+    fn switched(&self, plan: &Plan, env: &str, artifact: &str, printer: &Printer);
+
+    /// What [`Target::switched`] will do, for `--plan` (`tag the image ...`).
+    fn after_switch(&self, pf: &Pipelinefile, env: &str) -> Option<String>;
+
+    /// Extra fields of a promotion's `--json` result, and how the new machine is described
+    /// (`image pipe/p:production`, `a VM on <artifact>`).
+    fn switch_details(
+        &self,
+        pf: &Pipelinefile,
+        env: &str,
+        artifact: &str,
+    ) -> (serde_json::Value, String);
+}
+
+/// Opens the target a command runs on. The one place that matches on the kind.
+pub fn open(kind: TargetKind, pf: &Pipelinefile) -> Result<Box<dyn Target>> {
+    match kind {
+        TargetKind::Docker => Ok(Box::new(docker::DockerTarget::connect()?)),
+        TargetKind::Qemu => Ok(Box::new(qemu::QemuTarget::new(pf))),
+        TargetKind::Ec2 => Err(crate::error::Error::NotImplemented("the ec2 target")),
+    }
+}
+
+/// The last six characters of a run id, for machine names.
+pub fn suffix(run_id: &str) -> &str {
+    &run_id[run_id.len().saturating_sub(6)..]
+}

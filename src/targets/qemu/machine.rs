@@ -86,7 +86,8 @@ pub fn load_record(dir: &Path) -> Option<MachineRecord> {
     serde_json::from_slice(&data).ok()
 }
 
-fn save_record(dir: &Path, rec: &MachineRecord) -> Result<()> {
+/// Writes `machine.json` (atomically).
+pub fn save_record(dir: &Path, rec: &MachineRecord) -> Result<()> {
     let data = serde_json::to_vec_pretty(rec).expect("serializes");
     crate::state::write_atomic(&dir.join("machine.json"), &data)?;
     Ok(())
@@ -115,6 +116,24 @@ pub struct Identity {
     pub digest: String,
     pub role: Option<String>,
     pub release: Option<String>,
+}
+
+impl Identity {
+    /// The record of this machine, booted from `layer` as `vm` in `took` seconds.
+    pub fn record(self, layer: &Path, vm: Vm, env: &QemuEnv<'_>, took: f64) -> MachineRecord {
+        MachineRecord {
+            name: self.name,
+            env: self.env,
+            digest: self.digest,
+            layer: layer.to_path_buf(),
+            vm,
+            ports: self.ports,
+            accel_reason: env.accel.reason.clone(),
+            boot_to_ssh: took,
+            role: self.role,
+            release: self.release,
+        }
+    }
 }
 
 /// The ports a `pipe up` machine forwards: each service's published port, as declared.
@@ -311,18 +330,7 @@ fn boot(
     deliver_units(&comm, &rendered)?;
     wait_ready(&comm, &rendered, READY_TIMEOUT)?;
     let dir = machine_dir(&plan.pf.root, name);
-    let rec = MachineRecord {
-        name: id.name,
-        env: id.env,
-        digest: id.digest,
-        layer: layer.to_path_buf(),
-        vm: machine,
-        ports: id.ports,
-        accel_reason: env.accel.reason.clone(),
-        boot_to_ssh: took.as_secs_f64(),
-        role: id.role,
-        release: id.release,
-    };
+    let rec = id.record(layer, machine, env, took.as_secs_f64());
     save_record(&dir, &rec)?;
     Ok(rec)
 }

@@ -10,7 +10,7 @@
 //! - [`accel`]: KVM only when a probe guest actually ran on it, else TCG, and pipe says which.
 //! - [`build`]: layers as qcow2 overlays named by digest in the cache, reused like images.
 //! - [`machine`]: `pipe up` machines with their `[[service]]`s as systemd units.
-//! - [`promote`]: the VM serving an environment, booted from a release's artifact.
+//! - [`QemuTarget`]: the target interface; a serving VM is booted from a release's artifact.
 //!
 //! Every QEMU process and overlay a run creates is journaled first (`Resource::QemuMachine`),
 //! so failures, Ctrl-C and SIGTERM leave nothing running and nothing half-written behind.
@@ -20,10 +20,12 @@ pub mod bake;
 pub mod build;
 pub mod disk;
 pub mod machine;
-pub mod promote;
 pub mod qmp;
+mod target;
 pub mod up;
 pub mod vm;
+
+pub use target::{QemuTarget, ROLE as SERVING_ROLE, env_settings, find_serving};
 
 /// The QEMU system emulator pipe runs.
 pub const QEMU: &str = "qemu-system-x86_64";

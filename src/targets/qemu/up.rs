@@ -12,6 +12,7 @@ use crate::config::{BoxSource, QemuSettings, TargetKind, TargetSettings};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::runner::{Journal, Runner};
+use crate::targets::layers::build_layers;
 use crate::ui::Printer;
 
 /// How long a VM may take from start to answering SSH.
@@ -96,8 +97,10 @@ pub fn up(
         return Ok((runner.finish(result)?, "started"));
     }
     let result = (|| {
-        let (_, app) =
-            build::build_layers(&mut runner, &env, plan, &qbox.disk, keep_on_error, printer)?;
+        let target = super::QemuTarget::new(pf);
+        let parent = qbox.disk.display().to_string();
+        let (_, app) = build_layers(&mut runner, &target, plan, &parent, keep_on_error, printer)?;
+        let app = std::path::PathBuf::from(app);
         if existing.is_some() {
             runner.step(&format!("remove the old machine {name}"), |_| {
                 machine::destroy(&dir)

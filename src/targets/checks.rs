@@ -1,27 +1,16 @@
-//! `[verify]` on Docker: a fresh machine from the baked image (no published ports, a run-specific
-//! name, labelled `pipe.run`), the checks run inside it through the communicator, then the
-//! machine is removed. Verification happens inside the machine so it never depends on host
-//! ports: commands run with `sh -c`, HTTP checks with the image's `curl`.
+//! The `[verify]` checks, the same on every target: commands run with `sh -c` inside the
+//! machine, HTTP checks with the machine's `curl`, so verification never depends on host ports.
 //!
 //! Checks are retried together until they all pass or `[verify].timeout` runs out; the outcome
 //! keeps the last attempt's transcript (its last lines, secrets masked) for the release.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::communicators::docker::DockerExec;
 use crate::communicators::{Collect, Communicator, ExecError, ExecRequest};
 use crate::error::{Error, Result};
 use crate::ledger::VerifyOutcome;
 use crate::plan::Plan;
-use crate::runner::Runner;
-use crate::services::RenderedService;
 use crate::ui::Printer;
-
-use crate::engine::docker::DockerClient;
-use super::build::{label, suffix};
-use super::machine::{MachineRequest, create_container};
-use super::machine::{deliver_services, wait_ready};
 
 /// How many lines of output a release keeps.
 pub const EXCERPT_LINES: usize = 20;
@@ -29,71 +18,6 @@ pub const EXCERPT_LINES: usize = 20;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between attempts.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-
-/// Verifies an app image on a fresh, temporary machine; the machine is always removed. A failed
-/// check is an `Ok` outcome with `ok: false`; only Docker failures and interrupts are errors.
-pub fn verify_image(
-    runner: &mut Runner<'_>,
-    client: &DockerClient,
-    plan: &Plan,
-    image: &str,
-    printer: &Printer,
-) -> Result<VerifyOutcome> {
-    let pipeline = plan.pf.pipeline.name.value.clone();
-    let run_id = runner.run_id();
-    let name = format!("pipe-{pipeline}-verify-{}", suffix(&run_id));
-    let res = create_container(
-        runner,
-        client,
-        MachineRequest {
-            name: name.clone(),
-            image,
-            labels: BTreeMap::from([
-                (label::PIPELINE.into(), pipeline),
-                (
-                    label::PROJECT.into(),
-                    crate::state::project_id(&plan.pf.root),
-                ),
-                (label::ENV.into(), plan.env.clone()),
-                (label::ROLE.into(), "verify".into()),
-                (label::RUN.into(), run_id.clone()),
-                (label::DIGEST.into(), plan.digests.app.to_string()),
-            ]),
-            ports: Vec::new(),
-        },
-    )?;
-    crate::runner::pause_point(printer, "verify machine started");
-    let comm = DockerExec::new(client.clone(), name);
-    let outcome = start_services_and_check(&comm, plan, printer);
-    // Dispose even when the checks were interrupted; the runner would do it too, this is sooner.
-    let disposed = runner.dispose(&res);
-    let outcome = outcome?;
-    disposed?;
-    Ok(outcome)
-}
-
-/// Delivers the services, waits for their ports, runs the checks. Services that never listen
-/// fail the verification (with their log), they are not a pipe error.
-pub fn start_services_and_check(
-    comm: &dyn Communicator,
-    plan: &Plan,
-    printer: &Printer,
-) -> Result<VerifyOutcome> {
-    let rendered: Vec<RenderedService> = plan.services();
-    let timeout = Duration::from_secs(plan.pf.verify.timeout.max(1));
-    deliver_services(comm, &rendered)?;
-    match wait_ready(comm, &rendered, timeout) {
-        Ok(()) => {}
-        Err(Error::Interrupted) => return Err(Error::Interrupted),
-        Err(e) => {
-            return Ok(VerifyOutcome {
-                ok: false,
-                excerpt: excerpt(&e.to_string(), printer),
-            });
-        }
-    }
-    run_checks(comm, plan, timeout, printer)
-}
 
 /// Runs every `[verify]` check until all pass in one attempt or `timeout` passes.
 pub fn run_checks(

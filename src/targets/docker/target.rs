@@ -1,0 +1,365 @@
+//! The docker target behind [`Target`]: layers are images labelled with their digest, build
+//! and verify machines are containers labelled with the run, serving machines are containers
+//! named `pipe-<pipeline>-<env>-<release alias>` (labelled `pipe.role=serving`, `pipe.env`,
+//! `pipe.release`, no `pipe.run`: a run's result, which `pipe clean` never sweeps), and the
+//! image that serves an environment is also tagged `pipe/<pipeline>:<env>`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::communicators::Communicator;
+use crate::communicators::docker::DockerExec;
+use crate::config::{LayerName, Pipelinefile, TargetKind};
+use crate::engine::docker::{ContainerSpec, DockerClient, ImageConfig, PortSpec};
+use crate::error::{Error, Result};
+use crate::layers::digest::Digest;
+use crate::ledger::Release;
+use crate::plan::Plan;
+use crate::runner::{Resource, Runner};
+use crate::services::{self, RenderedService};
+use crate::targets::resource::Destroyer;
+use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Target, suffix};
+use crate::ui::Printer;
+
+use super::build::{find_layer, image_repo, label};
+use super::machine::{MachineRequest, create_container, deliver_services, wait_ready};
+use super::promote::{env_tag, find_serving};
+
+/// How long an old serving container gets to stop.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The docker target: a connection to the engine.
+pub struct DockerTarget {
+    client: DockerClient,
+}
+
+impl DockerTarget {
+    /// Connects to the Docker engine.
+    pub fn connect() -> Result<Self> {
+        Ok(Self {
+            client: DockerClient::connect()?,
+        })
+    }
+
+    /// The target on an existing connection.
+    pub fn new(client: DockerClient) -> Self {
+        Self { client }
+    }
+
+    /// The engine connection.
+    pub fn client(&self) -> &DockerClient {
+        &self.client
+    }
+
+    /// Journals a container, creates it through `create`, and registers its one destroy.
+    fn journaled_container(
+        &self,
+        runner: &mut Runner<'_>,
+        name: &str,
+        create: impl FnOnce() -> Result<String>,
+    ) -> Result<Resource> {
+        let res = Resource::Container {
+            name: name.to_string(),
+        };
+        let destroyer = Destroyer::with_docker(self.client.clone());
+        let r2 = res.clone();
+        runner.create(res.clone(), create, move || {
+            destroyer.destroy(&r2).map(|_| ())
+        })?;
+        Ok(res)
+    }
+
+    fn machine(&self, name: &str, res: Resource) -> Machine {
+        Machine {
+            name: name.to_string(),
+            comm: Box::new(DockerExec::new(self.client.clone(), name.to_string())),
+            resources: vec![res],
+            login: format!("docker exec -it {name} bash"),
+        }
+    }
+}
+
+impl Target for DockerTarget {
+    fn kind(&self) -> TargetKind {
+        TargetKind::Docker
+    }
+
+    fn noun(&self) -> &'static str {
+        "container"
+    }
+
+    fn artifact_noun(&self) -> &'static str {
+        "image"
+    }
+
+    fn prepare_box(&self, plan: &Plan, printer: &Printer) -> Result<String> {
+        super::box_image(&self.client, plan.pf, printer)
+    }
+
+    fn lock_layer(&self, _: &Plan, _: LayerName, _: &Digest) -> Result<Option<std::fs::File>> {
+        // Two runs committing the same digest make two equal images; the newest is used.
+        Ok(None)
+    }
+
+    fn find_layer(
+        &self,
+        plan: &Plan,
+        layer: LayerName,
+        digest: &Digest,
+    ) -> Result<Option<FoundLayer>> {
+        let pipeline = &plan.pf.pipeline.name.value;
+        Ok(
+            find_layer(&self.client, pipeline, layer, digest)?.map(|img| FoundLayer {
+                reference: img.id,
+                shown: format!("{}:{}", image_repo(pipeline, layer), digest.short()),
+            }),
+        )
+    }
+
+    fn start_build_machine(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        layer: LayerName,
+        parent: &str,
+        _: &Printer,
+    ) -> Result<Machine> {
+        let pipeline = plan.pf.pipeline.name.value.as_str();
+        let run_id = runner.run_id();
+        let name = format!("pipe-{pipeline}-build-{layer}-{}", suffix(&run_id));
+        let mut spec = ContainerSpec::new(parent);
+        spec.name = Some(name.clone());
+        spec.cmd = Some(services::container_command());
+        spec.labels = BTreeMap::from([
+            (label::RUN.into(), run_id.clone()),
+            (label::PIPELINE.into(), pipeline.into()),
+            (
+                label::PROJECT.into(),
+                crate::state::project_id(&plan.pf.root),
+            ),
+            (label::ROLE.into(), "build".into()),
+            (label::LAYER.into(), layer.to_string()),
+        ]);
+        let res = self.journaled_container(runner, &name, || {
+            let id = self.client.create_container(&spec)?;
+            self.client.start_container(&id)?;
+            Ok(id)
+        })?;
+        Ok(self.machine(&name, res))
+    }
+
+    fn kept_build_machine(&self, machine: &Machine) -> (String, String) {
+        let c = &machine.name;
+        (
+            format!("kept the build container {c} (--keep-on-error)"),
+            format!(
+                "look inside with `{}`; remove it with `docker rm -f {c}`",
+                machine.login
+            ),
+        )
+    }
+
+    fn commit_layer(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        machine: &Machine,
+        layer: LayerName,
+        digest: &Digest,
+        parent: &str,
+    ) -> Result<String> {
+        let pipeline = plan.pf.pipeline.name.value.as_str();
+        let repo = image_repo(pipeline, layer);
+        let tag = digest.short();
+        let reference = format!("{repo}:{tag}");
+        let config = ImageConfig {
+            cmd: Some(services::container_command()),
+            labels: BTreeMap::from([
+                (label::PIPELINE.into(), pipeline.into()),
+                (label::LAYER.into(), layer.to_string()),
+                (label::DIGEST.into(), digest.to_string()),
+                (label::PARENT.into(), parent.into()),
+                (label::ROLE.into(), "layer".into()),
+                // Labels are inherited through commits: the build container's run label must
+                // not mark the layer as temporary, and the box's labels must not make a layer
+                // look like the box.
+                (label::RUN.into(), String::new()),
+                ("pipe.box".into(), String::new()),
+                ("pipe.box.digest".into(), String::new()),
+            ]),
+            ..Default::default()
+        };
+        let res = Resource::Image {
+            reference: reference.clone(),
+        };
+        let destroyer = Destroyer::with_docker(self.client.clone());
+        let r2 = res.clone();
+        let id = runner.create(
+            res.clone(),
+            || {
+                Ok(self
+                    .client
+                    .commit_container(&machine.name, &repo, &tag, &config)?)
+            },
+            move || destroyer.destroy(&r2).map(|_| ()),
+        )?;
+        runner.keep(&res)?;
+        Ok(id)
+    }
+
+    fn start_machine(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        from: &str,
+        spec: &MachineSpec<'_>,
+        _: &Printer,
+    ) -> Result<Machine> {
+        let pipeline = plan.pf.pipeline.name.value.clone();
+        let project = crate::state::project_id(&plan.pf.root);
+        let labels = match spec.role {
+            Role::Verify => BTreeMap::from([
+                (label::PIPELINE.into(), pipeline),
+                (label::PROJECT.into(), project),
+                (label::ENV.into(), plan.env.clone()),
+                (label::ROLE.into(), "verify".into()),
+                (label::RUN.into(), runner.run_id()),
+                (label::DIGEST.into(), plan.digests.app.to_string()),
+            ]),
+            Role::Serving { env, release } => BTreeMap::from([
+                (label::PIPELINE.into(), pipeline),
+                (label::PROJECT.into(), project),
+                (label::ENV.into(), env.to_string()),
+                (label::ROLE.into(), "serving".into()),
+                (label::RELEASE.into(), release.id.clone()),
+                (label::DIGEST.into(), release.app_digest.clone()),
+                (label::LAYER.into(), "app".into()),
+            ]),
+        };
+        let res = create_container(
+            runner,
+            &self.client,
+            MachineRequest {
+                name: spec.name.clone(),
+                image: from,
+                labels,
+                ports: spec
+                    .ports
+                    .iter()
+                    .map(|p| PortSpec::tcp(p.port, Some(p.host_port)))
+                    .collect(),
+            },
+        )?;
+        Ok(self.machine(&spec.name, res))
+    }
+
+    fn deliver_services(
+        &self,
+        comm: &dyn Communicator,
+        rendered: &[RenderedService],
+    ) -> Result<()> {
+        deliver_services(comm, rendered)
+    }
+
+    fn wait_ready(
+        &self,
+        comm: &dyn Communicator,
+        rendered: &[RenderedService],
+        timeout: Duration,
+    ) -> Result<()> {
+        wait_ready(comm, rendered, timeout)
+    }
+
+    fn seal_artifact(&self, _: &mut Runner<'_>, _: &Plan, app: &str) -> Result<String> {
+        // The app image is the artifact: nothing to flatten, it is promoted as it is.
+        Ok(app.to_string())
+    }
+
+    fn release_artifact(&self, release: &Release) -> Result<String> {
+        let id = release.artifact(TargetKind::Docker).ok_or_else(|| {
+            Error::runtime(
+                format!("release {} has no docker image", release.alias),
+                None,
+            )
+        })?;
+        match self.client.inspect_image(id)? {
+            Some(img) => Ok(img.id),
+            None => Err(Error::runtime(
+                format!(
+                    "release {}'s image {id} is gone from this Docker engine",
+                    release.alias
+                ),
+                Some("bake again (`pipe destroy --layers` or `docker rmi` removed it)".to_string()),
+            )),
+        }
+    }
+
+    fn serving(&self, pf: &Pipelinefile, env: &str) -> Result<Vec<Serving>> {
+        let found = find_serving(
+            &self.client,
+            &pf.pipeline.name.value,
+            &crate::state::project_id(&pf.root),
+            env,
+        )?;
+        Ok(found
+            .into_iter()
+            .map(|c| Serving {
+                running: c.running,
+                release: c.labels.get(label::RELEASE).cloned(),
+                name: c.name,
+                id: c.id,
+            })
+            .collect())
+    }
+
+    fn stop_serving(&self, serving: &Serving, _: &Printer) -> Result<()> {
+        Ok(self.client.stop_container(&serving.id, STOP_GRACE)?)
+    }
+
+    fn restore_serving(
+        &self,
+        _: &mut Runner<'_>,
+        _: &Plan,
+        serving: &Serving,
+        rendered: &[RenderedService],
+        _: &Printer,
+    ) -> Result<()> {
+        if self
+            .client
+            .inspect_container(&serving.id)?
+            .is_some_and(|c| c.running)
+        {
+            return Ok(());
+        }
+        self.client.start_container(&serving.id)?;
+        // After a Ctrl-C too: bringing the old container back is the cleanup.
+        let comm = DockerExec::new(self.client.clone(), serving.name.clone()).uninterruptible();
+        // Not waiting for the ports: it served these services a moment ago.
+        deliver_services(&comm, rendered)
+    }
+
+    fn remove_serving(&self, serving: &Serving) -> Result<()> {
+        self.client.remove_container(&serving.id)?;
+        Ok(())
+    }
+
+    fn switched(&self, plan: &Plan, env: &str, artifact: &str, printer: &Printer) {
+        let (repo, tag) = env_tag(&plan.pf.pipeline.name.value, env);
+        if let Err(e) = self.client.tag_image(artifact, &repo, &tag) {
+            printer.warn(format!("tagging {repo}:{tag}: {e}"), None);
+        }
+    }
+
+    fn after_switch(&self, pf: &Pipelinefile, env: &str) -> Option<String> {
+        let (repo, tag) = env_tag(&pf.pipeline.name.value, env);
+        Some(format!("tag the image {repo}:{tag}"))
+    }
+
+    fn switch_details(&self, pf: &Pipelinefile, env: &str, _: &str) -> (serde_json::Value, String) {
+        let (repo, tag) = env_tag(&pf.pipeline.name.value, env);
+        (
+            serde_json::json!({"tag": format!("{repo}:{tag}")}),
+            format!("image {repo}:{tag}"),
+        )
+    }
+}

@@ -1,0 +1,145 @@
+//! Building layers, once for every target: the base layer on the box, the app layer on the
+//! base, each reused when the target already has its digest. A build is: a build machine from
+//! the parent, build trust in, the layer's provisioners, build trust out, commit (sealed), and
+//! the build machine disposed. With `--keep-on-error` a failed build machine is kept, and the
+//! target says how to get in.
+
+use crate::config::{Layer, LayerName};
+use crate::error::{Error, Result};
+use crate::layers::digest::Digest;
+use crate::plan::Plan;
+use crate::provisioners::{self, ProvisionContext};
+use crate::runner::Runner;
+use crate::ui::Printer;
+
+use super::Target;
+use super::verify::verify;
+use crate::ledger::VerifyOutcome;
+
+/// What a bake made.
+#[derive(Debug, Clone)]
+pub struct Baked {
+    pub base: String,
+    pub app: String,
+    /// The release's artifact (the app image; a standalone qcow2).
+    pub artifact: String,
+    /// `None` with `--skip-verify`.
+    pub verify: Option<VerifyOutcome>,
+}
+
+/// Bakes on any target: the box, the base and app layers (reused by digest), `[verify]` on a
+/// fresh machine from the app layer, and the release's artifact.
+pub fn bake(
+    runner: &mut Runner<'_>,
+    target: &dyn Target,
+    plan: &Plan,
+    keep_on_error: bool,
+    skip_verify: bool,
+    printer: &Printer,
+) -> Result<Baked> {
+    let parent = target.prepare_box(plan, printer)?;
+    let (base, app) = build_layers(runner, target, plan, &parent, keep_on_error, printer)?;
+    let verify = if skip_verify {
+        None
+    } else {
+        let step = format!("verify app layer {}", plan.digests.app.short());
+        Some(runner.step(&step, |r| verify(r, target, plan, &app, printer))?)
+    };
+    let artifact = target.seal_artifact(runner, plan, &app)?;
+    Ok(Baked {
+        base,
+        app,
+        artifact,
+        verify,
+    })
+}
+
+/// Builds (or reuses) the base layer on `parent` (the box), then the app layer on it; returns
+/// both references.
+pub fn build_layers(
+    runner: &mut Runner<'_>,
+    target: &dyn Target,
+    plan: &Plan,
+    parent: &str,
+    keep_on_error: bool,
+    printer: &Printer,
+) -> Result<(String, String)> {
+    let base = build_layer(
+        runner,
+        target,
+        plan,
+        LayerName::Base,
+        parent,
+        keep_on_error,
+        printer,
+    )?;
+    let app = build_layer(
+        runner,
+        target,
+        plan,
+        LayerName::App,
+        &base,
+        keep_on_error,
+        printer,
+    )?;
+    Ok((base, app))
+}
+
+/// Builds one layer on `parent` unless the target has its digest; returns its reference.
+pub fn build_layer(
+    runner: &mut Runner<'_>,
+    target: &dyn Target,
+    plan: &Plan,
+    name: LayerName,
+    parent: &str,
+    keep_on_error: bool,
+    printer: &Printer,
+) -> Result<String> {
+    let (digest, layer): (Digest, &Layer) = match name {
+        LayerName::Base => (plan.digests.base, &plan.pf.base),
+        LayerName::App => (plan.digests.app, &plan.pf.app),
+    };
+    // Another run building the same layer: wait for it, then reuse its result.
+    let _lock = target.lock_layer(plan, name, &digest)?;
+    if let Some(found) = target.find_layer(plan, name, &digest)? {
+        let step = printer.step(format!("{name} layer"));
+        step.skipped(Some(format!("reusing {} (digest unchanged)", found.shown)));
+        return Ok(found.reference);
+    }
+    let on = match target.kind() {
+        crate::config::TargetKind::Docker => String::new(),
+        kind => format!(" on {kind}"),
+    };
+    runner.step(&format!("build {name} layer {}{on}", digest.short()), |r| {
+        let machine = target.start_build_machine(r, plan, name, parent, printer)?;
+        let pctx = ProvisionContext {
+            comm: &*machine.comm,
+            printer,
+            root: &plan.pf.root,
+            template: &plan.template,
+            build_env: plan.trust.env(),
+        };
+        let provisioned = (|| {
+            plan.trust.install(&pctx)?;
+            provisioners::run_layer(name, layer, &pctx)?;
+            plan.trust.remove(&pctx)
+        })()
+        .map_err(Error::from);
+        let committed = provisioned
+            .and_then(|()| target.commit_layer(r, plan, &machine, name, &digest, parent));
+        match committed {
+            Ok(reference) => {
+                machine.dispose(r)?;
+                Ok(reference)
+            }
+            Err(err) => {
+                if keep_on_error && !matches!(err, Error::Interrupted) {
+                    machine.keep(r)?;
+                    let (message, hint) = target.kept_build_machine(&machine);
+                    printer.warn(message, Some(hint));
+                }
+                Err(err)
+            }
+        }
+    })
+}

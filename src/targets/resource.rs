@@ -1,0 +1,134 @@
+//! One destroy per kind of journaled resource, used by the runner's cleanups (through the
+//! targets that create them) and by `pipe clean` alike, so a resource is removed the same way
+//! whether its run failed, was interrupted, or was killed and swept later.
+//!
+//! The Docker engine is connected only when a container or an image is to be removed: `pipe
+//! clean` on a host that runs only QEMU never asks for it.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::engine::docker::DockerClient;
+use crate::runner::Resource;
+
+use super::qemu::vm;
+
+/// How long a QEMU process gets to quit before it is killed.
+const QEMU_GRACE: Duration = Duration::from_secs(5);
+
+/// Destroys resources; holds the Docker connection once one was needed.
+#[derive(Default)]
+pub struct Destroyer {
+    docker: RefCell<Option<DockerClient>>,
+}
+
+impl Destroyer {
+    /// A destroyer that uses this connection for containers and images.
+    pub fn with_docker(client: DockerClient) -> Self {
+        Self {
+            docker: RefCell::new(Some(client)),
+        }
+    }
+
+    fn docker(&self) -> Result<DockerClient, String> {
+        if let Some(c) = &*self.docker.borrow() {
+            return Ok(c.clone());
+        }
+        let c = DockerClient::connect().map_err(|e| e.to_string())?;
+        *self.docker.borrow_mut() = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Removes `res`; `Ok(false)` when it was already gone.
+    pub fn destroy(&self, res: &Resource) -> Result<bool, String> {
+        match res {
+            Resource::Container { name } => self
+                .docker()?
+                .remove_container(name)
+                .map_err(|e| e.to_string()),
+            Resource::Image { reference } => self
+                .docker()?
+                .remove_image(reference, true)
+                .map_err(|e| e.to_string()),
+            Resource::QemuMachine { pidfile, overlay } => {
+                let existed = stop_qemu(pidfile)?;
+                let removed = remove_path(overlay)?;
+                // Everything else in the folder goes too, except the console log, so that a
+                // machine that failed to boot can still be read about.
+                if let Some(dir) = pidfile.parent()
+                    && let Ok(rd) = std::fs::read_dir(dir)
+                {
+                    for e in rd.flatten() {
+                        if e.file_name() != "console.log" && e.path().is_file() {
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                }
+                Ok(existed || removed)
+            }
+            Resource::QemuProcess { pidfile } => stop_qemu(pidfile),
+            Resource::Path { path } => remove_path(path),
+        }
+    }
+}
+
+/// Stops the QEMU of a pid file (QMP quit, then SIGKILL); true when one ran.
+fn stop_qemu(pidfile: &Path) -> Result<bool, String> {
+    let ran = vm::read_pid(pidfile).is_some_and(vm::qemu_alive);
+    let existed = ran || pidfile.exists();
+    if let Some(dir) = pidfile.parent() {
+        vm::stop(dir, QEMU_GRACE)?;
+    }
+    Ok(existed)
+}
+
+/// Removes a file or a folder; false when there was none.
+pub fn remove_path(path: &Path) -> Result<bool, String> {
+    let gone = |e: std::io::Error| format!("removing {}: {e}", path.display());
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(gone(e)),
+        Ok(m) if m.is_dir() => match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(gone(e)),
+            _ => Ok(true),
+        },
+        Ok(_) => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(gone(e)),
+            _ => Ok(true),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_dead_qemu_machines_need_no_docker_and_report_what_existed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Destroyer::default();
+        let vm_dir = dir.path().join("vm");
+        std::fs::create_dir_all(&vm_dir).unwrap();
+        for f in ["disk.qcow2", "console.log", "id_ed25519", "qemu.pid"] {
+            std::fs::write(vm_dir.join(f), "x").unwrap();
+        }
+        // A pid that is no QEMU: nothing is signalled, the files still go.
+        std::fs::write(vm_dir.join("qemu.pid"), std::process::id().to_string()).unwrap();
+        let machine = Resource::QemuMachine {
+            pidfile: vm_dir.join("qemu.pid"),
+            overlay: vm_dir.join("disk.qcow2"),
+        };
+        assert_eq!(d.destroy(&machine), Ok(true));
+        let left: Vec<String> = std::fs::read_dir(&vm_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec!["console.log".to_string()]);
+        assert_eq!(d.destroy(&machine), Ok(false), "already gone");
+        let folder = Resource::Path { path: vm_dir };
+        assert_eq!(d.destroy(&folder), Ok(true));
+        assert_eq!(d.destroy(&folder), Ok(false));
+        assert!(d.docker.borrow().is_none(), "no Docker connection was made");
+    }
+}
