@@ -16,6 +16,7 @@ pub mod interrupt;
 pub mod layers;
 pub mod ledger;
 pub mod plan;
+pub mod process;
 pub mod provisioners;
 pub mod runner;
 pub mod services;

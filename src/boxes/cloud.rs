@@ -30,6 +30,7 @@ use sha2::Digest as _;
 use super::qemu::QemuBox;
 use super::rootfs::in_path;
 use super::{cache_dir, lock_file};
+use crate::process::{self, ProcessError};
 use crate::targets::qemu::vm::Boot;
 use crate::ui::Printer;
 
@@ -46,11 +47,11 @@ pub enum CloudImageError {
         image: String,
     },
 
-    #[error("downloading {url} failed ({status})\n{}", rule(stderr))]
+    #[error("downloading {url} failed: {source}")]
     Download {
         url: String,
-        status: String,
-        stderr: String,
+        #[source]
+        source: ProcessError,
     },
 
     #[error(
@@ -72,6 +73,14 @@ pub enum CloudImageError {
         hint: Option<String>,
     },
 
+    /// A tool (qemu-img, curl) could not start or failed.
+    #[error("qemu image {image}: {source}")]
+    Process {
+        image: String,
+        #[source]
+        source: ProcessError,
+    },
+
     #[error("qemu image {image}: {step}: {source}")]
     Io {
         image: String,
@@ -90,11 +99,6 @@ fn subject(image: &str, downloaded: bool) -> String {
     } else {
         format!("the qemu image {image}")
     }
-}
-
-fn rule(text: &str) -> String {
-    const RULE: &str = "------------------------------------------------------------";
-    format!("{RULE}\n{}\n{RULE}", text.trim_end())
 }
 
 impl CloudImageError {
@@ -455,22 +459,17 @@ pub fn fetch_cloud_image(
         std::fs::rename(&file, &disk).map_err(io("keep"))?;
     } else {
         let step = printer.step(format!("box {name}: {format} to qcow2"));
-        let out = Command::new("qemu-img")
-            .args(["convert", "-q", "-f", &format, "-O", "qcow2"])
-            .arg(&file)
-            .arg(&disk)
-            .output()
-            .map_err(io("run qemu-img convert"))?;
-        if !out.status.success() {
+        let converted = process::run(
+            Command::new("qemu-img")
+                .args(["convert", "-q", "-f", &format, "-O", "qcow2"])
+                .arg(&file)
+                .arg(&disk),
+        );
+        if let Err(source) = converted {
             step.failed(None);
-            return Err(CloudImageError::Unusable {
+            return Err(CloudImageError::Process {
                 image: image.to_string(),
-                problem: format!(
-                    "qemu-img convert from {format} failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                hint: None,
+                source,
             });
         }
         step.done(None);
@@ -513,17 +512,15 @@ fn inspect(image: &str, file: &Path) -> Result<String, CloudImageError> {
         problem,
         hint: None,
     };
-    let out = Command::new("qemu-img")
-        .args(["info", "--output=json"])
-        .arg(file)
-        .output()
-        .map_err(|e| unusable(format!("running qemu-img info: {e}")))?;
-    if !out.status.success() {
-        return Err(unusable(format!(
-            "qemu-img info failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    let out = process::run(
+        Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(file),
+    )
+    .map_err(|source| CloudImageError::Process {
+        image: image.to_string(),
+        source,
+    })?;
     let info: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| unusable(format!("qemu-img info: {e}")))?;
     if let Some(backing) = info.get("backing-filename").and_then(|b| b.as_str()) {
@@ -559,37 +556,35 @@ fn no_proxy() -> String {
 /// `curl` `url` into `dest`, with the bytes so far on the spinner; Ctrl-C stops it.
 fn download(url: &str, dest: &Path, name: &str, printer: &Printer) -> Result<(), CloudImageError> {
     let step = printer.step(format!("download {name}"));
-    let mut child = Command::new("curl")
-        .args([
-            "--fail",
-            "--location",
-            "--silent",
-            "--show-error",
-            "--proto",
-            "=http,https",
-            "--proto-redir",
-            "=http,https",
-            "--retry",
-            "3",
-            "--connect-timeout",
-            "30",
-            "--user-agent",
-            concat!("pipe/", env!("CARGO_PKG_VERSION")),
-            "--noproxy",
-        ])
-        .arg(no_proxy())
-        .arg("--output")
-        .arg(dest)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| CloudImageError::Io {
-            image: url.to_string(),
-            step: "run curl".into(),
-            source,
-        })?;
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "--fail",
+        "--location",
+        "--silent",
+        "--show-error",
+        "--proto",
+        "=http,https",
+        "--proto-redir",
+        "=http,https",
+        "--retry",
+        "3",
+        "--connect-timeout",
+        "30",
+        "--user-agent",
+        concat!("pipe/", env!("CARGO_PKG_VERSION")),
+        "--noproxy",
+    ])
+    .arg(no_proxy())
+    .arg("--output")
+    .arg(dest)
+    .arg(url)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = process::spawn(&mut cmd).map_err(|source| CloudImageError::Process {
+        image: url.to_string(),
+        source,
+    })?;
     let mut stderr = child.stderr.take().expect("piped");
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -625,8 +620,7 @@ fn download(url: &str, dest: &Path, name: &str, printer: &Printer) -> Result<(),
         step.failed(None);
         return Err(CloudImageError::Download {
             url: url.to_string(),
-            status: status.to_string(),
-            stderr: err,
+            source: ProcessError::exited(&cmd, status, err.as_bytes()),
         });
     }
     let bytes = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);

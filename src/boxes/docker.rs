@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::rootfs::{self, Rootfs};
 use super::{BoxError, BoxTarget, Recipe, lock_file};
 use crate::engine::docker::{DockerClient, ImageConfig, ImageInfo};
+use crate::process;
 use crate::ui::Printer;
 
 /// Label holding the box name.
@@ -228,25 +229,25 @@ fn import(
 /// Streams `tar -c` of the rootfs (numeric owners, xattrs such as file capabilities, hard
 /// links as links) into `out`; /dev, /proc and /sys stay empty (the engine provides them).
 fn tar_rootfs(root: &Path, out: &mut dyn Write) -> std::io::Result<()> {
-    let mut child = Command::new("tar")
-        .args([
-            "--create",
-            "--file=-",
-            "--numeric-owner",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--exclude=./dev/*",
-            "--exclude=./proc/*",
-            "--exclude=./sys/*",
-            "--exclude=./debootstrap",
-        ])
-        .arg("--directory")
-        .arg(root)
-        .arg(".")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut cmd = Command::new("tar");
+    cmd.args([
+        "--create",
+        "--file=-",
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--exclude=./dev/*",
+        "--exclude=./proc/*",
+        "--exclude=./sys/*",
+        "--exclude=./debootstrap",
+    ])
+    .arg("--directory")
+    .arg(root)
+    .arg(".")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = process::spawn(&mut cmd)?;
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let errs = std::thread::spawn(move || {
@@ -280,12 +281,7 @@ fn tar_rootfs(root: &Path, out: &mut dyn Write) -> std::io::Result<()> {
     let status = child.wait()?;
     let stderr = errs.join().unwrap_or_default();
     copied?;
-    if !status.success() {
-        return Err(std::io::Error::other(format!(
-            "tar of the rootfs failed ({status}): {}",
-            stderr.trim()
-        )));
-    }
+    process::check(&cmd, status, stderr.as_bytes())?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::engine::docker::DockerError;
+use crate::process::ProcessError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BoxError {
@@ -32,13 +33,14 @@ pub enum BoxError {
         package: &'static str,
     },
 
-    #[error("{step} for box {name} failed ({status})\n{}", rule(tail))]
+    /// A tool (debootstrap, mke2fs, qemu-img, ...) failed; the error shows its command line,
+    /// status and last lines of output.
+    #[error("box {name}: {source}")]
     Command {
         name: String,
         step: &'static str,
-        status: String,
-        /// The last lines the command printed.
-        tail: String,
+        #[source]
+        source: ProcessError,
     },
 
     #[error("box {name}: {step}: {source}")]
@@ -57,11 +59,6 @@ pub enum BoxError {
 
     #[error("interrupted")]
     Interrupted,
-}
-
-fn rule(tail: &str) -> String {
-    const RULE: &str = "------------------------------------------------------------";
-    format!("{RULE}\n{}\n{RULE}", tail.trim_end())
 }
 
 impl BoxError {

@@ -303,18 +303,12 @@ mv {KEY_DIR}/root.new {KEY_DIR}/root
     )?;
     let mut units: Vec<String> = recipe.qemu.services.clone();
     units.push("pipe-ssh-setup.service".into());
-    let status = Command::new("systemctl")
-        .arg(format!("--root={}", root.display()))
-        .arg("enable")
-        .args(&units)
-        .output()?;
-    if !status.status.success() {
-        return Err(std::io::Error::other(format!(
-            "systemctl enable {}: {}",
-            units.join(" "),
-            String::from_utf8_lossy(&status.stderr).trim()
-        )));
-    }
+    crate::process::run(
+        Command::new("systemctl")
+            .arg(format!("--root={}", root.display()))
+            .arg("enable")
+            .args(&units),
+    )?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::mirror::{self, Mirrors};
 use super::{BoxError, BoxTarget, Recipe, cache_dir, lock_file};
+use crate::process::{self, ProcessError};
 use crate::ui::{Printer, Verbosity};
 
 /// Where the keyring apt uses for Debian lives, in the rootfs as on the host.
@@ -115,22 +116,34 @@ pub fn build_rootfs(
     if let Err(BoxError::Command {
         name,
         step: s,
-        status,
-        mut tail,
+        source:
+            ProcessError::Exited {
+                command,
+                status,
+                label,
+                mut text,
+            },
     }) = res
     {
         // debootstrap's own log says which package failed; the terminal output often not.
         let log = rootfs.path().join("debootstrap/debootstrap.log");
-        if let Ok(text) = std::fs::read_to_string(log) {
-            tail.push_str("\n-- debootstrap.log --\n");
-            tail.push_str(&last_lines(&text, TAIL_LINES));
+        if let Ok(log) = std::fs::read_to_string(log) {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str("-- debootstrap.log --\n");
+            text.push_str(&last_lines(&log, TAIL_LINES));
         }
         step.failed(None);
         return Err(BoxError::Command {
             name,
             step: s,
-            status,
-            tail,
+            source: ProcessError::Exited {
+                command,
+                status,
+                label,
+                text,
+            },
         });
     }
     if let Err(e) = res {
@@ -193,16 +206,14 @@ pub(crate) fn run_streamed(
     progress: &dyn Fn(&str),
 ) -> Result<(), BoxError> {
     let source = format!("box {}", recipe.name);
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| BoxError::Io {
-            name: recipe.name.clone(),
-            step: format!("start {step_name}"),
-            source,
-        })?;
+        .stderr(Stdio::piped());
+    let mut child = process::spawn(&mut cmd).map_err(|source| BoxError::Command {
+        name: recipe.name.clone(),
+        step: step_name,
+        source,
+    })?;
     let (tx, rx) = mpsc::channel::<(&'static str, String)>();
     let mut readers = Vec::new();
     for (stream, pipe) in [
@@ -286,11 +297,11 @@ pub(crate) fn run_streamed(
     }
     if !status.success() {
         let skip = tail.len().saturating_sub(TAIL_LINES);
+        let output = tail.into_iter().skip(skip).collect::<Vec<_>>().join("\n");
         return Err(BoxError::Command {
             name: recipe.name.clone(),
             step: step_name,
-            status: status.to_string(),
-            tail: tail.into_iter().skip(skip).collect::<Vec<_>>().join("\n"),
+            source: ProcessError::exited_with_output(&cmd, status, &output),
         });
     }
     Ok(())

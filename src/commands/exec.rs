@@ -8,6 +8,7 @@ use crate::communicators::docker::DockerExec;
 use crate::config::TargetKind;
 use crate::engine::docker::DockerClient;
 use crate::error::{Error, Result};
+use crate::process;
 
 use super::{Ctx, local};
 
@@ -35,19 +36,20 @@ pub fn ssh(ctx: &Ctx) -> Result<()> {
     }
     let client = DockerClient::connect()?;
     let c = local::running_machine(&client, &pf, &env)?;
-    let status = std::process::Command::new("docker")
-        .args(["exec", "-it", &c.name, "sh", "-c"])
-        .arg("if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi")
-        .status()
-        .map_err(|e| {
-            Error::runtime(
-                format!("cannot run the docker CLI for an interactive shell: {e}"),
-                Some(format!(
-                    "install it, or use `pipe exec -- sh` (no TTY) on {}",
-                    c.name
-                )),
-            )
-        })?;
+    let status = process::status_of(
+        std::process::Command::new("docker")
+            .args(["exec", "-it", &c.name, "sh", "-c"])
+            .arg("if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi"),
+    )
+    .map_err(|e| {
+        Error::runtime(
+            e.to_string(),
+            Some(format!(
+                "an interactive shell needs the docker CLI: install it, or use `pipe exec -- sh` (no TTY) on {}",
+                c.name
+            )),
+        )
+    })?;
     match status.code() {
         Some(0) => Ok(()),
         Some(code) => Err(Error::Exit(code)),
@@ -76,8 +78,8 @@ fn ssh_qemu(pf: &crate::config::Pipelinefile, env: &str) -> Result<()> {
     let dir = &rec.vm.dir;
     let mut known_hosts = std::ffi::OsString::from("UserKnownHostsFile=");
     known_hosts.push(dir.join("known_hosts"));
-    let status = std::process::Command::new("ssh")
-        .arg("-i")
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.arg("-i")
         .arg(dir.join("id_ed25519"))
         .args(["-p", &rec.vm.ssh_port.to_string()])
         .arg("-o")
@@ -91,17 +93,16 @@ fn ssh_qemu(pf: &crate::config::Pipelinefile, env: &str) -> Result<()> {
             "LogLevel=ERROR",
             "-t",
             "root@127.0.0.1",
-        ])
-        .status()
-        .map_err(|e| {
-            Error::runtime(
-                format!("cannot run the ssh client for an interactive shell: {e}"),
-                Some(format!(
-                    "install openssh-client, or use `pipe exec -- sh` (no TTY) on {}",
-                    rec.name
-                )),
-            )
-        })?;
+        ]);
+    let status = process::status_of(&mut cmd).map_err(|e| {
+        Error::runtime(
+            e.to_string(),
+            Some(format!(
+                "an interactive shell needs the ssh client: install openssh-client, or use `pipe exec -- sh` (no TTY) on {}",
+                rec.name
+            )),
+        )
+    })?;
     match status.code() {
         Some(0) => Ok(()),
         Some(code) => Err(Error::Exit(code)),

@@ -125,10 +125,10 @@ pub fn probe_kvm() -> std::result::Result<(), String> {
 }
 
 fn run_probe(image: &Path) -> std::result::Result<(), String> {
-    let mut child = Command::new(super::QEMU)
-        // The same accelerator, CPU model and machine type as real VMs: KVM can run one CPU
-        // model and crash on another (a nested host refusing `-cpu host`'s MSRs).
-        .args(Accel::Kvm.args())
+    let mut cmd = Command::new(super::QEMU);
+    // The same accelerator, CPU model and machine type as real VMs: KVM can run one CPU
+    // model and crash on another (a nested host refusing `-cpu host`'s MSRs).
+    cmd.args(Accel::Kvm.args())
         .args([
             "-machine",
             super::vm::MACHINE,
@@ -146,9 +146,8 @@ fn run_probe(image: &Path) -> std::result::Result<(), String> {
         .arg(format!("file={},format=raw,if=ide", image.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", super::QEMU))?;
+        .stderr(Stdio::piped());
+    let mut child = crate::process::spawn(&mut cmd).map_err(|e| e.to_string())?;
     let started = Instant::now();
     loop {
         match child.try_wait() {

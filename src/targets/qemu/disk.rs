@@ -14,23 +14,11 @@ pub fn layers_dir(pipeline: &str) -> PathBuf {
         .join(pipeline)
 }
 
-fn qemu_img(args: &[&str], what: &str) -> Result<String> {
-    let out = Command::new("qemu-img").args(args).output().map_err(|e| {
-        Error::runtime(
-            format!("running qemu-img: {e}"),
-            Some("install qemu-utils".into()),
-        )
+fn qemu_img(args: &[&str]) -> Result<String> {
+    let out = crate::process::run(Command::new("qemu-img").args(args)).map_err(|e| {
+        let hint = e.not_started().then(|| "install qemu-utils".to_string());
+        Error::runtime(e.to_string(), hint)
     })?;
-    if !out.status.success() {
-        return Err(Error::runtime(
-            format!(
-                "qemu-img {what} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            None,
-        ));
-    }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -65,7 +53,7 @@ pub fn create_overlay(backing: &Path, overlay: &Path, size: Option<&str>) -> Res
     if let Some(s) = size {
         args.push(s);
     }
-    qemu_img(&args, &format!("create {o}")).map(|_| ())
+    qemu_img(&args).map(|_| ())
 }
 
 /// A standalone copy of `src` with its backing chain folded in; `compress` uses qcow2's
@@ -78,7 +66,7 @@ pub fn flatten(src: &Path, dest: &Path, compress: bool) -> Result<()> {
         args.push("-c");
     }
     args.extend([s.as_ref(), d.as_ref()]);
-    qemu_img(&args, &format!("convert {s}")).map(|_| ())
+    qemu_img(&args).map(|_| ())
 }
 
 /// Bytes in a size like `8G` (K, M, G, T are powers of 1024, as for qemu-img).
@@ -95,7 +83,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
 
 fn info(path: &Path) -> Result<serde_json::Value> {
     let p = path.to_string_lossy();
-    let out = qemu_img(&["info", "--output=json", "-U", &p], &format!("info {p}"))?;
+    let out = qemu_img(&["info", "--output=json", "-U", &p])?;
     serde_json::from_str(&out).map_err(|e| Error::runtime(format!("qemu-img info {p}: {e}"), None))
 }
 

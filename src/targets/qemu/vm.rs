@@ -27,6 +27,7 @@ use crate::communicators::ssh::known_hosts::base64;
 use crate::communicators::ssh::{HostKeyPolicy, SshComm, SshSettings};
 use crate::communicators::{Collect, Communicator, ExecRequest};
 use crate::error::{Error, Result};
+use crate::process;
 
 /// The machine type every VM (and the KVM probe) uses.
 pub const MACHINE: &str = "q35";
@@ -285,9 +286,7 @@ fn launch(spec: &VmSpec, ssh_port: u16, pubkey: &str) -> std::result::Result<i32
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(err);
-    let status = cmd
-        .status()
-        .map_err(|e| format!("running {}: {e}", super::QEMU))?;
+    let status = process::status_of(&mut cmd).map_err(|e| e.to_string())?;
     let stderr = std::fs::read_to_string(&errfile).unwrap_or_default();
     if !status.success() {
         return Err(format!("{status}: {}", stderr.trim()));
@@ -393,24 +392,14 @@ pub fn write_seed(dir: &Path, hostname: &str, pubkey: &str) -> Result<()> {
         std::fs::write(staging.join("meta-data"), meta).map_err(|e| e.to_string())?;
         std::fs::write(staging.join("user-data"), user).map_err(|e| e.to_string())?;
         let image = staging.join("seed.img");
-        let tool = |cmd: &mut Command, what: &str| -> std::result::Result<(), String> {
-            let out = cmd.output().map_err(|e| format!("running {what}: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{what} failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
+        let tool = |cmd: &mut Command| -> std::result::Result<(), String> {
+            process::run(cmd).map(|_| ()).map_err(|e| e.to_string())
         };
         tool(
             Command::new(sbin("mkfs.vfat"))
                 .args(["-n", "CIDATA", "-C"])
                 .arg(&image)
                 .arg("1024"),
-            "mkfs.vfat",
         )?;
         tool(
             Command::new("mcopy")
@@ -419,7 +408,6 @@ pub fn write_seed(dir: &Path, hostname: &str, pubkey: &str) -> Result<()> {
                 .arg(staging.join("meta-data"))
                 .arg(staging.join("user-data"))
                 .arg("::"),
-            "mcopy",
         )?;
         std::fs::rename(&image, seed_path(dir)).map_err(|e| e.to_string())
     })();
@@ -470,25 +458,17 @@ fn ensure_key(dir: &Path) -> Result<String> {
     if !key.is_file() || !public.is_file() {
         let _ = std::fs::remove_file(&key);
         let _ = std::fs::remove_file(&public);
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "pipe", "-f"])
-            .arg(&key)
-            .output()
-            .map_err(|e| {
-                Error::runtime(
-                    format!("running ssh-keygen: {e}"),
-                    Some("install openssh-client".into()),
-                )
-            })?;
-        if !out.status.success() {
-            return Err(Error::runtime(
-                format!(
-                    "ssh-keygen failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                None,
-            ));
-        }
+        process::run(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "pipe", "-f"])
+                .arg(&key),
+        )
+        .map_err(|e| {
+            let hint = e
+                .not_started()
+                .then(|| "install openssh-client".to_string());
+            Error::runtime(e.to_string(), hint)
+        })?;
     }
     std::fs::read_to_string(&public)
         .map_err(|e| Error::runtime(format!("reading {}: {e}", public.display()), None))
