@@ -1,24 +1,24 @@
 //! `pipe clean`: removes what dead runs left behind, first by their journals
-//! (`.pipe/journal/<run-id>.json` of runs whose process is gone), then by label: containers and
-//! images of this pipeline labelled `pipe.run=<id>` for a run that is not alive. Results of runs
-//! (layer images, machines, serving containers) carry no `pipe.run` value and are never touched.
+//! (`.pipe/journal/<run-id>.json` of runs whose process is gone), each resource through the one
+//! destroy of its kind ([`crate::targets::resource`]) that the runs' own cleanups use; then by
+//! label or tag, through each target the Pipelinefile has a box for ([`Target::sweep`]).
+//! Results of runs (layers, machines, serving machines) carry no run label and are never
+//! touched. A target that cannot be reached (no Docker engine on a host that only runs QEMU)
+//! is skipped with a warning, not an error: its journaled resources are still listed.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use crate::cli::CleanArgs;
-use crate::engine::docker::DockerClient;
 use crate::error::{Error, Result};
-use crate::runner::Resource;
 use crate::runner::journal::{self, JournalFile};
 use crate::state;
-use crate::targets::docker::build::label;
+use crate::targets::resource::Destroyer;
+use crate::targets::{self, Target};
 
 use super::Ctx;
 
 pub fn run(ctx: &Ctx, args: CleanArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
-    let pipeline = pf.pipeline.name.value.clone();
     let journals = journal::list(&state::dir(&pf.root))?;
     let live: BTreeSet<String> = journals
         .iter()
@@ -29,13 +29,7 @@ pub fn run(ctx: &Ctx, args: CleanArgs) -> Result<()> {
         .iter()
         .filter(|(_, f)| !live.contains(&f.run_id))
         .collect();
-    let mut client: Option<DockerClient> = None;
-    let mut docker = || -> Result<DockerClient> {
-        if client.is_none() {
-            client = Some(DockerClient::connect()?);
-        }
-        Ok(client.clone().expect("connected"))
-    };
+    let destroyer = Destroyer::default();
     let verb = if args.dry_run {
         "would remove"
     } else {
@@ -50,7 +44,7 @@ pub fn run(ctx: &Ctx, args: CleanArgs) -> Result<()> {
             let outcome = if args.dry_run {
                 Ok(true)
             } else {
-                remove(&mut docker, res)
+                destroyer.destroy(res).map_err(|e| Error::runtime(e, None))
             };
             match outcome {
                 Ok(existed) => {
@@ -83,50 +77,29 @@ pub fn run(ctx: &Ctx, args: CleanArgs) -> Result<()> {
         }
         lines.push(format!("{verb} journal {}", file.run_id));
     }
-    // By label: what a run created before (or without) writing its journal.
-    let c = docker()?;
-    let p = format!("{}={pipeline}", label::PIPELINE);
-    let stale = |run: Option<&String>| run.is_some_and(|r| !r.is_empty() && !live.contains(r));
-    // Only this project's: another checkout of the same pipeline may be building right now.
-    let proj = format!("{}={}", label::PROJECT, crate::state::project_id(&pf.root));
-    for container in c.containers_by_labels(&[&p, &proj, label::RUN], true)? {
-        let run = container.labels.get(label::RUN);
-        if !stale(run) {
-            continue;
-        }
-        let res = Resource::Container {
-            name: container.name.clone(),
+    // By label or tag: what a run created before (or without) writing its journal.
+    for kind in pf.boxes.kinds() {
+        let target: Box<dyn Target> = match targets::open(kind, &pf) {
+            Ok(t) => t,
+            // A target this pipe cannot run creates nothing to sweep.
+            Err(Error::NotImplemented(_)) => continue,
+            Err(e) => {
+                ctx.printer.warn(
+                    format!("{kind}: leftovers without a journal were not looked for: {e}"),
+                    e.hint(),
+                );
+                continue;
+            }
         };
-        if !args.dry_run
-            && let Err(e) = c.remove_container(&container.id)
-        {
-            failures.push(format!("{res}: {e}"));
-            continue;
+        for swept in target.sweep(&pf, &live, args.dry_run)? {
+            let res = &swept.resource;
+            if let Some(e) = &swept.error {
+                failures.push(format!("{res}: {e}"));
+                continue;
+            }
+            lines.push(format!("{verb} {res}  [labelled pipe.run={}]", swept.run));
+            done.push(serde_json::json!({"run": swept.run, "resource": res, "existed": true}));
         }
-        lines.push(format!(
-            "{verb} {res}  [labelled pipe.run={}]",
-            run.expect("stale has a run")
-        ));
-        done.push(serde_json::json!({"run": run, "resource": res, "existed": true}));
-    }
-    for image in c.images_by_labels(&[&p, label::RUN])? {
-        let run = image.labels.get(label::RUN);
-        if !stale(run) {
-            continue;
-        }
-        let reference = image.tags.first().cloned().unwrap_or(image.id.clone());
-        let res = Resource::Image { reference };
-        if !args.dry_run
-            && let Err(e) = c.remove_image(&image.id, true)
-        {
-            failures.push(format!("{res}: {e}"));
-            continue;
-        }
-        lines.push(format!(
-            "{verb} {res}  [labelled pipe.run={}]",
-            run.expect("stale has a run")
-        ));
-        done.push(serde_json::json!({"run": run, "resource": res, "existed": true}));
     }
     if !live.is_empty() {
         lines.push(format!(
@@ -152,53 +125,5 @@ pub fn run(ctx: &Ctx, args: CleanArgs) -> Result<()> {
             error: None,
             failures,
         })
-    }
-}
-
-/// Removes one journaled resource; `Ok(false)` when it was already gone.
-fn remove(docker: &mut dyn FnMut() -> Result<DockerClient>, res: &Resource) -> Result<bool> {
-    match res {
-        Resource::Container { name } => Ok(docker()?.remove_container(name)?),
-        Resource::Image { reference } => Ok(docker()?.remove_image(reference, true)?),
-        Resource::QemuMachine { pidfile, overlay } => {
-            let existed = kill_qemu(pidfile)?;
-            Ok(remove_path(overlay)? || existed)
-        }
-        Resource::QemuProcess { pidfile } => kill_qemu(pidfile),
-        Resource::Path { path } => remove_path(path),
-    }
-}
-
-/// Kills the QEMU process of a pid file and removes the file; true when either existed.
-fn kill_qemu(pidfile: &Path) -> Result<bool> {
-    let mut existed = false;
-    if let Ok(text) = std::fs::read_to_string(pidfile)
-        && let Ok(pid) = text.trim().parse::<i32>()
-        && is_qemu(pid)
-    {
-        // SAFETY: kill(2) with a pid read from pipe's own pidfile.
-        existed = unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
-    }
-    Ok(remove_path(pidfile)? || existed)
-}
-
-/// True when `pid` is a QEMU process (a pidfile's pid may have been recycled since).
-fn is_qemu(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|cmd| cmd.windows(11).any(|w| w == b"qemu-system"))
-}
-
-fn remove_path(path: &Path) -> Result<bool> {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e.into()),
-        Ok(m) if m.is_dir() => {
-            std::fs::remove_dir_all(path)?;
-            Ok(true)
-        }
-        Ok(_) => {
-            std::fs::remove_file(path)?;
-            Ok(true)
-        }
     }
 }

@@ -150,6 +150,14 @@ impl Boxes {
             TargetKind::Ec2 => self.ec2.as_ref(),
         }
     }
+
+    /// The target kinds that have an entry.
+    pub fn kinds(&self) -> Vec<TargetKind> {
+        TargetKind::ALL
+            .into_iter()
+            .filter(|k| self.get(*k).is_some())
+            .collect()
+    }
 }
 
 /// What a `[box]` entry names.

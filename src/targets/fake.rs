@@ -276,6 +276,15 @@ impl Target for FakeTarget {
             .push(format!("switched {env} to {artifact}"));
     }
 
+    fn sweep(
+        &self,
+        _: &Pipelinefile,
+        _: &std::collections::BTreeSet<String>,
+        _: bool,
+    ) -> Result<Vec<super::Swept>> {
+        Ok(Vec::new())
+    }
+
     fn after_switch(&self, _: &Pipelinefile, _: &str) -> Option<String> {
         None
     }

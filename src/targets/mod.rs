@@ -99,6 +99,16 @@ pub struct Serving {
     pub id: String,
 }
 
+/// A leftover found by [`Target::sweep`].
+#[derive(Debug, Clone)]
+pub struct Swept {
+    pub resource: Resource,
+    /// The run that made it.
+    pub run: String,
+    /// Why it could not be removed.
+    pub error: Option<String>,
+}
+
 /// A layer a target already has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundLayer {
@@ -219,6 +229,17 @@ pub trait Target {
 
     /// Called once a release serves `env` (docker tags the image `pipe/<pipeline>:<env>`).
     fn switched(&self, plan: &Plan, env: &str, artifact: &str, printer: &Printer);
+
+    /// Finds what runs of this project's pipeline that are not alive (not in `live`) left
+    /// behind, by the run label or tag every temporary resource carries, and removes it
+    /// unless `dry_run`. Results of runs (layers, machines, serving machines, releases) carry
+    /// no run label and are never swept.
+    fn sweep(
+        &self,
+        pf: &Pipelinefile,
+        live: &std::collections::BTreeSet<String>,
+        dry_run: bool,
+    ) -> Result<Vec<Swept>>;
 
     /// What [`Target::switched`] will do, for `--plan` (`tag the image ...`).
     fn after_switch(&self, pf: &Pipelinefile, env: &str) -> Option<String>;

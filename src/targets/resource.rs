@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::engine::docker::DockerClient;
-use crate::runner::Resource;
+use crate::error::Result;
+use crate::runner::{Resource, Runner};
 
 use super::qemu::vm;
 
@@ -31,7 +32,7 @@ impl Destroyer {
         }
     }
 
-    fn docker(&self) -> Result<DockerClient, String> {
+    fn docker(&self) -> std::result::Result<DockerClient, String> {
         if let Some(c) = &*self.docker.borrow() {
             return Ok(c.clone());
         }
@@ -41,7 +42,7 @@ impl Destroyer {
     }
 
     /// Removes `res`; `Ok(false)` when it was already gone.
-    pub fn destroy(&self, res: &Resource) -> Result<bool, String> {
+    pub fn destroy(&self, res: &Resource) -> std::result::Result<bool, String> {
         match res {
             Resource::Container { name } => self
                 .docker()?
@@ -73,8 +74,22 @@ impl Destroyer {
     }
 }
 
+/// Journals `res`, creates it through `create`, and registers the one destroy of its kind as
+/// its cleanup. Every resource a target creates goes through here.
+pub fn create<T>(
+    runner: &mut Runner<'_>,
+    destroyer: Destroyer,
+    res: &Resource,
+    create: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let r2 = res.clone();
+    runner.create(res.clone(), create, move || {
+        destroyer.destroy(&r2).map(|_| ())
+    })
+}
+
 /// Stops the QEMU of a pid file (QMP quit, then SIGKILL); true when one ran.
-fn stop_qemu(pidfile: &Path) -> Result<bool, String> {
+fn stop_qemu(pidfile: &Path) -> std::result::Result<bool, String> {
     let ran = vm::read_pid(pidfile).is_some_and(vm::qemu_alive);
     let existed = ran || pidfile.exists();
     if let Some(dir) = pidfile.parent() {
@@ -84,7 +99,7 @@ fn stop_qemu(pidfile: &Path) -> Result<bool, String> {
 }
 
 /// Removes a file or a folder; false when there was none.
-pub fn remove_path(path: &Path) -> Result<bool, String> {
+pub fn remove_path(path: &Path) -> std::result::Result<bool, String> {
     let gone = |e: std::io::Error| format!("removing {}: {e}", path.display());
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

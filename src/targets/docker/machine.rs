@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::runner::{Resource, Runner};
 use crate::services::{self, RUN_DIR, RenderedService};
+use crate::targets::resource::{self, Destroyer};
 
 use super::build::label;
 use crate::engine::docker::{ContainerInfo, ContainerSpec, DockerClient, PortSpec};
@@ -159,21 +160,11 @@ pub fn create_container(
     let res = Resource::Container {
         name: req.name.clone(),
     };
-    let c2 = client.clone();
-    let name = req.name.clone();
-    runner.create(
-        res.clone(),
-        || {
-            let id = client.create_container(&spec)?;
-            client.start_container(&id)?;
-            Ok(id)
-        },
-        move || {
-            c2.remove_container(&name)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        },
-    )?;
+    resource::create(runner, Destroyer::with_docker(client.clone()), &res, || {
+        let id = client.create_container(&spec)?;
+        client.start_container(&id)?;
+        Ok(id)
+    })?;
     Ok(res)
 }
 

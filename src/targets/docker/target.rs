@@ -4,7 +4,7 @@
 //! `pipe.release`, no `pipe.run`: a run's result, which `pipe clean` never sweeps), and the
 //! image that serves an environment is also tagged `pipe/<pipeline>:<env>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::communicators::Communicator;
@@ -17,8 +17,8 @@ use crate::ledger::Release;
 use crate::plan::Plan;
 use crate::runner::{Resource, Runner};
 use crate::services::{self, RenderedService};
-use crate::targets::resource::Destroyer;
-use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Target, suffix};
+use crate::targets::resource::{self, Destroyer};
+use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix};
 use crate::ui::Printer;
 
 use super::build::{find_layer, image_repo, label};
@@ -61,11 +61,12 @@ impl DockerTarget {
         let res = Resource::Container {
             name: name.to_string(),
         };
-        let destroyer = Destroyer::with_docker(self.client.clone());
-        let r2 = res.clone();
-        runner.create(res.clone(), create, move || {
-            destroyer.destroy(&r2).map(|_| ())
-        })?;
+        resource::create(
+            runner,
+            Destroyer::with_docker(self.client.clone()),
+            &res,
+            create,
+        )?;
         Ok(res)
     }
 
@@ -193,16 +194,11 @@ impl Target for DockerTarget {
             reference: reference.clone(),
         };
         let destroyer = Destroyer::with_docker(self.client.clone());
-        let r2 = res.clone();
-        let id = runner.create(
-            res.clone(),
-            || {
-                Ok(self
-                    .client
-                    .commit_container(&machine.name, &repo, &tag, &config)?)
-            },
-            move || destroyer.destroy(&r2).map(|_| ()),
-        )?;
+        let id = resource::create(runner, destroyer, &res, || {
+            Ok(self
+                .client
+                .commit_container(&machine.name, &repo, &tag, &config)?)
+        })?;
         runner.keep(&res)?;
         Ok(id)
     }
@@ -348,6 +344,55 @@ impl Target for DockerTarget {
         if let Err(e) = self.client.tag_image(artifact, &repo, &tag) {
             printer.warn(format!("tagging {repo}:{tag}: {e}"), None);
         }
+    }
+
+    fn sweep(
+        &self,
+        pf: &Pipelinefile,
+        live: &BTreeSet<String>,
+        dry_run: bool,
+    ) -> Result<Vec<Swept>> {
+        let c = &self.client;
+        let p = format!("{}={}", label::PIPELINE, pf.pipeline.name.value);
+        let stale = |run: Option<&String>| run.is_some_and(|r| !r.is_empty() && !live.contains(r));
+        let destroyer = Destroyer::with_docker(c.clone());
+        let mut out = Vec::new();
+        let mut sweep = |resource: Resource, run: &str| {
+            let error = if dry_run {
+                None
+            } else {
+                destroyer.destroy(&resource).err()
+            };
+            out.push(Swept {
+                resource,
+                run: run.to_string(),
+                error,
+            });
+        };
+        // Only this project's containers: another checkout of the same pipeline may be
+        // building right now.
+        let proj = format!("{}={}", label::PROJECT, crate::state::project_id(&pf.root));
+        for container in c.containers_by_labels(&[&p, &proj, label::RUN], true)? {
+            let run = container.labels.get(label::RUN);
+            if stale(run) {
+                let run = run.expect("stale has a run");
+                sweep(
+                    Resource::Container {
+                        name: container.name.clone(),
+                    },
+                    run,
+                );
+            }
+        }
+        for image in c.images_by_labels(&[&p, label::RUN])? {
+            let run = image.labels.get(label::RUN);
+            if stale(run) {
+                let run = run.expect("stale has a run");
+                let reference = image.tags.first().cloned().unwrap_or(image.id.clone());
+                sweep(Resource::Image { reference }, run);
+            }
+        }
+        Ok(out)
     }
 
     fn after_switch(&self, pf: &Pipelinefile, env: &str) -> Option<String> {

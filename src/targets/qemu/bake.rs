@@ -14,6 +14,7 @@ use super::vm;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::runner::{Resource, Runner};
+use crate::targets::resource::{self, Destroyer};
 
 /// Where artifacts go.
 pub fn artifacts_dir(pipeline: &str) -> PathBuf {
@@ -79,15 +80,9 @@ pub fn artifact(
     boot_files(&path, boot)?;
     let tmp = path.with_extension(format!("qcow2.tmp-{}", std::process::id()));
     let res = Resource::Path { path: tmp.clone() };
-    let t2 = tmp.clone();
-    runner.create(
-        res.clone(),
-        || disk::flatten(app, &tmp, true),
-        move || match std::fs::remove_file(&t2) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-            _ => Ok(()),
-        },
-    )?;
+    resource::create(runner, Destroyer::default(), &res, || {
+        disk::flatten(app, &tmp, true)
+    })?;
     std::fs::rename(&tmp, &path)
         .map_err(|e| Error::runtime(format!("keeping {}: {e}", path.display()), None))?;
     runner.dispose(&res)?;

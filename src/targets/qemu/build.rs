@@ -109,23 +109,3 @@ pub fn seal(comm: &dyn Communicator, boot: &Boot, login_key: Option<&str>) -> Re
     }
     Ok(())
 }
-
-/// Stops a VM and removes its overlay and folder, keeping only the console log (so a failed
-/// boot can still be read).
-pub fn remove_vm(dir: &Path, overlay: &Path) -> std::result::Result<(), String> {
-    vm::stop(dir, Duration::from_secs(5))?;
-    match std::fs::remove_file(overlay) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("removing {}: {e}", overlay.display()));
-        }
-        _ => {}
-    }
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_name() != "console.log" {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    Ok(())
-}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::build::{QemuEnv, remove_vm};
+use super::build::QemuEnv;
 use super::disk;
 use super::vm::{self, Vm};
 use crate::communicators::{Collect, Communicator, ExecRequest};
@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::runner::{Resource, Runner};
 use crate::services::{self, RUN_DIR, RenderedService};
+use crate::targets::resource::{self, Destroyer};
 use crate::ui::Printer;
 
 /// How long services get to start listening.
@@ -95,15 +96,19 @@ pub fn save_record(dir: &Path, rec: &MachineRecord) -> Result<()> {
 
 /// Stops a machine and removes its folder.
 pub fn destroy(dir: &Path) -> Result<()> {
-    remove_vm(dir, &dir.join("disk.qcow2"))
-        .map_err(|e| Error::runtime(format!("removing {}: {e}", dir.display()), None))?;
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::runtime(
-            format!("removing {}: {e}", dir.display()),
-            None,
-        )),
-        _ => Ok(()),
+    let d = Destroyer::default();
+    let vm = Resource::QemuMachine {
+        pidfile: vm::pidfile(dir),
+        overlay: dir.join("disk.qcow2"),
+    };
+    let folder = Resource::Path {
+        path: dir.to_path_buf(),
+    };
+    for res in [vm, folder] {
+        d.destroy(&res)
+            .map_err(|e| Error::runtime(format!("removing {}: {e}", dir.display()), None))?;
     }
+    Ok(())
 }
 
 /// What a machine is besides its disk: its name, environment, forwarded ports, the app digest
@@ -194,19 +199,14 @@ pub fn start_with(
         pidfile: vm::pidfile(&dir),
         overlay: overlay.clone(),
     };
-    let (cdir, coverlay) = (dir.clone(), overlay.clone());
     let disk_size = env.settings.disk_size.clone();
-    let machine = runner.create(
-        res.clone(),
-        || {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::runtime(format!("creating {}: {e}", dir.display()), None))?;
-            let _ = std::fs::remove_file(vm::console_log(&dir));
-            disk::create_overlay(disk, &overlay, disk_size.as_deref())?;
-            vm::start(&spec)
-        },
-        move || remove_vm(&cdir, &coverlay),
-    )?;
+    let machine = resource::create(runner, Destroyer::default(), &res, || {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::runtime(format!("creating {}: {e}", dir.display()), None))?;
+        let _ = std::fs::remove_file(vm::console_log(&dir));
+        disk::create_overlay(disk, &overlay, disk_size.as_deref())?;
+        vm::start(&spec)
+    })?;
     let rec = boot(env, plan, id, machine, disk, printer)?;
     Ok((res, rec))
 }
@@ -252,11 +252,7 @@ fn start_again(
     let res = Resource::QemuProcess {
         pidfile: vm::pidfile(&dir),
     };
-    let machine = runner.create(
-        res.clone(),
-        || vm::start(&spec),
-        move || vm::stop(&dir, Duration::from_secs(5)),
-    )?;
+    let machine = resource::create(runner, Destroyer::default(), &res, || vm::start(&spec))?;
     Ok((res, machine))
 }
 

@@ -26,8 +26,8 @@ use crate::ledger::Release;
 use crate::plan::Plan;
 use crate::runner::{Resource, Runner};
 use crate::services::RenderedService;
-use crate::targets::resource::Destroyer;
-use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Target, suffix};
+use crate::targets::resource::{self, Destroyer};
+use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix};
 use crate::ui::Printer;
 
 /// The role in a serving VM's record.
@@ -143,16 +143,13 @@ impl QemuTarget {
     }
 }
 
-/// Journals `res`, creates it through `create`, and registers its one destroy.
+/// Journals `res` and creates it, with the one destroy of its kind as its cleanup.
 fn journaled<T>(
     runner: &mut Runner<'_>,
     res: &Resource,
     create: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    let r2 = res.clone();
-    runner.create(res.clone(), create, move || {
-        Destroyer::default().destroy(&r2).map(|_| ())
-    })
+    resource::create(runner, Destroyer::default(), res, create)
 }
 
 /// The qemu settings (cpus, memory, accel, disk size) of an environment.
@@ -499,6 +496,17 @@ impl Target for QemuTarget {
     }
 
     fn switched(&self, _: &Plan, _: &str, _: &str, _: &Printer) {}
+
+    fn sweep(
+        &self,
+        _: &Pipelinefile,
+        _: &std::collections::BTreeSet<String>,
+        _: bool,
+    ) -> Result<Vec<Swept>> {
+        // A VM, its overlay and its folder are journaled before they exist, so the journals
+        // hold every leftover; nothing carries a run label outside them.
+        Ok(Vec::new())
+    }
 
     fn after_switch(&self, _: &Pipelinefile, _: &str) -> Option<String> {
         None
