@@ -58,6 +58,13 @@ pub struct MachineState {
     pub updated: String,
 }
 
+impl MachineState {
+    /// The target kind it runs on, `None` for a kind this pipe does not know.
+    pub fn kind(&self) -> Option<crate::config::TargetKind> {
+        crate::config::TargetKind::parse(&self.target)
+    }
+}
+
 impl State {
     fn path(root: &Path) -> PathBuf {
         dir(root).join("state.json")

@@ -1,15 +1,10 @@
 //! What the local-machine commands share: the plan for the chosen environment, the Docker
 //! connection, and finding the environment's machine.
 
-use std::path::PathBuf;
-
 use crate::config::{Pipelinefile, TargetKind};
-use crate::engine::docker::{ContainerInfo, DockerClient};
 use crate::error::{Error, Result};
 use crate::plan::{self, Plan, Selection};
-use crate::targets::docker::machine::{self, find_machines};
-use crate::targets::qemu::machine::{self as qmachine, MachineRecord};
-use crate::targets::qemu::vm;
+use crate::targets::local::{self as local_target, LocalTarget};
 
 use super::Ctx;
 
@@ -29,21 +24,26 @@ pub fn make_plan<'a>(ctx: &Ctx, pf: &'a Pipelinefile, local: bool) -> Result<Pla
 }
 
 /// The environment a machine command acts on, and its local target kind: the environment's,
-/// or qemu when its machine was made with `pipe up --target qemu` (as `.pipe/state.json` and
-/// the machine's folder say).
+/// or the one its machine was made on with `pipe up --target KIND` (as `.pipe/state.json`
+/// says, and that target still has the machine).
 pub fn env_and_target(ctx: &Ctx, pf: &Pipelinefile) -> Result<(String, TargetKind)> {
     let env = plan::pick_env(pf, ctx.global.env.as_deref())?;
-    let mut target = plan::effective_target(pf, &env, &selection(ctx, true, None))?;
-    if target == TargetKind::Docker
-        && crate::state::State::load(&pf.root)
-            .machines
-            .get(&env)
-            .is_some_and(|m| m.target == "qemu")
-        && qmachine::load_record(&qemu_dir(pf, &env)).is_some()
+    let declared = plan::effective_target(pf, &env, &selection(ctx, true, None))?;
+    if let Some(m) = crate::state::State::load(&pf.root).machines.get(&env)
+        && let Some(kind) = m.kind()
+        && kind != declared
+        && let Ok(target) = local_target::open(kind, pf, "up")
+        && target.still_there(pf, &env, m)
     {
-        target = TargetKind::Qemu;
+        return Ok((env, kind));
     }
-    Ok((env, target))
+    Ok((env, declared))
+}
+
+/// The environment a machine command acts on and its local target, opened.
+pub fn open(ctx: &Ctx, pf: &Pipelinefile, command: &str) -> Result<(String, Box<dyn LocalTarget>)> {
+    let (env, kind) = env_and_target(ctx, pf)?;
+    Ok((env, local_target::open(kind, pf, command)?))
 }
 
 /// A target this build of pipe cannot run yet (ec2): says how to run the environment on the
@@ -58,96 +58,6 @@ pub fn remote_hint(ctx: &Ctx, e: Error, env: &str) -> Error {
         );
     }
     e
-}
-
-/// Fails for targets without local machines (ec2).
-pub fn require_local(target: TargetKind, command: &'static str) -> Result<()> {
-    match target {
-        TargetKind::Docker | TargetKind::Qemu => Ok(()),
-        TargetKind::Ec2 => Err(Error::usage(
-            format!("`pipe {command}` works on local machines, and this environment targets ec2"),
-            Some("add --local to run it on docker".to_string()),
-        )),
-    }
-}
-
-/// The folder of an environment's qemu machine (`.pipe/qemu/<name>/`).
-pub fn qemu_dir(pf: &Pipelinefile, env: &str) -> PathBuf {
-    qmachine::machine_dir(&pf.root, &qmachine::machine_name(pf, env))
-}
-
-/// The records of this project's qemu machines (of `env`, or all), with their folders.
-pub fn qemu_machines(pf: &Pipelinefile, env: Option<&str>) -> Vec<(PathBuf, MachineRecord)> {
-    let mut found: Vec<(PathBuf, MachineRecord)> = pf
-        .envs
-        .keys()
-        .filter(|e| env.is_none_or(|want| want == e.as_str()))
-        .filter_map(|e| {
-            let dir = qemu_dir(pf, e);
-            qmachine::load_record(&dir).map(|rec| (dir, rec))
-        })
-        .collect();
-    found.sort_by(|a, b| a.1.name.cmp(&b.1.name));
-    found
-}
-
-/// What a qemu machine is doing: QMP's status (`running`, `paused`, ...) while QEMU runs,
-/// `running` when its QEMU lives but QMP does not answer, else `stopped`.
-pub fn qemu_state(dir: &std::path::Path, rec: &MachineRecord) -> String {
-    if !rec.running() {
-        return "stopped".into();
-    }
-    vm::status(dir).unwrap_or_else(|| "running".into())
-}
-
-/// The environment's running qemu machine (found as `pipe up` does: its record, a live QEMU
-/// by pid file, QMP), or a clear error.
-pub fn running_qemu_machine(pf: &Pipelinefile, env: &str) -> Result<MachineRecord> {
-    let dir = qemu_dir(pf, env);
-    let Some(rec) = qmachine::load_record(&dir) else {
-        return Err(Error::runtime(
-            format!("env `{env}` has no qemu machine"),
-            Some("create it with `pipe up` (or `pipe up --target qemu`)".to_string()),
-        ));
-    };
-    match qemu_state(&dir, &rec).as_str() {
-        "running" => Ok(rec),
-        state => Err(Error::runtime(
-            format!("machine {} of env `{env}` is {state}", rec.name),
-            Some("start it with `pipe up`".to_string()),
-        )),
-    }
-}
-
-/// The environment's machine container, running or not.
-pub fn find_machine(
-    client: &DockerClient,
-    pf: &Pipelinefile,
-    env: &str,
-) -> Result<Option<ContainerInfo>> {
-    let name = machine::machine_name(pf, env);
-    let project = crate::state::project_id(&pf.root);
-    let found = find_machines(client, &pf.pipeline.name.value, &project, Some(env))?;
-    Ok(found.into_iter().find(|c| c.name == name).or(None))
-}
-
-/// The environment's running machine, or a clear error.
-pub fn running_machine(
-    client: &DockerClient,
-    pf: &Pipelinefile,
-    env: &str,
-) -> Result<ContainerInfo> {
-    match find_machine(client, pf, env)? {
-        Some(c) if c.running => Ok(c),
-        Some(c) => Err(Error::runtime(
-            format!("machine {} of env `{env}` is {}", c.name, c.state),
-            Some("start it with `pipe up`".to_string()),
-        )),
-        None => Err(Error::runtime(
-            format!("env `{env}` has no machine"),
-            Some("create it with `pipe up --local`".to_string()),
-        )),
-    }
 }
 
 /// Hands a machine command's output straight to the terminal (`pipe exec`, `pipe logs`).

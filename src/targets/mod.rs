@@ -14,6 +14,7 @@
 pub mod checks;
 pub mod docker;
 pub mod layers;
+pub mod local;
 pub mod ports;
 pub mod qemu;
 pub mod ready;

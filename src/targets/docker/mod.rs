@@ -2,6 +2,7 @@
 //! inside, reached through docker exec. The Engine client itself is [`crate::engine::docker`].
 
 pub mod build;
+mod local;
 pub mod machine;
 pub mod promote;
 mod target;

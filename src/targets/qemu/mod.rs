@@ -19,6 +19,7 @@ pub mod accel;
 pub mod bake;
 pub mod build;
 pub mod disk;
+pub mod local;
 pub mod machine;
 pub mod qmp;
 mod target;

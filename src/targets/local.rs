@@ -1,0 +1,114 @@
+//! What the machine-only commands (`up`, `halt`, `exec`, `ssh`, `logs`, `provision`, `status`,
+//! `destroy`) need from a target that runs machines on this host: docker and qemu implement
+//! [`LocalTarget`]; ec2 does not (its machines are images and instances, reached by `bake` and
+//! `promote`).
+
+use std::process::Command;
+
+use crate::communicators::Communicator;
+use crate::config::{Pipelinefile, TargetKind};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::state::MachineState;
+use crate::ui::Printer;
+
+use super::{ServicePort, Target};
+
+/// What `pipe up` did.
+pub struct UpReport {
+    pub name: String,
+    /// `up to date`, `started`, `created`, `replaced`.
+    pub what: &'static str,
+    /// Its entry in `.pipe/state.json`.
+    pub state: MachineState,
+    /// Published on 127.0.0.1.
+    pub ports: Vec<ServicePort>,
+    /// Said after the env in the human line (`, qemu, tcg`).
+    pub detail: String,
+    /// How to log in, when that is not `pipe ssh` alone (qemu: the ssh command).
+    pub login: Option<String>,
+    /// Target-specific fields of the `--json` result (accel, ssh port, console log).
+    pub extra: serde_json::Value,
+}
+
+/// A running machine, reached through its communicator.
+pub struct Running {
+    pub name: String,
+    pub comm: Box<dyn Communicator>,
+}
+
+/// A machine as `pipe status` lists it.
+pub struct MachineRow {
+    pub env: String,
+    pub name: String,
+    pub state: String,
+    /// The app digest a `pipe up` machine runs (`None` for serving machines).
+    pub digest: Option<String>,
+    /// The release a serving machine runs.
+    pub release: Option<String>,
+    pub ports: Vec<String>,
+    /// Its entry in `.pipe/state.json` (`pipe up` machines).
+    pub state_entry: Option<MachineState>,
+    /// Target-specific fields of the `--json` row.
+    pub extra: serde_json::Value,
+}
+
+/// A target whose machines run on this host.
+pub trait LocalTarget: Target {
+    /// Brings the environment's machine up: nothing when it runs the current app digest,
+    /// started again when it is halted on it, else built (layers reused by digest) and
+    /// started, replacing an older one.
+    fn up(&self, plan: &Plan, keep_on_error: bool, printer: &Printer) -> Result<UpReport>;
+
+    /// The environment's running machine, or an error saying how to start it.
+    fn running(&self, pf: &Pipelinefile, env: &str) -> Result<Running>;
+
+    /// An interactive login shell on the running machine (the CLI that owns the terminal),
+    /// and the hint for when that CLI is missing.
+    fn login(&self, pf: &Pipelinefile, env: &str) -> Result<(Command, String)>;
+
+    /// The command printing the last `lines` of the services' logs (`follow`: and on).
+    fn logs_argv(&self, services: &[String], lines: usize, follow: bool) -> Vec<String>;
+
+    /// Restarts the services of a machine after `pipe provision` and waits for them.
+    fn restart_services(&self, pf: &Pipelinefile, plan: &Plan, machine: &Running) -> Result<()>;
+
+    /// Stops the environment's machine cleanly (its disk stays); its name, `None` when
+    /// there is none.
+    fn halt(&self, pf: &Pipelinefile, env: &str, printer: &Printer) -> Result<Option<String>>;
+
+    /// The `pipe up` and serving machines of this project (of `env`, or all).
+    fn machines(&self, pf: &Pipelinefile, env: Option<&str>) -> Result<Vec<MachineRow>>;
+
+    /// Removes the machines of this project (of `env`, or all); returns their names.
+    fn destroy_machines(
+        &self,
+        pf: &Pipelinefile,
+        env: Option<&str>,
+        printer: &Printer,
+    ) -> Result<Vec<String>>;
+
+    /// Removes the pipeline's cached layers that no remaining machine runs on.
+    fn destroy_layers(&self, pf: &Pipelinefile) -> Result<Vec<String>>;
+
+    /// True when `state` (from `.pipe/state.json`) names a machine of this target that still
+    /// exists.
+    fn still_there(&self, pf: &Pipelinefile, env: &str, state: &MachineState) -> bool;
+}
+
+/// The kinds of target that run machines on this host.
+pub fn kinds() -> [TargetKind; 2] {
+    [TargetKind::Docker, TargetKind::Qemu]
+}
+
+/// Opens a local target; ec2 is refused with a hint.
+pub fn open(kind: TargetKind, pf: &Pipelinefile, command: &str) -> Result<Box<dyn LocalTarget>> {
+    match kind {
+        TargetKind::Docker => Ok(Box::new(super::docker::DockerTarget::connect()?)),
+        TargetKind::Qemu => Ok(Box::new(super::qemu::QemuTarget::new(pf))),
+        TargetKind::Ec2 => Err(Error::usage(
+            format!("`pipe {command}` works on local machines, and this environment targets ec2"),
+            Some("add --local to run it on docker".to_string()),
+        )),
+    }
+}
