@@ -31,7 +31,7 @@ AMI_LABEL = "pipe.local-ec2.ami"
 # On the container that builds the instance image (its value: the server id).
 BUILD_LABEL = "pipe.local-ec2.build"
 # Bump when the build below changes: images made by an older recipe are rebuilt.
-RECIPE = "1"
+RECIPE = "2"
 RECIPE_LABEL = "pipe.local-ec2.recipe"
 
 DEBIAN_OWNER = "136693071363"
@@ -118,7 +118,7 @@ if ls /usr/local/share/ca-certificates/local-ec2-build/*.crt >/dev/null 2>&1; th
   update-ca-certificates >/dev/null 2>&1
 fi
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends systemd-sysv openssh-server sudo procps >/dev/null
+apt-get install -y -qq --no-install-recommends systemd-sysv dbus openssh-server sudo procps >/dev/null
 id admin >/dev/null 2>&1 || useradd -m -s /bin/bash admin
 echo 'admin ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/admin
 chmod 0440 /etc/sudoers.d/admin

@@ -321,7 +321,9 @@ class Machines:
         found = {}
         for label in (SERVER_LABEL, BUILD_LABEL):
             for c in self.client.containers.list(all=True, filters={"label": label}):
-                found[c.id] = (c, (c.labels or {}).get(label, ""))
+                sid = (c.labels or {}).get(label, "")
+                if sid:  # images pass labels on: an empty value is not an owner
+                    found[c.id] = (c, sid)
         for c, sid in found.values():
             if sid and sid != self.server_id and not _alive(sid):
                 log(f"removing {c.name}, left by a local EC2 that no longer runs")
