@@ -223,10 +223,19 @@ class Images:
                     return ref
             except docker.errors.ImageNotFound:
                 pass
-            log(f"building {ref} from {BOX_IMAGE} (once per box image; about a minute)")
+            try:
+                previous = self.client.images.get(ref).id
+            except docker.errors.ImageNotFound:
+                previous = None
+            log(f"building {ref} from {BOX_IMAGE} (once per box image; about 20 s)")
             started = time.monotonic()
             self._build(box_id, ref)
             log(f"built {ref} in {time.monotonic() - started:.0f} s")
+            if previous and previous != self.client.images.get(ref).id:
+                try:  # made from an older box: of no further use (unless something still runs it)
+                    self.client.images.remove(previous)
+                except docker.errors.APIError:
+                    pass
             return ref
 
     def _build(self, box_id: str, ref: str) -> None:

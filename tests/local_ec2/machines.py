@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
+from . import patches
 from .images import BUILD_LABEL, SERVER_LABEL, Images, _alive
 from .log import log
 
@@ -208,12 +209,33 @@ class Machines:
                 f.write(text)
 
         name = f"pipe-local-ec2-{self.server_id}-{iid}"
-        host = "ip-" + addr.replace(".", "-")
-        c = self.client.containers.run(
+        for attempt in range(5):
+            try:
+                c = self._run(image, name, addr, meta, iid)
+                break
+            except docker.errors.APIError as e:
+                text = str(e).lower()
+                if attempt == 4 or not ("already in use" in text or "already allocated" in text):
+                    raise
+                # Another server took the address between our probe and the run: pick another,
+                # and tell moto.
+                self._force_remove(name)
+                taken, addr = addr, self.pool.allocate()
+                self.pool.release(taken)
+                patches.set_address(inst, addr)
+                for fname in ("local-ipv4", "public-ipv4"):
+                    with open(os.path.join(meta, fname), "w") as f:
+                        f.write(addr)
+                log(f"{iid}: address taken, moving to {addr}")
+        self.machines[iid] = Machine(iid, c.id, name, addr, image, True)
+        log(f"{iid}: machine {name} on {addr} from {image}")
+
+    def _run(self, image: str, name: str, addr: str, meta: str, iid: str):
+        return self.client.containers.run(
             image,
             detach=True,
             name=name,
-            hostname=host,
+            hostname="ip-" + addr.replace(".", "-"),
             labels={SERVER_LABEL: self.server_id, INSTANCE_LABEL: iid, ADDRESS_LABEL: addr},
             tmpfs={"/run": "", "/run/lock": ""},
             volumes={
@@ -225,8 +247,12 @@ class Machines:
             environment={"container": "docker"},
             command=["/sbin/init"],
         )
-        self.machines[iid] = Machine(iid, c.id, name, addr, image, True)
-        log(f"{iid}: machine {name} on {addr} from {image}")
+
+    def _force_remove(self, name: str) -> None:
+        try:
+            self.client.api.remove_container(name, force=True)
+        except docker.errors.NotFound:
+            pass
 
     def _public_key(self, account: str, region: str, inst) -> str:
         if not inst.key_name:
@@ -274,11 +300,19 @@ class Machines:
             return self.machines.get(iid)
 
     def reboot(self, iids: list[str]) -> None:
+        """RebootInstances: restart the containers, in the background (the call returns at once,
+        as on AWS)."""
         with self.lock:
-            for iid in iids:
-                m = self.machines.get(iid)
-                if m is not None and m.running:
-                    self.client.api.restart(m.container_id, timeout=10)
+            ids = [m.container_id for i in iids if (m := self.machines.get(i)) and m.running]
+
+        def run() -> None:
+            for cid in ids:
+                try:
+                    self.client.api.restart(cid, timeout=10)
+                except docker.errors.APIError as e:
+                    log(f"warning: reboot {cid[:12]}: {e}")
+
+        threading.Thread(target=run, name="reboot", daemon=True).start()
 
     def cut_ssh(self, iid: str, seconds: float) -> None:
         """Drops the instance's SSH sessions and refuses new ones for `seconds`."""

@@ -24,11 +24,33 @@ class Hooks:
     source_ami_ids: set[str] = set()
 
 
+def set_address(inst, addr: str) -> None:
+    """`addr` becomes the instance's private and public IP, as moto reports them."""
+    from moto.ec2.utils import generate_dns_from_ip
+
+    inst.local_ec2_address = addr
+    nic = inst.nics.get(0)
+    if nic is None:
+        return
+    old = nic.private_ip_address
+    nic.private_ip_address = addr
+    nic.private_ip_addresses = [
+        {**a, "PrivateIpAddress": addr} if a.get("PrivateIpAddress") == old else a
+        for a in nic.private_ip_addresses
+    ] or [{"Primary": True, "PrivateIpAddress": addr}]
+    if getattr(nic, "private_dns_name", None):
+        nic.private_dns_name = generate_dns_from_ip(addr)
+        for a in nic.private_ip_addresses:
+            if a.get("PrivateIpAddress") == addr and a.get("Primary"):
+                a["PrivateDnsName"] = nic.private_dns_name
+    # The address stays across stop/start: the machine keeps its published ports.
+    nic.public_ip_auto_assign = False
+    nic.public_ip = addr
+
+
 def apply() -> None:
     from moto.ec2.models.amis import Ami
     from moto.ec2.models.instances import Instance
-    from moto.ec2.utils import generate_dns_from_ip
-
     if getattr(Instance, "_local_ec2_patched", False):
         return
 
@@ -39,24 +61,7 @@ def apply() -> None:
         self.local_ec2_address = None
         if Hooks.allocate_address is None:
             return
-        addr = Hooks.allocate_address()
-        self.local_ec2_address = addr
-        nic = self.nics.get(0)
-        if nic is not None:
-            old = nic.private_ip_address
-            nic.private_ip_address = addr
-            nic.private_ip_addresses = [
-                {**a, "PrivateIpAddress": addr} if a.get("PrivateIpAddress") == old else a
-                for a in nic.private_ip_addresses
-            ] or [{"Primary": True, "PrivateIpAddress": addr}]
-            if getattr(nic, "private_dns_name", None):
-                nic.private_dns_name = generate_dns_from_ip(addr)
-                for a in nic.private_ip_addresses:
-                    if a.get("PrivateIpAddress") == addr and a.get("Primary"):
-                        a["PrivateDnsName"] = nic.private_dns_name
-            # The address stays across stop/start: the machine keeps its published ports.
-            nic.public_ip_auto_assign = False
-            nic.public_ip = addr
+        set_address(self, Hooks.allocate_address())
         if Hooks.on_instance_created is not None:
             Hooks.on_instance_created(self)
 

@@ -257,3 +257,44 @@ def test_sigterm_removes_containers_and_a_new_server_sweeps_a_killed_ones(key):
             assert containers(str(other.pid)) == []
     finally:
         killed.stop()
+
+
+def test_auto_scaling_instances_are_machines_too(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    import_key(ec2, key)
+    ec2.create_launch_template(
+        LaunchTemplateName="web",
+        LaunchTemplateData={"ImageId": source_ami(ec2), "InstanceType": "t3.micro", "KeyName": "k"},
+    )
+    asg = local_ec2.client("autoscaling")
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName="web",
+        LaunchTemplate={"LaunchTemplateName": "web", "Version": "$Latest"},
+        MinSize=1,
+        MaxSize=2,
+        DesiredCapacity=1,
+        AvailabilityZones=["us-east-1a"],
+    )
+    (member,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["web"])["AutoScalingGroups"][0]["Instances"]
+    addr = describe(ec2, member["InstanceId"])["PublicIpAddress"]
+    assert machine(local_ec2, member["InstanceId"])["address"] == addr
+    p = ssh(key, addr, "true")
+    assert p.returncode == 0, p.stderr
+
+
+def test_reboot_restarts_the_machine(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    (inst,) = run(ec2, source_ami(ec2), import_key(ec2, key))
+    addr = inst["PublicIpAddress"]
+    boot_id = ssh(key, addr, "cat /proc/sys/kernel/random/boot_id; cat /proc/1/stat").stdout
+    started = time.monotonic()
+    ec2.reboot_instances(InstanceIds=[inst["InstanceId"]])
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        p = ssh_once(key, addr, "cat /proc/sys/kernel/random/boot_id; cat /proc/1/stat")
+        if p.returncode == 0 and p.stdout != boot_id:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the instance did not restart")
