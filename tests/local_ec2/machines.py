@@ -172,6 +172,8 @@ class Machines:
                 except Exception as e:
                     self.errors[iid] = str(e)
                     log(f"error: instance {iid}: {e}")
+                    if m is None and state in RUNNING:
+                        self._fail_launch(inst, e)
             for iid in [i for i in self.machines if i not in seen]:
                 self._remove(self.machines[iid])
             for iid in [i for i in self.errors if i not in seen]:
@@ -253,6 +255,23 @@ class Machines:
             self.client.api.remove_container(name, force=True)
         except docker.errors.NotFound:
             pass
+
+    def _fail_launch(self, inst, error: Exception) -> None:
+        """An instance that cannot have a machine ends as on AWS: terminated, with the reason."""
+        from moto.ec2.models.instances import StateReason
+
+        try:
+            inst.terminate()
+            inst.state_reason = StateReason(
+                f"Server.InternalError: local EC2: {error}"[:255], "Server.InternalError"
+            )
+        except Exception as e:  # moto's own bookkeeping: the error above is what matters
+            log(f"warning: terminating {inst.id}: {e}")
+        self.pool.release(getattr(inst, "local_ec2_address", None))
+        inst.local_ec2_address = None
+        nic = inst.nics.get(0)
+        if nic is not None:
+            nic.public_ip = None
 
     def _public_key(self, account: str, region: str, inst) -> str:
         if not inst.key_name:

@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             log(f"ready on {endpoint}")
+            # stdout carries the ready line only: whatever else prints (moto does, now and then)
+            # goes to the log, and cannot fill a pipe nobody reads.
+            sys.stdout = sys.stderr
         while not stop.wait(1):
             pass
     finally:
