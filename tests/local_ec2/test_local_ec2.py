@@ -1,7 +1,9 @@
 """The local EC2 against boto3: AMIs, real machines over SSH, images, faults, reset, recording."""
 
-import base64
 import ipaddress
+import json
+import os
+import shutil
 import signal
 import subprocess
 import time
@@ -298,3 +300,45 @@ def test_reboot_restarts_the_machine(local_ec2, key):
         time.sleep(0.5)
     else:
         pytest.fail("the instance did not restart")
+
+
+@pytest.mark.skipif(shutil.which("packer") is None, reason="packer is not installed")
+def test_packer_amazon_ebs_bakes_an_ami(local_ec2, key, tmp_path):
+    template = {
+        "builders": [
+            {
+                "type": "amazon-ebs",
+                "region": "us-east-1",
+                "access_key": "test",
+                "secret_key": "test",
+                "custom_endpoint_ec2": local_ec2.endpoint,
+                "skip_region_validation": True,
+                "skip_credential_validation": True,
+                "skip_metadata_api_check": True,
+                "source_ami_filter": {
+                    "filters": {"name": "debian-12-amd64-*"},
+                    "owners": [DEBIAN],
+                    "most_recent": True,
+                },
+                "instance_type": "t3.micro",
+                "ssh_username": "admin",
+                "ssh_interface": "public_ip",
+                "ami_name": "packer-baked",
+            }
+        ],
+        "provisioners": [{"type": "shell", "inline": ["echo from-packer | sudo tee /etc/packer-marker"]}],
+    }
+    (tmp_path / "t.json").write_text(json.dumps(template))
+    # Anything that is not for the local EC2 goes to a proxy that is not there: nothing leaves
+    # the loopback range.
+    env = dict(os.environ, HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9",
+               NO_PROXY="127.0.0.0/8,localhost", CHECKPOINT_DISABLE="1", PACKER_CACHE_DIR=str(tmp_path / "cache"))
+    p = subprocess.run(["packer", "build", "-color=false", "t.json"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    ec2 = local_ec2.client("ec2")
+    (image,) = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": ["packer-baked"]}])["Images"]
+    assert containers(str(local_ec2.pid)) == []  # packer terminated its instance
+    (inst,) = run(ec2, image["ImageId"], import_key(ec2, key))
+    p = ssh(key, inst["PublicIpAddress"], "cat /etc/packer-marker")
+    assert p.stdout.strip() == "from-packer", p.stderr
