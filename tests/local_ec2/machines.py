@@ -361,13 +361,14 @@ class Machines:
             for m in list(self.machines.values()):
                 self._remove(m)
             self.errors.clear()
-            for c in self.client.containers.list(
-                all=True, filters={"label": f"{SERVER_LABEL}={self.server_id}"}
-            ):
-                try:
-                    c.remove(force=True)
-                except docker.errors.NotFound:
-                    pass
+            for label in (SERVER_LABEL, BUILD_LABEL):
+                for c in self.client.containers.list(
+                    all=True, filters={"label": f"{label}={self.server_id}"}
+                ):
+                    try:
+                        c.remove(force=True)
+                    except docker.errors.NotFound:
+                        pass
 
     def sweep_dead(self) -> None:
         """Containers left by servers that no longer run."""

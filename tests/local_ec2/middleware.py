@@ -276,13 +276,16 @@ class LocalEc2App:
             if service == "ec2":
                 if action in EC2_MUTATING:
                     self.machines.reconcile()
-                out = rewrite_ec2(out, action or "", self.faults.take_pending)
+                rewritten = rewrite_ec2(out, action or "", self.faults.take_pending)
+                if rewritten is not out:
+                    out = rewritten
+                    headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+                    headers.append(("Content-Length", str(len(out))))
             elif service == "autoscaling" and action and not action.startswith("Describe"):
                 self.machines.reconcile()
-        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-        headers.append(("Content-Length", str(len(out))))
+        # Otherwise moto's headers go out as they are (HEAD answers carry the object's length).
         start_response(status, headers)
-        return [out] if environ.get("REQUEST_METHOD") != "HEAD" else [b""]
+        return [out]
 
     def _read_body(self, environ: dict) -> bytes:
         stream = environ["wsgi.input"]

@@ -237,6 +237,7 @@ def test_sts_ssm_s3_and_autoscaling_answer(local_ec2):
     s3.create_bucket(Bucket="pipe-ledger")
     s3.put_object(Bucket="pipe-ledger", Key="a/b.json", Body=b"{}")
     assert s3.get_object(Bucket="pipe-ledger", Key="a/b.json")["Body"].read() == b"{}"
+    assert s3.head_object(Bucket="pipe-ledger", Key="a/b.json")["ContentLength"] == 2
     assert local_ec2.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"] == []
 
 
