@@ -75,6 +75,19 @@ def _write_amis(path: str) -> None:
         json.dump(amis, f)
 
 
+def _sweep_state_dirs(server_id: str) -> None:
+    """State folders of servers that were killed (the instances' metadata, the AMI list)."""
+    import glob
+    import re
+
+    from .images import _alive
+
+    for d in glob.glob(os.path.join(tempfile.gettempdir(), "pipe-local-ec2-*-*")):
+        m = re.match(r"pipe-local-ec2-(\d+)-", os.path.basename(d))
+        if m and m.group(1) != server_id and os.path.isdir(d) and not _alive(m.group(1)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _alive_parent(ppid: int) -> bool:
     return os.getppid() == ppid
 
@@ -120,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
 
     import docker
+    import docker.errors
     from moto.moto_api._internal.models import moto_api_backend
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
@@ -134,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     from .machines import AddressPool, Machines
     from .middleware import LocalEc2App, Recorder
 
-    client = docker.from_env(timeout=120)
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as e:
+        log(f"error: no Docker engine answers ({e}); scripts/setup starts dockerd")
+        shutil.rmtree(state_dir, ignore_errors=True)
+        return 1
     images = Images(client, server_id)
     pool = AddressPool(args.ports)
     meta_root = os.path.join(state_dir, "instances")
@@ -145,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machines.sweep_dead()
     images.sweep_dead()
+    _sweep_state_dirs(server_id)
     images.build_source_in_background(args.wait_box)
 
     def on_image_from_instance(ami, instance) -> None:
