@@ -181,6 +181,40 @@ class Machines:
             for iid in [i for i in self.errors if i not in seen]:
                 del self.errors[iid]
 
+    def check_containers(self) -> None:
+        """Machines that stopped on their own: a container that exited (`poweroff` inside, or
+        killed) makes its instance stop, or terminate when its shutdown behaviour says so; a
+        container removed behind our back terminates it."""
+        with self.lock:
+            if not self.machines:
+                return
+            states = {
+                c.id: c.status
+                for c in self.client.containers.list(
+                    all=True, filters={"label": f"{SERVER_LABEL}={self.server_id}"}
+                )
+            }
+            by_id = {inst.id: inst for _, _, inst in moto_instances()}
+            for m in list(self.machines.values()):
+                inst = by_id.get(m.instance_id)
+                if inst is None or inst.state not in RUNNING or not m.running:
+                    continue
+                status = states.get(m.container_id)
+                if status in ("running", "created", "restarting"):
+                    continue
+                if status is None:
+                    log(f"{m.instance_id}: its container is gone: terminating the instance")
+                    self._fail_launch(inst, RuntimeError("the machine disappeared"))
+                    self._remove(m)
+                elif inst.instance_initiated_shutdown_behavior == "terminate":
+                    log(f"{m.instance_id}: its container exited: terminating the instance")
+                    inst.terminate()
+                    self._remove(m)
+                else:
+                    log(f"{m.instance_id}: its container exited: the instance is stopped")
+                    inst.stop()
+                    m.running = False
+
     def _create(self, account: str, region: str, inst) -> None:
         iid = inst.id
         addr = getattr(inst, "local_ec2_address", None)

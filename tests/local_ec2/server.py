@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             images.commit(m.container_id, ami.id)
             log(f"{ami.id}: committed from {instance.id}")
         else:
+            # Nothing to commit (the machine failed): the AMI runs what the instance's AMI runs.
+            ami.local_ec2_source = instance.image_id
             log(f"warning: {ami.id}: instance {instance.id} has no machine to commit")
 
     patches.Hooks.allocate_address = pool.allocate
@@ -239,9 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
 
     def reconcile_loop() -> None:
+        n = 0
         while not stop.wait(0.5):
+            n += 1
             try:
                 machines.reconcile()
+                if n % 4 == 0:  # asks Docker: every 2 s is enough
+                    machines.check_containers()
             except Exception as e:  # keep going: the next pass may do better
                 log(f"error: reconcile: {e}")
             if args.exit_with_parent and not _alive_parent(parent):

@@ -343,3 +343,17 @@ def test_packer_amazon_ebs_bakes_an_ami(local_ec2, key, tmp_path):
     (inst,) = run(ec2, image["ImageId"], import_key(ec2, key))
     p = ssh(key, inst["PublicIpAddress"], "cat /etc/packer-marker")
     assert p.stdout.strip() == "from-packer", p.stderr
+
+
+def test_a_machine_that_powers_off_stops_its_instance(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    (inst,) = run(ec2, source_ami(ec2), import_key(ec2, key))
+    iid = inst["InstanceId"]
+    assert ssh(key, inst["PublicIpAddress"], "true").returncode == 0
+    ssh_once(key, inst["PublicIpAddress"], "sudo systemctl poweroff")
+    deadline = time.monotonic() + 30
+    while describe(ec2, iid)["State"]["Name"] != "stopped":
+        assert time.monotonic() < deadline, "the instance did not stop"
+        time.sleep(0.5)
+    ec2.start_instances(InstanceIds=[iid])
+    assert ssh(key, inst["PublicIpAddress"], "true").returncode == 0
