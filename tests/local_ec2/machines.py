@@ -90,6 +90,7 @@ class Machine:
     address: str
     image: str
     running: bool = True
+    rebooting: bool = False
 
 
 def moto_instances():
@@ -200,8 +201,8 @@ class Machines:
                 if inst is None or inst.state not in RUNNING or not m.running:
                     continue
                 status = states.get(m.container_id)
-                if status in ("running", "created", "restarting"):
-                    continue
+                if status in ("running", "created", "restarting", "paused") or m.rebooting:
+                    continue  # paused: being committed (CreateImage)
                 if status is None:
                     log(f"{m.instance_id}: its container is gone: terminating the instance")
                     self._fail_launch(inst, RuntimeError("the machine disappeared"))
@@ -367,14 +368,18 @@ class Machines:
         """RebootInstances: restart the containers, in the background (the call returns at once,
         as on AWS)."""
         with self.lock:
-            ids = [m.container_id for i in iids if (m := self.machines.get(i)) and m.running]
+            ms = [m for i in iids if (m := self.machines.get(i)) and m.running]
+            for m in ms:
+                m.rebooting = True
 
         def run() -> None:
-            for cid in ids:
+            for m in ms:
                 try:
-                    self.client.api.restart(cid, timeout=10)
+                    self.client.api.restart(m.container_id, timeout=10)
                 except docker.errors.APIError as e:
-                    log(f"warning: reboot {cid[:12]}: {e}")
+                    log(f"warning: reboot {m.instance_id}: {e}")
+                finally:
+                    m.rebooting = False
 
         threading.Thread(target=run, name="reboot", daemon=True).start()
 
