@@ -1,0 +1,359 @@
+"""The local EC2 against boto3: AMIs, real machines over SSH, images, faults, reset, recording."""
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from .harness import LocalEc2, containers, ssh, ssh_once
+
+DEBIAN = "136693071363"
+
+
+def source_ami(ec2) -> str:
+    images = ec2.describe_images(
+        Owners=[DEBIAN], Filters=[{"Name": "name", "Values": ["debian-12-amd64-*"]}]
+    )["Images"]
+    assert len(images) == 1, images
+    assert images[0]["State"] == "available"
+    return images[0]["ImageId"]
+
+
+def import_key(ec2, key, name="k") -> str:
+    ec2.import_key_pair(KeyName=name, PublicKeyMaterial=(key.parent / (key.name + ".pub")).read_bytes())
+    return name
+
+
+def run(ec2, image, key_name, count=1, **kw) -> list[dict]:
+    r = ec2.run_instances(ImageId=image, MinCount=count, MaxCount=count, KeyName=key_name, InstanceType="t3.micro", **kw)
+    return r["Instances"]
+
+
+def describe(ec2, iid) -> dict:
+    return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+
+
+def machine(local_ec2, iid) -> dict:
+    return next(m for m in local_ec2.instances() if m["instance_id"] == iid)
+
+
+def container_state(name) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Status}}", name], capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_source_ami_is_found_by_name_and_owner(local_ec2):
+    ec2 = local_ec2.client("ec2")
+    assert source_ami(ec2) == local_ec2.source_ami
+    # Other regions have it too; other owners' AMIs do not match.
+    assert source_ami(local_ec2.client("ec2", "eu-west-1")) == local_ec2.source_ami
+    assert ec2.describe_images(Owners=["137112412989"], Filters=[{"Name": "name", "Values": ["debian-12-amd64-*"]}])["Images"] == []
+
+
+def test_each_instance_is_a_machine_on_its_own_loopback_address(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    launched = run(ec2, source_ami(ec2), import_key(ec2, key), count=2)
+    assert [i["State"]["Name"] for i in launched] == ["pending", "pending"]
+    addresses = []
+    for inst in launched:
+        d = describe(ec2, inst["InstanceId"])
+        assert d["State"]["Name"] == "running"
+        assert d["PrivateIpAddress"] == d["PublicIpAddress"]
+        assert ipaddress.ip_address(d["PublicIpAddress"]) in ipaddress.ip_network("127.0.0.0/8")
+        addresses.append(d["PublicIpAddress"])
+    assert len(set(addresses)) == 2
+    hostnames = set()
+    for addr in addresses:
+        p = ssh(key, addr, "sudo -n true && hostname && systemctl is-system-running --wait")
+        assert p.returncode == 0, p.stderr + p.stdout
+        hostnames.add(p.stdout.split()[0])
+    assert len(hostnames) == 2
+    assert len(containers(str(local_ec2.pid), all=False)) == 2
+
+
+def test_create_image_then_launch_from_it_has_the_file_and_terminate_removes(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    # CreateKeyPair: the local EC2 installs the public half of moto's key.
+    material = ec2.create_key_pair(KeyName="made", KeyType="ed25519")["KeyMaterial"]
+    made = key.parent / "made"
+    made.write_text(material)
+    made.chmod(0o600)
+    (first,) = run(ec2, source_ami(ec2), "made")
+    addr = first["PublicIpAddress"]
+    p = ssh(made, addr, "echo baked | sudo tee /etc/pipe-marker >/dev/null")
+    assert p.returncode == 0, p.stderr
+    image = ec2.create_image(InstanceId=first["InstanceId"], Name="baked")["ImageId"]
+    assert ec2.describe_images(ImageIds=[image])["Images"][0]["State"] == "available"
+
+    ec2.terminate_instances(InstanceIds=[first["InstanceId"]])
+    assert machine_gone(local_ec2, first["InstanceId"])
+    assert describe(ec2, first["InstanceId"])["State"]["Name"] == "terminated"
+
+    (second,) = run(ec2, image, import_key(ec2, key))
+    # The address of the terminated instance is free again.
+    assert second["PublicIpAddress"] == addr
+    p = ssh(key, second["PublicIpAddress"], "cat /etc/pipe-marker; cat /etc/local-ec2/instance-id")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["baked", second["InstanceId"]]
+    ec2.terminate_instances(InstanceIds=[second["InstanceId"]])
+    assert containers(str(local_ec2.pid)) == []
+
+
+def machine_gone(local_ec2, iid) -> bool:
+    return all(m["instance_id"] != iid for m in local_ec2.instances()) and not any(
+        iid in n for n in containers(str(local_ec2.pid))
+    )
+
+
+def test_stop_and_start_stop_and_start_the_container(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    (inst,) = run(ec2, source_ami(ec2), import_key(ec2, key))
+    iid = inst["InstanceId"]
+    name = machine(local_ec2, iid)["container"]
+    assert ssh(key, inst["PublicIpAddress"], "true").returncode == 0
+    ec2.stop_instances(InstanceIds=[iid])
+    assert container_state(name) == "exited"
+    assert ssh_once(key, inst["PublicIpAddress"], "true").returncode == 255
+    ec2.start_instances(InstanceIds=[iid])
+    assert container_state(name) == "running"
+    assert describe(ec2, iid)["PublicIpAddress"] == inst["PublicIpAddress"]
+    assert ssh(key, inst["PublicIpAddress"], "true").returncode == 0
+
+
+def test_injected_error_fails_the_next_call_only(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    ami = source_ami(ec2)
+    local_ec2.faults({"fail": {"action": "RunInstances", "code": "RequestLimitExceeded"}})
+    with pytest.raises(ClientError) as e:
+        run(ec2, ami, import_key(ec2, key))
+    assert e.value.response["Error"]["Code"] == "RequestLimitExceeded"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert containers(str(local_ec2.pid)) == []
+    (inst,) = run(ec2, ami, "k")
+    assert describe(ec2, inst["InstanceId"])["State"]["Name"] == "running"
+
+    local_ec2.faults({"fail": {"action": "DescribeInstances", "code": "InsufficientInstanceCapacity", "count": 2}})
+    for _ in range(2):
+        with pytest.raises(ClientError) as e:
+            ec2.describe_instances()
+        assert e.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    ec2.describe_instances()
+
+    # Other protocols get their own error documents.
+    local_ec2.faults(
+        [
+            {"fail": {"action": "GetParameter", "code": "ThrottlingException"}},
+            {"fail": {"action": "GetCallerIdentity", "code": "ServiceUnavailable"}},
+        ]
+    )
+    with pytest.raises(ClientError) as e:
+        local_ec2.client("ssm").get_parameter(Name="/x")
+    assert e.value.response["Error"]["Code"] == "ThrottlingException"
+    with pytest.raises(ClientError) as e:
+        local_ec2.client("sts").get_caller_identity()
+    assert e.value.response["Error"]["Code"] == "ServiceUnavailable"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert local_ec2.client("sts").get_caller_identity()["Account"]
+
+
+def test_pending_describes(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    local_ec2.faults({"pending": {"instances": 2, "images": 1}})
+    (inst,) = run(ec2, source_ami(ec2), import_key(ec2, key))
+    iid = inst["InstanceId"]
+    states = [describe(ec2, iid)["State"]["Name"] for _ in range(3)]
+    assert states == ["pending", "pending", "running"]
+    image = ec2.create_image(InstanceId=iid, Name="pending-image")["ImageId"]
+    states = [ec2.describe_images(ImageIds=[image])["Images"][0]["State"] for _ in range(2)]
+    assert states == ["pending", "available"]
+    # The source AMI was never pending.
+    assert source_ami(ec2)
+
+
+def test_cut_ssh_drops_and_refuses_connections_for_a_while(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    (inst,) = run(ec2, source_ami(ec2), import_key(ec2, key))
+    addr = inst["PublicIpAddress"]
+    assert ssh(key, addr, "true").returncode == 0
+    session = subprocess.Popen(
+        ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", f"admin@{addr}", "sleep 60"],
+    )
+    time.sleep(1)
+    local_ec2.faults({"cut_ssh": {"instance_id": inst["InstanceId"], "seconds": 4}})
+    assert session.wait(10) != 0  # the open session was dropped
+    assert ssh_once(key, addr, "true").returncode == 255
+    p = ssh(key, addr, "true", timeout=30)
+    assert p.returncode == 0, p.stderr
+
+
+def test_reset_leaves_no_container_and_keeps_the_source_ami(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    run(ec2, source_ami(ec2), import_key(ec2, key), count=2)
+    assert len(containers(str(local_ec2.pid))) == 2
+    local_ec2.faults({"fail": {"action": "DescribeImages", "count": 5}})
+    local_ec2.reset()
+    assert containers(str(local_ec2.pid)) == []
+    assert ec2.describe_instances()["Reservations"] == []
+    assert source_ami(ec2) == local_ec2.source_ami  # the fault went too
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+
+
+def test_every_request_is_recorded(local_ec2, key):
+    canary = "canary-3f1d0c"
+    local_ec2.client("ssm").put_parameter(Name="/pipe/canary", Value=canary, Type="SecureString")
+    found = local_ec2.requests(contains=canary)
+    assert [(r["service"], r["action"]) for r in found] == [("ssm", "PutParameter")]
+    # Base64 parameters (user data) are searched decoded too.
+    ec2 = local_ec2.client("ec2")
+    run(ec2, source_ami(ec2), import_key(ec2, key), UserData=f"#!/bin/sh\necho {canary}\n")
+    assert [r["action"] for r in local_ec2.requests(contains=canary)] == ["PutParameter", "RunInstances"]
+    assert local_ec2.requests(contains="not-sent-anywhere") == []
+    assert any(r["action"] == "DescribeImages" for r in local_ec2.requests(action="DescribeImages"))
+
+
+def test_user_data_runs_once(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    script = "#!/bin/sh\necho from-user-data > /var/tmp/ud\n"
+    (inst,) = run(ec2, source_ami(ec2), import_key(ec2, key), UserData=script)
+    p = ssh(key, inst["PublicIpAddress"], "for i in $(seq 50); do [ -s /var/tmp/ud ] && break; sleep 0.2; done; cat /var/tmp/ud")
+    assert p.stdout.strip() == "from-user-data", p.stderr
+
+
+def test_sts_ssm_s3_and_autoscaling_answer(local_ec2):
+    assert local_ec2.client("sts").get_caller_identity()["Account"]
+    ssm = local_ec2.client("ssm", "eu-west-1")
+    ssm.put_parameter(Name="/pipe/ami", Value="ami-1", Type="String")
+    assert ssm.get_parameter(Name="/pipe/ami")["Parameter"]["Value"] == "ami-1"
+    s3 = local_ec2.client("s3")
+    s3.create_bucket(Bucket="pipe-ledger")
+    s3.put_object(Bucket="pipe-ledger", Key="a/b.json", Body=b"{}")
+    assert s3.get_object(Bucket="pipe-ledger", Key="a/b.json")["Body"].read() == b"{}"
+    assert s3.head_object(Bucket="pipe-ledger", Key="a/b.json")["ContentLength"] == 2
+    assert local_ec2.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"] == []
+
+
+def test_sigterm_removes_containers_and_a_new_server_sweeps_a_killed_ones(key):
+    killed = LocalEc2.start()
+    try:
+        ec2 = killed.client("ec2")
+        run(ec2, killed.source_ami, import_key(ec2, key))
+        assert len(containers(str(killed.pid))) == 1
+        killed.proc.send_signal(signal.SIGKILL)
+        killed.proc.wait()
+        assert len(containers(str(killed.pid))) == 1  # left behind
+        with LocalEc2.start() as other:
+            assert containers(str(killed.pid)) == []  # swept at start
+            ec2 = other.client("ec2")
+            run(ec2, other.source_ami, import_key(ec2, key))
+            assert len(containers(str(other.pid))) == 1
+            other.stop(signal.SIGTERM, sweep=False)
+            assert other.proc.returncode == 0
+            assert containers(str(other.pid)) == []
+    finally:
+        killed.stop()
+
+
+def test_auto_scaling_instances_are_machines_too(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    import_key(ec2, key)
+    ec2.create_launch_template(
+        LaunchTemplateName="web",
+        LaunchTemplateData={"ImageId": source_ami(ec2), "InstanceType": "t3.micro", "KeyName": "k"},
+    )
+    asg = local_ec2.client("autoscaling")
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName="web",
+        LaunchTemplate={"LaunchTemplateName": "web", "Version": "$Latest"},
+        MinSize=1,
+        MaxSize=2,
+        DesiredCapacity=1,
+        AvailabilityZones=["us-east-1a"],
+    )
+    (member,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["web"])["AutoScalingGroups"][0]["Instances"]
+    addr = describe(ec2, member["InstanceId"])["PublicIpAddress"]
+    assert machine(local_ec2, member["InstanceId"])["address"] == addr
+    p = ssh(key, addr, "true")
+    assert p.returncode == 0, p.stderr
+
+
+def test_reboot_restarts_the_machine(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    (inst,) = run(ec2, source_ami(ec2), import_key(ec2, key))
+    addr = inst["PublicIpAddress"]
+    boot_id = ssh(key, addr, "cat /proc/sys/kernel/random/boot_id; cat /proc/1/stat").stdout
+    started = time.monotonic()
+    ec2.reboot_instances(InstanceIds=[inst["InstanceId"]])
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        p = ssh_once(key, addr, "cat /proc/sys/kernel/random/boot_id; cat /proc/1/stat")
+        if p.returncode == 0 and p.stdout != boot_id:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the instance did not restart")
+
+
+@pytest.mark.skipif(shutil.which("packer") is None, reason="packer is not installed")
+def test_packer_amazon_ebs_bakes_an_ami(local_ec2, key, tmp_path):
+    template = {
+        "builders": [
+            {
+                "type": "amazon-ebs",
+                "region": "us-east-1",
+                "access_key": "test",
+                "secret_key": "test",
+                "custom_endpoint_ec2": local_ec2.endpoint,
+                "skip_region_validation": True,
+                "skip_credential_validation": True,
+                "skip_metadata_api_check": True,
+                "source_ami_filter": {
+                    "filters": {"name": "debian-12-amd64-*"},
+                    "owners": [DEBIAN],
+                    "most_recent": True,
+                },
+                "instance_type": "t3.micro",
+                "ssh_username": "admin",
+                "ssh_interface": "public_ip",
+                "ami_name": "packer-baked",
+            }
+        ],
+        "provisioners": [{"type": "shell", "inline": ["echo from-packer | sudo tee /etc/packer-marker"]}],
+    }
+    (tmp_path / "t.json").write_text(json.dumps(template))
+    # Anything that is not for the local EC2 goes to a proxy that is not there: nothing leaves
+    # the loopback range.
+    env = dict(os.environ, HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9",
+               NO_PROXY="127.0.0.0/8,localhost", CHECKPOINT_DISABLE="1", PACKER_CACHE_DIR=str(tmp_path / "cache"))
+    p = subprocess.run(["packer", "build", "-color=false", "t.json"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    ec2 = local_ec2.client("ec2")
+    (image,) = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": ["packer-baked"]}])["Images"]
+    assert containers(str(local_ec2.pid)) == []  # packer terminated its instance
+    (inst,) = run(ec2, image["ImageId"], import_key(ec2, key))
+    p = ssh(key, inst["PublicIpAddress"], "cat /etc/packer-marker")
+    assert p.stdout.strip() == "from-packer", p.stderr
+
+
+def test_a_machine_that_powers_off_stops_its_instance(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    (inst,) = run(ec2, source_ami(ec2), import_key(ec2, key))
+    iid = inst["InstanceId"]
+    assert ssh(key, inst["PublicIpAddress"], "true").returncode == 0
+    ssh_once(key, inst["PublicIpAddress"], "sudo systemctl poweroff")
+    deadline = time.monotonic() + 30
+    while describe(ec2, iid)["State"]["Name"] != "stopped":
+        assert time.monotonic() < deadline, "the instance did not stop"
+        time.sleep(0.5)
+    ec2.start_instances(InstanceIds=[iid])
+    assert ssh(key, inst["PublicIpAddress"], "true").returncode == 0
