@@ -113,6 +113,13 @@ impl Error {
     }
 }
 
+impl From<crate::config::vars::VarError> for Error {
+    fn from(e: crate::config::vars::VarError) -> Self {
+        let hint = e.hint();
+        Error::usage(e.to_string(), Some(hint))
+    }
+}
+
 impl From<crate::engine::docker::DockerError> for Error {
     fn from(e: crate::engine::docker::DockerError) -> Self {
         Error::runtime(e.message(), e.hint())

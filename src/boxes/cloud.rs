@@ -1,7 +1,7 @@
 //! Cloud images as qemu boxes: a distribution's published disk image with cloud-init (Debian's
 //! genericcloud, Ubuntu's cloudimg, ...), named in the Pipelinefile by URL and checksum or by a
 //! path, and booted on its own bootloader with a NoCloud seed
-//! ([`crate::targets::qemu::vm::Boot::Disk`]).
+//! ([`super::qemu::Boot::Disk`]).
 //!
 //! # Download and cache
 //!
@@ -27,11 +27,11 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use super::qemu::Boot;
 use super::qemu::QemuBox;
 use super::rootfs::in_path;
 use super::{cache_dir, lock_file};
 use crate::process::{self, ProcessError};
-use crate::targets::qemu::vm::Boot;
 use crate::ui::Printer;
 
 /// Bumped whenever what this module makes of an image changes.

@@ -24,7 +24,6 @@ use sha2::Digest as _;
 
 use super::rootfs::{self, in_path};
 use super::{BoxError, BoxTarget, Recipe, cache_dir, lock_file};
-use crate::targets::qemu::vm::Boot;
 use crate::ui::Printer;
 
 /// Bumped whenever what this module adds to a rootfs changes.
@@ -55,6 +54,17 @@ pub struct QemuBox {
     /// True when this call built it.
     #[serde(skip_deserializing)]
     pub built: bool,
+}
+
+/// How a VM boots its disk (and so how it gets its login key).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "boot", rename_all = "snake_case")]
+pub enum Boot {
+    /// Direct kernel boot (recipe boxes); the login key on the kernel command line.
+    Kernel { kernel: PathBuf, initrd: PathBuf },
+    /// The disk's own bootloader (cloud images); the login key in a NoCloud seed for
+    /// cloud-init, written into the VM's folder at every start.
+    Disk,
 }
 
 /// `box.json` next to the disk: what the folder holds, written last.

@@ -81,13 +81,6 @@ impl VarError {
     }
 }
 
-impl From<VarError> for crate::error::Error {
-    fn from(e: VarError) -> Self {
-        let hint = e.hint();
-        crate::error::Error::usage(e.to_string(), Some(hint))
-    }
-}
-
 /// The name under which the host environment can set a var.
 pub fn pipe_var_name(var: &str) -> String {
     format!("PIPE_VAR_{var}")

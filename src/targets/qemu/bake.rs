@@ -1,5 +1,5 @@
 //! The artifact of a QEMU bake (the bake itself is the target-neutral one in
-//! [`crate::commands`], over [`super::QemuTarget`]): a standalone, compressed qcow2 of the app
+//! [`crate::targets::layers`], over [`super::QemuTarget`]): a standalone, compressed qcow2 of the app
 //! layer with its backing chain (box, base) folded in, in
 //! `$XDG_CACHE_HOME/pipe/qemu/artifacts/<pipeline>/<env>-<app digest 12>.qcow2`; it boots
 //! on its own bootloader (a cloud image) or with the kernel and initrd of the box it was baked

@@ -337,11 +337,12 @@ pub fn deliver_units(comm: &dyn Communicator, rendered: &[RenderedService]) -> R
     if rendered.is_empty() {
         return Ok(());
     }
-    let io = |e: crate::communicators::ExecError| {
-        Error::runtime(
+    let io = |e: crate::communicators::ExecError| match e {
+        crate::communicators::ExecError::Interrupted => Error::Interrupted,
+        e => Error::runtime(
             format!("delivering services to {}: {e}", comm.describe()),
             None,
-        )
+        ),
     };
     let mut units = Vec::new();
     for s in rendered {

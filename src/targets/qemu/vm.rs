@@ -32,16 +32,7 @@ use crate::process;
 /// The machine type every VM (and the KVM probe) uses.
 pub const MACHINE: &str = "q35";
 
-/// How a VM boots its disk (and so how it gets its login key).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "boot", rename_all = "snake_case")]
-pub enum Boot {
-    /// Direct kernel boot (recipe boxes); the login key on the kernel command line.
-    Kernel { kernel: PathBuf, initrd: PathBuf },
-    /// The disk's own bootloader (cloud images); the login key in a NoCloud seed for
-    /// cloud-init, written into the VM's folder at every start.
-    Disk,
-}
+pub use crate::boxes::qemu::Boot;
 
 /// What to boot.
 #[derive(Debug, Clone)]
