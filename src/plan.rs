@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 
 use crate::config::template::{self, Context};
 use crate::config::vars::{self, ResolvedVars};
-use crate::config::{Pipelinefile, ProvisionerKind, ShellSource, TargetKind, Template};
+use crate::config::{BoxSource, Pipelinefile, ProvisionerKind, ShellSource, TargetKind, Template};
 use crate::error::{Error, Result};
-use crate::layers::digest::{self, DigestInputs, HostEnv, LayerDigests, VarValue};
+use crate::layers::digest::{
+    self, BoxIdentity, DigestError, DigestInputs, HostEnv, KeptTrust, LayerDigests, VarValue,
+};
 use crate::layers::key::DigestKey;
 use crate::provisioners::trust::BuildTrust;
 use crate::ui::Printer;
@@ -122,7 +124,11 @@ pub fn make<'a>(pf: &'a Pipelinefile, sel: &Selection, printer: &Printer) -> Res
     // Vars from unset host variables are an error only when a layer or service uses them.
     vars.require(used_vars(pf).iter().map(String::as_str))?;
     let uses_secret = vars.vars.values().any(|v| v.sensitive);
+    let (box_identity, kept_trust) = resolve_digest_host(pf, target, &HostEnv::Process)
+        .map_err(|e| Error::runtime(e.to_string(), e.hint()))?;
     let inputs = DigestInputs {
+        box_identity,
+        kept_trust,
         target,
         vars: vars
             .vars
@@ -164,6 +170,78 @@ pub fn make<'a>(pf: &'a Pipelinefile, sel: &Selection, printer: &Printer) -> Res
         trust,
         git_commit,
     })
+}
+
+/// What the layer digests of `kind` need from outside the Pipelinefile's own files: what the
+/// box resolves to, and (with `keep_build_trust`) the build trust layers keep, read as
+/// provisioning injects it.
+pub fn resolve_digest_host(
+    pf: &Pipelinefile,
+    kind: TargetKind,
+    host_env: &HostEnv,
+) -> Result<(BoxIdentity, Option<KeptTrust>), DigestError> {
+    let source = pf.boxes.get(kind).ok_or(DigestError::NoBox { kind })?;
+    let identity = match &source.value {
+        BoxSource::Recipe(name) => BoxIdentity::Recipe {
+            sha256: digest::file_sha256(&pf.root.join("boxes").join(format!("{name}.toml")))?,
+        },
+        BoxSource::Image(image) => BoxIdentity::Image(image.clone()),
+        BoxSource::CloudImage { image, checksum } => {
+            let path = pf.root.join(image);
+            let sha256 = crate::boxes::cloud::image_sha256(&pf.root, image, checksum.as_deref())
+                .map_err(|e| digest::read_error(&path, e))?;
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(&sha256, &mut bytes)
+                .map_err(|e| digest::read_error(&path, std::io::Error::other(e)))?;
+            BoxIdentity::CloudImage { sha256: bytes }
+        }
+        BoxSource::Ami(ami) => BoxIdentity::Ami(ami.clone()),
+        BoxSource::AmiFilter { name, owners } => BoxIdentity::AmiFilter {
+            name: name.clone(),
+            owners: owners.clone(),
+        },
+    };
+    let build = &pf.build;
+    if !build.keep_build_trust {
+        return Ok((identity, None));
+    }
+    let host = |name: &str| host_env.get(name);
+    let trust = BuildTrust::from_settings(build, &pf.root, &host).map_err(|e| {
+        // Name the configured path that cannot be read.
+        let path = build
+            .ca_certificates
+            .iter()
+            .map(|p| pf.root.join(p))
+            .find(|p| {
+                let one = crate::config::BuildSettings {
+                    ca_certificates: vec![p.clone()],
+                    ..build.clone()
+                };
+                BuildTrust::from_settings(&one, &pf.root, &host).is_err()
+            })
+            .unwrap_or_else(|| pf.root.clone());
+        digest::read_error(&path, e)
+    })?;
+    Ok((
+        identity,
+        Some(KeptTrust {
+            certificates: trust.certificates,
+            proxy_env: trust.proxy_env,
+        }),
+    ))
+}
+
+/// [`DigestInputs::new`] with the box and kept build trust resolved for `kind`.
+pub fn digest_inputs(
+    pf: &Pipelinefile,
+    kind: TargetKind,
+    host_env: HostEnv,
+) -> Result<DigestInputs, DigestError> {
+    let (box_identity, kept_trust) = resolve_digest_host(pf, kind, &host_env)?;
+    let mut inputs = DigestInputs::new(kind, box_identity);
+    inputs.kept_trust = kept_trust;
+    inputs.host_env = host_env;
+    Ok(inputs)
 }
 
 /// Every var referenced by layers, services and verify.

@@ -112,9 +112,9 @@ impl Project {
     /// Inputs as a run would build them, with everything outside the project fixed.
     fn inputs(&self, pf: &Pipelinefile, env: &str) -> DigestInputs {
         let target = pf.envs[env].target.value;
-        let mut inputs = DigestInputs::new(target);
+        let mut inputs =
+            pipe::plan::digest_inputs(pf, target, HostEnv::Fixed(BTreeMap::new())).unwrap();
         inputs.vars = resolve_vars(pf, env);
-        inputs.host_env = HostEnv::Fixed(BTreeMap::new());
         inputs.timestamp = "20250101000000".into();
         inputs.git_commit = "abc1234".into();
         inputs.key = Some(DigestKey::from_text("test-digest-key"));
@@ -130,6 +130,12 @@ impl Project {
         let pf = self.load();
         let mut inputs = self.inputs(&pf, env);
         f(&mut inputs);
+        // What the box and the kept build trust resolve to follows the changed target and host
+        // environment, as in a run.
+        let (identity, trust) =
+            pipe::plan::resolve_digest_host(&pf, inputs.target, &inputs.host_env).unwrap();
+        inputs.box_identity = identity;
+        inputs.kept_trust = trust;
         compute(&pf, env, &inputs).unwrap()
     }
 }

@@ -21,6 +21,14 @@ pub use docker::{
 pub use error::BoxError;
 pub use recipe::{BoxTarget, Recipe};
 
+/// Every qemu box in the cache (recipe boxes and cloud images), by name then newest first.
+pub fn list_qemu_boxes() -> Vec<qemu::QemuBox> {
+    let mut out = qemu::list_recipe_boxes();
+    out.extend(cloud::list_cloud_images());
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(b.created.cmp(&a.created)));
+    out
+}
+
 /// pipe's cache folder: `$XDG_CACHE_HOME/pipe`, else `~/.cache/pipe`.
 pub fn cache_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {

@@ -123,19 +123,18 @@ fn load(dir: &Path) -> Option<QemuBox> {
     })
 }
 
-/// Every qemu box in the cache (recipe boxes and cloud images), by name then newest first.
-pub fn list_qemu_boxes() -> Vec<QemuBox> {
+/// The qemu boxes built from recipes, by name then newest first.
+pub fn list_recipe_boxes() -> Vec<QemuBox> {
     let mut out: Vec<QemuBox> = std::fs::read_dir(qemu_boxes_dir())
         .map(|rd| rd.flatten().filter_map(|e| load(&e.path())).collect())
         .unwrap_or_default();
-    out.extend(super::cloud::list_cloud_images());
     out.sort_by(|a, b| a.name.cmp(&b.name).then(b.created.cmp(&a.created)));
     out
 }
 
 /// Removes every qemu box of `name`; returns the folders removed.
 pub fn remove_qemu_box(name: &str) -> Result<Vec<PathBuf>, BoxError> {
-    let found: Vec<QemuBox> = list_qemu_boxes()
+    let found: Vec<QemuBox> = super::list_qemu_boxes()
         .into_iter()
         .filter(|b| b.name == name)
         .collect();

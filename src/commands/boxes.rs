@@ -68,7 +68,7 @@ fn list(ctx: &Ctx) -> Result<()> {
             Vec::new()
         }
     };
-    let qemu = boxes::qemu::list_qemu_boxes();
+    let qemu = boxes::list_qemu_boxes();
     let mut rows: Vec<Row> = docker.iter().map(Row::docker).collect();
     rows.extend(qemu.iter().map(Row::qemu));
     let human = if rows.is_empty() {

@@ -17,7 +17,7 @@ fn local_targets(pf: &Pipelinefile, command: &str) -> (Vec<Box<dyn LocalTarget>>
     let mut opened = Vec::new();
     let mut failed = None;
     for kind in local::kinds() {
-        match local::open(kind, pf, command) {
+        match crate::targets::open_local(kind, pf, command) {
             Ok(t) => opened.push(t),
             Err(e) => {
                 failed.get_or_insert(e);

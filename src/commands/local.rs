@@ -4,7 +4,7 @@
 use crate::config::{Pipelinefile, TargetKind};
 use crate::error::{Error, Result};
 use crate::plan::{self, Plan, Selection};
-use crate::targets::local::{self as local_target, LocalTarget};
+use crate::targets::local::LocalTarget;
 
 use super::Ctx;
 
@@ -32,7 +32,7 @@ pub fn env_and_target(ctx: &Ctx, pf: &Pipelinefile) -> Result<(String, TargetKin
     if let Some(m) = crate::state::State::load(&pf.root).machines.get(&env)
         && let Some(kind) = m.kind()
         && kind != declared
-        && let Ok(target) = local_target::open(kind, pf, "up")
+        && let Ok(target) = crate::targets::open_local(kind, pf, "up")
         && target.still_there(pf, &env, m)
     {
         return Ok((env, kind));
@@ -43,7 +43,7 @@ pub fn env_and_target(ctx: &Ctx, pf: &Pipelinefile) -> Result<(String, TargetKin
 /// The environment a machine command acts on and its local target, opened.
 pub fn open(ctx: &Ctx, pf: &Pipelinefile, command: &str) -> Result<(String, Box<dyn LocalTarget>)> {
     let (env, kind) = env_and_target(ctx, pf)?;
-    Ok((env, local_target::open(kind, pf, command)?))
+    Ok((env, crate::targets::open_local(kind, pf, command)?))
 }
 
 /// A target this build of pipe cannot run yet (ec2): says how to run the environment on the

@@ -4,7 +4,6 @@
 use crate::cli::UpArgs;
 use crate::error::Result;
 use crate::state::State;
-use crate::targets::local;
 
 use super::Ctx;
 
@@ -12,7 +11,7 @@ pub fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let sel = super::local::selection(ctx, args.local, args.target.clone());
     let plan = crate::plan::make(&pf, &sel, ctx.printer)?;
-    let target = local::open(plan.target, &pf, "up")?;
+    let target = crate::targets::open_local(plan.target, &pf, "up")?;
     let up = target.up(&plan, args.keep_on_error, ctx.printer)?;
     let mut st = State::load(&pf.root);
     st.machines.insert(plan.env.clone(), up.state.clone());

@@ -3,7 +3,7 @@
 use crate::cli::ValidateArgs;
 use crate::config::{Pipelinefile, vars};
 use crate::error::Result;
-use crate::layers::{self, DigestError, DigestInputs, DigestKey, HostEnv, VarValue};
+use crate::layers::{self, DigestError, DigestKey, HostEnv, VarValue};
 
 use super::Ctx;
 
@@ -90,7 +90,7 @@ fn digests(ctx: &Ctx, pf: &Pipelinefile) -> Result<(serde_json::Value, Vec<Strin
     for name in names {
         let target = pf.envs[name].target.value;
         let resolved = vars::resolve(pf, Some(name), &ctx.global.vars, &host)?;
-        let mut inputs = DigestInputs::new(target);
+        let mut inputs = crate::plan::digest_inputs(pf, target, HostEnv::Process)?;
         inputs.vars = resolved
             .vars
             .iter()

@@ -1,6 +1,7 @@
 //! The Pipelinefile: finding it, parsing it with spans, validating it, interpolating it.
 
 pub mod diagnostic;
+mod known;
 pub mod model;
 pub mod parse;
 mod suggest;

@@ -18,7 +18,8 @@ pub use pipeline::{is_valid_name, sanitize_name};
 use toml::de::DeTable;
 
 use super::diagnostic::Diagnostic;
-use super::model::{LayerName, Pipelinefile, Span, TargetKind};
+use super::known::Known;
+use super::model::{LayerName, Pipelinefile, Span};
 use super::validate;
 use super::walk::{self, Tbl, Walker};
 
@@ -26,35 +27,6 @@ use super::walk::{self, Tbl, Walker};
 const SECTIONS: &[&str] = &[
     "pipeline", "vars", "box", "build", "base", "app", "service", "verify", "env",
 ];
-
-/// Names declared in the file, read before the sections are walked so that a broken entry
-/// does not cause follow-on errors elsewhere (an undefined var, a missing box).
-#[derive(Debug, Default)]
-pub struct Known {
-    pub vars: Vec<String>,
-    pub box_kinds: Vec<TargetKind>,
-    pub envs: Vec<String>,
-}
-
-impl Known {
-    fn read(root: &Tbl<'_, '_>) -> Self {
-        let keys = |name: &str| -> Vec<String> {
-            root.t
-                .get(name)
-                .and_then(|v| v.get_ref().as_table())
-                .map(|t| t.keys().map(|k| k.get_ref().to_string()).collect())
-                .unwrap_or_default()
-        };
-        Known {
-            vars: keys("vars"),
-            box_kinds: keys("box")
-                .iter()
-                .filter_map(|k| TargetKind::parse(k))
-                .collect(),
-            envs: keys("env"),
-        }
-    }
-}
 
 /// Parses and validates; on failure returns every diagnostic and the source back.
 pub fn parse(path: &Path, source: String) -> Result<Pipelinefile, (Vec<Diagnostic>, String)> {

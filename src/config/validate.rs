@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::diagnostic::line_col;
+use super::known::Known;
 use super::model::{Pipelinefile, ProvisionerKind, ShellSource, Span, Spanned};
-use super::parse::Known;
 use super::suggest;
 use super::template::{self, Piece, Reference};
 use super::walk::Walker;

@@ -25,7 +25,7 @@
 //! (host side only), `[verify]` and the environment's target settings.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
@@ -34,68 +34,15 @@ use super::key::DigestKey;
 use super::tree::{self, EntryKind};
 use crate::config::template::{self, Reference};
 use crate::config::{
-    BoxSource, BuildSettings, Layer, LayerName, Pipelinefile, Precache, ProvisionerKind, Service,
-    ShellSource, TargetKind, Template,
+    BuildSettings, Layer, LayerName, Pipelinefile, Precache, ProvisionerKind, Service, ShellSource,
+    TargetKind, Template,
 };
-use crate::provisioners::trust::BuildTrust;
 
 /// The format tag every digest input starts with; bump it when the encoding changes.
 pub const FORMAT: &str = "pipe-layer-v1";
 
-/// A sha256 digest, shown as `sha256:<64 hex>`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(pub(crate) [u8; 32]);
-
-impl Digest {
-    /// The raw 32 bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// The 64 hex digits, without the `sha256:` prefix.
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// The first 12 hex digits: for names and human output.
-    pub fn short(&self) -> String {
-        self.hex()[..12].to_string()
-    }
-}
-
-impl std::fmt::Display for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sha256:{}", self.hex())
-    }
-}
-
-impl std::fmt::Debug for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl std::str::FromStr for Digest {
-    type Err = String;
-
-    /// Parses `sha256:<64 hex>`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let hex_part = s
-            .strip_prefix("sha256:")
-            .ok_or_else(|| format!("`{s}` is not a digest: it must start with `sha256:`"))?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(hex_part, &mut out).map_err(|_| {
-            format!("`{s}` is not a digest: expected 64 hex digits after `sha256:`")
-        })?;
-        Ok(Digest(out))
-    }
-}
-
-impl serde::Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+pub use super::error::DigestError;
+pub use super::value::Digest;
 
 /// The two layers' digests for one environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,12 +116,17 @@ pub struct DigestInputs {
     pub git_commit: String,
     /// Needed only when a layer references a sensitive variable.
     pub key: Option<DigestKey>,
+    /// What the box of `target` resolved to.
+    pub box_identity: BoxIdentity,
+    /// The build trust layers keep, read when `keep_build_trust = true`.
+    pub kept_trust: Option<KeptTrust>,
 }
 
 impl DigestInputs {
-    /// Inputs for `target` with no variables, the process environment, now as the timestamp,
-    /// an `unknown` commit and no key.
-    pub fn new(target: TargetKind) -> Self {
+    /// Inputs for `target` (whose box resolved to `box_identity`) with no variables, the
+    /// process environment, now as the timestamp, an `unknown` commit, no key and no kept
+    /// build trust.
+    pub fn new(target: TargetKind, box_identity: BoxIdentity) -> Self {
         Self {
             target,
             vars: BTreeMap::new(),
@@ -182,80 +134,44 @@ impl DigestInputs {
             timestamp: chrono::Utc::now().format("%Y%m%d%H%M%S").to_string(),
             git_commit: "unknown".into(),
             key: None,
+            box_identity,
+            kept_trust: None,
         }
     }
 }
 
-/// Why a digest could not be computed.
-#[derive(Debug, thiserror::Error)]
-pub enum DigestError {
-    #[error("no environment `{name}` in the Pipelinefile")]
-    UnknownEnvironment { name: String, known: Vec<String> },
-    #[error("[box] has no `{kind}` entry, needed to compute the layer digests for {kind}")]
-    NoBox { kind: TargetKind },
-    #[error("cannot read {} while computing the layer digests: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
+/// What a box is, as the base digest hashes it. Resolving it is the caller's (the plan's):
+/// the recipe file's sum, the cloud image's sum, and for EC2 the AMI a filter resolves to;
+/// this module reads no box and asks no cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoxIdentity {
+    /// `boxes/NAME.toml`'s content.
+    Recipe {
+        sha256: [u8; 32],
     },
-    #[error("variable `{name}` is used by the {layer} layer but has no value")]
-    UnresolvedVar { name: String, layer: LayerName },
-    #[error(
-        "variable `{name}` is sensitive and used by the {layer} layer, but no digest key was given"
-    )]
-    MissingKey { name: String, layer: LayerName },
-    #[error("digest key {}: {problem}", .path.display())]
-    Key { path: PathBuf, problem: String },
+    /// A registry image, by reference.
+    Image(String),
+    /// A cloud image's content, not where it comes from: a mirror's URL for the same file
+    /// builds the same layers, a new file (new checksum) rebuilds them.
+    CloudImage {
+        sha256: [u8; 32],
+    },
+    Ami(String),
+    /// An AMI filter, as written (not resolved).
+    AmiFilter {
+        name: String,
+        owners: Vec<String>,
+    },
 }
 
-impl DigestError {
-    /// What to do about it.
-    pub fn hint(&self) -> Option<String> {
-        Some(match self {
-            DigestError::UnknownEnvironment { known, .. } if known.is_empty() => {
-                "add an [env.NAME] table to the Pipelinefile".into()
-            }
-            DigestError::UnknownEnvironment { known, .. } => {
-                format!("environments are: {}", known.join(", "))
-            }
-            DigestError::NoBox { kind } => {
-                format!("add `{kind} = {{ ... }}` to [box]")
-            }
-            DigestError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                "the Pipelinefile names this path (relative to its folder): create it or fix \
-                 the path"
-                    .into()
-            }
-            DigestError::Read { .. } => "check that pipe may read it".into(),
-            DigestError::UnresolvedVar { name, .. } => format!(
-                "give `{name}` a value: `--var {name}=...`, PIPE_VAR_{name}, or, when it reads \
-                 the host environment, set that variable or a `default`"
-            ),
-            DigestError::MissingKey { .. } => {
-                format!(
-                    "set {} or let pipe create its key file",
-                    super::key::KEY_ENV
-                )
-            }
-            DigestError::Key { .. } => format!(
-                "delete the file to have pipe create a new key (cached layers built with sensitive \
-                 variables will be rebuilt once), or set {}",
-                super::key::KEY_ENV
-            ),
-        })
-    }
-}
-
-impl From<DigestError> for crate::error::Error {
-    fn from(e: DigestError) -> Self {
-        let hint = e.hint();
-        match e {
-            DigestError::UnknownEnvironment { .. } => {
-                crate::error::Error::usage(e.to_string(), hint)
-            }
-            _ => crate::error::Error::runtime(e.to_string(), hint),
-        }
-    }
+/// The build trust that stays in committed layers (`keep_build_trust = true`), exactly as
+/// provisioning injects it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeptTrust {
+    /// (file name, PEM bytes), sorted by name.
+    pub certificates: Vec<(String, Vec<u8>)>,
+    /// The effective proxy variables.
+    pub proxy_env: BTreeMap<String, String>,
 }
 
 /// The base and app digests of environment `env`.
@@ -347,34 +263,25 @@ impl Hashing<'_> {
     }
 
     fn box_identity(&self, enc: &mut Encoder, kind: TargetKind) -> R {
-        let source = self.pf.boxes.get(kind).ok_or(DigestError::NoBox { kind })?;
-        match &source.value {
-            BoxSource::Recipe(name) => {
-                let path = self.pf.root.join("boxes").join(format!("{name}.toml"));
+        self.pf.boxes.get(kind).ok_or(DigestError::NoBox { kind })?;
+        match &self.inputs.box_identity {
+            BoxIdentity::Recipe { sha256 } => {
                 enc.str("box", "recipe");
-                enc.bytes("sha256", &file_sha256(&path)?);
+                enc.bytes("sha256", sha256);
             }
-            BoxSource::Image(image) => {
+            BoxIdentity::Image(image) => {
                 enc.str("box", "image");
                 enc.str("image", image);
             }
-            BoxSource::CloudImage { image, checksum } => {
-                // The content, not where it comes from: a mirror's URL for the same file
-                // builds the same layers, a new file (new checksum) rebuilds them.
+            BoxIdentity::CloudImage { sha256 } => {
                 enc.str("box", "cloud_image");
-                let sha256 =
-                    crate::boxes::cloud::image_sha256(&self.pf.root, image, checksum.as_deref())
-                        .map_err(|e| read_error(&self.pf.root.join(image), e))?;
-                let mut bytes = [0u8; 32];
-                hex::decode_to_slice(&sha256, &mut bytes)
-                    .map_err(|e| read_error(&self.pf.root.join(image), std::io::Error::other(e)))?;
-                enc.bytes("sha256", &bytes);
+                enc.bytes("sha256", sha256);
             }
-            BoxSource::Ami(ami) => {
+            BoxIdentity::Ami(ami) => {
                 enc.str("box", "ami");
                 enc.str("ami", ami);
             }
-            BoxSource::AmiFilter { name, owners } => {
+            BoxIdentity::AmiFilter { name, owners } => {
                 enc.str("box", "ami_filter");
                 enc.str("name", name);
                 let owners: BTreeSet<&String> = owners.iter().collect();
@@ -395,23 +302,11 @@ impl Hashing<'_> {
         if !build.keep_build_trust {
             return Ok(());
         }
-        let host = |name: &str| self.inputs.host_env.get(name);
-        let trust = BuildTrust::from_settings(build, &self.pf.root, &host).map_err(|e| {
-            // Name the configured path that cannot be read.
-            let path = build
-                .ca_certificates
-                .iter()
-                .map(|p| self.pf.root.join(p))
-                .find(|p| {
-                    let one = BuildSettings {
-                        ca_certificates: vec![p.clone()],
-                        ..build.clone()
-                    };
-                    BuildTrust::from_settings(&one, &self.pf.root, &host).is_err()
-                })
-                .unwrap_or_else(|| self.pf.root.clone());
-            read_error(&path, e)
-        })?;
+        let trust = self
+            .inputs
+            .kept_trust
+            .as_ref()
+            .ok_or(DigestError::TrustNotRead)?;
         enc.list("ca_certificates", trust.certificates.len());
         for (name, pem) in &trust.certificates {
             enc.str("name", name);
@@ -638,7 +533,8 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn read_error(path: &Path, source: std::io::Error) -> DigestError {
+/// A file the digest needs could not be read.
+pub fn read_error(path: &Path, source: std::io::Error) -> DigestError {
     DigestError::Read {
         path: path.to_path_buf(),
         source,
@@ -646,7 +542,7 @@ fn read_error(path: &Path, source: std::io::Error) -> DigestError {
 }
 
 /// sha256 of a file's content, streamed.
-fn file_sha256(path: &Path) -> Result<[u8; 32], DigestError> {
+pub fn file_sha256(path: &Path) -> Result<[u8; 32], DigestError> {
     let mut file = std::fs::File::open(path).map_err(|e| read_error(path, e))?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(|e| read_error(path, e))?;

@@ -22,7 +22,7 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::digest::Digest;
+use super::value::Digest;
 
 /// Hashes records as they are written; optionally keeps the exact bytes (for tests and
 /// debugging: file contents enter as their sha256, so the transcript stays small).

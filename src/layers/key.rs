@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::digest::DigestError;
+use super::error::DigestError;
 
-/// The host variable that, when set, is the digest key.
-pub const KEY_ENV: &str = "PIPE_DIGEST_KEY";
+pub use super::KEY_ENV;
 
 /// File name of the per-machine key under pipe's config folder.
 pub const KEY_FILE: &str = "digest.key";

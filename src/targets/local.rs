@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::communicators::Communicator;
 use crate::config::{Pipelinefile, TargetKind};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::plan::Plan;
 use crate::state::MachineState;
 use crate::ui::Printer;
@@ -99,16 +99,4 @@ pub trait LocalTarget: Target {
 /// The kinds of target that run machines on this host.
 pub fn kinds() -> [TargetKind; 2] {
     [TargetKind::Docker, TargetKind::Qemu]
-}
-
-/// Opens a local target; ec2 is refused with a hint.
-pub fn open(kind: TargetKind, pf: &Pipelinefile, command: &str) -> Result<Box<dyn LocalTarget>> {
-    match kind {
-        TargetKind::Docker => Ok(Box::new(super::docker::DockerTarget::connect()?)),
-        TargetKind::Qemu => Ok(Box::new(super::qemu::QemuTarget::new(pf))),
-        TargetKind::Ec2 => Err(Error::usage(
-            format!("`pipe {command}` works on local machines, and this environment targets ec2"),
-            Some("add --local to run it on docker".to_string()),
-        )),
-    }
 }

@@ -264,6 +264,22 @@ pub fn open(kind: TargetKind, pf: &Pipelinefile) -> Result<Box<dyn Target>> {
     }
 }
 
+/// Opens a local target for a machine-only command; ec2 is refused with a hint.
+pub fn open_local(
+    kind: TargetKind,
+    pf: &Pipelinefile,
+    command: &str,
+) -> Result<Box<dyn local::LocalTarget>> {
+    match kind {
+        TargetKind::Docker => Ok(Box::new(docker::DockerTarget::connect()?)),
+        TargetKind::Qemu => Ok(Box::new(qemu::QemuTarget::new(pf))),
+        TargetKind::Ec2 => Err(crate::error::Error::usage(
+            format!("`pipe {command}` works on local machines, and this environment targets ec2"),
+            Some("add --local to run it on docker".to_string()),
+        )),
+    }
+}
+
 /// The last six characters of a run id, for machine names.
 pub fn suffix(run_id: &str) -> &str {
     &run_id[run_id.len().saturating_sub(6)..]

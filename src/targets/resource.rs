@@ -13,7 +13,7 @@ use crate::engine::docker::DockerClient;
 use crate::error::Result;
 use crate::runner::{Resource, Runner};
 
-use super::qemu::vm;
+use crate::engine::qemu as vm;
 
 /// How long a QEMU process gets to quit before it is killed.
 const QEMU_GRACE: Duration = Duration::from_secs(5);

@@ -131,7 +131,7 @@ fn run_probe(image: &Path) -> std::result::Result<(), String> {
     cmd.args(Accel::Kvm.args())
         .args([
             "-machine",
-            super::vm::MACHINE,
+            super::MACHINE,
             "-m",
             "32",
             "-nodefaults",

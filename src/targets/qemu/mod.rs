@@ -21,12 +21,14 @@ pub mod build;
 pub mod disk;
 pub mod local;
 pub mod machine;
-pub mod qmp;
 mod target;
 pub mod up;
 pub mod vm;
 
 pub use target::{QemuTarget, ROLE as SERVING_ROLE, env_settings, find_serving};
+
+/// The machine type every VM (and the KVM probe) uses.
+pub const MACHINE: &str = "q35";
 
 /// The QEMU system emulator pipe runs.
 pub const QEMU: &str = "qemu-system-x86_64";

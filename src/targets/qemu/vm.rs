@@ -18,19 +18,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::Digest as _;
-
 use super::accel::Accel;
-use super::qmp::Qmp;
 use crate::boxes::qemu::{KEY_PARAM, ROOT_LABEL};
 use crate::communicators::ssh::known_hosts::base64;
 use crate::communicators::ssh::{HostKeyPolicy, SshComm, SshSettings};
 use crate::communicators::{Collect, Communicator, ExecRequest};
+use crate::engine::qemu::{Qmp, wait_gone};
+pub use crate::engine::qemu::{pidfile, qemu_alive, qmp_socket, read_pid, status, stop};
 use crate::error::{Error, Result};
 use crate::process;
 
-/// The machine type every VM (and the KVM probe) uses.
-pub const MACHINE: &str = "q35";
+pub use super::MACHINE;
 
 pub use crate::boxes::qemu::Boot;
 
@@ -61,10 +59,6 @@ pub struct Vm {
 }
 
 /// Files in a VM folder.
-pub fn pidfile(dir: &Path) -> PathBuf {
-    dir.join("qemu.pid")
-}
-
 pub fn console_log(dir: &Path) -> PathBuf {
     dir.join("console.log")
 }
@@ -83,16 +77,6 @@ pub fn public_key(dir: &Path) -> Option<String> {
     std::fs::read_to_string(key_path(dir).with_extension("pub"))
         .ok()
         .map(|k| k.trim().to_string())
-}
-
-/// The QMP socket: in the folder, or in /tmp when that path is too long for a unix socket.
-pub fn qmp_socket(dir: &Path) -> PathBuf {
-    let p = dir.join("qmp.sock");
-    if p.as_os_str().len() < 100 {
-        return p;
-    }
-    let h = hex::encode(sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes()));
-    std::env::temp_dir().join(format!("pipe-qmp-{}.sock", &h[..16]))
 }
 
 impl Vm {
@@ -469,81 +453,6 @@ fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Error::runtime(format!("finding a free port: {e}"), None))?;
     Ok(l.local_addr().map(|a| a.port()).unwrap_or(0))
-}
-
-/// The pid in a pid file.
-pub fn read_pid(pidfile: &Path) -> Option<i32> {
-    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
-}
-
-/// True when `pid` is a live QEMU process (not a recycled pid).
-pub fn qemu_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let is_qemu = cmd
-        .split(|b| *b == 0)
-        .next()
-        .is_some_and(|a| a.windows(11).any(|w| w == b"qemu-system"));
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .map(|r| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false);
-    is_qemu && !zombie
-}
-
-fn wait_gone(pid: i32, grace: Duration) -> bool {
-    let end = Instant::now() + grace;
-    while Instant::now() < end {
-        if !qemu_alive(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    !qemu_alive(pid)
-}
-
-/// Stops the QEMU of a VM folder now: QMP `quit`, then SIGKILL; removes the pid file and
-/// the socket. Nothing running is fine.
-pub fn stop(dir: &Path, grace: Duration) -> std::result::Result<(), String> {
-    let pidfile = pidfile(dir);
-    let qmp = qmp_socket(dir);
-    if let Some(pid) = read_pid(&pidfile).filter(|p| qemu_alive(*p)) {
-        if let Ok(mut q) = Qmp::connect(&qmp, Duration::from_secs(3)) {
-            let _ = q.quit();
-        }
-        if !wait_gone(pid, grace) {
-            // SAFETY: signalling a process we verified is QEMU.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-            if !wait_gone(pid, Duration::from_secs(10)) {
-                return Err(format!("QEMU process {pid} does not go away"));
-            }
-        }
-    }
-    let _ = std::fs::remove_file(&pidfile);
-    let _ = std::fs::remove_file(&qmp);
-    Ok(())
-}
-
-/// The QMP status of a VM folder's QEMU (`running`, `shutdown`, ...), if it answers.
-pub fn status(dir: &Path) -> Option<String> {
-    let pid = read_pid(&pidfile(dir))?;
-    if !qemu_alive(pid) {
-        return None;
-    }
-    Qmp::connect(&qmp_socket(dir), Duration::from_secs(3))
-        .ok()?
-        .status()
-        .ok()
 }
 
 /// The last `n` lines of a console log.
