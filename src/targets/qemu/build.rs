@@ -47,6 +47,29 @@ impl QemuEnv<'_> {
         }
     }
 
+    /// Waits until a started VM answers SSH and (on a cloud image) cloud-init is done with
+    /// this boot, saying both; returns the connected communicator and how long SSH took.
+    pub fn reach(
+        &self,
+        vm: &vm::Vm,
+        name: &str,
+        printer: &Printer,
+    ) -> Result<(crate::communicators::ssh::SshComm, Duration)> {
+        printer.info(format!(
+            "{name}: booting ({}: {})",
+            self.accel.accel, self.accel.reason
+        ));
+        let (comm, took) = vm.wait_for_ssh(self.ssh_timeout)?;
+        printer.info(format!(
+            "{name}: SSH up {:.1}s after start ({})",
+            took.as_secs_f64(),
+            self.accel.accel
+        ));
+        // Nothing may race cloud-init's modules, nor sealing its last writes.
+        self.settle(&comm, name, printer)?;
+        Ok((comm, took))
+    }
+
     /// On a cloud image, waits until cloud-init is done with this boot (SSH answers before its
     /// last modules ran), warning when it reports an error. Nothing to wait for otherwise.
     pub fn settle(&self, comm: &dyn Communicator, name: &str, printer: &Printer) -> Result<()> {

@@ -311,17 +311,7 @@ fn boot(
     printer: &Printer,
 ) -> Result<MachineRecord> {
     let name = &id.name;
-    printer.info(format!(
-        "{name}: booting ({}: {})",
-        env.accel.accel, env.accel.reason
-    ));
-    let (comm, took) = machine.wait_for_ssh(env.ssh_timeout)?;
-    printer.info(format!(
-        "{name}: SSH up {:.1}s after start ({})",
-        took.as_secs_f64(),
-        env.accel.accel
-    ));
-    env.settle(&comm, name, printer)?;
+    let (comm, took) = env.reach(&machine, name, printer)?;
     let rendered = plan.services();
     deliver_units(&comm, &rendered)?;
     wait_ready(&comm, &rendered, READY_TIMEOUT)?;

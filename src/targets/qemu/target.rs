@@ -117,18 +117,7 @@ impl QemuTarget {
             disk::create_overlay(backing, overlay, disk_size.as_deref())?;
             vm::start(&spec)
         })?;
-        printer.info(format!(
-            "{name}: booting ({}: {})",
-            qenv.accel.accel, qenv.accel.reason
-        ));
-        let (comm, took) = started.wait_for_ssh(qenv.ssh_timeout)?;
-        printer.info(format!(
-            "{name}: SSH up {:.1}s after start ({})",
-            took.as_secs_f64(),
-            qenv.accel.accel
-        ));
-        // Nothing may race cloud-init's modules, nor sealing its last writes.
-        qenv.settle(&comm, name, printer)?;
+        let (comm, took) = qenv.reach(&started, name, printer)?;
         let machine = Machine {
             name: name.to_string(),
             comm: Box::new(comm),
