@@ -126,4 +126,13 @@ impl From<crate::engine::docker::DockerError> for Error {
     }
 }
 
+impl From<crate::engine::aws::AwsError> for Error {
+    fn from(e: crate::engine::aws::AwsError) -> Self {
+        match e {
+            crate::engine::aws::AwsError::Interrupted => Error::Interrupted,
+            e => Error::runtime(e.to_string(), e.hint()),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

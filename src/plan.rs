@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use crate::config::template::{self, Context};
 use crate::config::vars::{self, ResolvedVars};
-use crate::config::{BoxSource, Pipelinefile, ProvisionerKind, ShellSource, TargetKind, Template};
+use crate::config::{
+    BoxSource, Pipelinefile, ProvisionerKind, ShellSource, TargetKind, TargetSettings, Template,
+};
+use crate::engine::aws::{AwsClient, AwsSettings};
 use crate::error::{Error, Result};
 use crate::layers::digest::{
     self, BoxIdentity, DigestError, DigestInputs, HostEnv, KeptTrust, LayerDigests, VarValue,
@@ -26,6 +29,9 @@ pub struct Plan<'a> {
     pub digests: LayerDigests,
     pub trust: BuildTrust,
     pub git_commit: String,
+    /// The AMI the ec2 box resolved to (an `ami_filter`'s newest match), when the target is
+    /// ec2; the base digest covers it.
+    pub source_ami: Option<String>,
 }
 
 /// Where `--local` runs an environment whose target is remote.
@@ -126,6 +132,12 @@ pub fn make<'a>(pf: &'a Pipelinefile, sel: &Selection, printer: &Printer) -> Res
     let uses_secret = vars.vars.values().any(|v| v.sensitive);
     let (box_identity, kept_trust) = resolve_digest_host(pf, target, &HostEnv::Process)
         .map_err(|e| Error::runtime(e.to_string(), e.hint()))?;
+    let (box_identity, source_ami) = if target == TargetKind::Ec2 {
+        let ami = resolve_ami(pf, &env, &box_identity, printer)?;
+        (BoxIdentity::Ami(ami.clone()), Some(ami))
+    } else {
+        (box_identity, None)
+    };
     let inputs = DigestInputs {
         box_identity,
         kept_trust,
@@ -169,7 +181,52 @@ pub fn make<'a>(pf: &'a Pipelinefile, sel: &Selection, printer: &Printer) -> Res
         digests,
         trust,
         git_commit,
+        source_ami,
     })
+}
+
+/// The AWS settings of environment `env`: its region and endpoint (the SDK's chain for what
+/// it leaves out).
+pub fn aws_settings(pf: &Pipelinefile, env: &str) -> AwsSettings {
+    match pf.envs.get(env).map(|e| &e.settings) {
+        Some(TargetSettings::Ec2(s)) => AwsSettings {
+            region: s.region.clone(),
+            endpoint_url: s.endpoint_url.clone(),
+            ..AwsSettings::default()
+        },
+        _ => AwsSettings::default(),
+    }
+}
+
+/// The source AMI of an ec2 bake: the `ami` as written, or the newest AMI (by creation date)
+/// an `ami_filter` matches, looked up in the environment's region. Only an ec2 run asks AWS.
+fn resolve_ami(
+    pf: &Pipelinefile,
+    env: &str,
+    identity: &BoxIdentity,
+    printer: &Printer,
+) -> Result<String> {
+    let (name, owners) = match identity {
+        BoxIdentity::AmiFilter { name, owners } => (name, owners),
+        BoxIdentity::Ami(id) => return Ok(id.clone()),
+        _ => unreachable!("an ec2 box is an ami or an ami_filter"),
+    };
+    let client = AwsClient::connect(&aws_settings(pf, env))?;
+    let found = client.newest_image(name, owners)?.ok_or_else(|| {
+        Error::runtime(
+            format!(
+                "no AMI named `{name}` owned by {} in {}",
+                owners.join(", "),
+                client.region()
+            ),
+            Some("check [box] ec2's ami_filter (name wildcards: `*`, `?`) and the environment's region".into()),
+        )
+    })?;
+    printer.info(format!(
+        "ec2 box: {} ({}, created {}) is the newest match of `{name}`",
+        found.id, found.name, found.creation_date
+    ));
+    Ok(found.id)
 }
 
 /// What the layer digests of `kind` need from outside the Pipelinefile's own files: what the

@@ -56,7 +56,10 @@ fn record_release(
         pipeline: pf.pipeline.name.value.clone(),
         env: plan.env.clone(),
         target: target.kind().to_string(),
-        artifacts: BTreeMap::from([(artifact_key(target.kind(), None), artifact)]),
+        artifacts: BTreeMap::from([(
+            artifact_key(target.kind(), target.artifact_region(plan)?.as_deref()),
+            artifact,
+        )]),
         base_digest: plan.digests.base.to_string(),
         app_digest: plan.digests.app.to_string(),
         git_commit: plan.git_commit.clone(),
@@ -87,8 +90,9 @@ fn record_release(
 /// The artifact a release records on the target it was baked on.
 fn artifact_of(release: &Release, target: &dyn Target) -> String {
     release
-        .artifact(target.kind())
-        .unwrap_or_default()
+        .artifacts_on(target.kind())
+        .first()
+        .map_or("", |a| a.id)
         .to_string()
 }
 

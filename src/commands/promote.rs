@@ -92,7 +92,11 @@ pub fn env_target(ctx: &Ctx, pf: &Pipelinefile, env: &str, local: bool) -> Resul
         cli_vars: ctx.global.vars.clone(),
     };
     let kind = plan::effective_target(pf, &env, &sel)?;
-    targets::open(kind, pf).map_err(|e| super::local::remote_hint(ctx, e, &env))
+    let target = targets::open(kind, pf).map_err(|e| super::local::remote_hint(ctx, e, &env))?;
+    target
+        .can_switch()
+        .map_err(|e| super::local::remote_hint(ctx, e, &env))?;
+    Ok(target)
 }
 
 /// ` --local` when ENV's declared target differs from where it runs.

@@ -1,7 +1,7 @@
 //! `pipe validate`: every problem at once, or a summary.
 
 use crate::cli::ValidateArgs;
-use crate::config::{Pipelinefile, vars};
+use crate::config::{BoxSource, Pipelinefile, TargetKind, vars};
 use crate::error::Result;
 use crate::layers::{self, DigestError, DigestKey, HostEnv, VarValue};
 
@@ -89,6 +89,25 @@ fn digests(ctx: &Ctx, pf: &Pipelinefile) -> Result<(serde_json::Value, Vec<Strin
     let mut lines = Vec::new();
     for name in names {
         let target = pf.envs[name].target.value;
+        // An ami_filter becomes an AMI id only through AWS, and the base digest covers the
+        // id: validate stays offline and says so instead of printing a digest no bake has.
+        if target == TargetKind::Ec2
+            && pf
+                .boxes
+                .get(target)
+                .is_some_and(|b| matches!(b.value, BoxSource::AmiFilter { .. }))
+        {
+            let message =
+                "needs AWS: [box] ec2 is an ami_filter, which `pipe bake` resolves to an AMI id";
+            json.push(serde_json::json!({
+                "env": name,
+                "target": target.as_str(),
+                "error": message,
+                "needs_aws": true,
+            }));
+            lines.push(format!("env {name} ({target}): unavailable ({message})"));
+            continue;
+        }
         let resolved = vars::resolve(pf, Some(name), &ctx.global.vars, &host)?;
         let mut inputs = crate::plan::digest_inputs(pf, target, HostEnv::Process)?;
         inputs.vars = resolved

@@ -438,4 +438,10 @@ pub struct Ec2Settings {
     pub auto_scaling_group: Option<String>,
     pub launch_template: Option<String>,
     pub ssm_parameter: Option<String>,
+    /// The EC2 API endpoint to use instead of AWS's (the local EC2, a VPC endpoint);
+    /// `AWS_ENDPOINT_URL` does the same from the host.
+    pub endpoint_url: Option<String>,
+    /// Seconds a wait for an instance or an image may take (default: 10 minutes for
+    /// instances, 30 for images).
+    pub wait_timeout: Option<u64>,
 }

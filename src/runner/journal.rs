@@ -20,6 +20,36 @@ pub enum Resource {
     QemuProcess { pidfile: PathBuf },
     /// A file or folder on the host.
     Path { path: PathBuf },
+    /// An EC2 key pair, by name.
+    Ec2KeyPair {
+        region: String,
+        /// The endpoint it was created through, when not AWS's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        name: String,
+    },
+    /// An EC2 security group, by name (its id is only known once it exists).
+    Ec2SecurityGroup {
+        region: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        name: String,
+    },
+    /// An EC2 instance, by its `Name` tag, unique per run (its id is only known once it
+    /// exists; the same name is its launch's client token).
+    Ec2Instance {
+        region: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        name: String,
+    },
+    /// An AMI being made, by name (unique per account and region), with its snapshots.
+    Ec2Image {
+        region: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        name: String,
+    },
 }
 
 impl std::fmt::Display for Resource {
@@ -34,6 +64,16 @@ impl std::fmt::Display for Resource {
                 write!(f, "qemu process ({})", pidfile.display())
             }
             Resource::Path { path } => write!(f, "{}", path.display()),
+            Resource::Ec2KeyPair { region, name, .. } => {
+                write!(f, "ec2 key pair {name} ({region})")
+            }
+            Resource::Ec2SecurityGroup { region, name, .. } => {
+                write!(f, "ec2 security group {name} ({region})")
+            }
+            Resource::Ec2Instance { region, name, .. } => {
+                write!(f, "ec2 instance {name} ({region})")
+            }
+            Resource::Ec2Image { region, name, .. } => write!(f, "ec2 image {name} ({region})"),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Where layers are built and machines run: one [`Target`] interface, implemented by `docker`
-//! (containers and images through the Engine API) and `qemu` (VMs and qcow2 layers over SSH).
+//! (containers and images through the Engine API), `qemu` (VMs and qcow2 layers over SSH) and
+//! `ec2` (instances and AMIs through the AWS SDK, over SSH).
 //!
 //! Commands open a target once ([`open`]) and never ask which kind it is again. What every
 //! target does the same way is written once over the interface: building layers
@@ -13,6 +14,8 @@
 
 pub mod checks;
 pub mod docker;
+pub mod ec2;
+pub mod guest;
 pub mod layers;
 pub mod local;
 pub mod ports;
@@ -205,6 +208,18 @@ pub trait Target {
     /// standalone qcow2 on qemu).
     fn seal_artifact(&self, runner: &mut Runner<'_>, plan: &Plan, app: &str) -> Result<String>;
 
+    /// The region the release's artifact is recorded under (`ec2:<region>`); `None` on local
+    /// targets.
+    fn artifact_region(&self, _plan: &Plan) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Whether this target can switch what serves an environment (promote, rollback); an
+    /// error (not implemented) when it cannot yet.
+    fn can_switch(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// A release's artifact on this target, checked to still exist.
     fn release_artifact(&self, release: &Release) -> Result<String>;
 
@@ -260,7 +275,7 @@ pub fn open(kind: TargetKind, pf: &Pipelinefile) -> Result<Box<dyn Target>> {
     match kind {
         TargetKind::Docker => Ok(Box::new(docker::DockerTarget::connect()?)),
         TargetKind::Qemu => Ok(Box::new(qemu::QemuTarget::new(pf))),
-        TargetKind::Ec2 => Err(crate::error::Error::NotImplemented("the ec2 target")),
+        TargetKind::Ec2 => Ok(Box::new(ec2::Ec2Target::new(pf))),
     }
 }
 

@@ -2,13 +2,15 @@
 //! targets that create them) and by `pipe clean` alike, so a resource is removed the same way
 //! whether its run failed, was interrupted, or was killed and swept later.
 //!
-//! The Docker engine is connected only when a container or an image is to be removed: `pipe
-//! clean` on a host that runs only QEMU never asks for it.
+//! The Docker engine is connected only when a container or an image is to be removed, and AWS
+//! only when an EC2 resource is (once per region and endpoint): `pipe clean` on a host that runs
+//! only QEMU asks for neither.
 
 use std::cell::RefCell;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::engine::aws::{self, AwsClient, AwsSettings, wait::WaitPolicy};
 use crate::engine::docker::DockerClient;
 use crate::error::Result;
 use crate::runner::{Resource, Runner};
@@ -17,11 +19,14 @@ use crate::engine::qemu as vm;
 
 /// How long a QEMU process gets to quit before it is killed.
 const QEMU_GRACE: Duration = Duration::from_secs(5);
+/// How long a terminated instance may take to be gone, and its security group to be free.
+const EC2_GONE: Duration = Duration::from_secs(600);
 
-/// Destroys resources; holds the Docker connection once one was needed.
+/// Destroys resources; holds the Docker and AWS connections once they were needed.
 #[derive(Default)]
 pub struct Destroyer {
     docker: RefCell<Option<DockerClient>>,
+    aws: RefCell<Vec<AwsClient>>,
 }
 
 impl Destroyer {
@@ -29,6 +34,7 @@ impl Destroyer {
     pub fn with_docker(client: DockerClient) -> Self {
         Self {
             docker: RefCell::new(Some(client)),
+            aws: RefCell::default(),
         }
     }
 
@@ -38,6 +44,33 @@ impl Destroyer {
         }
         let c = DockerClient::connect().map_err(|e| e.to_string())?;
         *self.docker.borrow_mut() = Some(c.clone());
+        Ok(c)
+    }
+
+    /// A destroyer that uses this AWS client for EC2 resources in its region and endpoint.
+    pub fn with_aws(client: AwsClient) -> Self {
+        Self {
+            docker: RefCell::default(),
+            aws: RefCell::new(vec![client]),
+        }
+    }
+
+    fn aws(
+        &self,
+        region: &str,
+        endpoint: &Option<String>,
+    ) -> std::result::Result<AwsClient, String> {
+        let same = |c: &AwsClient| c.region() == region && c.endpoint() == endpoint.as_deref();
+        if let Some(c) = self.aws.borrow().iter().find(|c| same(c)) {
+            return Ok(c.clone());
+        }
+        let settings = AwsSettings {
+            region: Some(region.to_string()),
+            endpoint_url: endpoint.clone(),
+            ..AwsSettings::default()
+        };
+        let c = AwsClient::connect(&settings).map_err(|e| e.to_string())?;
+        self.aws.borrow_mut().push(c.clone());
         Ok(c)
     }
 
@@ -70,8 +103,78 @@ impl Destroyer {
             }
             Resource::QemuProcess { pidfile } => stop_qemu(pidfile),
             Resource::Path { path } => remove_path(path),
+            Resource::Ec2Instance {
+                region,
+                endpoint,
+                name,
+            } => terminate(&self.aws(region, endpoint)?, name).map_err(|e| e.to_string()),
+            Resource::Ec2SecurityGroup {
+                region,
+                endpoint,
+                name,
+            } => {
+                let c = self.aws(region, endpoint)?;
+                let groups = c
+                    .security_groups(&[("group-name".into(), vec![name.clone()])])
+                    .map_err(|e| e.to_string())?;
+                for (id, _, _) in &groups {
+                    c.delete_security_group(id, EC2_GONE, &crate::interrupt::abandoned)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(!groups.is_empty())
+            }
+            Resource::Ec2KeyPair {
+                region,
+                endpoint,
+                name,
+            } => self
+                .aws(region, endpoint)?
+                .delete_key_pair(name)
+                .map_err(|e| e.to_string()),
+            Resource::Ec2Image {
+                region,
+                endpoint,
+                name,
+            } => {
+                let c = self.aws(region, endpoint)?;
+                let images = c
+                    .describe_images(&["self".into()], &[("name".into(), vec![name.clone()])])
+                    .map_err(|e| e.to_string())?;
+                for image in &images {
+                    c.delete_image(&image.id).map_err(|e| e.to_string())?;
+                }
+                Ok(!images.is_empty())
+            }
         }
     }
+}
+
+/// Terminates the instances named `name` that are not terminated yet and waits until they
+/// are; true when there was one.
+fn terminate(c: &AwsClient, name: &str) -> std::result::Result<bool, aws::AwsError> {
+    let live: Vec<String> = c
+        .instances(&[
+            ("tag:Name".into(), vec![name.to_string()]),
+            (
+                "instance-state-name".into(),
+                ["pending", "running", "stopping", "stopped", "shutting-down"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+        ])?
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    c.terminate_instances(&live)?;
+    for id in &live {
+        c.wait_instance(
+            id,
+            "terminated",
+            WaitPolicy::up_to(EC2_GONE),
+            &crate::interrupt::abandoned,
+        )?;
+    }
+    Ok(!live.is_empty())
 }
 
 /// Journals `res`, creates it through `create`, and registers the one destroy of its kind as

@@ -14,9 +14,9 @@ use super::accel::Choice;
 use super::disk;
 use super::vm::{self, Boot, VmSpec};
 use crate::boxes::qemu::QemuBox;
-use crate::communicators::{Collect, Communicator, ExecRequest};
+use crate::communicators::Communicator;
 use crate::config::{LayerName, QemuSettings};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::layers::digest::Digest;
 use crate::ui::Printer;
 
@@ -92,43 +92,8 @@ pub fn layer_path(pipeline: &str, layer: LayerName, digest: &Digest) -> PathBuf 
     disk::layers_dir(pipeline).join(format!("{layer}-{}.qcow2", digest.hex()))
 }
 
-/// What no layer keeps: host keys and machine-id (made anew per machine at boot), unused
-/// blocks (so the overlay holds only what the layer wrote), unwritten data. On a cloud image
-/// also the build machine's login key, which cloud-init wrote into authorized_keys, and
-/// cloud-init's state and logs (`cloud-init clean`), so that every machine booted from the
-/// layer is a first boot to cloud-init.
+/// Seals a layer (see [`crate::targets::guest::seal`]); on a cloud image (booted from its own
+/// disk) also the login key cloud-init installed and cloud-init's state.
 pub fn seal(comm: &dyn Communicator, boot: &Boot, login_key: Option<&str>) -> Result<()> {
-    let mut script = String::new();
-    if *boot == Boot::Disk {
-        // The key's base64 part: letters, digits, `+`, `/`, `=`; safe in single quotes.
-        if let Some(blob) = login_key.and_then(|k| k.split_whitespace().nth(1)) {
-            script.push_str(&format!(
-                "for f in /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys; do [ -f \"$f\" ] || continue; grep -vF '{blob}' \"$f\" > \"$f.pipe-seal\" || true; cat \"$f.pipe-seal\" > \"$f\"; rm -f \"$f.pipe-seal\"; done; "
-            ));
-        }
-        script.push_str(
-            "if command -v cloud-init >/dev/null; then cloud-init clean --logs >/dev/null; fi; ",
-        );
-    }
-    script.push_str("rm -f /etc/ssh/ssh_host_*; : > /etc/machine-id; rm -f /var/lib/dbus/machine-id; fstrim -a >/dev/null 2>&1 || true; sync");
-    let mut out = Collect::default();
-    let code = comm
-        .exec(
-            &ExecRequest {
-                timeout: Some(Duration::from_secs(300)),
-                ..ExecRequest::shell(script)
-            },
-            &mut out,
-        )
-        .map_err(|e| Error::runtime(format!("sealing the layer: {e}"), None))?;
-    if code != 0 {
-        return Err(Error::runtime(
-            format!(
-                "sealing the layer failed ({code}): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            None,
-        ));
-    }
-    Ok(())
+    crate::targets::guest::seal(comm, *boot == Boot::Disk, login_key)
 }

@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 use super::build::QemuEnv;
 use super::disk;
 use super::vm::{self, Vm};
-use crate::communicators::{Collect, Communicator, ExecRequest};
 use crate::config::Pipelinefile;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::runner::{Resource, Runner};
-use crate::services::{self, RUN_DIR, RenderedService};
+use crate::services::RenderedService;
+pub use crate::targets::guest::{deliver_units, wait_ready};
 use crate::targets::resource::{self, Destroyer};
 use crate::ui::Printer;
 
@@ -319,81 +319,6 @@ fn boot(
     let rec = id.record(layer, machine, env, took.as_secs_f64());
     save_record(&dir, &rec)?;
     Ok(rec)
-}
-
-/// Installs each service as `pipe-<name>.service` with its environment in `/run/pipe/env`,
-/// and (re)starts them all.
-pub fn deliver_units(comm: &dyn Communicator, rendered: &[RenderedService]) -> Result<()> {
-    if rendered.is_empty() {
-        return Ok(());
-    }
-    let io = |e: crate::communicators::ExecError| match e {
-        crate::communicators::ExecError::Interrupted => Error::Interrupted,
-        e => Error::runtime(
-            format!("delivering services to {}: {e}", comm.describe()),
-            None,
-        ),
-    };
-    let mut units = Vec::new();
-    for s in rendered {
-        comm.upload_bytes(
-            services::systemd_env_file(s).as_bytes(),
-            &format!("{RUN_DIR}/env/{}", s.name),
-            0o600,
-        )
-        .map_err(io)?;
-        let unit = services::systemd_unit_name(&s.name);
-        comm.upload_bytes(
-            services::systemd_unit(s).as_bytes(),
-            &format!("/etc/systemd/system/{unit}"),
-            0o644,
-        )
-        .map_err(io)?;
-        units.push(unit);
-    }
-    let script = format!(
-        "systemctl daemon-reload && systemctl enable --quiet {u} && systemctl restart {u}",
-        u = units.join(" ")
-    );
-    let mut out = Collect::default();
-    let code = comm
-        .exec(
-            &ExecRequest {
-                timeout: Some(Duration::from_secs(120)),
-                ..ExecRequest::shell(script)
-            },
-            &mut out,
-        )
-        .map_err(io)?;
-    if code != 0 {
-        return Err(Error::runtime(
-            format!(
-                "starting the services on {} failed ({code}): {}",
-                comm.describe(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            None,
-        ));
-    }
-    Ok(())
-}
-
-/// Waits until every service with a port listens; on timeout the error shows its journal.
-pub fn wait_ready(
-    comm: &dyn Communicator,
-    rendered: &[RenderedService],
-    timeout: Duration,
-) -> Result<()> {
-    let log = crate::targets::ready::LogTail {
-        command: |name| {
-            ExecRequest::shell(format!(
-                "journalctl --no-pager -n 20 -u {}",
-                services::systemd_unit_name(name)
-            ))
-        },
-        title: "its journal",
-    };
-    crate::targets::ready::wait_listening(comm, rendered, timeout, Duration::from_millis(500), &log)
 }
 
 #[cfg(test)]

@@ -22,7 +22,6 @@ use super::accel::Accel;
 use crate::boxes::qemu::{KEY_PARAM, ROOT_LABEL};
 use crate::communicators::ssh::known_hosts::base64;
 use crate::communicators::ssh::{HostKeyPolicy, SshComm, SshSettings};
-use crate::communicators::{Collect, Communicator, ExecRequest};
 use crate::engine::qemu::{Qmp, wait_gone};
 pub use crate::engine::qemu::{pidfile, qemu_alive, qmp_socket, read_pid, status, stop};
 use crate::error::{Error, Result};
@@ -31,6 +30,7 @@ use crate::process;
 pub use super::MACHINE;
 
 pub use crate::boxes::qemu::Boot;
+pub use crate::targets::guest::wait_for_cloud_init;
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -393,28 +393,6 @@ pub fn write_seed(dir: &Path, hostname: &str, pubkey: &str) -> Result<()> {
             None,
         )
     })
-}
-
-/// Waits until cloud-init has finished with this boot of a cloud image (its last stage can
-/// still run when SSH already answers); returns its `status:` line. No cloud-init: nothing to
-/// wait for.
-pub fn wait_for_cloud_init(comm: &dyn Communicator, timeout: Duration) -> Result<String> {
-    let script = "command -v cloud-init >/dev/null || { echo 'status: absent'; exit 0; }; cloud-init status --wait >/dev/null 2>&1; cloud-init status | head -n1";
-    let mut out = Collect::default();
-    comm.exec(
-        &ExecRequest {
-            timeout: Some(timeout),
-            ..ExecRequest::shell(script)
-        },
-        &mut out,
-    )
-    .map_err(|e| {
-        Error::runtime(
-            format!("waiting for cloud-init on {}: {e}", comm.describe()),
-            None,
-        )
-    })?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// A tool from /usr/sbin or /sbin when PATH lacks them (as for non-root users).

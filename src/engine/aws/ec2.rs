@@ -1,0 +1,603 @@
+//! The EC2 calls pipe makes, each blocking, each error naming its call.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{
+    Filter, HttpTokensState, ImageState, InstanceMetadataOptionsRequest, InstanceStateName,
+    InstanceType, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
+};
+
+use super::client::AwsClient;
+use super::error::AwsError;
+use super::wait::{self, Seen, WaitPolicy, Waiting};
+
+/// Tags as key → value.
+pub type Tagged = BTreeMap<String, String>;
+
+/// An AMI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub name: String,
+    /// `pending`, `available`, `failed`, ...
+    pub state: String,
+    /// ISO 8601, as AWS writes it (sorts by time).
+    pub creation_date: String,
+    pub tags: Tagged,
+    /// The EBS snapshots behind it.
+    pub snapshots: Vec<String>,
+}
+
+/// An instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    pub id: String,
+    /// `pending`, `running`, `stopped`, `terminated`, ...
+    pub state: String,
+    pub public_ip: Option<String>,
+    pub private_ip: Option<String>,
+    /// Why it is in its state (`Server.InternalError: ...`), when AWS says.
+    pub state_reason: Option<String>,
+    pub tags: Tagged,
+}
+
+/// What to launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceLaunch {
+    pub image: String,
+    pub instance_type: String,
+    pub key_name: String,
+    pub security_group: String,
+    pub subnet: Option<String>,
+    /// On the instance and its volumes.
+    pub tags: Tagged,
+    /// Makes a retried launch the same launch (RunInstances is idempotent per token).
+    pub client_token: String,
+}
+
+/// Filters on tags: `tag:KEY = VALUE` each.
+pub fn filter_tags(tags: &[(&str, &str)]) -> Vec<(String, Vec<String>)> {
+    tags.iter()
+        .map(|(k, v)| (format!("tag:{k}"), vec![v.to_string()]))
+        .collect()
+}
+
+/// True when `url` is on the loopback (the local EC2).
+pub fn is_loopback_endpoint(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    host == "localhost" || host.starts_with("127.") || rest.starts_with("[::1]")
+}
+
+fn filters(f: &[(String, Vec<String>)]) -> Vec<Filter> {
+    f.iter()
+        .map(|(name, values)| {
+            Filter::builder()
+                .name(name)
+                .set_values(Some(values.clone()))
+                .build()
+        })
+        .collect()
+}
+
+fn tags_of(tags: &[Tag]) -> Tagged {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .collect()
+}
+
+fn sdk_tags(tags: &Tagged) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn spec(kind: ResourceType, tags: &Tagged) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(sdk_tags(tags)))
+        .build()
+}
+
+fn image_info(i: &aws_sdk_ec2::types::Image) -> ImageInfo {
+    ImageInfo {
+        id: i.image_id().unwrap_or_default().to_string(),
+        name: i.name().unwrap_or_default().to_string(),
+        state: i
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        creation_date: i.creation_date().unwrap_or_default().to_string(),
+        tags: tags_of(i.tags()),
+        snapshots: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|b| b.ebs()?.snapshot_id().map(str::to_string))
+            .collect(),
+    }
+}
+
+fn instance_info(i: &aws_sdk_ec2::types::Instance) -> InstanceInfo {
+    InstanceInfo {
+        id: i.instance_id().unwrap_or_default().to_string(),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default(),
+        public_ip: i.public_ip_address().map(str::to_string),
+        private_ip: i.private_ip_address().map(str::to_string),
+        state_reason: i.state_reason().and_then(|r| {
+            let code = r.code().unwrap_or_default();
+            let msg = r.message().unwrap_or_default();
+            (!code.is_empty() || !msg.is_empty()).then(|| format!("{code}: {msg}"))
+        }),
+        tags: tags_of(i.tags()),
+    }
+}
+
+impl AwsClient {
+    /// Images by owners and filters (all pages).
+    pub fn describe_images(
+        &self,
+        owners: &[String],
+        filter: &[(String, Vec<String>)],
+    ) -> Result<Vec<ImageInfo>, AwsError> {
+        let out = self
+            .block(
+                self.ec2
+                    .describe_images()
+                    .set_owners((!owners.is_empty()).then(|| owners.to_vec()))
+                    .set_filters(Some(filters(filter)))
+                    .send(),
+            )
+            .map_err(|e| AwsError::api("DescribeImages", e))?;
+        Ok(out.images().iter().map(image_info).collect())
+    }
+
+    /// One image by id; `None` when it does not exist (any more).
+    pub fn image(&self, id: &str) -> Result<Option<ImageInfo>, AwsError> {
+        let out = self.block(self.ec2.describe_images().image_ids(id).send());
+        match out {
+            Ok(o) => Ok(o.images().first().map(image_info)),
+            Err(e) => {
+                let e = AwsError::api("DescribeImages", e);
+                if e.is_not_found() || e.code() == Some("InvalidAMIID.Malformed") {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// The newest image (by CreationDate) matching `name` (wildcards allowed) owned by one of
+    /// `owners`.
+    pub fn newest_image(
+        &self,
+        name: &str,
+        owners: &[String],
+    ) -> Result<Option<ImageInfo>, AwsError> {
+        let mut found = self.describe_images(owners, &[("name".into(), vec![name.into()])])?;
+        found.retain(|i| i.state == "available" || i.state.is_empty());
+        found.sort_by(|a, b| a.creation_date.cmp(&b.creation_date));
+        Ok(found.pop())
+    }
+
+    /// Imports a public key as key pair `name`, tagged.
+    pub fn import_key_pair(
+        &self,
+        name: &str,
+        public_key: &str,
+        tags: &Tagged,
+    ) -> Result<(), AwsError> {
+        self.block(
+            self.ec2
+                .import_key_pair()
+                .key_name(name)
+                .public_key_material(aws_sdk_ec2::primitives::Blob::new(public_key.as_bytes()))
+                .tag_specifications(spec(ResourceType::KeyPair, tags))
+                .send(),
+        )
+        .map_err(|e| AwsError::api("ImportKeyPair", e))?;
+        Ok(())
+    }
+
+    /// Key pairs matching the filters: (name, tags).
+    pub fn key_pairs(
+        &self,
+        filter: &[(String, Vec<String>)],
+    ) -> Result<Vec<(String, Tagged)>, AwsError> {
+        let out = self
+            .block(
+                self.ec2
+                    .describe_key_pairs()
+                    .set_filters(Some(filters(filter)))
+                    .send(),
+            )
+            .map_err(|e| AwsError::api("DescribeKeyPairs", e))?;
+        Ok(out
+            .key_pairs()
+            .iter()
+            .map(|k| {
+                (
+                    k.key_name().unwrap_or_default().to_string(),
+                    tags_of(k.tags()),
+                )
+            })
+            .collect())
+    }
+
+    /// Deletes key pair `name`; false when there was none.
+    pub fn delete_key_pair(&self, name: &str) -> Result<bool, AwsError> {
+        let existed = !self
+            .key_pairs(&[("key-name".into(), vec![name.into()])])?
+            .is_empty();
+        if existed {
+            self.block(self.ec2.delete_key_pair().key_name(name).send())
+                .map_err(|e| AwsError::api("DeleteKeyPair", e))?;
+        }
+        Ok(existed)
+    }
+
+    /// The VPC of a subnet.
+    pub fn subnet_vpc(&self, subnet: &str) -> Result<String, AwsError> {
+        let out = self
+            .block(self.ec2.describe_subnets().subnet_ids(subnet).send())
+            .map_err(|e| AwsError::api("DescribeSubnets", e))?;
+        out.subnets()
+            .first()
+            .and_then(|s| s.vpc_id())
+            .map(str::to_string)
+            .ok_or_else(|| AwsError::Api {
+                operation: "DescribeSubnets",
+                code: None,
+                detail: format!("subnet {subnet} has no VPC"),
+            })
+    }
+
+    /// Creates security group `name` (in `vpc`, else the default VPC), tagged, with no
+    /// ingress; returns its id.
+    pub fn create_security_group(
+        &self,
+        name: &str,
+        description: &str,
+        vpc: Option<&str>,
+        tags: &Tagged,
+    ) -> Result<String, AwsError> {
+        let out = self
+            .block(
+                self.ec2
+                    .create_security_group()
+                    .group_name(name)
+                    .description(description)
+                    .set_vpc_id(vpc.map(str::to_string))
+                    .tag_specifications(spec(ResourceType::SecurityGroup, tags))
+                    .send(),
+            )
+            .map_err(|e| AwsError::api("CreateSecurityGroup", e))?;
+        Ok(out.group_id().unwrap_or_default().to_string())
+    }
+
+    /// Lets TCP `port` in from `cidr` only.
+    pub fn authorize_ingress(&self, group: &str, port: u16, cidr: &str) -> Result<(), AwsError> {
+        let rule = IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(i32::from(port))
+            .to_port(i32::from(port))
+            .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+            .build();
+        self.block(
+            self.ec2
+                .authorize_security_group_ingress()
+                .group_id(group)
+                .ip_permissions(rule)
+                .send(),
+        )
+        .map_err(|e| AwsError::api("AuthorizeSecurityGroupIngress", e))?;
+        Ok(())
+    }
+
+    /// Security groups matching the filters: (id, name, tags).
+    pub fn security_groups(
+        &self,
+        filter: &[(String, Vec<String>)],
+    ) -> Result<Vec<(String, String, Tagged)>, AwsError> {
+        let out = self
+            .block(
+                self.ec2
+                    .describe_security_groups()
+                    .set_filters(Some(filters(filter)))
+                    .send(),
+            )
+            .map_err(|e| AwsError::api("DescribeSecurityGroups", e))?;
+        Ok(out
+            .security_groups()
+            .iter()
+            .map(|g| {
+                (
+                    g.group_id().unwrap_or_default().to_string(),
+                    g.group_name().unwrap_or_default().to_string(),
+                    tags_of(g.tags()),
+                )
+            })
+            .collect())
+    }
+
+    /// Deletes a security group by id; retried while an instance that used it is still
+    /// shutting down (`DependencyViolation`), up to `patience`.
+    pub fn delete_security_group(
+        &self,
+        id: &str,
+        patience: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), AwsError> {
+        let started = std::time::Instant::now();
+        loop {
+            let out = self.block(self.ec2.delete_security_group().group_id(id).send());
+            match out.map_err(|e| AwsError::api("DeleteSecurityGroup", e)) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e)
+                    if e.code() == Some("DependencyViolation") && started.elapsed() < patience =>
+                {
+                    wait::sleep_unless(Duration::from_secs(2), stop)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Launches one instance with IMDSv2 required (`HttpTokens=required`); returns it as
+    /// RunInstances answered (normally `pending`).
+    pub fn run_instance(&self, launch: &InstanceLaunch) -> Result<InstanceInfo, AwsError> {
+        let out = self
+            .block(
+                self.ec2
+                    .run_instances()
+                    .image_id(&launch.image)
+                    .instance_type(InstanceType::from(launch.instance_type.as_str()))
+                    .key_name(&launch.key_name)
+                    .security_group_ids(&launch.security_group)
+                    .set_subnet_id(launch.subnet.clone())
+                    .min_count(1)
+                    .max_count(1)
+                    .client_token(&launch.client_token)
+                    .metadata_options(
+                        InstanceMetadataOptionsRequest::builder()
+                            .http_tokens(HttpTokensState::Required)
+                            .http_endpoint(
+                                aws_sdk_ec2::types::InstanceMetadataEndpointState::Enabled,
+                            )
+                            .build(),
+                    )
+                    .tag_specifications(spec(ResourceType::Instance, &launch.tags))
+                    .tag_specifications(spec(ResourceType::Volume, &launch.tags))
+                    .send(),
+            )
+            .map_err(|e| AwsError::api("RunInstances", e))?;
+        out.instances()
+            .first()
+            .map(instance_info)
+            .ok_or_else(|| AwsError::Api {
+                operation: "RunInstances",
+                code: None,
+                detail: "no instance in the answer".into(),
+            })
+    }
+
+    /// Instances matching the filters (every reservation).
+    pub fn instances(
+        &self,
+        filter: &[(String, Vec<String>)],
+    ) -> Result<Vec<InstanceInfo>, AwsError> {
+        let out = self
+            .block(
+                self.ec2
+                    .describe_instances()
+                    .set_filters(Some(filters(filter)))
+                    .send(),
+            )
+            .map_err(|e| AwsError::api("DescribeInstances", e))?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances().iter().map(instance_info))
+            .collect())
+    }
+
+    /// One instance by id; `None` when AWS does not know it.
+    pub fn instance(&self, id: &str) -> Result<Option<InstanceInfo>, AwsError> {
+        let out = self.block(self.ec2.describe_instances().instance_ids(id).send());
+        match out.map_err(|e| AwsError::api("DescribeInstances", e)) {
+            Ok(o) => Ok(o
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .next()
+                .map(instance_info)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops an instance (its EBS volumes stay).
+    pub fn stop_instance(&self, id: &str) -> Result<(), AwsError> {
+        self.block(self.ec2.stop_instances().instance_ids(id).send())
+            .map_err(|e| AwsError::api("StopInstances", e))?;
+        Ok(())
+    }
+
+    /// Terminates instances.
+    pub fn terminate_instances(&self, ids: &[String]) -> Result<(), AwsError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.block(
+            self.ec2
+                .terminate_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .send(),
+        )
+        .map_err(|e| AwsError::api("TerminateInstances", e))?;
+        Ok(())
+    }
+
+    /// Waits until an instance is in `state` (`running`, `stopped`, `terminated`). An instance
+    /// that ends `terminated` (or `stopped` while waiting for `running`) fails the wait with
+    /// its state reason.
+    pub fn wait_instance(
+        &self,
+        id: &str,
+        state: &str,
+        policy: WaitPolicy,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<InstanceInfo, AwsError> {
+        let mut last = None;
+        let waiting = Waiting {
+            what: "instance",
+            id,
+            state,
+        };
+        wait::until(waiting, policy, stop, || {
+            let Some(i) = self.instance(id)? else {
+                return Ok(if state == "terminated" {
+                    Seen::Done
+                } else {
+                    Seen::Pending("not yet known".into())
+                });
+            };
+            let now = i.state.clone();
+            let reason = i.state_reason.clone().unwrap_or_default();
+            last = Some(i);
+            Ok(if now == state {
+                Seen::Done
+            } else if now == InstanceStateName::Terminated.as_str()
+                || (state == "running" && now == InstanceStateName::Stopped.as_str())
+            {
+                Seen::Failed { state: now, reason }
+            } else {
+                Seen::Pending(now)
+            })
+        })?;
+        Ok(last.unwrap_or(InstanceInfo {
+            id: id.to_string(),
+            state: state.to_string(),
+            public_ip: None,
+            private_ip: None,
+            state_reason: None,
+            tags: Tagged::new(),
+        }))
+    }
+
+    /// Creates an AMI from a (stopped) instance, the image and its snapshots tagged; returns
+    /// its id.
+    pub fn create_image(
+        &self,
+        instance: &str,
+        name: &str,
+        description: &str,
+        tags: &Tagged,
+    ) -> Result<String, AwsError> {
+        let out = self
+            .block(
+                self.ec2
+                    .create_image()
+                    .instance_id(instance)
+                    .name(name)
+                    .description(description)
+                    .tag_specifications(spec(ResourceType::Image, tags))
+                    .tag_specifications(spec(ResourceType::Snapshot, tags))
+                    .send(),
+            )
+            .map_err(|e| AwsError::api("CreateImage", e))?;
+        Ok(out.image_id().unwrap_or_default().to_string())
+    }
+
+    /// Waits until an image is `available`; `failed` fails the wait.
+    pub fn wait_image(
+        &self,
+        id: &str,
+        policy: WaitPolicy,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<ImageInfo, AwsError> {
+        let mut last = None;
+        let waiting = Waiting {
+            what: "image",
+            id,
+            state: "available",
+        };
+        wait::until(waiting, policy, stop, || {
+            let Some(i) = self.image(id)? else {
+                return Ok(Seen::Pending("not yet known".into()));
+            };
+            let now = i.state.clone();
+            last = Some(i);
+            Ok(if now == ImageState::Available.as_str() {
+                Seen::Done
+            } else if now == ImageState::Failed.as_str() || now == ImageState::Error.as_str() {
+                Seen::Failed {
+                    state: now,
+                    reason: String::new(),
+                }
+            } else {
+                Seen::Pending(now)
+            })
+        })?;
+        Ok(last.expect("seen available"))
+    }
+
+    /// Deregisters an image and deletes its snapshots; false when there was no image.
+    pub fn delete_image(&self, id: &str) -> Result<bool, AwsError> {
+        let Some(image) = self.image(id)? else {
+            return Ok(false);
+        };
+        match self
+            .block(self.ec2.deregister_image().image_id(id).send())
+            .map_err(|e| AwsError::api("DeregisterImage", e))
+        {
+            Err(e) if !e.is_not_found() => return Err(e),
+            _ => {}
+        }
+        for snap in &image.snapshots {
+            match self
+                .block(self.ec2.delete_snapshot().snapshot_id(snap).send())
+                .map_err(|e| AwsError::api("DeleteSnapshot", e))
+            {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(true)
+    }
+
+    /// Adds tags to resources.
+    pub fn create_tags(&self, ids: &[String], tags: &Tagged) -> Result<(), AwsError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.block(
+            self.ec2
+                .create_tags()
+                .set_resources(Some(ids.to_vec()))
+                .set_tags(Some(sdk_tags(tags)))
+                .send(),
+        )
+        .map_err(|e| AwsError::api("CreateTags", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_endpoints_are_the_local_ec2() {
+        assert!(is_loopback_endpoint("http://127.0.0.1:41234"));
+        assert!(is_loopback_endpoint("http://localhost:5000/"));
+        assert!(is_loopback_endpoint("http://[::1]:5000"));
+        assert!(!is_loopback_endpoint("https://ec2.us-east-1.amazonaws.com"));
+    }
+}

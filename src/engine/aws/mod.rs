@@ -1,0 +1,20 @@
+//! A synchronous AWS client (the AWS SDK for Rust on a small tokio runtime it owns), with just
+//! the EC2 calls pipe makes, as [`super::docker::DockerClient`] is for the Docker engine.
+//!
+//! - **Connect** ([`AwsClient::connect`]): the standard credential chain, profile and region,
+//!   `AWS_ENDPOINT_URL` (read by the SDK) or an explicit endpoint, an HTTPS client on rustls
+//!   with ring, and the SDK's standard retry mode (throttling and 5xx are retried with
+//!   jittered exponential back-off, up to [`AwsSettings::max_attempts`]). Missing credentials
+//!   fail at once, with a hint, not at the first call.
+//! - **Waits** ([`wait`]): polls from about a second, growing, with jitter, up to a limit;
+//!   giving up names the resource, the state waited for and how long it was waited for.
+//! - Every resource pipe creates is tagged (`pipe:*`), so it can be found and swept by tag.
+
+mod client;
+mod ec2;
+mod error;
+pub mod wait;
+
+pub use client::{AwsClient, AwsSettings};
+pub use ec2::{ImageInfo, InstanceInfo, InstanceLaunch, Tagged, filter_tags, is_loopback_endpoint};
+pub use error::AwsError;

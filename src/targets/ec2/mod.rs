@@ -1,0 +1,26 @@
+//! The ec2 target behind [`crate::targets::Target`]: layers are AMIs found by their tags
+//! (`pipe:pipeline`, `pipe:layer`, `pipe:digest`), build and verify machines are instances
+//! reached over SSH, each with its own temporary key pair and security group.
+//!
+//! - [`launch`]: a machine is a folder in `.pipe/ec2/<name>/` (the private key, 0600, and
+//!   known_hosts), a key pair pipe imports, a security group that lets only TCP 22 in from
+//!   this host's /32, and an instance with IMDSv2 required, all tagged `pipe:run`; each is
+//!   journaled before it is created, by name (an instance by its `Name` tag, which is also its
+//!   launch's client token: the id is only known once it exists).
+//! - [`image`]: a build machine is sealed, stopped and made an AMI, journaled until it is
+//!   available (an interrupted one is deregistered with its snapshots), then kept.
+//! - [`sweep`]: what dead runs left, by the `pipe:run` tag, in the pipeline's regions.
+//!
+//! Promotion on ec2 (launch templates, auto scaling, SSM) is not built yet.
+
+mod image;
+mod launch;
+mod sweep;
+mod target;
+
+pub use target::Ec2Target;
+
+/// The user pipe logs in as when `ssh_username` is not set (Debian's AMIs).
+pub const DEFAULT_SSH_USERNAME: &str = "admin";
+/// The instance type when `instance_type` is not set.
+pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";

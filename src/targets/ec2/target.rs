@@ -1,0 +1,371 @@
+//! [`Ec2Target`]: the [`Target`] interface on EC2.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::image::{self, ImageSpec};
+use super::launch::{self, Launch};
+use super::{DEFAULT_INSTANCE_TYPE, DEFAULT_SSH_USERNAME};
+use crate::communicators::Communicator;
+use crate::config::{Ec2Settings, LayerName, Pipelinefile, TargetKind, TargetSettings};
+use crate::engine::aws::{AwsClient, AwsSettings};
+use crate::error::{Error, Result};
+use crate::layers::digest::Digest;
+use crate::ledger::Release;
+use crate::plan::Plan;
+use crate::runner::Runner;
+use crate::services::RenderedService;
+use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix};
+use crate::ui::Printer;
+
+/// How long an instance may take to run, by default.
+const INSTANCE_WAIT: Duration = Duration::from_secs(600);
+/// How long an AMI may take to be available, by default.
+const IMAGE_WAIT: Duration = Duration::from_secs(1800);
+
+/// What promotion on ec2 is, while it is not built.
+const PROMOTE: &str = "promote on ec2";
+
+/// The ec2 target: one AWS client per command (the run's environment's region and endpoint),
+/// connected on first use; instance ids of the machines it launched.
+pub struct Ec2Target {
+    envs: BTreeMap<String, Ec2Settings>,
+    client: RefCell<Option<AwsClient>>,
+    instances: RefCell<BTreeMap<String, String>>,
+}
+
+impl Ec2Target {
+    /// Nothing connects until a call needs AWS.
+    pub fn new(pf: &Pipelinefile) -> Self {
+        let envs = pf
+            .envs
+            .iter()
+            .filter_map(|(name, e)| match &e.settings {
+                TargetSettings::Ec2(s) => Some((name.clone(), s.clone())),
+                _ => None,
+            })
+            .collect();
+        Self {
+            envs,
+            client: RefCell::new(None),
+            instances: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    fn settings(&self, env: &str) -> Ec2Settings {
+        self.envs.get(env).cloned().unwrap_or_default()
+    }
+
+    /// The client for the plan's environment.
+    fn client(&self, plan: &Plan) -> Result<AwsClient> {
+        if let Some(c) = &*self.client.borrow() {
+            return Ok(c.clone());
+        }
+        let c = AwsClient::connect(&crate::plan::aws_settings(plan.pf, &plan.env))?;
+        *self.client.borrow_mut() = Some(c.clone());
+        Ok(c)
+    }
+
+    fn waits(&self, env: &str) -> (Duration, Duration) {
+        match self.settings(env).wait_timeout {
+            Some(s) => (Duration::from_secs(s), Duration::from_secs(s)),
+            None => (INSTANCE_WAIT, IMAGE_WAIT),
+        }
+    }
+
+    /// Launches a machine from `image` named `name`, tagged for `purpose` (a layer, `verify`).
+    fn launch(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        name: String,
+        image: &str,
+        purpose: &str,
+        printer: &Printer,
+    ) -> Result<Machine> {
+        let client = self.client(plan)?;
+        let settings = self.settings(&plan.env);
+        let tags = launch::run_tags(
+            &plan.pf.pipeline.name.value,
+            &runner.run_id(),
+            &plan.env,
+            purpose,
+        );
+        let l = Launch {
+            client: &client,
+            name,
+            image: image.to_string(),
+            instance_type: settings
+                .instance_type
+                .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into()),
+            subnet: settings.subnet_id,
+            ssh_username: settings
+                .ssh_username
+                .unwrap_or_else(|| DEFAULT_SSH_USERNAME.into()),
+            tags,
+            root: &plan.pf.root,
+            wait: self.waits(&plan.env).0,
+        };
+        let (machine, id) = launch::launch(runner, &l, printer)?;
+        self.instances.borrow_mut().insert(machine.name.clone(), id);
+        Ok(machine)
+    }
+
+    /// The client for a release's artifact: its region, the endpoint of its environment.
+    fn release_client(&self, release: &Release, region: &str) -> Result<AwsClient> {
+        let s = self.settings(&release.env);
+        Ok(AwsClient::connect(&AwsSettings {
+            region: Some(region.to_string()),
+            endpoint_url: s.endpoint_url,
+            ..AwsSettings::default()
+        })?)
+    }
+}
+
+impl Target for Ec2Target {
+    fn kind(&self) -> TargetKind {
+        TargetKind::Ec2
+    }
+
+    fn noun(&self) -> &'static str {
+        "instance"
+    }
+
+    fn artifact_noun(&self) -> &'static str {
+        "AMI"
+    }
+
+    fn prepare_box(&self, plan: &Plan, _: &Printer) -> Result<String> {
+        // Resolved by the plan: the base digest covers the AMI id.
+        plan.source_ami
+            .clone()
+            .ok_or_else(|| Error::runtime("the ec2 box was not resolved to an AMI", None))
+    }
+
+    fn lock_layer(
+        &self,
+        plan: &Plan,
+        layer: LayerName,
+        digest: &Digest,
+    ) -> Result<Option<std::fs::File>> {
+        // Runs on this host wait for each other; runs elsewhere may build the same layer
+        // twice, and find_layer takes the newest.
+        let dir = crate::state::dir(&plan.pf.root).join("ec2").join("locks");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::runtime(format!("creating {}: {e}", dir.display()), None))?;
+        let path = dir.join(format!("{layer}-{}.lock", digest.hex()));
+        let lock = crate::boxes::lock_file(&path)
+            .map_err(|e| Error::runtime(format!("locking {}: {e}", path.display()), None))?;
+        Ok(Some(lock))
+    }
+
+    fn find_layer(
+        &self,
+        plan: &Plan,
+        layer: LayerName,
+        digest: &Digest,
+    ) -> Result<Option<FoundLayer>> {
+        image::find(
+            &self.client(plan)?,
+            &plan.pf.pipeline.name.value,
+            layer,
+            digest,
+        )
+    }
+
+    fn start_build_machine(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        layer: LayerName,
+        parent: &str,
+        printer: &Printer,
+    ) -> Result<Machine> {
+        let run_id = runner.run_id();
+        let name = format!(
+            "pipe-{}-build-{layer}-{}",
+            plan.pf.pipeline.name.value,
+            suffix(&run_id)
+        );
+        self.launch(runner, plan, name, parent, &layer.to_string(), printer)
+    }
+
+    fn kept_build_machine(&self, machine: &Machine) -> (String, String) {
+        let id = self
+            .instances
+            .borrow()
+            .get(&machine.name)
+            .cloned()
+            .unwrap_or_default();
+        (
+            format!(
+                "kept the build machine {} (instance {id}, --keep-on-error): it costs money while it runs",
+                machine.name
+            ),
+            format!(
+                "log in with `{}`; remove it, its key pair and security group with `pipe clean`",
+                machine.login
+            ),
+        )
+    }
+
+    fn commit_layer(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        machine: &Machine,
+        layer: LayerName,
+        digest: &Digest,
+        parent: &str,
+    ) -> Result<String> {
+        let client = self.client(plan)?;
+        let instance = self
+            .instances
+            .borrow()
+            .get(&machine.name)
+            .cloned()
+            .expect("launched by this target");
+        let pipeline = &plan.pf.pipeline.name.value;
+        let run_id = runner.run_id();
+        let tags = BTreeMap::from([
+            ("pipe:pipeline".to_string(), pipeline.clone()),
+            ("pipe:layer".to_string(), layer.to_string()),
+            ("pipe:digest".to_string(), digest.to_string()),
+            ("pipe:env".to_string(), plan.env.clone()),
+            ("pipe:git-commit".to_string(), plan.git_commit.clone()),
+            ("pipe:parent".to_string(), parent.to_string()),
+            (
+                "Name".to_string(),
+                format!("pipe-{pipeline}-{layer}-{}", digest.short()),
+            ),
+        ]);
+        let spec = ImageSpec {
+            name: format!(
+                "pipe-{pipeline}-{layer}-{}-{}",
+                digest.short(),
+                suffix(&run_id)
+            ),
+            description: format!("pipe {pipeline} {layer} layer {digest}"),
+            tags,
+            wait: self.waits(&plan.env).1,
+        };
+        image::commit(runner, &client, machine, &instance, &spec)
+    }
+
+    fn start_machine(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        from: &str,
+        spec: &MachineSpec<'_>,
+        printer: &Printer,
+    ) -> Result<Machine> {
+        match spec.role {
+            Role::Verify => self.launch(runner, plan, spec.name.clone(), from, "verify", printer),
+            Role::Serving { .. } => Err(Error::NotImplemented(PROMOTE)),
+        }
+    }
+
+    fn deliver_services(
+        &self,
+        comm: &dyn Communicator,
+        rendered: &[RenderedService],
+    ) -> Result<()> {
+        crate::targets::guest::deliver_units(comm, rendered)
+    }
+
+    fn wait_ready(
+        &self,
+        comm: &dyn Communicator,
+        rendered: &[RenderedService],
+        timeout: Duration,
+    ) -> Result<()> {
+        crate::targets::guest::wait_ready(comm, rendered, timeout)
+    }
+
+    fn seal_artifact(&self, _: &mut Runner<'_>, _: &Plan, app: &str) -> Result<String> {
+        // The app AMI is the artifact, in the bake's region; copies to other regions
+        // (`ami_regions`) are not built yet.
+        Ok(app.to_string())
+    }
+
+    fn artifact_region(&self, plan: &Plan) -> Result<Option<String>> {
+        Ok(Some(self.client(plan)?.region().to_string()))
+    }
+
+    fn release_artifact(&self, release: &Release) -> Result<String> {
+        let artifact = release
+            .artifacts_on(TargetKind::Ec2)
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::runtime(format!("release {} has no ec2 AMI", release.alias), None)
+            })?;
+        let region = artifact.region.unwrap_or("us-east-1");
+        let client = self.release_client(release, region)?;
+        match client.image(artifact.id)? {
+            Some(i) if i.state == "available" => Ok(i.id),
+            found => Err(Error::runtime(
+                format!(
+                    "release {}'s AMI {} in {region} is {}",
+                    release.alias,
+                    artifact.id,
+                    found.map_or("gone".to_string(), |i| i.state)
+                ),
+                Some(format!("bake again: pipe bake --env {}", release.env)),
+            )),
+        }
+    }
+
+    fn can_switch(&self) -> Result<()> {
+        Err(Error::NotImplemented(PROMOTE))
+    }
+
+    fn serving(&self, _: &Pipelinefile, _: &str) -> Result<Vec<Serving>> {
+        Err(Error::NotImplemented(PROMOTE))
+    }
+
+    fn stop_serving(&self, _: &Serving, _: &Printer) -> Result<()> {
+        Err(Error::NotImplemented(PROMOTE))
+    }
+
+    fn restore_serving(
+        &self,
+        _: &mut Runner<'_>,
+        _: &Plan,
+        _: &Serving,
+        _: &[RenderedService],
+        _: &Printer,
+    ) -> Result<()> {
+        Err(Error::NotImplemented(PROMOTE))
+    }
+
+    fn remove_serving(&self, _: &Serving) -> Result<()> {
+        Err(Error::NotImplemented(PROMOTE))
+    }
+
+    fn switched(&self, _: &Plan, _: &str, _: &str, _: &Printer) {}
+
+    fn sweep(
+        &self,
+        pf: &Pipelinefile,
+        live: &BTreeSet<String>,
+        dry_run: bool,
+    ) -> Result<Vec<Swept>> {
+        super::sweep::sweep(pf, &self.envs, live, dry_run)
+    }
+
+    fn after_switch(&self, _: &Pipelinefile, _: &str) -> Option<String> {
+        None
+    }
+
+    fn switch_details(
+        &self,
+        _: &Pipelinefile,
+        _: &str,
+        artifact: &str,
+    ) -> (serde_json::Value, String) {
+        (serde_json::json!({}), format!("instances from {artifact}"))
+    }
+}
