@@ -491,8 +491,8 @@ impl AwsClient {
         }))
     }
 
-    /// Creates an AMI from a (stopped) instance, the image and its snapshots tagged; returns
-    /// its id.
+    /// Creates an AMI from a (stopped) instance, the image tagged; returns its id. (Its
+    /// snapshots exist only once it is available: tag them then.)
     pub fn create_image(
         &self,
         instance: &str,
@@ -508,7 +508,6 @@ impl AwsClient {
                     .name(name)
                     .description(description)
                     .tag_specifications(spec(ResourceType::Image, tags))
-                    .tag_specifications(spec(ResourceType::Snapshot, tags))
                     .send(),
             )
             .map_err(|e| AwsError::api("CreateImage", e))?;

@@ -49,7 +49,7 @@ impl AwsError {
             AwsError::Api { code: Some(c), .. } if c.contains("AuthFailure") || c.contains("UnauthorizedOperation") => {
                 Some("check the credentials and the IAM permissions listed in the README (\"Baking on EC2\")".into())
             }
-            AwsError::Api { code: None, .. } => Some(
+            AwsError::Api { code: None, detail, .. } if detail.starts_with("no answer") => Some(
                 "is the endpoint reachable? AWS_ENDPOINT_URL or the environment's `endpoint_url` picks another one".into(),
             ),
             AwsError::WaitTimeout { .. } => Some("it may still get there: look in the EC2 console, then `pipe clean`".into()),
@@ -84,6 +84,18 @@ impl AwsError {
                 "no answer from the endpoint: {}",
                 aws_sdk_ec2::error::DisplayErrorContext(&err)
             ),
+            (SdkError::ServiceError(_) | SdkError::ResponseError(_), _, _)
+                if err.raw_response().is_some() =>
+            {
+                let raw = err.raw_response().expect("checked");
+                let body = raw.body().bytes().unwrap_or_default();
+                let body = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                format!(
+                    "HTTP {} without an AWS error (body: {})",
+                    raw.status().as_u16(),
+                    body.trim()
+                )
+            }
             _ => aws_sdk_ec2::error::DisplayErrorContext(&err).to_string(),
         };
         AwsError::Api {
