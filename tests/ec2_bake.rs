@@ -1,0 +1,264 @@
+//! `pipe bake` on the ec2 target against the local EC2 (real machines: every instance is a
+//! systemd container reached over SSH on its own 127.0.0.x): base and app AMIs with their tags,
+//! the release verified on a fresh instance and recorded as `ec2:<region>`, reuse by digest,
+//! nothing left behind, the security group and launch settings as sent, a failing call.
+
+mod common;
+#[path = "support/local_ec2.rs"]
+mod local_ec2;
+
+use common::Project;
+use serde_json::Value;
+
+/// A tiny HTTP server in perl (perl-base is in every Debian): serves /srv/www/index.html.
+const SERVER: &str = r#"perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalAddr=>"0.0.0.0",LocalPort=>$ARGV[0],Listen=>5,ReuseAddr=>1) or die "listen: $!"; while($c=$s->accept){ <$c>; open(F,"<","/srv/www/index.html"); local $/; $b=<F>; close F; print $c "HTTP/1.0 200 OK\r\nContent-Length: ".length($b)."\r\n\r\n".$b; close $c }' 8000"#;
+
+fn pipelinefile() -> String {
+    format!(
+        r#"[pipeline]
+name = "@NAME@"
+
+[vars]
+greeting = "hello"
+
+[box]
+ec2 = {{ ami_filter = {{ name = "debian-12-amd64-*", owners = ["136693071363"] }} }}
+
+[base]
+provision = [ {{ shell = "base.sh" }} ]
+
+[app]
+provision = [
+  {{ file = "www/", to = "/srv/www" }},
+  {{ inline = ["echo '{{{{ vars.greeting }}}} from {{{{ environment }}}}' >> /srv/www/index.html"] }},
+]
+
+[[service]]
+name = "web"
+command = '''{SERVER}'''
+port = 8000
+publish = false
+
+[verify]
+commands = ["test -f /srv/www/index.html", "cat /base.txt"]
+http = [{{ url = "http://127.0.0.1:8000/", status = 200, contains = "hello from staging" }}]
+timeout = 30
+
+[env.staging]
+target = "ec2"
+region = "us-east-1"
+instance_type = "t3.micro"
+
+[env.production]
+target = "ec2"
+promote_from = "staging"
+region = "us-east-1"
+"#
+    )
+}
+
+fn project(prefix: &str) -> Project {
+    Project::new(
+        prefix,
+        &pipelinefile(),
+        &[
+            (
+                "base.sh",
+                "#!/bin/sh\nset -e\necho base-layer > /base.txt\n",
+            ),
+            ("www/index.html", "<h1>page</h1>\n"),
+        ],
+    )
+}
+
+fn bake(p: &Project, ec2: &local_ec2::LocalEc2) -> common::Run {
+    let env = ec2.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    p.pipe_env(&["bake", "--env", "staging", "--no-progress"], &env)
+}
+
+/// The machine folders left in `.pipe/ec2` (the layer locks stay).
+fn machine_folders(p: &Project) -> Vec<String> {
+    std::fs::read_dir(p.path().join(".pipe/ec2"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "locks")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_nothing_left(p: &Project, ec2: &local_ec2::LocalEc2) {
+    assert_eq!(ec2.live_instances(&p.name), vec![], "instances left");
+    assert_eq!(
+        ec2.key_pairs(&p.name),
+        Vec::<String>::new(),
+        "key pairs left"
+    );
+    assert_eq!(
+        ec2.security_groups(&p.name),
+        Vec::<String>::new(),
+        "security groups left"
+    );
+    assert_eq!(machine_folders(p), Vec::<String>::new(), "key folders left");
+    assert_eq!(p.journals(), Vec::<String>::new(), "journals left");
+}
+
+#[test]
+fn bake_makes_tagged_amis_verifies_records_the_region_reuses_and_leaves_nothing() {
+    let ec2 = local_ec2::hold();
+    let p = project("ec2bake");
+    let r = bake(&p, &ec2);
+    r.ok();
+    assert!(r.stdout.contains("verified"), "{}", r.all());
+
+    // Two AMIs, tagged with what finds them again.
+    let images = ec2.images(&p.name);
+    assert_eq!(images.len(), 2, "{images:?}");
+    let mut layers: Vec<&str> = images
+        .iter()
+        .map(|(_, t)| t["pipe:layer"].as_str().unwrap())
+        .collect();
+    layers.sort();
+    assert_eq!(layers, ["app", "base"]);
+    for (id, tags) in &images {
+        for key in [
+            "pipe:digest",
+            "pipe:env",
+            "pipe:git-commit",
+            "pipe:pipeline",
+        ] {
+            assert!(tags.contains_key(key), "{id} lacks {key}: {tags:?}");
+        }
+        assert!(tags["pipe:digest"].as_str().unwrap().starts_with("sha256:"));
+        assert_eq!(tags["pipe:env"], "staging");
+    }
+    let app = images
+        .iter()
+        .find(|(_, t)| t["pipe:layer"] == "app")
+        .unwrap();
+
+    // The release: verified, its artifact the app AMI under ec2:<region>.
+    let ledger: Vec<Value> = p
+        .ledger_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let release = &ledger.last().unwrap()["release"];
+    assert_eq!(
+        release["artifacts"]["ec2:us-east-1"],
+        app.0.as_str(),
+        "{release}"
+    );
+    assert_eq!(release["verify"]["ok"], true, "{release}");
+    assert_eq!(release["target"], "ec2");
+
+    assert_nothing_left(&p, &ec2);
+
+    // The security groups let only TCP 22 in, from a /32; instances require IMDSv2.
+    let groups = ec2.requests("CreateSecurityGroup");
+    assert_eq!(groups.len(), 3, "build base, build app, verify");
+    let rules = ec2.requests("AuthorizeSecurityGroupIngress");
+    assert_eq!(rules.len(), 3);
+    for rule in &rules {
+        let mut keys: Vec<&str> = rule
+            .keys()
+            .map(String::as_str)
+            .filter(|k| k.starts_with("IpPermissions"))
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "IpPermissions.1.FromPort",
+                "IpPermissions.1.IpProtocol",
+                "IpPermissions.1.IpRanges.1.CidrIp",
+                "IpPermissions.1.ToPort",
+            ],
+            "one rule with one range: {rule:?}"
+        );
+        assert_eq!(rule["IpPermissions.1.IpProtocol"], "tcp");
+        assert_eq!(rule["IpPermissions.1.FromPort"], "22");
+        assert_eq!(rule["IpPermissions.1.ToPort"], "22");
+        assert_eq!(rule["IpPermissions.1.IpRanges.1.CidrIp"], "127.0.0.1/32");
+    }
+    let launches = ec2.requests("RunInstances");
+    assert_eq!(launches.len(), 3);
+    for launch in &launches {
+        assert_eq!(
+            launch["MetadataOptions.HttpTokens"], "required",
+            "{launch:?}"
+        );
+    }
+
+    // Nothing changed: both layers are reused, no AMI is made, and the only instance is the
+    // one that verifies the release again.
+    ec2.clear_requests();
+    let r = bake(&p, &ec2);
+    r.ok();
+    assert!(
+        r.all().matches("reusing").count() == 2,
+        "both layers reused: {}",
+        r.all()
+    );
+    assert_eq!(ec2.requests("CreateImage").len(), 0);
+    let launches = ec2.requests("RunInstances");
+    assert_eq!(launches.len(), 1, "the verify instance only");
+    assert!(
+        launches[0]
+            .iter()
+            .any(|(k, v)| k.starts_with("TagSpecification.1.Tag.") && v == "verify"),
+        "{:?}",
+        launches[0]
+    );
+    assert_eq!(ec2.images(&p.name).len(), 2);
+    assert_nothing_left(&p, &ec2);
+}
+
+#[test]
+fn a_run_instances_that_keeps_failing_names_the_call_and_leaves_nothing() {
+    let ec2 = local_ec2::hold();
+    let p = project("ec2fault");
+    ec2.fault(
+        r#"{"fail": {"action": "RunInstances", "code": "RequestLimitExceeded", "count": 5}}"#,
+    );
+    let r = bake(&p, &ec2);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("RunInstances failed: RequestLimitExceeded"),
+        "{}",
+        r.all()
+    );
+    assert!(r.all().contains("build base layer"), "{}", r.all());
+    // The SDK's standard retry mode tried three times, with back-off, then gave up.
+    assert_eq!(ec2.requests("RunInstances").len(), 3);
+    assert_eq!(ec2.images(&p.name).len(), 0);
+    assert_nothing_left(&p, &ec2);
+}
+
+#[test]
+fn without_credentials_a_bake_fails_fast_and_promote_is_not_built_yet() {
+    let p = project("ec2nocreds");
+    let none = [
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ("AWS_ACCESS_KEY_ID", ""),
+        ("AWS_SECRET_ACCESS_KEY", ""),
+        ("AWS_PROFILE", ""),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+    ];
+    let started = std::time::Instant::now();
+    let r = p.pipe_env(&["bake", "--env", "staging", "--no-progress"], &none);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("no AWS credentials found"), "{}", r.all());
+    assert!(r.stderr.contains("AWS_PROFILE"), "a hint: {}", r.all());
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+
+    let r = p.pipe_env(&["promote", "production"], &none);
+    assert_eq!(r.code, 69, "{}", r.all());
+    assert!(r.stderr.contains("promote on ec2"), "{}", r.all());
+    assert!(r.stderr.contains("--local"), "{}", r.all());
+}

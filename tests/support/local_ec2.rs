@@ -1,0 +1,235 @@
+//! The local EC2 (`scripts/local-ec2`) for tests that bake on ec2: one server per test binary,
+//! started on first use with `--exit-with-parent` (it stops, removing every container it
+//! made, when the test process exits), reset before each test, which holds it alone.
+//!
+//! Each test binary starts its own server (a second or two once the instance image exists);
+//! sharing one across binaries would need a reset protocol between processes, which the
+//! control API does not have.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use serde_json::Value;
+
+/// A running local EC2.
+pub struct LocalEc2 {
+    pub endpoint: String,
+    pub source_ami: String,
+    port: u16,
+    _child: Mutex<Child>,
+}
+
+/// The server of this test binary, held by one test at a time, reset for it.
+pub struct Held {
+    pub ec2: &'static LocalEc2,
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Held {
+    type Target = LocalEc2;
+    fn deref(&self) -> &LocalEc2 {
+        self.ec2
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts the server once per test binary; returns it reset and held for the calling test.
+pub fn hold() -> Held {
+    static SERVER: OnceLock<LocalEc2> = OnceLock::new();
+    static TURN: Mutex<()> = Mutex::new(());
+    let guard = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let ec2 = SERVER.get_or_init(start);
+    ec2.ctl("POST", "/_local_ec2/reset", "");
+    Held { ec2, _guard: guard }
+}
+
+fn start() -> LocalEc2 {
+    let mut child = Command::new(repo().join("scripts/local-ec2"))
+        .args(["--port", "0", "--exit-with-parent"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start scripts/local-ec2 (scripts/setup makes its venv)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("local EC2 did not become ready ({e}): {line:?}"));
+    let endpoint = ready["endpoint"].as_str().unwrap().to_string();
+    let port = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    LocalEc2 {
+        endpoint,
+        source_ami: ready["source_ami"].as_str().unwrap_or_default().to_string(),
+        port,
+        _child: Mutex::new(child),
+    }
+}
+
+impl LocalEc2 {
+    /// What a `pipe` child needs to use this server: the endpoint, dummy credentials, the
+    /// region, and no instance metadata service (nothing leaves the loopback).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_CONFIG_FILE", "/nonexistent".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+        ]
+    }
+
+    /// A control API call (`/_local_ec2/...`): the answer's body.
+    pub fn ctl(&self, method: &str, path: &str, body: &str) -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+            .unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        assert!(
+            head.starts_with("HTTP/1.0 2") || head.starts_with("HTTP/1.1 2"),
+            "{method} {path}: {head}\n{body}"
+        );
+        body.to_string()
+    }
+
+    /// Injects faults (see the README's control API).
+    pub fn fault(&self, json: &str) {
+        self.ctl("POST", "/_local_ec2/faults", json);
+    }
+
+    /// The recorded API requests of `action`, oldest first: their parameters.
+    pub fn requests(&self, action: &str) -> Vec<serde_json::Map<String, Value>> {
+        let body = self.ctl("GET", &format!("/_local_ec2/requests?action={action}"), "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["params"].as_object().unwrap().clone())
+            .collect()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.ctl("DELETE", "/_local_ec2/requests", "");
+    }
+
+    /// An EC2 call through boto3 (from the local EC2's own venv): `call` with `args` (JSON
+    /// keyword arguments), the answer as JSON.
+    pub fn ec2(&self, call: &str, args: &str) -> Value {
+        let venv = std::env::var("PIPE_MOTO_VENV").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/pipe/moto-venv",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        let script = "import boto3, json, sys\nc = boto3.client('ec2', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\nprint(json.dumps(getattr(c, sys.argv[2])(**json.loads(sys.argv[3])), default=str))";
+        let out = Command::new(Path::new(&venv).join("bin/python"))
+            .args(["-c", script, &self.endpoint, call, args])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{call}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The instances of `pipeline` that are not terminated: (id, state, tags).
+    pub fn live_instances(&self, pipeline: &str) -> Vec<(String, String)> {
+        let v = self.ec2(
+            "describe_instances",
+            &format!(
+                r#"{{"Filters": [{{"Name": "tag:pipe:pipeline", "Values": ["{pipeline}"]}}]}}"#
+            ),
+        );
+        v["Reservations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["Instances"].as_array().unwrap().iter())
+            .map(|i| {
+                (
+                    i["InstanceId"].as_str().unwrap().to_string(),
+                    i["State"]["Name"].as_str().unwrap().to_string(),
+                )
+            })
+            .filter(|(_, state)| state != "terminated")
+            .collect()
+    }
+
+    /// Names of `pipeline`'s key pairs.
+    pub fn key_pairs(&self, pipeline: &str) -> Vec<String> {
+        let v = self.ec2(
+            "describe_key_pairs",
+            &format!(
+                r#"{{"Filters": [{{"Name": "tag:pipe:pipeline", "Values": ["{pipeline}"]}}]}}"#
+            ),
+        );
+        v["KeyPairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["KeyName"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Names of `pipeline`'s security groups.
+    pub fn security_groups(&self, pipeline: &str) -> Vec<String> {
+        let v = self.ec2(
+            "describe_security_groups",
+            &format!(
+                r#"{{"Filters": [{{"Name": "tag:pipe:pipeline", "Values": ["{pipeline}"]}}]}}"#
+            ),
+        );
+        v["SecurityGroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["GroupName"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// `pipeline`'s own AMIs, with their tags as a map.
+    pub fn images(&self, pipeline: &str) -> Vec<(String, serde_json::Map<String, Value>)> {
+        let v = self.ec2(
+            "describe_images",
+            &format!(
+                r#"{{"Owners": ["self"], "Filters": [{{"Name": "tag:pipe:pipeline", "Values": ["{pipeline}"]}}]}}"#
+            ),
+        );
+        v["Images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let tags = i["Tags"]
+                    .as_array()
+                    .map(|t| {
+                        t.iter()
+                            .map(|t| (t["Key"].as_str().unwrap().to_string(), t["Value"].clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (i["ImageId"].as_str().unwrap().to_string(), tags)
+            })
+            .collect()
+    }
+}
