@@ -130,6 +130,12 @@ impl From<crate::engine::aws::AwsError> for Error {
     fn from(e: crate::engine::aws::AwsError) -> Self {
         match e {
             crate::engine::aws::AwsError::Interrupted => Error::Interrupted,
+            e @ crate::engine::aws::AwsError::NoCredentials(_) => Error::runtime(
+                e.to_string(),
+                e.hint().map(|h| {
+                    format!("{h}; without an AWS account, add --local to run the environment on the local Docker engine")
+                }),
+            ),
             e => Error::runtime(e.to_string(), e.hint()),
         }
     }

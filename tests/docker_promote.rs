@@ -71,9 +71,24 @@ fn promote_plan_rollback_reject_on_one_machine() {
         &pipelinefile(port),
         &[("www/index.html", "<h1>one</h1>\n")],
     );
-    // Without --local the ec2 environments say how to run them here.
-    let no_local = p.pipe(&["bake", "--env", "staging"]);
-    assert_eq!(no_local.code, 69, "{}", no_local.all());
+    // Without --local and without AWS credentials the ec2 environments say how to run them
+    // here (no instance metadata service asked: nothing leaves the loopback).
+    let no_local = p.pipe_env(
+        &["bake", "--env", "staging"],
+        &[
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_PROFILE", ""),
+        ],
+    );
+    assert_eq!(no_local.code, 1, "{}", no_local.all());
+    assert!(
+        no_local.stderr.contains("no AWS credentials"),
+        "{}",
+        no_local.stderr
+    );
     assert!(no_local.stderr.contains("--local"), "{}", no_local.stderr);
 
     let one = bake(&p, "<h1>one</h1>\n");

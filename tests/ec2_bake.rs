@@ -7,13 +7,13 @@ mod common;
 #[path = "support/local_ec2.rs"]
 mod local_ec2;
 
-use common::Project;
+use common::{Project, spawn_pipe};
 use serde_json::Value;
 
 /// A tiny HTTP server in perl (perl-base is in every Debian): serves /srv/www/index.html.
 const SERVER: &str = r#"perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalAddr=>"0.0.0.0",LocalPort=>$ARGV[0],Listen=>5,ReuseAddr=>1) or die "listen: $!"; while($c=$s->accept){ <$c>; open(F,"<","/srv/www/index.html"); local $/; $b=<F>; close F; print $c "HTTP/1.0 200 OK\r\nContent-Length: ".length($b)."\r\n\r\n".$b; close $c }' 8000"#;
 
-fn pipelinefile() -> String {
+fn pipelinefile(app_extra: &str) -> String {
     format!(
         r#"[pipeline]
 name = "@NAME@"
@@ -30,7 +30,7 @@ provision = [ {{ shell = "base.sh" }} ]
 [app]
 provision = [
   {{ file = "www/", to = "/srv/www" }},
-  {{ inline = ["echo '{{{{ vars.greeting }}}} from {{{{ environment }}}}' >> /srv/www/index.html"] }},
+  {{ inline = ["echo '{{{{ vars.greeting }}}} from {{{{ environment }}}}' >> /srv/www/index.html"] }},{app_extra}
 ]
 
 [[service]]
@@ -58,9 +58,16 @@ region = "us-east-1"
 }
 
 fn project(prefix: &str) -> Project {
+    project_with(prefix, "")
+}
+
+/// A project whose app layer also runs `app_extra` (provisioners, TOML).
+fn project_with(prefix: &str, app_extra: &str) -> Project {
+    // The local EC2's instances start from the debian-12 box.
+    common::ensure_box();
     Project::new(
         prefix,
-        &pipelinefile(),
+        &pipelinefile(app_extra),
         &[
             (
                 "base.sh",
@@ -261,4 +268,106 @@ fn without_credentials_a_bake_fails_fast_and_promote_is_not_built_yet() {
     assert_eq!(r.code, 69, "{}", r.all());
     assert!(r.stderr.contains("promote on ec2"), "{}", r.all());
     assert!(r.stderr.contains("--local"), "{}", r.all());
+}
+
+/// The app layer's provisioning prints this, then sleeps.
+const SLOW_APP: &str = "\n  { inline = [\"echo APP-PROVISIONING-NOW\", \"sleep 120\"] },";
+
+fn spawn_bake(p: &Project, ec2: &local_ec2::LocalEc2, extra: &[(&str, &str)]) -> common::Spawned {
+    let env = ec2.env();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend_from_slice(extra);
+    spawn_pipe(
+        p.path(),
+        &["bake", "--env", "staging", "--no-progress"],
+        &env,
+    )
+}
+
+#[test]
+fn sigint_during_the_app_build_leaves_nothing_but_the_base_ami() {
+    let ec2 = local_ec2::hold();
+    let p = project_with("ec2sigint", SLOW_APP);
+    let mut child = spawn_bake(&p, &ec2, &[]);
+    child.wait_for("APP-PROVISIONING-NOW", 240);
+    child.signal(libc::SIGINT);
+    let (code, stderr) = child.finish();
+    assert_eq!(code, 130, "{stderr}");
+    let images = ec2.images(&p.name);
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(
+        images[0].1["pipe:layer"], "base",
+        "the base layer is a result"
+    );
+    assert_nothing_left(&p, &ec2);
+    assert!(p.ledger_lines().is_empty(), "no release");
+}
+
+#[test]
+fn sigint_while_the_app_ami_is_made_deregisters_it() {
+    let ec2 = local_ec2::hold();
+    let p = project("ec2sigami");
+    // Base first, so that the only image made while images stay pending is the app's.
+    bake(&p, &ec2).ok();
+    p.write("www/index.html", "<h1>page 2</h1>\n");
+    ec2.clear_requests();
+    ec2.fault(r#"{"pending": {"images": 1000}}"#);
+    let child = spawn_bake(&p, &ec2, &[]);
+    let started = std::time::Instant::now();
+    while ec2.requests("CreateImage").is_empty() {
+        assert!(started.elapsed().as_secs() < 240, "no CreateImage");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.signal(libc::SIGINT);
+    let (code, stderr) = child.finish();
+    assert_eq!(code, 130, "{stderr}");
+    assert_eq!(ec2.requests("DeregisterImage").len(), 1, "{stderr}");
+    let images = ec2.images(&p.name);
+    assert_eq!(
+        images.len(),
+        2,
+        "the first bake's two, not the half-made one: {images:?}"
+    );
+    assert_nothing_left(&p, &ec2);
+}
+
+#[test]
+fn a_killed_bake_is_removed_by_pipe_clean_from_its_journal_or_by_tag() {
+    let ec2 = local_ec2::hold();
+    let env = ec2.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = project_with("ec2kill", SLOW_APP);
+
+    for by_tag in [false, true] {
+        let mut child = spawn_bake(&p, &ec2, &[]);
+        child.wait_for("APP-PROVISIONING-NOW", 240);
+        child.signal(libc::SIGKILL);
+        let (code, _) = child.finish();
+        assert_eq!(code, 128 + libc::SIGKILL);
+        assert_eq!(ec2.live_instances(&p.name).len(), 1);
+        assert_eq!(ec2.key_pairs(&p.name).len(), 1);
+        assert_eq!(ec2.security_groups(&p.name).len(), 1);
+        let run = p.journal_runs().pop().expect("the killed run's journal");
+        if by_tag {
+            std::fs::remove_dir_all(p.path().join(".pipe/journal")).unwrap();
+        }
+        let clean = p.pipe_env(&["clean"], &env);
+        clean.ok();
+        for what in ["ec2 instance", "ec2 security group", "ec2 key pair"] {
+            assert!(clean.stdout.contains(what), "{what}: {}", clean.stdout);
+        }
+        if by_tag {
+            assert!(
+                clean.stdout.contains(&format!("labelled pipe.run={run}")),
+                "{}",
+                clean.stdout
+            );
+            // The key folder was journaled only; without the journal it stays.
+            for dir in machine_folders(&p) {
+                std::fs::remove_dir_all(p.path().join(".pipe/ec2").join(dir)).unwrap();
+            }
+        }
+        assert_nothing_left(&p, &ec2);
+    }
 }
