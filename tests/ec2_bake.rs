@@ -243,6 +243,25 @@ fn a_run_instances_that_keeps_failing_names_the_call_and_leaves_nothing() {
     assert_eq!(ec2.requests("RunInstances").len(), 3);
     assert_eq!(ec2.images(&p.name).len(), 0);
     assert_nothing_left(&p, &ec2);
+
+    // AWS_MAX_ATTEMPTS sets the attempts: with two, two failures end the bake; with the
+    // default three, the third call launches. (Two failures of the first fault are left.)
+    ec2.ctl("DELETE", "/_local_ec2/faults", "");
+    ec2.clear_requests();
+    let twice =
+        r#"{"fail": {"action": "RunInstances", "code": "RequestLimitExceeded", "count": 2}}"#;
+    ec2.fault(twice);
+    let env = ec2.env();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("AWS_MAX_ATTEMPTS", "2"));
+    let r = p.pipe_env(&["bake", "--env", "staging", "--no-progress"], &env);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(ec2.requests("RunInstances").len(), 2);
+    assert_nothing_left(&p, &ec2);
+    ec2.fault(twice);
+    env.pop();
+    bake(&p, &ec2).ok();
+    assert_nothing_left(&p, &ec2);
 }
 
 #[test]

@@ -19,7 +19,7 @@ use super::error::AwsError;
 const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and how to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AwsSettings {
     /// `None`: the SDK's region chain (`AWS_REGION`, the profile).
     pub region: Option<String>,
@@ -27,19 +27,9 @@ pub struct AwsSettings {
     pub profile: Option<String>,
     /// Overrides the endpoint (and `AWS_ENDPOINT_URL`); `None` keeps the SDK's choice.
     pub endpoint_url: Option<String>,
-    /// Attempts per call, the first included, in the SDK's standard retry mode.
-    pub max_attempts: u32,
-}
-
-impl Default for AwsSettings {
-    fn default() -> Self {
-        Self {
-            region: None,
-            profile: None,
-            endpoint_url: None,
-            max_attempts: 3,
-        }
-    }
+    /// Attempts per call, the first included, in the SDK's standard retry mode; `None`: the
+    /// SDK's own (`AWS_MAX_ATTEMPTS`, the profile's `max_attempts`, else 3).
+    pub max_attempts: Option<u32>,
 }
 
 /// A connected client for one region. Cheap to clone; clones share the runtime.
@@ -75,9 +65,10 @@ impl AwsClient {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http)
-            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if let Some(n) = settings.max_attempts {
+            loader = loader.retry_config(RetryConfig::standard().with_max_attempts(n.max(1)));
+        }
         if let Some(r) = &settings.region {
             loader = loader.region(Region::new(r.clone()));
         }
