@@ -236,6 +236,32 @@ mod tests {
     }
 
     #[test]
+    fn ec2_resources_round_trip_and_keep_an_absent_endpoint_out() {
+        let with = Resource::Ec2Instance {
+            region: "us-east-1".into(),
+            endpoint: Some("http://127.0.0.1:5000".into()),
+            name: "pipe-p-build-base-abcdef".into(),
+        };
+        let without = Resource::Ec2KeyPair {
+            region: "eu-west-1".into(),
+            endpoint: None,
+            name: "pipe-p-verify-abcdef".into(),
+        };
+        for r in [&with, &without] {
+            let text = serde_json::to_string(r).unwrap();
+            assert_eq!(&serde_json::from_str::<Resource>(&text).unwrap(), r);
+        }
+        assert_eq!(
+            serde_json::to_string(&without).unwrap(),
+            r#"{"kind":"ec2_key_pair","region":"eu-west-1","name":"pipe-p-verify-abcdef"}"#
+        );
+        assert_eq!(
+            with.to_string(),
+            "ec2 instance pipe-p-build-base-abcdef (us-east-1)"
+        );
+    }
+
+    #[test]
     fn run_ids_differ() {
         assert_ne!(new_run_id(), new_run_id());
     }

@@ -24,8 +24,8 @@ const INSTANCE_WAIT: Duration = Duration::from_secs(600);
 /// How long an AMI may take to be available, by default.
 const IMAGE_WAIT: Duration = Duration::from_secs(1800);
 
-/// What promotion on ec2 is, while it is not built.
-const PROMOTE: &str = "promote on ec2";
+/// The command that is not built on ec2 yet (issue 11): promotion and rollback.
+const PROMOTE: &str = "promote";
 
 /// The ec2 target: one AWS client per command (the run's environment's region and endpoint),
 /// connected on first use; instance ids of the machines it launched.
