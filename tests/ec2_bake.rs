@@ -221,6 +221,16 @@ fn bake_makes_tagged_amis_verifies_records_the_region_reuses_and_leaves_nothing(
     );
     assert_eq!(ec2.images(&p.name).len(), 2);
     assert_nothing_left(&p, &ec2);
+
+    // `pipe verify` runs [verify] again on a fresh instance from the release's AMI.
+    let env = ec2.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ec2.clear_requests();
+    p.pipe_env(&["verify", "--no-progress"], &env).ok();
+    let launches = ec2.requests("RunInstances");
+    assert_eq!(launches.len(), 1);
+    assert_eq!(launches[0]["ImageId"], app.0.as_str());
+    assert_nothing_left(&p, &ec2);
 }
 
 #[test]
@@ -282,6 +292,11 @@ fn without_credentials_a_bake_fails_fast_and_promote_is_not_built_yet() {
     assert!(r.stderr.contains("no AWS credentials found"), "{}", r.all());
     assert!(r.stderr.contains("AWS_PROFILE"), "a hint: {}", r.all());
     assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+
+    // Machine commands refuse ec2 before asking AWS anything.
+    let r = p.pipe_env(&["up", "--env", "staging"], &none);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("add --local"), "{}", r.all());
 
     let r = p.pipe_env(&["promote", "production"], &none);
     assert_eq!(r.code, 69, "{}", r.all());

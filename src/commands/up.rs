@@ -10,8 +10,12 @@ use super::Ctx;
 pub fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let sel = super::local::selection(ctx, args.local, args.target.clone());
+    // The target first: an ec2 environment is refused before its plan would ask AWS for the
+    // box's AMI.
+    let env = crate::plan::pick_env(&pf, sel.env.as_deref())?;
+    let kind = crate::plan::effective_target(&pf, &env, &sel)?;
+    let target = crate::targets::open_local(kind, &pf, "up")?;
     let plan = crate::plan::make(&pf, &sel, ctx.printer)?;
-    let target = crate::targets::open_local(plan.target, &pf, "up")?;
     let up = target.up(&plan, args.keep_on_error, ctx.printer)?;
     let mut st = State::load(&pf.root);
     st.machines.insert(plan.env.clone(), up.state.clone());

@@ -141,7 +141,7 @@ pub fn launch(
     comm.connect().map_err(|e| match e {
         crate::communicators::ExecError::Interrupted => Error::Interrupted,
         e => Error::runtime(
-            format!("no SSH to {} ({}) : {e}", l.name, launched.id),
+            format!("no SSH to {} ({}): {e}", l.name, launched.id),
             Some(format!(
                 "the security group lets port 22 in from {cidr} only; check the instance's console output in the EC2 console"
             )),

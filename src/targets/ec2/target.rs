@@ -302,7 +302,12 @@ impl Target for Ec2Target {
             .ok_or_else(|| {
                 Error::runtime(format!("release {} has no ec2 AMI", release.alias), None)
             })?;
-        let region = artifact.region.unwrap_or("us-east-1");
+        let region = artifact.region.ok_or_else(|| {
+            Error::runtime(
+                format!("release {}'s ec2 AMI has no region", release.alias),
+                None,
+            )
+        })?;
         let client = self.release_client(release, region)?;
         match client.image(artifact.id)? {
             Some(i) if i.state == "available" => Ok(i.id),
