@@ -29,7 +29,7 @@ fn release(p: &Project, n: u32) -> Release {
         alias: String::new(),
         pipeline: p.name.clone(),
         env: "staging".into(),
-        target: "docker".into(),
+        target: pipe::config::TargetKind::Docker,
         artifacts: BTreeMap::from([("docker".into(), format!("sha256:{n:064}"))]),
         base_digest: "sha256:base".into(),
         app_digest: format!("sha256:app{n}"),
