@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::engine::docker::DockerClient;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::runner::{Resource, Runner};
 
 use crate::engine::qemu as vm;
@@ -32,26 +32,20 @@ impl Destroyer {
         }
     }
 
-    fn docker(&self) -> std::result::Result<DockerClient, String> {
+    fn docker(&self) -> Result<DockerClient> {
         if let Some(c) = &*self.docker.borrow() {
             return Ok(c.clone());
         }
-        let c = DockerClient::connect().map_err(|e| e.to_string())?;
+        let c = DockerClient::connect()?;
         *self.docker.borrow_mut() = Some(c.clone());
         Ok(c)
     }
 
     /// Removes `res`; `Ok(false)` when it was already gone.
-    pub fn destroy(&self, res: &Resource) -> std::result::Result<bool, String> {
+    pub fn destroy(&self, res: &Resource) -> Result<bool> {
         match res {
-            Resource::Container { name } => self
-                .docker()?
-                .remove_container(name)
-                .map_err(|e| e.to_string()),
-            Resource::Image { reference } => self
-                .docker()?
-                .remove_image(reference, true)
-                .map_err(|e| e.to_string()),
+            Resource::Container { name } => Ok(self.docker()?.remove_container(name)?),
+            Resource::Image { reference } => Ok(self.docker()?.remove_image(reference, true)?),
             Resource::QemuMachine { pidfile, overlay } => {
                 let existed = stop_qemu(pidfile)?;
                 let removed = remove_path(overlay)?;
@@ -89,18 +83,22 @@ pub fn create<T>(
 }
 
 /// Stops the QEMU of a pid file (QMP quit, then SIGKILL); true when one ran.
-fn stop_qemu(pidfile: &Path) -> std::result::Result<bool, String> {
+fn stop_qemu(pidfile: &Path) -> Result<bool> {
     let ran = vm::read_pid(pidfile).is_some_and(vm::qemu_alive);
     let existed = ran || pidfile.exists();
     if let Some(dir) = pidfile.parent() {
-        vm::stop(dir, QEMU_GRACE)?;
+        vm::stop(dir, QEMU_GRACE).map_err(|e| {
+            Error::runtime(format!("stopping QEMU of {}: {e}", dir.display()), None).caused_by(e)
+        })?;
     }
     Ok(existed)
 }
 
 /// Removes a file or a folder; false when there was none.
-pub fn remove_path(path: &Path) -> std::result::Result<bool, String> {
-    let gone = |e: std::io::Error| format!("removing {}: {e}", path.display());
+pub fn remove_path(path: &Path) -> Result<bool> {
+    let gone = |e: std::io::Error| {
+        Error::runtime(format!("removing {}: {e}", path.display()), None).caused_by(e)
+    };
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(gone(e)),
@@ -134,16 +132,16 @@ mod tests {
             pidfile: vm_dir.join("qemu.pid"),
             overlay: vm_dir.join("disk.qcow2"),
         };
-        assert_eq!(d.destroy(&machine), Ok(true));
+        assert!(d.destroy(&machine).unwrap());
         let left: Vec<String> = std::fs::read_dir(&vm_dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left, vec!["console.log".to_string()]);
-        assert_eq!(d.destroy(&machine), Ok(false), "already gone");
+        assert!(!d.destroy(&machine).unwrap(), "already gone");
         let folder = Resource::Path { path: vm_dir };
-        assert_eq!(d.destroy(&folder), Ok(true));
-        assert_eq!(d.destroy(&folder), Ok(false));
+        assert!(d.destroy(&folder).unwrap());
+        assert!(!d.destroy(&folder).unwrap());
         assert!(d.docker.borrow().is_none(), "no Docker connection was made");
     }
 }
