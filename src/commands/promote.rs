@@ -23,7 +23,7 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
     let target = env_target(ctx, &pf, &args.env, args.local)?;
     let kind = target.kind();
     let ledger = Ledger::open(&state::dir(&pf.root));
-    let entries = ledger.entries()?;
+    let entries = ledger.checked_entries()?;
     let (views, current) = releases(&entries);
     let source = pf.envs[&args.env]
         .promote_from

@@ -14,7 +14,7 @@ use super::{Ctx, local};
 pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let ledger = Ledger::open(&state::dir(&pf.root));
-    let entries = ledger.entries()?;
+    let entries = ledger.checked_entries()?;
     let (views, _) = releases(&entries);
     let view = match &args.release {
         Some(key) => find_release(&views, key).map_err(|m| Error::usage(m, None))?,
