@@ -104,7 +104,10 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => exit::CONFIG,
+            // 3 means every problem listed with file:line:column; a Pipelinefile that cannot be
+            // found or read is a usage error.
+            Error::Config(ConfigError::Invalid { .. }) => exit::CONFIG,
+            Error::Config(_) => exit::USAGE,
             Error::Usage { .. } => exit::USAGE,
             Error::Runtime { .. } | Error::Io(_) => exit::FAILURE,
             Error::VerifyFailed(_) => exit::VERIFY_FAILED,
