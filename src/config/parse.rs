@@ -8,6 +8,7 @@
 mod boxes;
 mod env;
 mod layer;
+mod names;
 mod pipeline;
 mod service;
 
