@@ -389,11 +389,11 @@ fn special_files_are_refused_clearly_and_quickly() {
     assert!(stderr(&out).contains("device"), "{}", stderr(&out));
 
     let big = child.join("big.toml");
-    std::fs::write(&big, vec![b'#'; 2 << 20]).unwrap();
+    std::fs::write(&big, vec![b'#'; 5 << 20]).unwrap();
     let out = pipe(&child, &["validate", "-f", "big.toml"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("at most 1048576 bytes"),
+        stderr(&out).contains("at most 4194304 bytes"),
         "{}",
         stderr(&out)
     );

@@ -41,9 +41,9 @@ pub enum ConfigError {
     },
 }
 
-/// The largest Pipelinefile pipe reads (1 MiB): anything bigger is a mistake, and reading it
+/// The largest Pipelinefile pipe reads (4 MiB): anything bigger is a mistake, and reading it
 /// must not take the machine's memory.
-pub const MAX_SIZE: u64 = 1 << 20;
+pub const MAX_SIZE: u64 = 4 << 20;
 
 /// The Pipelinefile in `start` or its nearest parent: the first folder that has an entry of
 /// that name, whatever it is (a directory or a dangling symlink there is an error, not a reason

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::diagnostic::line_col;
 use super::known::Known;
 use super::model::{Pipelinefile, ProvisionerKind, ShellSource, Span, Spanned};
 use super::suggest;
@@ -194,7 +193,8 @@ fn files(w: &mut Walker, pf: &Pipelinefile) {
 }
 
 fn services(w: &mut Walker, pf: &Pipelinefile, source: &str) {
-    let line_of = |span: Span| line_col(source, span.start).0;
+    let index = super::diagnostic::LineIndex::new(source);
+    let line_of = |span: Span| index.line_col(span.start).0;
     let mut names: HashMap<&str, Span> = HashMap::new();
     let mut ports: HashMap<u16, (&str, Span)> = HashMap::new();
     let mut host_ports: HashMap<u16, (&str, Span)> = HashMap::new();
