@@ -272,6 +272,8 @@ mod tests {
         // Written back, the target is the same string as before.
         let text = serde_json::to_string(&old).unwrap();
         assert!(text.contains(r#""target":"docker""#), "{text}");
+        // Listings pad it like the string it was.
+        assert_eq!(format!("{:<8}|", old.target), "docker  |");
 
         let mut ec2 = old.clone();
         ec2.target = TargetKind::Ec2;
