@@ -19,7 +19,7 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0    success
   1    runtime failure (a step failed; pipe cleaned up and said what failed)
-  2    usage error (bad flags or arguments)
+  2    usage error (bad flags or arguments; no Pipelinefile, or not a readable file)
   3    Pipelinefile error (every problem is listed with file:line:column)
   4    verification failed (the release is recorded and cannot be promoted)
   5    a promotion gate refused (not verified, rejected, already current)

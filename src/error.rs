@@ -25,11 +25,14 @@ pub enum Error {
         message: String,
         hint: Option<String>,
     },
-    /// A step of a run failed.
+    /// A step of a run failed. The message says what and where; `source` keeps the error it
+    /// came from (an engine, a box, a subprocess, the file system), so the chain is not lost.
     #[error("{message}")]
     Runtime {
         message: String,
         hint: Option<String>,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     #[error("verification failed: {0}")]
     VerifyFailed(String),
@@ -74,6 +77,20 @@ impl Error {
         Error::Runtime {
             message: message.into(),
             hint: hint.into(),
+            source: None,
+        }
+    }
+
+    /// Keeps `source` as the error this one came from (a runtime failure's chain); other kinds
+    /// are returned as they are.
+    pub fn caused_by(self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        match self {
+            Error::Runtime { message, hint, .. } => Error::Runtime {
+                message,
+                hint,
+                source: Some(Box::new(source)),
+            },
+            other => other,
         }
     }
 
@@ -87,7 +104,10 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => exit::CONFIG,
+            // 3 means every problem listed with file:line:column; a Pipelinefile that cannot be
+            // found or read is a usage error.
+            Error::Config(ConfigError::Invalid { .. }) => exit::CONFIG,
+            Error::Config(_) => exit::USAGE,
             Error::Usage { .. } => exit::USAGE,
             Error::Runtime { .. } | Error::Io(_) => exit::FAILURE,
             Error::VerifyFailed(_) => exit::VERIFY_FAILED,
@@ -122,7 +142,13 @@ impl From<crate::config::vars::VarError> for Error {
 
 impl From<crate::engine::docker::DockerError> for Error {
     fn from(e: crate::engine::docker::DockerError) -> Self {
-        Error::runtime(e.message(), e.hint())
+        Error::runtime(e.message(), e.hint()).caused_by(e)
+    }
+}
+
+impl From<crate::process::ProcessError> for Error {
+    fn from(e: crate::process::ProcessError) -> Self {
+        Error::runtime(e.to_string(), None).caused_by(e)
     }
 }
 
@@ -142,3 +168,38 @@ impl From<crate::engine::aws::AwsError> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn runtime_errors_keep_what_they_came_from() {
+        let docker = crate::engine::docker::DockerError::Unreachable {
+            endpoint: "/nonexistent.sock".into(),
+            reason: "no such socket".into(),
+        };
+        let shown = docker.message();
+        let e: Error = docker.into();
+        assert_eq!(e.to_string(), shown, "the message is unchanged");
+        let source = e.source().expect("the engine's error is kept");
+        assert!(
+            source
+                .downcast_ref::<crate::engine::docker::DockerError>()
+                .is_some()
+        );
+
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = Error::runtime("creating /x: gone", None).caused_by(io);
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(io.map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
+        // Other kinds are left as they are.
+        assert!(
+            Error::Interrupted
+                .caused_by(std::fmt::Error)
+                .source()
+                .is_none()
+        );
+    }
+}

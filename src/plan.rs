@@ -130,8 +130,7 @@ pub fn make<'a>(pf: &'a Pipelinefile, sel: &Selection, printer: &Printer) -> Res
     // Vars from unset host variables are an error only when a layer or service uses them.
     vars.require(used_vars(pf).iter().map(String::as_str))?;
     let uses_secret = vars.vars.values().any(|v| v.sensitive);
-    let (box_identity, kept_trust) = resolve_digest_host(pf, target, &HostEnv::Process)
-        .map_err(|e| Error::runtime(e.to_string(), e.hint()))?;
+    let (box_identity, kept_trust) = resolve_digest_host(pf, target, &HostEnv::Process)?;
     let (box_identity, source_ami) = if target == TargetKind::Ec2 {
         let ami = resolve_ami(pf, &env, &box_identity, printer)?;
         (BoxIdentity::Ami(ami.clone()), Some(ami))
@@ -159,13 +158,12 @@ pub fn make<'a>(pf: &'a Pipelinefile, sel: &Selection, printer: &Printer) -> Res
         timestamp,
         git_commit: git_commit.clone(),
         key: if uses_secret {
-            Some(DigestKey::load().map_err(|e| Error::runtime(e.to_string(), e.hint()))?)
+            Some(DigestKey::load()?)
         } else {
             None
         },
     };
-    let digests =
-        digest::compute(pf, &env, &inputs).map_err(|e| Error::runtime(e.to_string(), e.hint()))?;
+    let digests = digest::compute(pf, &env, &inputs)?;
     let trust = BuildTrust::from_settings(&pf.build, &pf.root, &host).map_err(|e| {
         Error::runtime(
             format!("reading the [build] CA certificates: {e}"),

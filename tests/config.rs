@@ -263,7 +263,8 @@ fn dash_f_takes_an_explicit_file_and_paths_resolve_next_to_it() {
 fn no_pipelinefile_anywhere_says_where_it_looked() {
     let dir = tempfile::tempdir().unwrap();
     let out = pipe(dir.path(), &["validate"]);
-    assert_eq!(out.status.code(), Some(3));
+    // A usage error: exit code 3 means problems listed with file:line:column.
+    assert_eq!(out.status.code(), Some(2));
     let cwd = dir.path().canonicalize().unwrap();
     assert_eq!(
         stderr(&out).replace(&cwd.display().to_string(), "[TMP]"),
@@ -275,7 +276,7 @@ fn no_pipelinefile_anywhere_says_where_it_looked() {
 fn dash_f_to_a_missing_file_cannot_read_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = pipe(dir.path(), &["validate", "-f", "nope.toml"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(2));
     let cwd = dir.path().canonicalize().unwrap();
     assert_eq!(
         stderr(&out).replace(&cwd.display().to_string(), "[TMP]"),
@@ -341,4 +342,69 @@ fn an_unset_host_variable_is_only_a_warning_for_validate() {
     let out = pipe(dir.path(), &["validate", "--var", "token=t"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stderr(&out), "");
+}
+
+/// What sits where the Pipelinefile should be is the Pipelinefile: a directory or a dangling
+/// symlink there is an error, never a reason to use a parent folder's; a FIFO or a device is
+/// refused without being read (no hang, no endless read), and so is a huge file.
+#[test]
+fn special_files_are_refused_clearly_and_quickly() {
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::write(
+        parent.path().join("Pipelinefile.toml"),
+        "[pipeline]\nname = \"parent\"\n",
+    )
+    .unwrap();
+    let child = parent.path().join("child");
+    std::fs::create_dir_all(child.join("Pipelinefile.toml")).unwrap();
+    let out = pipe(&child, &["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+
+    std::fs::remove_dir(child.join("Pipelinefile.toml")).unwrap();
+    std::os::unix::fs::symlink("missing.toml", child.join("Pipelinefile.toml")).unwrap();
+    let out = pipe(&child, &["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a symlink to a missing file"),
+        "{}",
+        stderr(&out)
+    );
+
+    let fifo = child.join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    let out = pipe(&child, &["validate", "-f", "fifo.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "no hang"
+    );
+
+    let out = pipe(&child, &["validate", "-f", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("device"), "{}", stderr(&out));
+
+    let big = child.join("big.toml");
+    std::fs::write(&big, vec![b'#'; 5 << 20]).unwrap();
+    let out = pipe(&child, &["validate", "-f", "big.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("at most 4194304 bytes"),
+        "{}",
+        stderr(&out)
+    );
+
+    let bad = child.join("latin1.toml");
+    std::fs::write(&bad, b"[pipeline]\nname = \"caf\xe9\"\n").unwrap();
+    let out = pipe(&child, &["validate", "-f", "latin1.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid UTF-8 at line 2, column 12"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -29,7 +29,7 @@ fn release(p: &Project, n: u32) -> Release {
         alias: String::new(),
         pipeline: p.name.clone(),
         env: "staging".into(),
-        target: "docker".into(),
+        target: pipe::config::TargetKind::Docker,
         artifacts: BTreeMap::from([("docker".into(), format!("sha256:{n:064}"))]),
         base_digest: "sha256:base".into(),
         app_digest: format!("sha256:app{n}"),
@@ -173,5 +173,77 @@ fn reject_and_gates_without_docker() {
         none.stderr.contains("no earlier release"),
         "{}",
         none.stderr
+    );
+}
+
+/// The last line is covered too (by the anchor), and every command that acts on the ledger
+/// checks it first: a flipped verify result is not a promotable release.
+#[test]
+fn the_last_line_is_covered_and_commands_refuse_a_broken_ledger() {
+    let (p, ledger, releases) = setup();
+    let text = std::fs::read_to_string(ledger.path()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+
+    // An edit of the last line.
+    let edited = lines[2].replace("abc1234", "abc9999");
+    std::fs::write(
+        ledger.path(),
+        format!("{}\n{}\n{edited}\n", lines[0], lines[1]),
+    )
+    .unwrap();
+    let check = p.pipe(&["history", "--verify"]);
+    assert_eq!(check.code, 1, "{}", check.all());
+    assert!(check.stderr.contains("line 3"), "{}", check.stderr);
+    let listed = p.pipe(&["releases"]);
+    assert_eq!(listed.code, 1, "{}", listed.all());
+    assert!(
+        listed.stderr.contains("broken at line 3"),
+        "{}",
+        listed.stderr
+    );
+
+    // The last line removed.
+    std::fs::write(ledger.path(), format!("{}\n{}\n", lines[0], lines[1])).unwrap();
+    let check = p.pipe(&["history", "--verify"]);
+    assert_eq!(check.code, 1, "{}", check.all());
+    assert!(check.stderr.contains("removed"), "{}", check.stderr);
+
+    // Intact again: everything works, and the next append re-anchors.
+    std::fs::write(ledger.path(), &text).unwrap();
+    p.pipe(&["history", "--verify"]).ok();
+    p.pipe(&["reject", &releases[0].alias, "--reason", "test"])
+        .ok();
+    p.pipe(&["history", "--verify"]).ok();
+
+    // A verification result flipped in the middle: the chain breaks after it, and no command
+    // that decides anything trusts the ledger.
+    let text = std::fs::read_to_string(ledger.path()).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[1] = lines[1].replace(r#""ok":true"#, r#""ok":false"#);
+    std::fs::write(ledger.path(), lines.join("\n") + "\n").unwrap();
+    for args in [
+        vec!["releases"],
+        vec![
+            "promote",
+            "production",
+            "--plan",
+            "--release",
+            &releases[1].alias,
+        ],
+        vec!["reject", &releases[2].alias],
+        vec!["rollback", "production"],
+    ] {
+        let run = p.pipe(&args);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.all());
+        assert!(
+            run.stderr.contains("broken at line 3"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    // Nothing was appended to the broken ledger.
+    assert_eq!(
+        std::fs::read_to_string(ledger.path()).unwrap(),
+        lines.join("\n") + "\n"
     );
 }

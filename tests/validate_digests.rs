@@ -186,3 +186,35 @@ fn the_key_file_is_created_when_no_key_is_set() {
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn an_ec2_ami_filter_needs_aws_and_validate_says_so_without_asking() {
+    let dir = project();
+    let pf = std::fs::read_to_string(dir.path().join("Pipelinefile.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("Pipelinefile.toml"),
+        pf.replace(
+            r#"ec2 = { ami = "ami-0123456789abcdef0" }"#,
+            r#"ec2 = { ami_filter = { name = "debian-12-amd64-*", owners = ["136693071363"] } }"#,
+        ),
+    )
+    .unwrap();
+    // No credentials and an endpoint nobody listens on: nothing may be asked.
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["validate", "--digests"])
+        .current_dir(dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join(".config"))
+        .env("PIPE_DIGEST_KEY", "test-key")
+        .env("NO_COLOR", "1")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("env staging (ec2): unavailable (needs AWS: [box] ec2 is an ami_filter, which `pipe bake` resolves to an AMI id)"),
+        "{text}"
+    );
+    assert!(text.contains("env dev (docker): base "), "{text}");
+}

@@ -140,7 +140,7 @@ impl From<CloudImageError> for crate::error::Error {
     fn from(e: CloudImageError) -> Self {
         match e {
             CloudImageError::Interrupted => crate::error::Error::Interrupted,
-            e => crate::error::Error::runtime(e.to_string(), e.hint()),
+            e => crate::error::Error::runtime(e.to_string(), e.hint()).caused_by(e),
         }
     }
 }

@@ -100,7 +100,7 @@ impl From<BoxError> for crate::error::Error {
             BoxError::Docker(d) => d.into(),
             BoxError::Usage { message, hint } => Error::usage(message, hint),
             e @ BoxError::RecipeNotFound { .. } => Error::usage(e.to_string(), e.hint()),
-            e => Error::runtime(e.to_string(), e.hint()),
+            e => Error::runtime(e.to_string(), e.hint()).caused_by(e),
         }
     }
 }

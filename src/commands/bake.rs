@@ -55,7 +55,7 @@ fn record_release(
         alias: String::new(),
         pipeline: pf.pipeline.name.value.clone(),
         env: plan.env.clone(),
-        target: target.kind().to_string(),
+        target: target.kind(),
         artifacts: BTreeMap::from([(
             artifact_key(target.kind(), target.artifact_region(plan)?.as_deref()),
             artifact,

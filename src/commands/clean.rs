@@ -44,7 +44,7 @@ pub fn run(ctx: &Ctx, args: CleanArgs) -> Result<()> {
             let outcome = if args.dry_run {
                 Ok(true)
             } else {
-                destroyer.destroy(res).map_err(|e| Error::runtime(e, None))
+                destroyer.destroy(res)
             };
             match outcome {
                 Ok(existed) => {

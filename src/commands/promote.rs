@@ -23,7 +23,7 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
     let target = env_target(ctx, &pf, &args.env, args.local)?;
     let kind = target.kind();
     let ledger = Ledger::open(&state::dir(&pf.root));
-    let entries = ledger.entries()?;
+    let entries = ledger.checked_entries()?;
     let (views, current) = releases(&entries);
     let source = pf.envs[&args.env]
         .promote_from
@@ -36,7 +36,7 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
             .rev()
             .find(|v| {
                 v.release.env == source
-                    && v.release.target_kind() == Some(kind)
+                    && v.release.target == kind
                     && v.status == ReleaseStatus::Verified
             })
             .ok_or_else(|| {
@@ -129,14 +129,14 @@ pub fn gates(
             Some(format!("bake a new one: pipe bake --env {}", r.env)),
         ));
     }
-    if r.target_kind() != Some(target) {
+    if r.target != target {
         let flag = local_flag(pf, env, target);
         return Err(gate(
             format!(
                 "release {} was baked on {}, and `{env}` runs on {target} here",
                 r.alias, r.target
             ),
-            Some(if flag.is_empty() && r.target_kind() == Some(plan::LOCAL) {
+            Some(if flag.is_empty() && r.target == plan::LOCAL {
                 format!(
                     "releases baked with --local are promoted with --local: pipe promote {env} --local"
                 )
@@ -190,7 +190,7 @@ fn plan_of<'a>(ctx: &Ctx, pf: &'a Pipelinefile, view: &ReleaseView) -> Result<Pl
         env: Some(r.env.clone()),
         local: false,
         // On the target it was baked on, whatever its env declares (`--local`, `--target`).
-        target: Some(r.target.clone()),
+        target: Some(r.target.to_string()),
         cli_vars: ctx.global.vars.clone(),
     };
     plan::make(pf, &sel, ctx.printer)

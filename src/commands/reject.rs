@@ -11,7 +11,7 @@ use super::Ctx;
 pub fn run(ctx: &Ctx, args: RejectArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let ledger = Ledger::open(&state::dir(&pf.root));
-    let entries = ledger.entries()?;
+    let entries = ledger.checked_entries()?;
     let (views, _) = releases(&entries);
     let view = find_release(&views, &args.release).map_err(|m| Error::usage(m, None))?;
     let alias = &view.release.alias;

@@ -9,7 +9,7 @@ use super::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let pf = ctx.pipelinefile()?;
-    let entries = Ledger::open(&state::dir(&pf.root)).entries()?;
+    let entries = Ledger::open(&state::dir(&pf.root)).checked_entries()?;
     let (views, _) = releases(&entries);
     let env = ctx.global.env.as_deref();
     let shown: Vec<_> = views

@@ -13,7 +13,7 @@ pub fn run(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let target = env_target(ctx, &pf, &args.env, args.local)?;
     let ledger = Ledger::open(&state::dir(&pf.root));
-    let entries = ledger.entries()?;
+    let entries = ledger.checked_entries()?;
     let (views, current) = releases(&entries);
     let env = args.env.as_str();
     let Some(prev) = previous_release(&entries, env) else {

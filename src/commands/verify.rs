@@ -14,7 +14,7 @@ use super::{Ctx, local};
 pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let ledger = Ledger::open(&state::dir(&pf.root));
-    let entries = ledger.entries()?;
+    let entries = ledger.checked_entries()?;
     let (views, _) = releases(&entries);
     let view = match &args.release {
         Some(key) => find_release(&views, key).map_err(|m| Error::usage(m, None))?,
@@ -34,15 +34,7 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
     };
     crate::interrupt::install();
     let alias = view.release.alias.clone();
-    let kind = view.release.target_kind().ok_or_else(|| {
-        Error::runtime(
-            format!(
-                "release {alias} was baked on `{}`, a target this pipe does not know",
-                view.release.target
-            ),
-            None,
-        )
-    })?;
+    let kind = view.release.target;
     let target =
         targets::open(kind, &pf).map_err(|e| local::remote_hint(ctx, e, &view.release.env))?;
     // What the release is, checked before the run starts (a missing image or artifact is a

@@ -56,15 +56,52 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// Where each line starts, built once per file: locating a diagnostic is then a binary
+/// search, so reporting many problems takes time proportional to their number, not to their
+/// number times the file's size.
+pub struct LineIndex<'a> {
+    source: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub fn new(source: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
+        Self { source, starts }
+    }
+
+    /// 1-based line and column (in characters), and the line's byte range without its
+    /// newline.
+    fn locate(&self, offset: usize) -> (usize, usize, usize, usize) {
+        let offset = offset.min(self.source.len());
+        let line = self.starts.partition_point(|s| *s <= offset);
+        let start = self.starts[line - 1];
+        let end = self
+            .starts
+            .get(line)
+            .map_or(self.source.len(), |next| next - 1);
+        let col = self.source[start..offset].chars().count() + 1;
+        (line, col, start, end)
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let (line, col, _, _) = self.locate(offset);
+        (line, col)
+    }
+}
+
 /// Renders diagnostics for `display_path` (as the user should see it), one after the other,
 /// followed by a summary line when there are several.
 pub fn render(diagnostics: &[Diagnostic], display_path: &Path, source: &str) -> String {
     let mut out = String::new();
+    let index = LineIndex::new(source);
     for (i, d) in diagnostics.iter().enumerate() {
         if i > 0 {
             out.push('\n');
         }
-        render_one(&mut out, d, display_path, source);
+        render_one(&mut out, d, display_path, &index);
     }
     if diagnostics.len() > 1 {
         let _ = writeln!(
@@ -77,7 +114,8 @@ pub fn render(diagnostics: &[Diagnostic], display_path: &Path, source: &str) -> 
     out
 }
 
-fn render_one(out: &mut String, d: &Diagnostic, path: &Path, source: &str) {
+fn render_one(out: &mut String, d: &Diagnostic, path: &Path, index: &LineIndex<'_>) {
+    let source = index.source;
     let _ = writeln!(out, "error: {}", d.message);
     let Some(span) = d.span else {
         let _ = writeln!(out, "  --> {}", path.display());
@@ -86,16 +124,10 @@ fn render_one(out: &mut String, d: &Diagnostic, path: &Path, source: &str) {
         }
         return;
     };
-    let (line, col) = line_col(source, span.start);
+    let (line, col, line_start, line_end) = index.locate(span.start);
     let gutter = line.to_string().len();
     let pad = " ".repeat(gutter);
     let _ = writeln!(out, "{pad}--> {}:{line}:{col}", path.display());
-    let line_start = source[..span.start.min(source.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let line_end = source[line_start..]
-        .find('\n')
-        .map_or(source.len(), |i| line_start + i);
     let text = source[line_start..line_end].trim_end_matches('\r');
     // The caret covers the span on its first line, at least one character.
     let span_end = span.end.min(line_end).max(span.start);
@@ -131,5 +163,12 @@ mod tests {
     fn line_col_counts_characters() {
         assert_eq!(line_col("é = 1\nx", 7), (2, 1));
         assert_eq!(line_col("ab", 1), (1, 2));
+        let src = "é = 1\nx\n\nlast";
+        let index = LineIndex::new(src);
+        for offset in 0..=src.len() {
+            if src.is_char_boundary(offset) {
+                assert_eq!(index.line_col(offset), line_col(src, offset), "at {offset}");
+            }
+        }
     }
 }

@@ -104,8 +104,11 @@ pub struct VarDef {
     pub span: Span,
 }
 
-/// The target kinds pipe knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The target kinds pipe knows (`docker`, `qemu`, `ec2` in files and the ledger).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum TargetKind {
     Docker,
     Qemu,
@@ -130,7 +133,7 @@ impl TargetKind {
 
 impl std::fmt::Display for TargetKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

@@ -8,6 +8,7 @@
 mod boxes;
 mod env;
 mod layer;
+mod names;
 mod pipeline;
 mod service;
 
@@ -36,14 +37,25 @@ pub fn parse(path: &Path, source: String) -> Result<Pipelinefile, (Vec<Diagnosti
     let syntax_count: usize;
     let (pf, known) = {
         let (doc, errors) = DeTable::parse_recoverable(&source);
-        for e in errors {
-            let d = syntax_diagnostic(&e, &source);
-            if !w.diags.contains(&d) {
+        let errors: Vec<Diagnostic> = errors
+            .iter()
+            .map(|e| syntax_diagnostic(e, &source))
+            .collect();
+        // What the parser recovered around a syntax error is a guess: nothing else is said
+        // about those places (after an unclosed bracket, about the rest of the file).
+        let mut guessed: Vec<Span> = errors.iter().filter_map(|d| d.span).collect();
+        let (errors, unclosed_from) = collapse_unclosed(errors, &source);
+        if let Some(open) = unclosed_from {
+            guessed.push(Span::new(open, source.len().max(open + 1)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in errors {
+            if seen.insert((d.message.clone(), d.span.map(|s| (s.start, s.end)))) {
                 w.push(d);
             }
         }
         syntax_count = w.diags.len();
-        syntax_spans = w.diags.iter().filter_map(|d| d.span).collect::<Vec<_>>();
+        syntax_spans = merged(guessed);
         let root = Tbl::new(doc.get_ref(), walk::span(&doc), "the Pipelinefile");
         let known = Known::read(&root);
         for (key, key_span, _) in root.entries() {
@@ -86,10 +98,7 @@ pub fn parse(path: &Path, source: String) -> Result<Pipelinefile, (Vec<Diagnosti
     let mut i = 0;
     w.diags.retain(|d| {
         i += 1;
-        i <= syntax_count
-            || !d
-                .span
-                .is_some_and(|s| syntax_spans.iter().any(|x| overlaps(*x, s)))
+        i <= syntax_count || !d.span.is_some_and(|s| overlaps_any(&syntax_spans, s))
     });
     if w.diags.is_empty() {
         return Ok(Pipelinefile { source, ..pf });
@@ -105,6 +114,128 @@ fn overlaps(a: Span, b: Span) -> bool {
     let a_end = a.end.max(a.start + 1);
     let b_end = b.end.max(b.start + 1);
     a.start < b_end && b.start < a_end
+}
+
+/// Spans sorted by start and merged where they overlap, for [`overlaps_any`].
+fn merged(mut spans: Vec<Span>) -> Vec<Span> {
+    spans.sort_by_key(|s| s.start);
+    let mut out: Vec<Span> = Vec::with_capacity(spans.len());
+    for s in spans {
+        let s = Span::new(s.start, s.end.max(s.start + 1));
+        match out.last_mut() {
+            Some(last) if s.start < last.end => last.end = last.end.max(s.end),
+            _ => out.push(s),
+        }
+    }
+    out
+}
+
+/// Whether `s` overlaps one of `merged` (sorted, disjoint): a binary search, so thousands of
+/// diagnostics cost no more than their count.
+fn overlaps_any(merged: &[Span], s: Span) -> bool {
+    let end = s.end.max(s.start + 1);
+    let i = merged.partition_point(|m| m.end <= s.start);
+    merged
+        .get(i)
+        .is_some_and(|m| overlaps(*m, Span::new(s.start, end)))
+}
+
+/// An array or inline table that is never closed makes the parser trip over everything after
+/// it; the cause is the opening bracket. When there is one, the errors from there on are
+/// replaced by one at that bracket.
+fn collapse_unclosed(errors: Vec<Diagnostic>, source: &str) -> (Vec<Diagnostic>, Option<usize>) {
+    let unclosed = errors.iter().any(|d| {
+        d.message.starts_with("unclosed array") || d.message.starts_with("unclosed inline table")
+    });
+    let Some(open) = unclosed.then(|| first_unclosed(source)).flatten() else {
+        return (errors, None);
+    };
+    let (kind, close) = if source[open..].starts_with('{') {
+        ("inline table", '}')
+    } else {
+        ("array", ']')
+    };
+    let mut out: Vec<Diagnostic> = errors
+        .into_iter()
+        .filter(|d| d.span.is_none_or(|s| s.start < open))
+        .collect();
+    out.push(
+        Diagnostic::new(
+            format!(
+                "unclosed {kind}: this `{}` is never closed",
+                &source[open..open + 1]
+            ),
+            Span::new(open, open + 1),
+        )
+        .with_hint(format!("close it with `{close}` where its values end")),
+    );
+    (out, Some(open))
+}
+
+/// The byte offset of the first value bracket (`[` or `{` after `=` or inside a value) that
+/// is never closed; strings, comments and table headers are skipped.
+fn first_unclosed(source: &str) -> Option<usize> {
+    let b = source.as_bytes();
+    let mut stack: Vec<usize> = Vec::new();
+    let mut i = 0;
+    let mut line_start = true;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\n' => {
+                line_start = true;
+                i += 1;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                let triple = b.get(i..i + 3) == Some(&[c, c, c][..]);
+                let quote_len = if triple { 3 } else { 1 };
+                i += quote_len;
+                while i < b.len() {
+                    if c == b'"' && b[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if !triple && b[i] == b'\n' {
+                        break;
+                    }
+                    if b[i] == c && (!triple || b.get(i..i + 3) == Some(&[c, c, c][..])) {
+                        i += quote_len;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' if line_start && stack.is_empty() => {
+                // A table header: skip to the end of its line.
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                stack.push(i);
+                i += 1;
+            }
+            b']' | b'}' => {
+                stack.pop();
+                i += 1;
+            }
+            _ => i += 1,
+        }
+        line_start = false;
+    }
+    stack.first().copied()
 }
 
 /// A TOML syntax error as a diagnostic; the parser's wording for a missing value is

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::diagnostic::line_col;
 use super::known::Known;
 use super::model::{Pipelinefile, ProvisionerKind, ShellSource, Span, Spanned};
 use super::suggest;
@@ -14,6 +13,7 @@ use super::walk::Walker;
 /// Runs every whole-file check on the (possibly partial) model.
 pub fn check(w: &mut Walker, pf: &Pipelinefile, known: &Known, source: &str) {
     templates(w, known, source);
+    secrets(w, pf, source);
     files(w, pf);
     services(w, pf, source);
     promotions(w, pf, known);
@@ -61,6 +61,56 @@ fn templates(w: &mut Walker, known: &Known, source: &str) {
                 inner_span(&t.raw, t.span, range, source),
                 hint,
             );
+        }
+    }
+}
+
+/// Sensitive values go only where they stay out of images and records: the environments of
+/// commands and services (and the tmpfs files pipe writes for them). A service command
+/// becomes a unit file's `ExecStart` (world-readable, in the image), a file's `to` a path in
+/// the layer, a verify URL a line in the release's transcript: a sensitive var there is an
+/// error at its use.
+fn secrets(w: &mut Walker, pf: &Pipelinefile, source: &str) {
+    let sensitive: Vec<&str> = pf
+        .vars
+        .values()
+        .filter(|v| v.sensitive)
+        .map(|v| v.name.as_str())
+        .collect();
+    if sensitive.is_empty() {
+        return;
+    }
+    let mut places: Vec<(&str, &super::model::Template)> = Vec::new();
+    for svc in &pf.services {
+        places.push(("a service command", &svc.command));
+    }
+    for layer in [&pf.base, &pf.app] {
+        for p in &layer.provision {
+            if let ProvisionerKind::File { to, .. } = &p.kind {
+                places.push(("a file's `to`", to));
+            }
+        }
+    }
+    for h in &pf.verify.http {
+        places.push(("a verify URL", &h.url));
+    }
+    for (place, t) in places {
+        let (pieces, _) = template::parse(&t.raw);
+        for piece in pieces {
+            let Piece::Ref(Reference::Var(name), range) = piece else {
+                continue;
+            };
+            if sensitive.contains(&name.as_str()) {
+                w.error_hint(
+                    format!("sensitive var `{name}` in {place}"),
+                    inner_span(&t.raw, t.span, range, source),
+                    format!(
+                        "sensitive values only reach environments: pass it as `env = {{ {} = \"{{{{ vars.{name} }}}}\" }}` and read ${} there",
+                        name.to_uppercase(),
+                        name.to_uppercase()
+                    ),
+                );
+            }
         }
     }
 }
@@ -143,7 +193,8 @@ fn files(w: &mut Walker, pf: &Pipelinefile) {
 }
 
 fn services(w: &mut Walker, pf: &Pipelinefile, source: &str) {
-    let line_of = |span: Span| line_col(source, span.start).0;
+    let index = super::diagnostic::LineIndex::new(source);
+    let line_of = |span: Span| index.line_col(span.start).0;
     let mut names: HashMap<&str, Span> = HashMap::new();
     let mut ports: HashMap<u16, (&str, Span)> = HashMap::new();
     let mut host_ports: HashMap<u16, (&str, Span)> = HashMap::new();

@@ -72,7 +72,7 @@ impl From<DigestError> for crate::error::Error {
             DigestError::UnknownEnvironment { .. } => {
                 crate::error::Error::usage(e.to_string(), hint)
             }
-            _ => crate::error::Error::runtime(e.to_string(), hint),
+            _ => crate::error::Error::runtime(e.to_string(), hint).caused_by(e),
         }
     }
 }

@@ -2,10 +2,21 @@
 //! promotions, rollbacks and rejections.
 //!
 //! One JSON object per line, each carrying the sha256 of the previous line, so an edit
-//! anywhere breaks the chain at a line `pipe history --verify` can name. Appends hold an
-//! exclusive lock on the file and fsync before returning. A crash mid-append leaves at most a
-//! torn last line without a newline: readers skip it, and the next append moves it to
-//! `ledger.torn` before writing, so no earlier entry is ever hidden or damaged.
+//! anywhere breaks the chain at a line `pipe history --verify` can name. The last line is
+//! covered by the anchor, `ledger.head` (its seq and sha256), written after each append: an
+//! edited or removed last line no longer matches it. Every command that trusts the ledger
+//! (promote, rollback, verify, reject, releases) reads it through [`Ledger::checked_entries`],
+//! which refuses a broken chain.
+//!
+//! What this defends against: accidents, a careless edit, a partial restore from a backup.
+//! What it cannot: someone who rewrites the whole file and its anchor (or removes the anchor:
+//! a ledger without one is taken as written before anchors existed).
+//!
+//! Appends hold an exclusive lock on the file and fsync before returning. A crash mid-append
+//! leaves at most a torn last line without a newline: readers skip it, and the next append moves
+//! it to `ledger.torn` before writing, so no earlier entry is ever hidden or damaged. A crash
+//! between the line and its anchor leaves the anchor one line behind, which is accepted (the
+//! next append moves it).
 
 mod release;
 
@@ -92,6 +103,20 @@ pub enum LedgerError {
         line: usize,
         message: String,
     },
+    /// The hash chain or the anchor does not hold: nothing in it can be trusted.
+    #[error("ledger {}: broken at line {line}: {reason}", .path.display())]
+    Broken {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// `ledger.head`: the seq and sha256 of the last line appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    sha256: String,
 }
 
 impl From<LedgerError> for crate::error::Error {
@@ -150,6 +175,15 @@ impl Ledger {
             .open(&self.path)
             .map_err(|e| self.io(e))?;
         file.lock().map_err(|e| self.io(e))?;
+        // Nothing is added to a broken ledger: a new link would hide where it broke.
+        if let ChainCheck::Broken { line, reason } = self.verify()? {
+            let _ = file.unlock();
+            return Err(LedgerError::Broken {
+                path: self.path.clone(),
+                line,
+                reason,
+            });
+        }
         let result = self.append_locked(&mut file, who, event);
         let _ = file.unlock();
         result
@@ -195,14 +229,38 @@ impl Ledger {
             event,
         };
         let mut line = serde_json::to_vec(&entry).expect("entries serialize");
+        let head = Head {
+            seq: entry.seq,
+            sha256: sha256_hex(&line),
+        };
         line.push(b'\n');
         file.seek(SeekFrom::End(0)).map_err(|e| self.io(e))?;
         file.write_all(&line).map_err(|e| self.io(e))?;
         file.sync_all().map_err(|e| self.io(e))?;
+        let data = serde_json::to_vec(&head).expect("heads serialize");
+        crate::state::write_atomic(&self.head_path(), &data).map_err(|e| self.io(e))?;
         Ok(entry)
     }
 
-    /// Every complete entry, in order; a torn last line is skipped.
+    fn head_path(&self) -> PathBuf {
+        self.path.with_extension("head")
+    }
+
+    /// Every entry, after checking the chain and the anchor; a broken ledger is an error
+    /// naming the first bad line. What every command that acts on the ledger reads.
+    pub fn checked_entries(&self) -> Result<Vec<Entry>, LedgerError> {
+        match self.verify()? {
+            ChainCheck::Intact { .. } => self.entries(),
+            ChainCheck::Broken { line, reason } => Err(LedgerError::Broken {
+                path: self.path.clone(),
+                line,
+                reason,
+            }),
+        }
+    }
+
+    /// Every complete entry, in order; a torn last line is skipped. Unchecked: for showing
+    /// the history, not for deciding anything.
     pub fn entries(&self) -> Result<Vec<Entry>, LedgerError> {
         let data = match std::fs::read(&self.path) {
             Ok(d) => d,
@@ -276,10 +334,62 @@ impl Ledger {
             prev = sha256_hex(line);
             count += 1;
         }
+        if let Some(broken) = self.check_head(count, &prev)? {
+            return Ok(broken);
+        }
         Ok(ChainCheck::Intact {
             entries: count,
             torn_tail: complete < data.len(),
         })
+    }
+}
+
+impl Ledger {
+    /// The anchor against the chain's last line (`count` lines, the last hashing to `last`).
+    fn check_head(&self, count: usize, last: &str) -> Result<Option<ChainCheck>, LedgerError> {
+        let head = match std::fs::read(self.head_path()) {
+            Ok(d) => d,
+            // Written before anchors existed (or never appended to): nothing to compare.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(e)),
+        };
+        let Ok(head) = serde_json::from_slice::<Head>(&head) else {
+            return Ok(Some(ChainCheck::Broken {
+                line: count,
+                reason: format!("its anchor {} is not readable", self.head_path().display()),
+            }));
+        };
+        let count = count as u64;
+        if head.seq == count && head.sha256 == last {
+            return Ok(None);
+        }
+        // A crash between writing a line and its anchor: the anchor is one line behind and
+        // names that line exactly.
+        if head.seq + 1 == count && self.line_sha(head.seq)?.as_deref() == Some(&head.sha256) {
+            return Ok(None);
+        }
+        let reason = if head.seq > count {
+            format!(
+                "the anchor says the ledger has {} line(s), it has {count}: the last line(s) were removed",
+                head.seq
+            )
+        } else {
+            "it does not match the anchor's sha256 (the last line was changed, or lines were removed and others added)".to_string()
+        };
+        Ok(Some(ChainCheck::Broken {
+            line: count.min(head.seq).max(1) as usize,
+            reason,
+        }))
+    }
+
+    /// The sha256 of line `seq` (1-based), if there is one.
+    fn line_sha(&self, seq: u64) -> Result<Option<String>, LedgerError> {
+        let data = std::fs::read(&self.path).map_err(|e| self.io(e))?;
+        Ok(data
+            .split(|b| *b == b'\n')
+            .nth(seq.saturating_sub(1) as usize)
+            .filter(|_| seq > 0)
+            .map(sha256_hex))
     }
 }
 

@@ -24,8 +24,8 @@ pub struct Release {
     pub alias: String,
     pub pipeline: String,
     pub env: String,
-    /// The target kind it was baked on (`docker`, `qemu`, `ec2`); see [`Release::target_kind`].
-    pub target: String,
+    /// The target kind it was baked on.
+    pub target: TargetKind,
     /// Artifact ids keyed by target, or by target and region (`ec2:eu-west-1`): `docker` →
     /// image id, `qemu` → the standalone qcow2, `ec2:<region>` → an AMI per region. The key
     /// format is what ledgers have always held, so every ledger written before reads as is.
@@ -72,11 +72,6 @@ pub struct Artifact<'r> {
 }
 
 impl Release {
-    /// The target kind it was baked on, `None` for a kind this pipe does not know.
-    pub fn target_kind(&self) -> Option<TargetKind> {
-        TargetKind::parse(&self.target)
-    }
-
     /// Its artifacts on `kind`, one per region (one, without a region, on local targets).
     pub fn artifacts_on(&self, kind: TargetKind) -> Vec<Artifact<'_>> {
         self.artifacts
@@ -256,5 +251,56 @@ pub fn find_release<'a>(views: &'a [ReleaseView], key: &str) -> Result<&'a Relea
             "`{key}` matches {} releases; give more characters",
             matches.len()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bake entry as pipe wrote them before targets were typed and artifacts had regions.
+    const OLD: &str = r#"{"id":"ab","alias":"ab","pipeline":"p","env":"staging","target":"docker",
+        "artifacts":{"docker":"sha256:1"},"base_digest":"b","app_digest":"a","git_commit":"c",
+        "git_dirty":false,"pipelinefile_digest":"d","who":"w","when":"t","verify":null}"#;
+
+    #[test]
+    fn releases_written_before_still_read_and_artifacts_carry_regions() {
+        let old: Release = serde_json::from_str(OLD).unwrap();
+        assert_eq!(old.target, TargetKind::Docker);
+        assert_eq!(old.artifact(TargetKind::Docker), Some("sha256:1"));
+        assert!(old.artifacts_on(TargetKind::Ec2).is_empty());
+        // Written back, the target is the same string as before.
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(text.contains(r#""target":"docker""#), "{text}");
+        // Listings pad it like the string it was.
+        assert_eq!(format!("{:<8}|", old.target), "docker  |");
+
+        let mut ec2 = old.clone();
+        ec2.target = TargetKind::Ec2;
+        ec2.artifacts = BTreeMap::from([
+            (
+                artifact_key(TargetKind::Ec2, Some("us-east-1")),
+                "ami-1".into(),
+            ),
+            (
+                artifact_key(TargetKind::Ec2, Some("eu-west-1")),
+                "ami-2".into(),
+            ),
+        ]);
+        let amis = ec2.artifacts_on(TargetKind::Ec2);
+        assert_eq!(
+            amis,
+            vec![
+                Artifact {
+                    region: Some("eu-west-1"),
+                    id: "ami-2"
+                },
+                Artifact {
+                    region: Some("us-east-1"),
+                    id: "ami-1"
+                },
+            ]
+        );
+        assert_eq!(ec2.artifact(TargetKind::Ec2), None, "no region-less AMI");
     }
 }

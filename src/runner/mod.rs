@@ -15,7 +15,7 @@ pub use journal::{Journal, Resource};
 use crate::error::{Error, Result};
 use crate::ui::Printer;
 
-type CleanupFn<'a> = Box<dyn FnOnce() -> std::result::Result<(), String> + 'a>;
+type CleanupFn<'a> = Box<dyn FnOnce() -> Result<()> + 'a>;
 
 struct Cleanup<'a> {
     resource: Resource,
@@ -73,7 +73,7 @@ impl<'a> Runner<'a> {
         &mut self,
         resource: Resource,
         create: impl FnOnce() -> Result<T>,
-        cleanup: impl FnOnce() -> std::result::Result<(), String> + 'a,
+        cleanup: impl FnOnce() -> Result<()> + 'a,
     ) -> Result<T> {
         self.journal.intend(resource.clone())?;
         self.cleanups.push(Cleanup {
@@ -94,7 +94,10 @@ impl<'a> Runner<'a> {
     pub fn dispose(&mut self, resource: &Resource) -> Result<()> {
         if let Some(pos) = self.cleanups.iter().rposition(|c| &c.resource == resource) {
             let c = self.cleanups.remove(pos);
-            (c.action)().map_err(|e| Error::runtime(format!("removing {resource}: {e}"), None))?;
+            (c.action)().map_err(|e| {
+                let message = format!("removing {resource}: {e}");
+                Error::runtime(message, e.hint()).caused_by(e)
+            })?;
         }
         self.journal.release(resource)?;
         Ok(())
@@ -261,7 +264,7 @@ mod tests {
                     || Ok(()),
                     || {
                         log.borrow_mut().push("rm b");
-                        Err("boom".into())
+                        Err(Error::runtime("boom", None))
                     },
                 )
             })?;

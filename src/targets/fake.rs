@@ -575,7 +575,7 @@ promote_from = "dev"
             alias: "abcdef0123".into(),
             pipeline: "fake".into(),
             env: "dev".into(),
-            target: "docker".into(),
+            target: TargetKind::Docker,
             artifacts: Default::default(),
             base_digest: String::new(),
             app_digest: String::new(),

@@ -133,7 +133,7 @@ pub fn seal(comm: &dyn Communicator, cloud: bool, login_key: Option<&str>) -> Re
             },
             &mut out,
         )
-        .map_err(|e| Error::runtime(format!("sealing the layer: {e}"), None))?;
+        .map_err(|e| Error::runtime(format!("sealing the layer: {e}"), None).caused_by(e))?;
     if code != 0 {
         return Err(Error::runtime(
             format!(

@@ -104,13 +104,13 @@ pub struct Serving {
 }
 
 /// A leftover found by [`Target::sweep`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Swept {
     pub resource: Resource,
     /// The run that made it.
     pub run: String,
     /// Why it could not be removed.
-    pub error: Option<String>,
+    pub error: Option<crate::error::Error>,
 }
 
 /// A layer a target already has.

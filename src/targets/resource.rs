@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::engine::aws::{self, AwsClient, AwsSettings, wait::WaitPolicy};
 use crate::engine::docker::DockerClient;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::runner::{Resource, Runner};
 
 use crate::engine::qemu as vm;
@@ -38,11 +38,11 @@ impl Destroyer {
         }
     }
 
-    fn docker(&self) -> std::result::Result<DockerClient, String> {
+    fn docker(&self) -> Result<DockerClient> {
         if let Some(c) = &*self.docker.borrow() {
             return Ok(c.clone());
         }
-        let c = DockerClient::connect().map_err(|e| e.to_string())?;
+        let c = DockerClient::connect()?;
         *self.docker.borrow_mut() = Some(c.clone());
         Ok(c)
     }
@@ -55,11 +55,7 @@ impl Destroyer {
         }
     }
 
-    fn aws(
-        &self,
-        region: &str,
-        endpoint: &Option<String>,
-    ) -> std::result::Result<AwsClient, String> {
+    fn aws(&self, region: &str, endpoint: &Option<String>) -> Result<AwsClient> {
         let same = |c: &AwsClient| c.region() == region && c.endpoint() == endpoint.as_deref();
         if let Some(c) = self.aws.borrow().iter().find(|c| same(c)) {
             return Ok(c.clone());
@@ -69,22 +65,16 @@ impl Destroyer {
             endpoint_url: endpoint.clone(),
             ..AwsSettings::default()
         };
-        let c = AwsClient::connect(&settings).map_err(|e| e.to_string())?;
+        let c = AwsClient::connect(&settings)?;
         self.aws.borrow_mut().push(c.clone());
         Ok(c)
     }
 
     /// Removes `res`; `Ok(false)` when it was already gone.
-    pub fn destroy(&self, res: &Resource) -> std::result::Result<bool, String> {
+    pub fn destroy(&self, res: &Resource) -> Result<bool> {
         match res {
-            Resource::Container { name } => self
-                .docker()?
-                .remove_container(name)
-                .map_err(|e| e.to_string()),
-            Resource::Image { reference } => self
-                .docker()?
-                .remove_image(reference, true)
-                .map_err(|e| e.to_string()),
+            Resource::Container { name } => Ok(self.docker()?.remove_container(name)?),
+            Resource::Image { reference } => Ok(self.docker()?.remove_image(reference, true)?),
             Resource::QemuMachine { pidfile, overlay } => {
                 let existed = stop_qemu(pidfile)?;
                 let removed = remove_path(overlay)?;
@@ -107,19 +97,16 @@ impl Destroyer {
                 region,
                 endpoint,
                 name,
-            } => terminate(&self.aws(region, endpoint)?, name).map_err(|e| e.to_string()),
+            } => Ok(terminate(&self.aws(region, endpoint)?, name)?),
             Resource::Ec2SecurityGroup {
                 region,
                 endpoint,
                 name,
             } => {
                 let c = self.aws(region, endpoint)?;
-                let groups = c
-                    .security_groups(&[("group-name".into(), vec![name.clone()])])
-                    .map_err(|e| e.to_string())?;
+                let groups = c.security_groups(&[("group-name".into(), vec![name.clone()])])?;
                 for (id, _, _) in &groups {
-                    c.delete_security_group(id, EC2_GONE, &crate::interrupt::abandoned)
-                        .map_err(|e| e.to_string())?;
+                    c.delete_security_group(id, EC2_GONE, &crate::interrupt::abandoned)?;
                 }
                 Ok(!groups.is_empty())
             }
@@ -127,21 +114,17 @@ impl Destroyer {
                 region,
                 endpoint,
                 name,
-            } => self
-                .aws(region, endpoint)?
-                .delete_key_pair(name)
-                .map_err(|e| e.to_string()),
+            } => Ok(self.aws(region, endpoint)?.delete_key_pair(name)?),
             Resource::Ec2Image {
                 region,
                 endpoint,
                 name,
             } => {
                 let c = self.aws(region, endpoint)?;
-                let images = c
-                    .describe_images(&["self".into()], &[("name".into(), vec![name.clone()])])
-                    .map_err(|e| e.to_string())?;
+                let images =
+                    c.describe_images(&["self".into()], &[("name".into(), vec![name.clone()])])?;
                 for image in &images {
-                    c.delete_image(&image.id).map_err(|e| e.to_string())?;
+                    c.delete_image(&image.id)?;
                 }
                 Ok(!images.is_empty())
             }
@@ -192,18 +175,22 @@ pub fn create<T>(
 }
 
 /// Stops the QEMU of a pid file (QMP quit, then SIGKILL); true when one ran.
-fn stop_qemu(pidfile: &Path) -> std::result::Result<bool, String> {
+fn stop_qemu(pidfile: &Path) -> Result<bool> {
     let ran = vm::read_pid(pidfile).is_some_and(vm::qemu_alive);
     let existed = ran || pidfile.exists();
     if let Some(dir) = pidfile.parent() {
-        vm::stop(dir, QEMU_GRACE)?;
+        vm::stop(dir, QEMU_GRACE).map_err(|e| {
+            Error::runtime(format!("stopping QEMU of {}: {e}", dir.display()), None).caused_by(e)
+        })?;
     }
     Ok(existed)
 }
 
 /// Removes a file or a folder; false when there was none.
-pub fn remove_path(path: &Path) -> std::result::Result<bool, String> {
-    let gone = |e: std::io::Error| format!("removing {}: {e}", path.display());
+pub fn remove_path(path: &Path) -> Result<bool> {
+    let gone = |e: std::io::Error| {
+        Error::runtime(format!("removing {}: {e}", path.display()), None).caused_by(e)
+    };
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(gone(e)),
@@ -237,16 +224,16 @@ mod tests {
             pidfile: vm_dir.join("qemu.pid"),
             overlay: vm_dir.join("disk.qcow2"),
         };
-        assert_eq!(d.destroy(&machine), Ok(true));
+        assert!(d.destroy(&machine).unwrap());
         let left: Vec<String> = std::fs::read_dir(&vm_dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left, vec!["console.log".to_string()]);
-        assert_eq!(d.destroy(&machine), Ok(false), "already gone");
+        assert!(!d.destroy(&machine).unwrap(), "already gone");
         let folder = Resource::Path { path: vm_dir };
-        assert_eq!(d.destroy(&folder), Ok(true));
-        assert_eq!(d.destroy(&folder), Ok(false));
+        assert!(d.destroy(&folder).unwrap());
+        assert!(!d.destroy(&folder).unwrap());
         assert!(d.docker.borrow().is_none(), "no Docker connection was made");
     }
 }

@@ -56,6 +56,7 @@ pub fn envs(w: &mut Walker, root: &Tbl<'_, '_>, known: &Known) -> IndexMap<Strin
         let Some(e) = walk::table(w, v, &format!("`{name}`"), format!("[env.{name}]")) else {
             continue;
         };
+        super::names::check_name(w, "environment", name, name_span);
         if let Some(env) = environment(w, &e, Spanned::new(name.to_string(), name_span), known) {
             out.insert(name.to_string(), env);
         }
@@ -121,7 +122,10 @@ fn environment(
     }
     let settings = match kind {
         TargetKind::Docker => TargetSettings::Docker(DockerSettings {
-            container_name: t.str(w, "container_name").map(|s| s.value),
+            container_name: t.str(w, "container_name").map(|s| {
+                super::names::check_container_name(w, &s.value, s.span);
+                s.value
+            }),
         }),
         TargetKind::Qemu => TargetSettings::Qemu(qemu(w, t)),
         TargetKind::Ec2 => {

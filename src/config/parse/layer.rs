@@ -97,6 +97,16 @@ fn precache(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<Precache> {
         }
     }
     let to = t.str(w, "to");
+    if let Some(to) = &to {
+        super::names::check_machine_path(
+            w,
+            "`to`",
+            &crate::config::model::Template {
+                raw: to.value.clone(),
+                span: to.span,
+            },
+        );
+    }
     if !t.has("run") {
         t.missing(
             w,
@@ -213,6 +223,9 @@ fn provisioner(w: &mut Walker, mut t: Tbl<'_, '_>) -> Option<ProvisionerKind> {
                 );
             }
             let to = t.template(w, "to");
+            if let Some(to) = &to {
+                super::names::check_machine_path(w, "`to`", to);
+            }
             let owner = t.str(w, "owner").map(|o| o.value);
             Some(ProvisionerKind::File {
                 source: source?,

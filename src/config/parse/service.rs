@@ -54,6 +54,9 @@ fn service(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<Service> {
         );
     }
     let name = t.str(w, "name");
+    if let Some(n) = &name {
+        super::names::check_name(w, "service", &n.value, n.span);
+    }
     if !t.has("command") {
         t.missing(
             w,
@@ -62,6 +65,24 @@ fn service(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<Service> {
         );
     }
     let command = t.template(w, "command");
+    if let Some(c) = &command {
+        super::names::check_line(w, "the service command", &c.raw, c.span);
+    }
+    let user = t.str(w, "user");
+    if let Some(u) = &user {
+        super::names::check_line(w, "`user`", &u.value, u.span);
+    }
+    let workdir = t.str(w, "workdir");
+    if let Some(d) = &workdir {
+        super::names::check_machine_path(
+            w,
+            "`workdir`",
+            &crate::config::model::Template {
+                raw: d.value.clone(),
+                span: d.span,
+            },
+        );
+    }
     let port = port_number(w, t, "port");
     let host_port = port_number(w, t, "host_port");
     let publish = t
@@ -85,8 +106,8 @@ fn service(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<Service> {
     Some(Service {
         name: name?,
         command: command?,
-        user: t.str(w, "user").map(|s| s.value),
-        workdir: t.str(w, "workdir").map(|s| s.value),
+        user: user.map(|s| s.value),
+        workdir: workdir.map(|s| s.value),
         env: t.env_table(w, "env"),
         publish: publish.map_or(port.is_some(), |p| p.value),
         port,

@@ -11,6 +11,13 @@ use sha2::Digest as _;
 
 pub use qmp::Qmp;
 
+/// A QEMU process that would not stop.
+#[derive(Debug, thiserror::Error)]
+#[error("QEMU process {pid} does not go away")]
+pub struct StuckError {
+    pub pid: i32,
+}
+
 /// The pid file in a VM folder.
 pub fn pidfile(dir: &Path) -> PathBuf {
     dir.join("qemu.pid")
@@ -68,7 +75,7 @@ pub fn wait_gone(pid: i32, grace: Duration) -> bool {
 
 /// Stops the QEMU of a VM folder now: QMP `quit`, then SIGKILL; removes the pid file and
 /// the socket. Nothing running is fine.
-pub fn stop(dir: &Path, grace: Duration) -> std::result::Result<(), String> {
+pub fn stop(dir: &Path, grace: Duration) -> Result<(), StuckError> {
     let pidfile = pidfile(dir);
     let qmp = qmp_socket(dir);
     if let Some(pid) = read_pid(&pidfile).filter(|p| qemu_alive(*p)) {
@@ -81,7 +88,7 @@ pub fn stop(dir: &Path, grace: Duration) -> std::result::Result<(), String> {
                 libc::kill(pid, libc::SIGKILL);
             }
             if !wait_gone(pid, Duration::from_secs(10)) {
-                return Err(format!("QEMU process {pid} does not go away"));
+                return Err(StuckError { pid });
             }
         }
     }

@@ -71,8 +71,9 @@ pub fn artifact(
     boot: &vm::Boot,
 ) -> Result<PathBuf> {
     let dir = artifacts_dir(&plan.pf.pipeline.name.value);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::runtime(format!("creating {}: {e}", dir.display()), None))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Error::runtime(format!("creating {}: {e}", dir.display()), None).caused_by(e)
+    })?;
     let path = dir.join(format!("{}-{}.qcow2", plan.env, plan.digests.app.short()));
     if path.is_file() && artifact_boot(&path).is_some() {
         return Ok(path);
@@ -83,8 +84,9 @@ pub fn artifact(
     resource::create(runner, Destroyer::default(), &res, || {
         disk::flatten(app, &tmp, true)
     })?;
-    std::fs::rename(&tmp, &path)
-        .map_err(|e| Error::runtime(format!("keeping {}: {e}", path.display()), None))?;
+    std::fs::rename(&tmp, &path).map_err(|e| {
+        Error::runtime(format!("keeping {}: {e}", path.display()), None).caused_by(e)
+    })?;
     runner.dispose(&res)?;
     Ok(path)
 }

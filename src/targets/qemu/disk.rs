@@ -26,11 +26,13 @@ fn qemu_img(args: &[&str]) -> Result<String> {
 /// backing disk is refused: the guest would see a truncated file system.
 pub fn create_overlay(backing: &Path, overlay: &Path, size: Option<&str>) -> Result<()> {
     if let Some(parent) = overlay.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::runtime(format!("creating {}: {e}", parent.display()), None))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Error::runtime(format!("creating {}: {e}", parent.display()), None).caused_by(e)
+        })?;
     }
-    let backing = std::fs::canonicalize(backing)
-        .map_err(|e| Error::runtime(format!("backing file {}: {e}", backing.display()), None))?;
+    let backing = std::fs::canonicalize(backing).map_err(|e| {
+        Error::runtime(format!("backing file {}: {e}", backing.display()), None).caused_by(e)
+    })?;
     if let Some(want) = size.and_then(parse_size) {
         let have = virtual_size(&backing)?;
         if want < have {
@@ -84,7 +86,8 @@ pub fn parse_size(s: &str) -> Option<u64> {
 fn info(path: &Path) -> Result<serde_json::Value> {
     let p = path.to_string_lossy();
     let out = qemu_img(&["info", "--output=json", "-U", &p])?;
-    serde_json::from_str(&out).map_err(|e| Error::runtime(format!("qemu-img info {p}: {e}"), None))
+    serde_json::from_str(&out)
+        .map_err(|e| Error::runtime(format!("qemu-img info {p}: {e}"), None).caused_by(e))
 }
 
 /// The size of the disk a guest sees, in bytes.

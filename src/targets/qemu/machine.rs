@@ -105,8 +105,9 @@ pub fn destroy(dir: &Path) -> Result<()> {
         path: dir.to_path_buf(),
     };
     for res in [vm, folder] {
-        d.destroy(&res)
-            .map_err(|e| Error::runtime(format!("removing {}: {e}", dir.display()), None))?;
+        d.destroy(&res).map_err(|e| {
+            Error::runtime(format!("removing {}: {e}", dir.display()), None).caused_by(e)
+        })?;
     }
     Ok(())
 }
@@ -201,8 +202,9 @@ pub fn start_with(
     };
     let disk_size = env.settings.disk_size.clone();
     let machine = resource::create(runner, Destroyer::default(), &res, || {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::runtime(format!("creating {}: {e}", dir.display()), None))?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::runtime(format!("creating {}: {e}", dir.display()), None).caused_by(e)
+        })?;
         let _ = std::fs::remove_file(vm::console_log(&dir));
         disk::create_overlay(disk, &overlay, disk_size.as_deref())?;
         vm::start(&spec)

@@ -111,8 +111,9 @@ impl QemuTarget {
             None
         };
         let started = journaled(runner, &res, || {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::runtime(format!("creating {}: {e}", dir.display()), None))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::runtime(format!("creating {}: {e}", dir.display()), None).caused_by(e)
+            })?;
             let _ = std::fs::remove_file(vm::console_log(dir));
             disk::create_overlay(backing, overlay, disk_size.as_deref())?;
             vm::start(&spec)
@@ -309,11 +310,13 @@ impl Target for QemuTarget {
             accel: accel::Accel::Tcg,
         });
         if let Some(v) = running {
-            v.shutdown(SHUTDOWN_GRACE)
-                .map_err(|e| Error::runtime(format!("stopping {}: {e}", machine.name), None))?;
+            v.shutdown(SHUTDOWN_GRACE).map_err(|e| {
+                Error::runtime(format!("stopping {}: {e}", machine.name), None).caused_by(e)
+            })?;
         }
-        std::fs::rename(overlay, &path)
-            .map_err(|e| Error::runtime(format!("keeping {}: {e}", path.display()), None))?;
+        std::fs::rename(overlay, &path).map_err(|e| {
+            Error::runtime(format!("keeping {}: {e}", path.display()), None).caused_by(e)
+        })?;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(path.display().to_string())
     }
@@ -433,10 +436,9 @@ impl Target for QemuTarget {
     fn stop_serving(&self, serving: &Serving, _: &Printer) -> Result<()> {
         let dir = Path::new(&serving.id);
         match machine::load_record(dir) {
-            Some(rec) => rec
-                .vm
-                .shutdown(SHUTDOWN_GRACE)
-                .map_err(|e| Error::runtime(format!("stopping {}: {e}", serving.name), None)),
+            Some(rec) => rec.vm.shutdown(SHUTDOWN_GRACE).map_err(|e| {
+                Error::runtime(format!("stopping {}: {e}", serving.name), None).caused_by(e)
+            }),
             None => Ok(()),
         }
     }

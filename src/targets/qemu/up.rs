@@ -136,9 +136,9 @@ pub fn halt(plan: &Plan) -> Result<bool> {
 pub fn halt_dir(dir: &std::path::Path) -> Result<bool> {
     match machine::load_record(dir) {
         Some(rec) if rec.running() => {
-            rec.vm
-                .shutdown(build::SHUTDOWN_GRACE)
-                .map_err(|e| Error::runtime(format!("stopping {}: {e}", rec.name), None))?;
+            rec.vm.shutdown(build::SHUTDOWN_GRACE).map_err(|e| {
+                Error::runtime(format!("stopping {}: {e}", rec.name), None).caused_by(e)
+            })?;
             Ok(true)
         }
         _ => {

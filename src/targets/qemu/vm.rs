@@ -166,7 +166,10 @@ impl Vm {
     }
 
     /// Shuts the guest down cleanly (ACPI power button), then makes sure QEMU is gone.
-    pub fn shutdown(&self, grace: Duration) -> std::result::Result<(), String> {
+    pub fn shutdown(
+        &self,
+        grace: Duration,
+    ) -> std::result::Result<(), crate::engine::qemu::StuckError> {
         if self.running() {
             if let Ok(mut q) = Qmp::connect(&qmp_socket(&self.dir), Duration::from_secs(5)) {
                 let _ = q.powerdown();
@@ -179,8 +182,9 @@ impl Vm {
 
 /// Starts QEMU for `spec` (retrying with another SSH port if the one picked was taken).
 pub fn start(spec: &VmSpec) -> Result<Vm> {
-    std::fs::create_dir_all(&spec.dir)
-        .map_err(|e| Error::runtime(format!("creating {}: {e}", spec.dir.display()), None))?;
+    std::fs::create_dir_all(&spec.dir).map_err(|e| {
+        Error::runtime(format!("creating {}: {e}", spec.dir.display()), None).caused_by(e)
+    })?;
     let pubkey = ensure_key(&spec.dir)?;
     if spec.boot == Boot::Disk {
         write_seed(&spec.dir, &hostname(&spec.name), &pubkey)?;
@@ -334,8 +338,9 @@ fn instance_id(dir: &Path) -> Result<String> {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let id = format!("pipe-{nanos:x}");
-    std::fs::write(&path, format!("{id}\n"))
-        .map_err(|e| Error::runtime(format!("writing {}: {e}", path.display()), None))?;
+    std::fs::write(&path, format!("{id}\n")).map_err(|e| {
+        Error::runtime(format!("writing {}: {e}", path.display()), None).caused_by(e)
+    })?;
     Ok(id)
 }
 
@@ -423,13 +428,14 @@ fn ensure_key(dir: &Path) -> Result<String> {
             Error::runtime(e.to_string(), hint)
         })?;
     }
-    std::fs::read_to_string(&public)
-        .map_err(|e| Error::runtime(format!("reading {}: {e}", public.display()), None))
+    std::fs::read_to_string(&public).map_err(|e| {
+        Error::runtime(format!("reading {}: {e}", public.display()), None).caused_by(e)
+    })
 }
 
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::runtime(format!("finding a free port: {e}"), None))?;
+        .map_err(|e| Error::runtime(format!("finding a free port: {e}"), None).caused_by(e))?;
     Ok(l.local_addr().map(|a| a.port()).unwrap_or(0))
 }
 
