@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ec2::config::ProvideCredentials;
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -95,6 +96,11 @@ impl AwsClient {
         });
         match found {
             Ok(Ok(_)) => {}
+            Ok(Err(CredentialsError::CredentialsNotLoaded(_))) => {
+                return Err(AwsError::NoCredentials(
+                    "looked in the environment, the profile files, web identity, the container and the instance metadata".into(),
+                ));
+            }
             Ok(Err(e)) => {
                 return Err(AwsError::NoCredentials(
                     aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
