@@ -138,22 +138,27 @@ fn instance_info(i: &aws_sdk_ec2::types::Instance) -> InstanceInfo {
 }
 
 impl AwsClient {
-    /// Images by owners and filters (all pages).
+    /// Images by owners and filters (every page).
     pub fn describe_images(
         &self,
         owners: &[String],
         filter: &[(String, Vec<String>)],
     ) -> Result<Vec<ImageInfo>, AwsError> {
-        let out = self
-            .block(
-                self.ec2
-                    .describe_images()
-                    .set_owners((!owners.is_empty()).then(|| owners.to_vec()))
-                    .set_filters(Some(filters(filter)))
-                    .send(),
-            )
-            .map_err(|e| AwsError::api("DescribeImages", e))?;
-        Ok(out.images().iter().map(image_info).collect())
+        let pages: Vec<_> = self.block(
+            self.ec2
+                .describe_images()
+                .set_owners((!owners.is_empty()).then(|| owners.to_vec()))
+                .set_filters(Some(filters(filter)))
+                .into_paginator()
+                .send()
+                .collect(),
+        );
+        let mut out = Vec::new();
+        for page in pages {
+            let page = page.map_err(|e| AwsError::api("DescribeImages", e))?;
+            out.extend(page.images().iter().map(image_info));
+        }
+        Ok(out)
     }
 
     /// One image by id; `None` when it does not exist (any more).
@@ -304,25 +309,26 @@ impl AwsClient {
         &self,
         filter: &[(String, Vec<String>)],
     ) -> Result<Vec<(String, String, Tagged)>, AwsError> {
-        let out = self
-            .block(
-                self.ec2
-                    .describe_security_groups()
-                    .set_filters(Some(filters(filter)))
-                    .send(),
-            )
-            .map_err(|e| AwsError::api("DescribeSecurityGroups", e))?;
-        Ok(out
-            .security_groups()
-            .iter()
-            .map(|g| {
+        let pages: Vec<_> = self.block(
+            self.ec2
+                .describe_security_groups()
+                .set_filters(Some(filters(filter)))
+                .into_paginator()
+                .send()
+                .collect(),
+        );
+        let mut out = Vec::new();
+        for page in pages {
+            let page = page.map_err(|e| AwsError::api("DescribeSecurityGroups", e))?;
+            out.extend(page.security_groups().iter().map(|g| {
                 (
                     g.group_id().unwrap_or_default().to_string(),
                     g.group_name().unwrap_or_default().to_string(),
                     tags_of(g.tags()),
                 )
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 
     /// Deletes a security group by id; retried while an instance that used it is still
@@ -387,24 +393,29 @@ impl AwsClient {
             })
     }
 
-    /// Instances matching the filters (every reservation).
+    /// Instances matching the filters (every page, every reservation).
     pub fn instances(
         &self,
         filter: &[(String, Vec<String>)],
     ) -> Result<Vec<InstanceInfo>, AwsError> {
-        let out = self
-            .block(
-                self.ec2
-                    .describe_instances()
-                    .set_filters(Some(filters(filter)))
-                    .send(),
-            )
-            .map_err(|e| AwsError::api("DescribeInstances", e))?;
-        Ok(out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances().iter().map(instance_info))
-            .collect())
+        let pages: Vec<_> = self.block(
+            self.ec2
+                .describe_instances()
+                .set_filters(Some(filters(filter)))
+                .into_paginator()
+                .send()
+                .collect(),
+        );
+        let mut out = Vec::new();
+        for page in pages {
+            let page = page.map_err(|e| AwsError::api("DescribeInstances", e))?;
+            out.extend(
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances().iter().map(instance_info)),
+            );
+        }
+        Ok(out)
     }
 
     /// One instance by id; `None` when AWS does not know it.
