@@ -402,11 +402,67 @@ fn a_killed_bake_is_removed_by_pipe_clean_from_its_journal_or_by_tag() {
                 "{}",
                 clean.stdout
             );
-            // The key folder was journaled only; without the journal it stays.
-            for dir in machine_folders(&p) {
-                std::fs::remove_dir_all(p.path().join(".pipe/ec2").join(dir)).unwrap();
-            }
         }
         assert_nothing_left(&p, &ec2);
     }
+}
+
+#[test]
+fn keep_on_error_keeps_the_build_instance_until_pipe_clean() {
+    let ec2 = local_ec2::hold();
+    let env = ec2.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = project_with("ec2keep", "\n  { inline = [\"exit 3\"] },");
+    let r = p.pipe_env(
+        &[
+            "bake",
+            "--env",
+            "staging",
+            "--no-progress",
+            "--keep-on-error",
+        ],
+        &env,
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("kept the build machine"), "{}", r.all());
+    assert!(r.stderr.contains("ssh -i "), "how to get in: {}", r.all());
+    assert_eq!(
+        ec2.live_instances(&p.name).len(),
+        1,
+        "the app build instance"
+    );
+    assert_eq!(
+        p.journals(),
+        Vec::<String>::new(),
+        "kept, so out of the journal"
+    );
+
+    let dry = p.pipe_env(&["clean", "--dry-run"], &env);
+    dry.ok();
+    assert!(
+        dry.stdout.contains("would remove ec2 instance"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        ec2.live_instances(&p.name).len(),
+        1,
+        "--dry-run removes nothing"
+    );
+
+    let clean = p.pipe_env(&["clean"], &env);
+    clean.ok();
+    assert!(
+        clean.stdout.contains("removed ec2 instance"),
+        "{}",
+        clean.stdout
+    );
+    assert_eq!(ec2.live_instances(&p.name), vec![]);
+    assert_eq!(ec2.key_pairs(&p.name), Vec::<String>::new());
+    assert_eq!(ec2.security_groups(&p.name), Vec::<String>::new());
+    assert_eq!(
+        machine_folders(&p),
+        Vec::<String>::new(),
+        "the key folder goes too"
+    );
 }

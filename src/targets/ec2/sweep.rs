@@ -36,6 +36,17 @@ pub fn sweep(
         })?;
         out.extend(sweep_region(&client, pipeline, live, dry_run)?);
     }
+    // The key folder of a swept machine (a kept build machine, a run whose journal is gone)
+    // goes with it: the private key is useless without its key pair.
+    if !dry_run {
+        for swept in &out {
+            if let (Resource::Ec2KeyPair { name, .. }, None) = (&swept.resource, &swept.error) {
+                let _ = crate::targets::resource::remove_path(&super::launch::machine_dir(
+                    &pf.root, name,
+                ));
+            }
+        }
+    }
     Ok(out)
 }
 
