@@ -1,5 +1,6 @@
 //! The Pipelinefile: finding it, parsing it with spans, validating it, interpolating it.
 
+pub mod confine;
 pub mod diagnostic;
 mod known;
 pub mod model;
