@@ -401,9 +401,9 @@ fn special_files_are_refused_clearly_and_quickly() {
     let bad = child.join("latin1.toml");
     std::fs::write(&bad, b"[pipeline]\nname = \"caf\xe9\"\n").unwrap();
     let out = pipe(&child, &["validate", "-f", "latin1.toml"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("invalid UTF-8 at line 2, column 12"),
+        stderr(&out).contains("error: invalid UTF-8\n --> latin1.toml:2:12"),
         "{}",
         stderr(&out)
     );
