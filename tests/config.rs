@@ -401,9 +401,39 @@ fn special_files_are_refused_clearly_and_quickly() {
     let bad = child.join("latin1.toml");
     std::fs::write(&bad, b"[pipeline]\nname = \"caf\xe9\"\n").unwrap();
     let out = pipe(&child, &["validate", "-f", "latin1.toml"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("invalid UTF-8 at line 2, column 12"),
+        stderr(&out).contains("error: invalid UTF-8\n --> latin1.toml:2:12"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// With `--json`, a command line clap refuses is one JSON error event on stdout, exit 2.
+#[test]
+fn json_usage_errors_are_json_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pipe(dir.path(), &["--json", "up", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let event: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(event["event"], "error");
+    assert_eq!(event["exit_code"], 2);
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .contains("--no-such-flag"),
+        "{event}"
+    );
+    // Without --json, clap's own message on stderr.
+    let out = pipe(dir.path(), &["up", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("unexpected argument"),
         "{}",
         stderr(&out)
     );

@@ -247,3 +247,25 @@ fn the_last_line_is_covered_and_commands_refuse_a_broken_ledger() {
         lines.join("\n") + "\n"
     );
 }
+
+#[test]
+fn an_unknown_env_and_a_short_prefix_are_usage_errors() {
+    let (p, _, releases) = setup();
+    for cmd in ["history", "releases"] {
+        let run = p.pipe(&[cmd, "--env", "nosuch"]);
+        assert_eq!(run.code, 2, "{cmd}: {}", run.all());
+        assert!(
+            run.stderr.contains("unknown environment `nosuch`"),
+            "{cmd}: {}",
+            run.stderr
+        );
+    }
+    let short = &releases[0].id[..5];
+    let run = p.pipe(&["reject", short]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("give at least 6 characters"),
+        "{}",
+        run.stderr
+    );
+}

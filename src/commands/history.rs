@@ -16,6 +16,10 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
     }
     let entries = ledger.entries()?;
     let (views, _) = releases(&entries);
+    // An environment the Pipelinefile does not have is a usage error, not an empty list.
+    if let Some(e) = ctx.global.env.as_deref() {
+        crate::plan::pick_env(&pf, Some(e))?;
+    }
     let env = ctx.global.env.as_deref();
     let shown: Vec<&Entry> = entries
         .iter()

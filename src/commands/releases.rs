@@ -11,6 +11,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let entries = Ledger::open(&state::dir(&pf.root)).checked_entries()?;
     let (views, _) = releases(&entries);
+    // An environment the Pipelinefile does not have is a usage error, not an empty list.
+    if let Some(e) = ctx.global.env.as_deref() {
+        crate::plan::pick_env(&pf, Some(e))?;
+    }
     let env = ctx.global.env.as_deref();
     let shown: Vec<_> = views
         .iter()

@@ -128,7 +128,19 @@ fn render_one(out: &mut String, d: &Diagnostic, path: &Path, index: &LineIndex<'
     let gutter = line.to_string().len();
     let pad = " ".repeat(gutter);
     let _ = writeln!(out, "{pad}--> {}:{line}:{col}", path.display());
-    let text = source[line_start..line_end].trim_end_matches('\r');
+    // Control characters of the offending line never reach the terminal as they are: each is
+    // shown as U+FFFD, one column wide like the character it replaces.
+    let text: String = source[line_start..line_end]
+        .trim_end_matches('\r')
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect();
     // The caret covers the span on its first line, at least one character.
     let span_end = span.end.min(line_end).max(span.start);
     let width = source[span.start.min(source.len())..span_end.min(source.len())]
@@ -157,6 +169,15 @@ mod tests {
             text,
             "error: unknown key `provison` in [base]\n --> Pipelinefile.toml:2:1\n  |\n2 | provison = []\n  | ^^^^^^^^\n  = help: did you mean `provision`?\n"
         );
+    }
+
+    #[test]
+    fn control_characters_of_the_source_line_are_not_printed() {
+        let src = "name = \"a\u{1b}[31mb\"\n";
+        let d = Diagnostic::new("bad", Span::new(7, 8));
+        let text = render(&[d], Path::new("P.toml"), src);
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(text.contains("name = \"a\u{FFFD}[31mb\""), "{text:?}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The Pipelinefile: finding it, parsing it with spans, validating it, interpolating it.
 
+pub mod confine;
 pub mod diagnostic;
 mod known;
 pub mod model;
@@ -58,7 +59,7 @@ pub fn find(start: &Path) -> Option<PathBuf> {
 /// Reads a Pipelinefile: a regular file (or a symlink to one) of at most [`MAX_SIZE`] bytes.
 /// Anything else is refused before it is opened for reading, so a FIFO never blocks and a
 /// device is never read.
-fn read(path: &Path) -> Result<String, ConfigError> {
+fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
     let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -97,18 +98,7 @@ fn read(path: &Path) -> Result<String, ConfigError> {
             size: data.len() as u64,
         });
     }
-    String::from_utf8(data).map_err(|e| {
-        // Where, as an editor shows it: the line and column of the first bad byte.
-        let at = e.utf8_error().valid_up_to();
-        let good = &e.as_bytes()[..at];
-        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
-        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
-        read_error(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("invalid UTF-8 at line {line}, column {column} (byte {at})"),
-        ))
-    })
+    Ok(data)
 }
 
 /// Finds (or takes `explicit`) and loads the Pipelinefile.
@@ -123,14 +113,24 @@ pub fn locate_and_load(explicit: Option<&Path>, cwd: &Path) -> Result<Pipelinefi
 /// Reads, parses and validates the file at `path`; every problem is reported at once.
 /// `cwd` only shapes how the path is displayed in diagnostics.
 pub fn load(path: &Path, cwd: &Path) -> Result<Pipelinefile, ConfigError> {
-    let source = read(path)?;
+    let data = read(path)?;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    parse::parse(&path, source).map_err(|(diagnostics, source)| {
-        let shown = path.strip_prefix(cwd).unwrap_or(&path);
-        let rendered = diagnostic::render(&diagnostics, shown, &source);
-        ConfigError::Invalid {
-            diagnostics,
-            rendered,
+    let shown = path.strip_prefix(cwd).unwrap_or(&path).to_path_buf();
+    let invalid = |diagnostics: Vec<Diagnostic>, source: &str| ConfigError::Invalid {
+        rendered: diagnostic::render(&diagnostics, &shown, source),
+        diagnostics,
+    };
+    let source = match String::from_utf8(data) {
+        Ok(s) => s,
+        Err(e) => {
+            // Shown where an editor would show it (the bad bytes as U+FFFD, 3 bytes long);
+            // the rest of the file is not parsed.
+            let at = e.utf8_error().valid_up_to();
+            let shown_source = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let d = Diagnostic::new("invalid UTF-8", model::Span::new(at, at + 3))
+                .with_hint("a Pipelinefile is UTF-8 text: save it as UTF-8");
+            return Err(invalid(vec![d], &shown_source));
         }
-    })
+    };
+    parse::parse(&path, source).map_err(|(diagnostics, source)| invalid(diagnostics, &source))
 }

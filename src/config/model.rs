@@ -195,6 +195,9 @@ pub struct BuildSettings {
     pub proxy: ProxyMode,
     /// Keep the injected certificates and proxy settings in committed layers (default: removed).
     pub keep_build_trust: bool,
+    /// Absolute host paths outside the project that the Pipelinefile may read (see
+    /// [`super::confine`]).
+    pub host_paths: Vec<PathBuf>,
 }
 
 impl Default for BuildSettings {
@@ -203,6 +206,7 @@ impl Default for BuildSettings {
             ca_certificates: vec![PathBuf::from(DEFAULT_CA_DIR)],
             proxy: ProxyMode::Inherit,
             keep_build_trust: false,
+            host_paths: Vec::new(),
         }
     }
 }

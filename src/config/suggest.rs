@@ -12,7 +12,8 @@ where
         .map(|c| {
             let c_lower = c.to_ascii_lowercase();
             let jw = strsim::jaro_winkler(&lower, &c_lower);
-            let lev = strsim::levenshtein(&lower, &c_lower);
+            // A swap of two neighbours (`nmae`, `prot`, `evn`) is one edit, not two.
+            let lev = strsim::osa_distance(&lower, &c_lower);
             (c, jw, lev)
         })
         // Short words need a close edit-distance match: jaro-winkler is generous with them.
@@ -77,6 +78,10 @@ mod tests {
         assert_eq!(closest("dokcer", ["docker", "qemu", "ec2"]), Some("docker"));
         assert_eq!(closest("ec3", ["docker", "qemu", "ec2"]), Some("ec2"));
         assert_eq!(closest("x", ["a", "b"]), None);
+        // Short keys with two letters swapped.
+        assert_eq!(closest("nmae", ["name", "command"]), Some("name"));
+        assert_eq!(closest("prot", ["port", "host_port"]), Some("port"));
+        assert_eq!(closest("evn", ["env", "vars"]), Some("env"));
     }
 
     #[test]

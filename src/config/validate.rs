@@ -122,7 +122,14 @@ enum Expect {
     Any,
 }
 
-fn must_exist(w: &mut Walker, root: &Path, what: &str, path: &Spanned<String>, expect: Expect) {
+fn must_exist(
+    w: &mut Walker,
+    root: &Path,
+    host_paths: &[std::path::PathBuf],
+    what: &str,
+    path: &Spanned<String>,
+    expect: Expect,
+) {
     let full = root.join(path.value.trim_end_matches('/'));
     let hint = "paths are relative to the Pipelinefile's folder";
     match std::fs::metadata(&full) {
@@ -139,6 +146,16 @@ fn must_exist(w: &mut Walker, root: &Path, what: &str, path: &Spanned<String>, e
             path.span,
             "a trailing `/` uploads a folder's contents; remove it to upload the file",
         ),
+        Ok(_) if !super::confine::is_allowed(root, host_paths, Path::new(&path.value)) => {
+            w.error_hint(
+                format!("{what} `{}` is outside the project", path.value),
+                path.span,
+                format!(
+                    "a Pipelinefile reads host files only inside its folder; to allow this one, add `host_paths = [\"{}\"]` to [build]",
+                    super::confine::resolve(root, Path::new(&path.value)).display()
+                ),
+            )
+        }
         Ok(_) => {}
         Err(_) => {
             let sibling = sibling_suggestion(&full);
@@ -170,23 +187,24 @@ fn sibling_suggestion(full: &Path) -> Option<String> {
 
 fn files(w: &mut Walker, pf: &Pipelinefile) {
     let root = &pf.root;
+    let host = &pf.build.host_paths;
     if let Some(p) = &pf.base.precache {
         for f in &p.files {
-            must_exist(w, root, "precache file", f, Expect::File);
+            must_exist(w, root, host, "precache file", f, Expect::File);
         }
     }
     for prov in pf.base.provision.iter().chain(&pf.app.provision) {
         match &prov.kind {
             ProvisionerKind::File { source, .. } => {
-                must_exist(w, root, "file", source, Expect::Any);
+                must_exist(w, root, host, "file", source, Expect::Any);
             }
             ProvisionerKind::Shell(s) => {
                 if let ShellSource::Script(script) = &s.source {
-                    must_exist(w, root, "script", script, Expect::File);
+                    must_exist(w, root, host, "script", script, Expect::File);
                 }
             }
             ProvisionerKind::Ansible { playbook, .. } => {
-                must_exist(w, root, "playbook", playbook, Expect::File);
+                must_exist(w, root, host, "playbook", playbook, Expect::File);
             }
         }
     }

@@ -246,6 +246,9 @@ pub fn find_release<'a>(views: &'a [ReleaseView], key: &str) -> Result<&'a Relea
         .collect();
     match matches.as_slice() {
         [one] => Ok(one),
+        [] if key.len() < 6 => Err(format!(
+            "`{key}` is too short to name a release: give at least 6 characters of its id"
+        )),
         [] => Err(format!("no release `{key}` in the ledger")),
         _ => Err(format!(
             "`{key}` matches {} releases; give more characters",

@@ -186,7 +186,7 @@ mod tests {
         let settings = BuildSettings {
             ca_certificates: vec![PathBuf::from("/nonexistent-pipe-test/x")],
             proxy: ProxyMode::None,
-            keep_build_trust: false,
+            ..Default::default()
         };
         let host = |_: &str| Some("http://proxy".to_string());
         assert!(BuildTrust::from_settings(&settings, Path::new("/"), &host).is_err());

@@ -302,15 +302,42 @@ pub fn build(w: &mut Walker, root: &Tbl<'_, '_>, root_dir: &Path) -> BuildSettin
     let Some(t) = walk::table(w, v, "`build`", "[build]") else {
         return out;
     };
-    t.check_keys(w, &["ca_certificates", "proxy", "keep_build_trust"]);
+    t.check_keys(
+        w,
+        &["ca_certificates", "proxy", "keep_build_trust", "host_paths"],
+    );
+    if let Some(paths) = t.str_array(w, "host_paths") {
+        for p in paths {
+            if Path::new(&p.value).is_absolute() {
+                out.host_paths.push(PathBuf::from(&p.value));
+            } else {
+                w.error_hint(
+                    format!("host path `{}` is not absolute", p.value),
+                    p.span,
+                    "`host_paths` names files or folders outside the project, e.g. `/etc/ssl/certs/corp.pem`; paths inside the project need no entry",
+                );
+            }
+        }
+    }
     if let Some(certs) = t.str_array(w, "ca_certificates") {
-        out.ca_certificates = certs
-            .into_iter()
-            .map(|c| {
-                let p = PathBuf::from(&c.value);
-                if p.is_absolute() { p } else { root_dir.join(p) }
-            })
-            .collect();
+        out.ca_certificates = Vec::new();
+        for c in certs {
+            let p = PathBuf::from(&c.value);
+            // The host's own store of extra CAs is what build trust is for: always allowed.
+            let default = p == Path::new(crate::config::model::DEFAULT_CA_DIR);
+            if !default && !crate::config::confine::is_allowed(root_dir, &out.host_paths, &p) {
+                w.error_hint(
+                    format!("certificate path `{}` is outside the project", c.value),
+                    c.span,
+                    format!(
+                        "a Pipelinefile reads host files only inside its folder; to allow this one, add `host_paths = [\"{}\"]` to [build]",
+                        crate::config::confine::resolve(root_dir, &p).display()
+                    ),
+                );
+            }
+            out.ca_certificates
+                .push(if p.is_absolute() { p } else { root_dir.join(p) });
+        }
     }
     if let Some(v) = t.get("proxy") {
         out.proxy = match v.get_ref() {
