@@ -126,10 +126,13 @@ fn bake_verifies_records_a_release_and_reuses_layers() {
     let history = p.pipe(&["history", "--env", "dev"]);
     history.ok();
     assert!(history.stdout.contains("bake"), "{}", history.stdout);
+    // An environment the Pipelinefile lacks is a usage error, not an empty history.
+    let unknown = p.pipe(&["history", "--env", "nope"]);
+    assert_eq!(unknown.code, 2, "{}", unknown.all());
     assert!(
-        p.pipe(&["history", "--env", "nope"])
-            .stdout
-            .contains("empty")
+        unknown.stderr.contains("unknown environment `nope`"),
+        "{}",
+        unknown.stderr
     );
 
     // A second bake reuses both layers and records a second release.
