@@ -145,3 +145,22 @@ pub fn seal(comm: &dyn Communicator, cloud: bool, login_key: Option<&str>) -> Re
     }
     Ok(())
 }
+
+/// Makes a fresh ed25519 key pair at `key` (and `key.pub`), replacing one that is there: the
+/// login key of a VM or a build instance, which never leaves the host.
+pub fn new_login_key(key: &std::path::Path) -> Result<()> {
+    let _ = std::fs::remove_file(key);
+    let _ = std::fs::remove_file(key.with_extension("pub"));
+    crate::process::run(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "pipe", "-f"])
+            .arg(key),
+    )
+    .map_err(|e| {
+        let hint = e
+            .not_started()
+            .then(|| "install openssh-client".to_string());
+        Error::runtime(e.to_string(), hint)
+    })?;
+    Ok(())
+}

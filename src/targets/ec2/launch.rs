@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::communicators::ssh::{HostKeyPolicy, SshComm, SshSettings};
@@ -178,19 +177,7 @@ fn make_key(dir: &Path) -> Result<String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::runtime(format!("creating {}: {e}", dir.display()), None))?;
     let key = key_path(dir);
-    let _ = std::fs::remove_file(&key);
-    let _ = std::fs::remove_file(key.with_extension("pub"));
-    crate::process::run(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "pipe", "-f"])
-            .arg(&key),
-    )
-    .map_err(|e| {
-        let hint = e
-            .not_started()
-            .then(|| "install openssh-client".to_string());
-        Error::runtime(e.to_string(), hint)
-    })?;
+    crate::targets::guest::new_login_key(&key)?;
     std::fs::read_to_string(key.with_extension("pub"))
         .map(|k| k.trim().to_string())
         .map_err(|e| Error::runtime(format!("reading {}.pub: {e}", key.display()), None))

@@ -414,19 +414,7 @@ fn ensure_key(dir: &Path) -> Result<String> {
     let key = key_path(dir);
     let public = key.with_extension("pub");
     if !key.is_file() || !public.is_file() {
-        let _ = std::fs::remove_file(&key);
-        let _ = std::fs::remove_file(&public);
-        process::run(
-            Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "pipe", "-f"])
-                .arg(&key),
-        )
-        .map_err(|e| {
-            let hint = e
-                .not_started()
-                .then(|| "install openssh-client".to_string());
-            Error::runtime(e.to_string(), hint)
-        })?;
+        crate::targets::guest::new_login_key(&key)?;
     }
     std::fs::read_to_string(&public).map_err(|e| {
         Error::runtime(format!("reading {}: {e}", public.display()), None).caused_by(e)
