@@ -152,14 +152,19 @@ impl LocalEc2 {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    /// The instances of `pipeline` that are not terminated: (id, state, tags).
-    pub fn live_instances(&self, pipeline: &str) -> Vec<(String, String)> {
-        let v = self.ec2(
-            "describe_instances",
+    /// `call` (a `describe_*` of the EC2 API) filtered to `pipeline`'s `pipe:pipeline` tag.
+    fn tagged(&self, call: &str, pipeline: &str) -> Value {
+        self.ec2(
+            call,
             &format!(
                 r#"{{"Filters": [{{"Name": "tag:pipe:pipeline", "Values": ["{pipeline}"]}}]}}"#
             ),
-        );
+        )
+    }
+
+    /// The instances of `pipeline` that are not terminated: (id, state, tags).
+    pub fn live_instances(&self, pipeline: &str) -> Vec<(String, String)> {
+        let v = self.tagged("describe_instances", pipeline);
         v["Reservations"]
             .as_array()
             .unwrap()
@@ -177,12 +182,7 @@ impl LocalEc2 {
 
     /// Names of `pipeline`'s key pairs.
     pub fn key_pairs(&self, pipeline: &str) -> Vec<String> {
-        let v = self.ec2(
-            "describe_key_pairs",
-            &format!(
-                r#"{{"Filters": [{{"Name": "tag:pipe:pipeline", "Values": ["{pipeline}"]}}]}}"#
-            ),
-        );
+        let v = self.tagged("describe_key_pairs", pipeline);
         v["KeyPairs"]
             .as_array()
             .unwrap()
@@ -193,12 +193,7 @@ impl LocalEc2 {
 
     /// Names of `pipeline`'s security groups.
     pub fn security_groups(&self, pipeline: &str) -> Vec<String> {
-        let v = self.ec2(
-            "describe_security_groups",
-            &format!(
-                r#"{{"Filters": [{{"Name": "tag:pipe:pipeline", "Values": ["{pipeline}"]}}]}}"#
-            ),
-        );
+        let v = self.tagged("describe_security_groups", pipeline);
         v["SecurityGroups"]
             .as_array()
             .unwrap()
