@@ -213,6 +213,11 @@ pub fn switch(
     kind: Kind,
 ) -> Result<()> {
     crate::interrupt::install();
+    if let Some(fleet) = target.fleet() {
+        return switch_fleet(
+            ctx, pf, ledger, current, env, target, fleet, view, dry_run, kind,
+        );
+    }
     let pipeline = pf.pipeline.name.value.clone();
     let r = &view.release;
     let serving = target.serving(pf, env)?;
@@ -335,24 +340,7 @@ pub fn switch(
     let result = switch_target(&mut runner, target, &s, ctx.printer);
     let result = runner.finish(result);
     let record = |ok: bool, detail: Option<String>| {
-        let (release, env, previous) = (r.id.clone(), env.to_string(), previous.clone());
-        let event = match kind {
-            Kind::Promote => Event::Promote {
-                release,
-                env,
-                ok,
-                previous,
-                detail,
-            },
-            Kind::Rollback => Event::Rollback {
-                release,
-                env,
-                ok,
-                previous,
-                detail,
-            },
-        };
-        ledger.append(&who(), event)
+        record(ledger, kind, r, env, previous.clone(), ok, detail)
     };
     match result {
         Ok(new) => {
@@ -386,6 +374,129 @@ pub fn switch(
             let detail = e.to_string();
             let detail = detail.lines().next().unwrap_or("").to_string();
             record(false, Some(ctx.printer.redactor().redact(&detail)))?;
+            Err(e)
+        }
+    }
+}
+
+/// Appends the outcome of a promotion or rollback to the ledger.
+fn record(
+    ledger: &Ledger,
+    kind: Kind,
+    r: &crate::ledger::Release,
+    env: &str,
+    previous: Option<String>,
+    ok: bool,
+    detail: Option<String>,
+) -> Result<()> {
+    let (release, env) = (r.id.clone(), env.to_string());
+    let event = match kind {
+        Kind::Promote => Event::Promote {
+            release,
+            env,
+            ok,
+            previous,
+            detail,
+        },
+        Kind::Rollback => Event::Rollback {
+            release,
+            env,
+            ok,
+            previous,
+            detail,
+        },
+    };
+    ledger.append(&who(), event)?;
+    Ok(())
+}
+
+/// [`switch`] on a target that rolls its fleet itself ([`crate::targets::fleet`]): the same
+/// gate, plan report and ledger records, the roll-out done by the target.
+#[allow(clippy::too_many_arguments)]
+fn switch_fleet(
+    ctx: &Ctx,
+    pf: &Pipelinefile,
+    ledger: &Ledger,
+    current: &BTreeMap<String, String>,
+    env: &str,
+    target: &dyn Target,
+    fleet: &dyn crate::targets::fleet::Fleet,
+    view: &ReleaseView,
+    dry_run: bool,
+    kind: Kind,
+) -> Result<()> {
+    let r = &view.release;
+    let previous = current.get(env).cloned();
+    if previous.as_deref() == Some(r.id.as_str()) {
+        return Err(gate(
+            format!("release {} is already current in `{env}`", r.alias),
+            None,
+        ));
+    }
+    let verb = match kind {
+        Kind::Promote => "promote",
+        Kind::Rollback => "roll back",
+    };
+    let mut data = serde_json::json!({
+        "env": env, "release": r.id, "alias": r.alias, "target": target.kind().as_str(),
+        "previous": previous,
+    });
+    let merge = |data: &mut serde_json::Value, extra: serde_json::Value| {
+        if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
+            data.extend(extra);
+        }
+    };
+    if dry_run {
+        let plan = fleet.plan(pf, env, r)?;
+        let mut human = format!(
+            "would {verb} `{env}` to release {} (baked in {} at {}, commit {}{}):\n",
+            r.alias,
+            r.env,
+            r.when,
+            r.git_commit,
+            if r.git_dirty { ", dirty" } else { "" }
+        );
+        for (n, step) in plan.steps.iter().enumerate() {
+            human.push_str(&format!("  {}. {step}\n", n + 1));
+        }
+        human.push_str("nothing was changed (--plan)");
+        merge(&mut data, plan.json);
+        data["plan"] = true.into();
+        data["steps"] = plan.steps.into();
+        ctx.printer.result(verb, data, &human);
+        return Ok(());
+    }
+    let journal = Journal::start(&state::dir(&pf.root), verb, &pf.pipeline.name.value)?;
+    let mut runner = Runner::new(journal, ctx.printer);
+    let result = fleet.roll_out(&mut runner, pf, env, r, ctx.printer);
+    let result = runner.finish(result);
+    match result {
+        Ok(done) => {
+            record(ledger, kind, r, env, previous.clone(), true, None)?;
+            let mut human = format!("`{env}` now runs release {}: {}", r.alias, done.summary);
+            if let Some(prev) = &previous {
+                human.push_str(&format!(
+                    "\n  previous: {} (undo with `pipe rollback {env}`)",
+                    &prev[..10.min(prev.len())]
+                ));
+            }
+            merge(&mut data, done.json);
+            ctx.printer.result(verb, data, &human);
+            Ok(())
+        }
+        Err(e) => {
+            // Interrupted or failed, the roll-out put back what ran before.
+            let detail = e.to_string();
+            let detail = detail.lines().next().unwrap_or("").to_string();
+            record(
+                ledger,
+                kind,
+                r,
+                env,
+                previous,
+                false,
+                Some(ctx.printer.redactor().redact(&detail)),
+            )?;
             Err(e)
         }
     }

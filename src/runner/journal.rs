@@ -50,6 +50,32 @@ pub enum Resource {
         endpoint: Option<String>,
         name: String,
     },
+    /// A launch template version a promotion made, by the run id in its description (its
+    /// number is only known once it exists). Cleanup deletes it unless it is the default.
+    Ec2TemplateVersion {
+        region: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        template_id: String,
+        run: String,
+    },
+    /// An instance refresh of a group. Cleanup rolls a refresh still in progress back and
+    /// waits until the group runs what it ran before.
+    Ec2Refresh {
+        region: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        group: String,
+    },
+    /// An environment's promotion lock (an SSM parameter written only if absent). Cleanup
+    /// deletes it only while it still names this run.
+    PromotionLock {
+        region: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        name: String,
+        run: String,
+    },
 }
 
 impl std::fmt::Display for Resource {
@@ -74,6 +100,21 @@ impl std::fmt::Display for Resource {
                 write!(f, "ec2 instance {name} ({region})")
             }
             Resource::Ec2Image { region, name, .. } => write!(f, "ec2 image {name} ({region})"),
+            Resource::Ec2TemplateVersion {
+                region,
+                template_id,
+                run,
+                ..
+            } => write!(
+                f,
+                "launch template version of {template_id} made by run {run} ({region})"
+            ),
+            Resource::Ec2Refresh { region, group, .. } => {
+                write!(f, "instance refresh of group {group} ({region})")
+            }
+            Resource::PromotionLock { region, name, .. } => {
+                write!(f, "promotion lock {name} ({region})")
+            }
         }
     }
 }

@@ -15,6 +15,7 @@
 pub mod checks;
 pub mod docker;
 pub mod ec2;
+pub mod fleet;
 pub mod guest;
 pub mod layers;
 pub mod local;
@@ -222,6 +223,12 @@ pub trait Target {
 
     /// A release's artifact on this target, checked to still exist.
     fn release_artifact(&self, release: &Release) -> Result<String>;
+
+    /// The fleet the target rolls itself when it switches an environment (ec2); `None` when
+    /// it switches machine by machine ([`switch`]).
+    fn fleet(&self) -> Option<&dyn fleet::Fleet> {
+        None
+    }
 
     /// The machines serving `env` now (normally one), running or not.
     fn serving(&self, pf: &Pipelinefile, env: &str) -> Result<Vec<Serving>>;

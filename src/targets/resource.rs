@@ -21,6 +21,8 @@ use crate::engine::qemu as vm;
 const QEMU_GRACE: Duration = Duration::from_secs(5);
 /// How long a terminated instance may take to be gone, and its security group to be free.
 const EC2_GONE: Duration = Duration::from_secs(600);
+/// How long a refresh that is rolled back may take to end, in a cleanup.
+const REFRESH_GONE: Duration = Duration::from_secs(3600);
 
 /// Destroys resources; holds the Docker and AWS connections once they were needed.
 #[derive(Default)]
@@ -127,6 +129,42 @@ impl Destroyer {
                     c.delete_image(&image.id)?;
                 }
                 Ok(!images.is_empty())
+            }
+            Resource::Ec2TemplateVersion {
+                region,
+                endpoint,
+                template_id,
+                run,
+            } => {
+                let c = self.aws(region, endpoint)?;
+                let mut any = false;
+                for v in c.template_versions(template_id)? {
+                    if !v.default && v.description.as_deref().is_some_and(|d| d.contains(run)) {
+                        any |= c.delete_template_version(template_id, v.number)?;
+                    }
+                }
+                Ok(any)
+            }
+            Resource::Ec2Refresh {
+                region,
+                endpoint,
+                group,
+            } => Ok(self.aws(region, endpoint)?.roll_back_refresh(
+                group,
+                REFRESH_GONE,
+                &crate::interrupt::abandoned,
+            )?),
+            Resource::PromotionLock {
+                region,
+                endpoint,
+                name,
+                run,
+            } => {
+                let c = self.aws(region, endpoint)?;
+                match c.parameter(name)? {
+                    Some(p) if p.value.contains(run.as_str()) => Ok(c.delete_parameter(name)?),
+                    _ => Ok(false),
+                }
             }
         }
     }

@@ -37,6 +37,8 @@ pub struct AwsSettings {
 #[derive(Clone)]
 pub struct AwsClient {
     pub(super) ec2: aws_sdk_ec2::Client,
+    pub(super) autoscaling: aws_sdk_autoscaling::Client,
+    pub(super) ssm: aws_sdk_ssm::Client,
     rt: Arc<tokio::runtime::Runtime>,
     region: String,
     endpoint: Option<String>,
@@ -120,6 +122,8 @@ impl AwsClient {
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
         Ok(Self {
             ec2: aws_sdk_ec2::Client::new(&config),
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            ssm: aws_sdk_ssm::Client::new(&config),
             rt: Arc::new(rt),
             region,
             endpoint,

@@ -10,11 +10,17 @@
 //!   giving up names the resource, the state waited for and how long it was waited for.
 //! - Every resource pipe creates is tagged (`pipe:*`), so it can be found and swept by tag.
 
+mod autoscaling;
 mod client;
 mod ec2;
 mod error;
+mod ssm;
+mod templates;
 pub mod wait;
 
+pub use autoscaling::{GroupInfo, GroupInstance, RefreshInfo, RefreshStart, TemplateRef};
 pub use client::{AwsClient, AwsSettings};
 pub use ec2::{ImageInfo, InstanceInfo, InstanceLaunch, Tagged, filter_tags, is_loopback_endpoint};
 pub use error::AwsError;
+pub use ssm::{IMAGE_DATA_TYPE, ParameterInfo};
+pub use templates::{TemplateInfo, TemplateVersion};

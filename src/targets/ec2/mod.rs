@@ -11,10 +11,13 @@
 //!   available (an interrupted one is deregistered with its snapshots), then kept.
 //! - [`sweep`]: what dead runs left, by the `pipe:run` tag, in the pipeline's regions.
 //!
-//! Promotion on ec2 (launch templates, auto scaling, SSM) is not built yet.
+//! - [`promote`]: an environment's Auto Scaling group moved to a release's AMI (launch
+//!   template version, instance refresh with auto-rollback, SSM parameter), as the target's
+//!   [`crate::targets::fleet::Fleet`].
 
 mod image;
 mod launch;
+pub mod promote;
 mod sweep;
 mod target;
 

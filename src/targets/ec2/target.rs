@@ -16,6 +16,7 @@ use crate::ledger::Release;
 use crate::plan::Plan;
 use crate::runner::Runner;
 use crate::services::RenderedService;
+use crate::targets::fleet::{Fleet, FleetPlan, RolledOut};
 use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix};
 use crate::ui::Printer;
 
@@ -324,7 +325,11 @@ impl Target for Ec2Target {
     }
 
     fn can_switch(&self) -> Result<()> {
-        Err(Error::NotImplemented(PROMOTE))
+        Ok(())
+    }
+
+    fn fleet(&self) -> Option<&dyn Fleet> {
+        Some(self)
     }
 
     fn serving(&self, _: &Pipelinefile, _: &str) -> Result<Vec<Serving>> {
@@ -372,5 +377,32 @@ impl Target for Ec2Target {
         artifact: &str,
     ) -> (serde_json::Value, String) {
         (serde_json::json!({}), format!("instances from {artifact}"))
+    }
+}
+
+impl Ec2Target {
+    /// A client for `env`'s region and endpoint (not the bake's).
+    fn env_client(&self, pf: &Pipelinefile, env: &str) -> Result<AwsClient> {
+        Ok(AwsClient::connect(&crate::plan::aws_settings(pf, env))?)
+    }
+}
+
+impl Fleet for Ec2Target {
+    fn plan(&self, pf: &Pipelinefile, env: &str, release: &Release) -> Result<FleetPlan> {
+        let r = super::promote::Rollout::of(env, &self.settings(env))?;
+        super::promote::plan(&self.env_client(pf, env)?, pf, env, &r, release)
+    }
+
+    fn roll_out(
+        &self,
+        runner: &mut Runner<'_>,
+        pf: &Pipelinefile,
+        env: &str,
+        release: &Release,
+        printer: &Printer,
+    ) -> Result<RolledOut> {
+        let r = super::promote::Rollout::of(env, &self.settings(env))?;
+        let client = self.env_client(pf, env)?;
+        super::promote::roll_out(runner, &client, pf, env, &r, release, printer)
     }
 }

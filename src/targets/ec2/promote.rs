@@ -1,0 +1,629 @@
+//! Promotion on EC2, the refresh strategy: the environment's Auto Scaling group is moved to the
+//! release's AMI by a new launch template version (the current default with only the image
+//! changed, as an explicit AMI id) and an instance refresh with auto-rollback; once it
+//! succeeded, the version becomes the template's default, the AMI is protected from
+//! deregistration, and the SSM parameter names it (read back).
+//!
+//! Each step's resource is journaled: the promotion lock (an SSM parameter written only if
+//! absent, so two hosts never promote one environment at once), the template version (deleted
+//! unless the promotion succeeded), the refresh (rolled back unless it succeeded). A failure,
+//! Ctrl-C or SIGTERM during the refresh rolls it back and waits until the group runs what it
+//! ran before; `pipe clean` does the same for a killed run.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::config::{Ec2Settings, Pipelinefile, TargetKind};
+use crate::engine::aws::{
+    AwsClient, GroupInfo, IMAGE_DATA_TYPE, RefreshInfo, RefreshStart, TemplateInfo,
+};
+use crate::error::{Error, Result};
+use crate::ledger::Release;
+use crate::runner::{Resource, Runner};
+use crate::targets::fleet::{FleetPlan, RolledOut};
+use crate::targets::resource::{self, Destroyer};
+use crate::ui::Printer;
+
+/// `min_healthy_percentage` when the environment does not set it (AWS's own default).
+pub const DEFAULT_MIN_HEALTHY: i32 = 90;
+/// How long a refresh may take, by default.
+const REFRESH_WAIT: Duration = Duration::from_secs(3600);
+/// First and longest pause between looks at a refresh.
+const POLL_FIRST: Duration = Duration::from_secs(2);
+const POLL_MAX: Duration = Duration::from_secs(15);
+
+/// What a promotion into an environment works with, from its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    pub group: String,
+    pub template: String,
+    pub ssm_parameter: Option<String>,
+    pub min_healthy: i32,
+    pub max_healthy: Option<i32>,
+    pub warmup: Option<i32>,
+    pub checkpoints: Vec<i32>,
+    pub alarms: Vec<String>,
+    pub wait: Duration,
+}
+
+impl Rollout {
+    /// The environment's rollout settings; an error naming what is missing.
+    pub fn of(env: &str, s: &Ec2Settings) -> Result<Self> {
+        let missing = |key: &str| {
+            Error::usage(
+                format!(
+                    "env `{env}` runs on ec2 but has no `{key}`: pipe promotes into an Auto Scaling group through its launch template"
+                ),
+                Some(format!(
+                    "add `auto_scaling_group = \"...\"` and `launch_template = \"...\"` to [env.{env}]"
+                )),
+            )
+        };
+        Ok(Self {
+            group: s
+                .auto_scaling_group
+                .clone()
+                .ok_or_else(|| missing("auto_scaling_group"))?,
+            template: s
+                .launch_template
+                .clone()
+                .ok_or_else(|| missing("launch_template"))?,
+            ssm_parameter: s.ssm_parameter.clone(),
+            min_healthy: DEFAULT_MIN_HEALTHY,
+            max_healthy: None,
+            warmup: None,
+            checkpoints: Vec::new(),
+            alarms: Vec::new(),
+            wait: s.wait_timeout.map_or(REFRESH_WAIT, Duration::from_secs),
+        })
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        json!({
+            "min_healthy_percentage": self.min_healthy,
+            "max_healthy_percentage": self.max_healthy,
+            "instance_warmup": self.warmup,
+            "checkpoints": self.checkpoints,
+            "alarms": self.alarms,
+            "auto_rollback": true,
+        })
+    }
+
+    fn settings_human(&self) -> String {
+        let mut s = format!("min healthy {}%", self.min_healthy);
+        if let Some(m) = self.max_healthy {
+            s.push_str(&format!(", max healthy {m}%"));
+        }
+        if let Some(w) = self.warmup {
+            s.push_str(&format!(", warm-up {w}s"));
+        }
+        if !self.checkpoints.is_empty() {
+            let c: Vec<String> = self.checkpoints.iter().map(|c| format!("{c}%")).collect();
+            s.push_str(&format!(", checkpoints at {}", c.join(", ")));
+        }
+        if !self.alarms.is_empty() {
+            s.push_str(&format!(", alarms {}", self.alarms.join(", ")));
+        }
+        s.push_str(", auto-rollback");
+        s
+    }
+}
+
+/// The SSM parameter that is an environment's promotion lock.
+pub fn lock_name(pipeline: &str, env: &str) -> String {
+    format!("/pipe/{pipeline}/{env}/promotion-lock")
+}
+
+/// The release's AMI in `region`.
+pub fn ami_in(release: &Release, region: &str) -> Result<String> {
+    let artifacts = release.artifacts_on(TargetKind::Ec2);
+    artifacts
+        .iter()
+        .find(|a| a.region == Some(region))
+        .map(|a| a.id.to_string())
+        .ok_or_else(|| {
+            let have: Vec<String> = artifacts
+                .iter()
+                .map(|a| a.region.unwrap_or("?").to_string())
+                .collect();
+            Error::runtime(
+                format!(
+                    "release {} has no AMI in {region} (it has AMIs in: {})",
+                    release.alias,
+                    have.join(", ")
+                ),
+                Some(format!(
+                    "bake with `ami_regions = [\"{region}\"]` in [env.{}], or promote in the region it was baked in",
+                    release.env
+                )),
+            )
+        })
+}
+
+/// The group, its template, and the AMI the group's instances are configured with now.
+struct Current {
+    group: GroupInfo,
+    template: TemplateInfo,
+    /// The version the group names (`$Default`, `$Latest` or a number) and its image.
+    group_version: String,
+    group_image: Option<String>,
+    default_image: Option<String>,
+}
+
+fn current(client: &AwsClient, r: &Rollout) -> Result<Current> {
+    let group = client.group(&r.group)?.ok_or_else(|| {
+        Error::runtime(
+            format!(
+                "Auto Scaling group {} does not exist in {}",
+                r.group,
+                client.region()
+            ),
+            Some("create it (Terraform, CloudFormation, the console) with the launch template, then promote".into()),
+        )
+    })?;
+    let template = client.launch_template(&r.template)?.ok_or_else(|| {
+        Error::runtime(
+            format!(
+                "launch template {} does not exist in {}",
+                r.template,
+                client.region()
+            ),
+            None,
+        )
+    })?;
+    let Some(spec) = &group.template else {
+        return Err(Error::runtime(
+            format!(
+                "Auto Scaling group {} is not configured with a launch template (a launch configuration or a mixed instances policy)",
+                r.group
+            ),
+            Some(format!(
+                "configure the group with launch template {}; launch configurations are retired by AWS",
+                r.template
+            )),
+        ));
+    };
+    let names_it = spec.id.as_deref() == Some(template.id.as_str())
+        || spec.name.as_deref() == Some(template.name.as_str());
+    if !names_it {
+        return Err(Error::runtime(
+            format!(
+                "Auto Scaling group {} runs launch template {}, not {}",
+                r.group,
+                spec.name.clone().or(spec.id.clone()).unwrap_or_default(),
+                r.template
+            ),
+            Some("set `launch_template` to the group's template".into()),
+        ));
+    }
+    let group_version = spec.version.clone().unwrap_or_else(|| "$Default".into());
+    let group_image = client
+        .template_version(&template.id, &group_version)?
+        .and_then(|v| v.image);
+    let default_image = client
+        .template_version(&template.id, &template.default_version.to_string())?
+        .and_then(|v| v.image);
+    Ok(Current {
+        group,
+        template,
+        group_version,
+        group_image,
+        default_image,
+    })
+}
+
+/// What promoting `release` into `env` would do.
+pub fn plan(
+    client: &AwsClient,
+    pf: &Pipelinefile,
+    env: &str,
+    r: &Rollout,
+    release: &Release,
+) -> Result<FleetPlan> {
+    let ami = ami_in(release, client.region())?;
+    let c = current(client, r)?;
+    let now = c.group_image.clone().unwrap_or_else(|| "nothing".into());
+    let next = c.template.latest_version + 1;
+    let mut steps = vec![
+        format!(
+            "take the promotion lock {} (an SSM parameter)",
+            lock_name(&pf.pipeline.name.value, env)
+        ),
+        format!(
+            "create version {next} of launch template {} from its default version {} with only the image changed: {} -> {ami}",
+            r.template,
+            c.template.default_version,
+            c.default_image.as_deref().unwrap_or("none"),
+        ),
+        format!(
+            "instance refresh of group {} ({} instances, running {now} from version {}): {}",
+            r.group,
+            c.group.instances.len(),
+            c.group_version,
+            r.settings_human()
+        ),
+        format!(
+            "make version {next} the default of {}, protect {ami} from deregistration",
+            r.template
+        ),
+    ];
+    if let Some(p) = &r.ssm_parameter {
+        steps.push(format!("write {ami} to SSM parameter {p} and read it back"));
+    }
+    Ok(FleetPlan {
+        steps,
+        json: json!({
+            "region": client.region(),
+            "group": r.group,
+            "instances": c.group.instances.len(),
+            "image_now": c.group_image,
+            "image_next": ami,
+            "launch_template": r.template,
+            "version_now": c.group_version,
+            "version_next": next,
+            "refresh": r.settings_json(),
+            "ssm_parameter": r.ssm_parameter,
+        }),
+    })
+}
+
+/// Promotes `release` into `env` (see the module doc).
+pub fn roll_out(
+    runner: &mut Runner<'_>,
+    client: &AwsClient,
+    pf: &Pipelinefile,
+    env: &str,
+    r: &Rollout,
+    release: &Release,
+    printer: &Printer,
+) -> Result<RolledOut> {
+    let region = client.region().to_string();
+    let endpoint = client.endpoint().map(str::to_string);
+    let destroyer = || Destroyer::with_aws(client.clone());
+    let run = runner.run_id();
+    let pipeline = &pf.pipeline.name.value;
+
+    let lock = Resource::PromotionLock {
+        region: region.clone(),
+        endpoint: endpoint.clone(),
+        name: lock_name(pipeline, env),
+        run: run.clone(),
+    };
+    runner.step(&format!("lock promotions of `{env}`"), |runner| {
+        resource::create(runner, destroyer(), &lock, || {
+            acquire(client, &lock_name(pipeline, env), &run, env, release)
+        })
+    })?;
+
+    let ami = ami_in(release, &region)?;
+    let c = runner.step(
+        &format!("read group {} and launch template {}", r.group, r.template),
+        |_| current(client, r),
+    )?;
+    let before = c.group_image.clone().unwrap_or_else(|| "nothing".into());
+
+    let version_res = Resource::Ec2TemplateVersion {
+        region: region.clone(),
+        endpoint: endpoint.clone(),
+        template_id: c.template.id.clone(),
+        run: run.clone(),
+    };
+    let version = runner.step(
+        &format!(
+            "create a version of launch template {} with {ami}",
+            r.template
+        ),
+        |runner| {
+            let description = format!(
+                "pipe {pipeline}: release {} into {env} (run {run})",
+                release.alias
+            );
+            resource::create(runner, destroyer(), &version_res, || {
+                Ok(client.create_template_version(
+                    &c.template.id,
+                    c.template.default_version,
+                    &ami,
+                    &description,
+                )?)
+            })
+        },
+    )?;
+    printer.info(format!(
+        "launch template {} version {version}: {ami} (from version {}, {})",
+        r.template,
+        c.template.default_version,
+        c.default_image.as_deref().unwrap_or("no image")
+    ));
+
+    let refresh_res = Resource::Ec2Refresh {
+        region: region.clone(),
+        endpoint: endpoint.clone(),
+        group: r.group.clone(),
+    };
+    let start = RefreshStart {
+        group: r.group.clone(),
+        template_id: c.template.id.clone(),
+        version: version.to_string(),
+        min_healthy_percentage: r.min_healthy,
+        max_healthy_percentage: r.max_healthy,
+        instance_warmup: r.warmup,
+        checkpoints: r.checkpoints.clone(),
+        alarms: r.alarms.clone(),
+    };
+    let refreshed = runner.step(
+        &format!("instance refresh of group {}", r.group),
+        |runner| {
+            let id = resource::create(runner, destroyer(), &refresh_res, || {
+                client.start_refresh(&start).map_err(|e| {
+                    let hint = (e.code() == Some("InstanceRefreshInProgress")).then(|| {
+                        format!(
+                            "another refresh of {} runs (someone else is deploying?): wait for it, or cancel it in the console",
+                            r.group
+                        )
+                    });
+                    Error::runtime(e.to_string(), hint.or(e.hint())).caused_by(e)
+                })
+            })?;
+            printer.info(format!(
+                "refresh {id} of group {}: {} -> {ami} ({})",
+                r.group,
+                before,
+                r.settings_human()
+            ));
+            watch(client, &r.group, &id, r.wait, &before, printer)
+        },
+    )?;
+    // The group runs the release now: what made it so stays, whatever happens next.
+    runner.keep(&refresh_res)?;
+    runner.keep(&version_res)?;
+
+    let mut unfinished = Vec::new();
+    let mut finish = |what: String, result: Result<()>| {
+        if let Err(e) = result {
+            printer.warn(format!("{what}: {e}"), e.hint());
+            unfinished.push(what);
+        }
+    };
+    finish(
+        format!("making version {version} the default of {}", r.template),
+        client
+            .set_default_version(&c.template.id, version)
+            .map_err(Error::from),
+    );
+    finish(
+        format!("protecting {ami} from deregistration"),
+        client.protect_image(&ami).map_err(Error::from),
+    );
+    if let Some(p) = &r.ssm_parameter {
+        finish(
+            format!("writing {ami} to SSM parameter {p}"),
+            write_parameter(client, p, &ami, pipeline, env, release),
+        );
+    }
+    runner.dispose(&lock)?;
+    let summary = format!(
+        "group {} runs {ami} (launch template {} version {version}, refresh {})",
+        r.group, r.template, refreshed.id
+    );
+    let json = json!({
+        "region": region,
+        "group": r.group,
+        "image": ami,
+        "previous_image": c.group_image,
+        "launch_template": r.template,
+        "version": version,
+        "refresh": refreshed.id,
+        "ssm_parameter": r.ssm_parameter,
+        "unfinished": unfinished,
+    });
+    if !unfinished.is_empty() {
+        return Err(Error::runtime(
+            format!(
+                "{summary}, but these did not finish: {}",
+                unfinished.join("; ")
+            ),
+            Some("`pipe status --env ENV` shows what differs; fix it in the console or promote again".into()),
+        ));
+    }
+    Ok(RolledOut { summary, json })
+}
+
+/// Takes the environment's lock: an SSM parameter written only if absent, naming the run.
+fn acquire(client: &AwsClient, name: &str, run: &str, env: &str, release: &Release) -> Result<()> {
+    let who = crate::ledger::who();
+    let since = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let value =
+        json!({"run": run, "who": who, "since": since, "release": release.alias}).to_string();
+    let description = format!("pipe: a promotion of {env} is in progress");
+    match client.put_parameter(name, &value, None, &description, false) {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("ParameterAlreadyExists") => {
+            let holder = client
+                .parameter(name)?
+                .and_then(|p| serde_json::from_str::<serde_json::Value>(&p.value).ok())
+                .unwrap_or_default();
+            let field = |k: &str| holder[k].as_str().unwrap_or("?").to_string();
+            Err(crate::error::Error::Gate {
+                message: format!(
+                    "another promotion of `{env}` is in progress: {} since {} (release {}, run {})",
+                    field("who"),
+                    field("since"),
+                    field("release"),
+                    field("run")
+                ),
+                hint: Some(format!(
+                    "wait for it; if that run is dead, `pipe promote {env} --break-lock` removes its lock (recorded in the ledger)"
+                )),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the AMI to the environment's SSM parameter (data type `aws:ec2:image`) and reads
+/// it back.
+fn write_parameter(
+    client: &AwsClient,
+    name: &str,
+    ami: &str,
+    pipeline: &str,
+    env: &str,
+    release: &Release,
+) -> Result<()> {
+    let description = format!(
+        "pipe {pipeline}: the AMI of {env} (release {})",
+        release.alias
+    );
+    client.put_parameter(name, ami, Some(IMAGE_DATA_TYPE), &description, true)?;
+    match client.parameter(name)? {
+        Some(p) if p.value == ami => Ok(()),
+        found => Err(Error::runtime(
+            format!(
+                "SSM parameter {name} reads {} after writing {ami}",
+                found.map_or("nothing".into(), |p| p.value)
+            ),
+            None,
+        )),
+    }
+}
+
+/// Follows a refresh until it ends, showing its progress; an error unless it succeeded. On
+/// Ctrl-C it returns at once (the journaled refresh is rolled back by the cleanup).
+fn watch(
+    client: &AwsClient,
+    group: &str,
+    id: &str,
+    limit: Duration,
+    before: &str,
+    printer: &Printer,
+) -> Result<RefreshInfo> {
+    let started = Instant::now();
+    let mut interval = POLL_FIRST;
+    let mut shown = String::new();
+    let mut paused = false;
+    loop {
+        let seen = client.refresh(group, id)?.ok_or_else(|| {
+            Error::runtime(
+                format!("instance refresh {id} of group {group} is gone"),
+                None,
+            )
+        })?;
+        let line = progress(&seen);
+        if line != shown {
+            printer.info(format!("refresh {id}: {line}"));
+            shown = line;
+        }
+        if seen.status == "InProgress" && !paused {
+            paused = true;
+            crate::runner::pause_point(printer, "instance refresh in progress");
+        }
+        match seen.status.as_str() {
+            "Successful" => return Ok(seen),
+            s if seen.ended() => {
+                let why = seen
+                    .rollback_reason
+                    .clone()
+                    .or(seen.reason.clone())
+                    .unwrap_or_else(|| "no reason given".into());
+                let back = if s == "RollbackSuccessful" {
+                    format!("; it was rolled back and the group runs {before} again")
+                } else {
+                    String::new()
+                };
+                return Err(Error::runtime(
+                    format!("instance refresh {id} of group {group} ended {s}: {why}{back}"),
+                    Some(format!(
+                        "the new instances did not pass the group's health checks in time? `aws autoscaling describe-instance-refreshes --auto-scaling-group-name {group}` has the details"
+                    )),
+                ));
+            }
+            _ => {}
+        }
+        if started.elapsed() > limit {
+            return Err(Error::runtime(
+                format!(
+                    "instance refresh {id} of group {group} did not end within {}s (last seen: {})",
+                    limit.as_secs(),
+                    seen.status
+                ),
+                Some(
+                    "raise `wait_timeout` for the environment; pipe rolled the refresh back".into(),
+                ),
+            ));
+        }
+        let until = Instant::now() + interval;
+        while Instant::now() < until {
+            if crate::interrupt::requested() {
+                return Err(Error::Interrupted);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        interval = (interval.mul_f64(1.5)).min(POLL_MAX);
+    }
+}
+
+/// `40% done, 1 instance to update (InProgress)`.
+fn progress(r: &RefreshInfo) -> String {
+    let mut s = match r.percent {
+        Some(p) => format!("{p}% done"),
+        None => "starting".into(),
+    };
+    if let Some(n) = r.instances_to_update {
+        s.push_str(&format!(
+            ", {n} instance{} to update",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    s.push_str(&format!(" ({})", r.status));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refresh(status: &str, percent: Option<i32>, left: Option<i32>) -> RefreshInfo {
+        RefreshInfo {
+            id: "r-1".into(),
+            status: status.into(),
+            reason: None,
+            percent,
+            instances_to_update: left,
+            rollback_reason: None,
+        }
+    }
+
+    #[test]
+    fn progress_reads_like_a_sentence() {
+        assert_eq!(
+            progress(&refresh("InProgress", Some(50), Some(1))),
+            "50% done, 1 instance to update (InProgress)"
+        );
+        assert_eq!(
+            progress(&refresh("Pending", None, None)),
+            "starting (Pending)"
+        );
+        assert_eq!(
+            progress(&refresh("Successful", Some(100), Some(0))),
+            "100% done, 0 instances to update (Successful)"
+        );
+    }
+
+    #[test]
+    fn a_rollout_needs_a_group_and_a_template() {
+        let e = Rollout::of("production", &Ec2Settings::default()).unwrap_err();
+        assert!(e.to_string().contains("auto_scaling_group"), "{e}");
+        let s = Ec2Settings {
+            auto_scaling_group: Some("g".into()),
+            launch_template: Some("t".into()),
+            ..Ec2Settings::default()
+        };
+        let r = Rollout::of("production", &s).unwrap();
+        assert_eq!(r.min_healthy, DEFAULT_MIN_HEALTHY);
+        assert_eq!(
+            lock_name("p", "production"),
+            "/pipe/p/production/promotion-lock"
+        );
+    }
+}
