@@ -451,4 +451,22 @@ pub struct Ec2Settings {
     /// Seconds a wait for an instance or an image may take (default: 10 minutes for
     /// instances, 30 for images).
     pub wait_timeout: Option<u64>,
+    /// How a promotion's instance refresh replaces the group's instances.
+    pub refresh: RefreshSettings,
+}
+
+/// `[env.NAME].refresh`: the instance refresh's preferences (AWS's defaults when unset).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshSettings {
+    /// Percent of desired capacity that stays healthy (default 90).
+    pub min_healthy_percentage: Option<i32>,
+    /// Percent it may grow to while replacing (over 100: new instances come before old ones
+    /// go).
+    pub max_healthy_percentage: Option<i32>,
+    /// Seconds a new instance warms up before it counts as healthy.
+    pub instance_warmup: Option<i32>,
+    /// Percentages at which the refresh pauses for a check.
+    pub checkpoints: Vec<i32>,
+    /// CloudWatch alarms that fail (and roll back) the refresh.
+    pub alarms: Vec<String>,
 }

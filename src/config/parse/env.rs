@@ -4,7 +4,8 @@ use indexmap::IndexMap;
 
 use super::Known;
 use crate::config::model::{
-    DockerSettings, Ec2Settings, Environment, QemuSettings, Spanned, TargetKind, TargetSettings,
+    DockerSettings, Ec2Settings, Environment, QemuSettings, RefreshSettings, Spanned, TargetKind,
+    TargetSettings,
 };
 use crate::config::suggest;
 use crate::config::walk::{self, Tbl, Walker};
@@ -22,6 +23,7 @@ const EC2_KEYS: &[&str] = &[
     "ssm_parameter",
     "endpoint_url",
     "wait_timeout",
+    "refresh",
 ];
 const KINDS: &[&str] = &["docker", "qemu", "ec2"];
 
@@ -140,6 +142,7 @@ fn environment(
                 ssm_parameter: s(w, "ssm_parameter"),
                 endpoint_url: endpoint_url(w, t),
                 wait_timeout: wait_timeout(w, t),
+                refresh: refresh(w, t, &name.value),
             })
         }
     };
@@ -214,6 +217,90 @@ fn wait_timeout(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<u64> {
         return None;
     }
     Some(n.value as u64)
+}
+
+const REFRESH_KEYS: &[&str] = &[
+    "min_healthy_percentage",
+    "max_healthy_percentage",
+    "instance_warmup",
+    "checkpoints",
+    "alarms",
+];
+
+/// `refresh = { ... }`: how a promotion's instance refresh replaces instances, in the ranges
+/// AWS accepts, checked here rather than by a failed StartInstanceRefresh.
+fn refresh(w: &mut Walker, t: &Tbl<'_, '_>, env: &str) -> RefreshSettings {
+    let mut out = RefreshSettings::default();
+    let Some(r) = t.table(w, "refresh", Some(format!("[env.{env}].refresh"))) else {
+        return out;
+    };
+    r.check_keys(w, REFRESH_KEYS);
+    let percent = |w: &mut Walker, key: &str, lo: i64, hi: i64| {
+        r.int(w, key).and_then(|n| {
+            if n.value < lo || n.value > hi {
+                w.error_hint(
+                    format!("`{key}` must be between {lo} and {hi}, found {}", n.value),
+                    n.span,
+                    "a percentage of the group's desired capacity",
+                );
+                None
+            } else {
+                Some(n)
+            }
+        })
+    };
+    let min = percent(w, "min_healthy_percentage", 0, 100);
+    let max = percent(w, "max_healthy_percentage", 100, 200);
+    if let (Some(min), Some(max)) = (&min, &max)
+        && max.value - min.value > 100
+    {
+        w.error_hint(
+            format!(
+                "`max_healthy_percentage` ({}) may be at most 100 above `min_healthy_percentage` ({})",
+                max.value, min.value
+            ),
+            max.span,
+            "AWS refuses a wider range",
+        );
+    }
+    out.min_healthy_percentage = min.map(|n| n.value as i32);
+    out.max_healthy_percentage = max.map(|n| n.value as i32);
+    if let Some(n) = r.int(w, "instance_warmup") {
+        if n.value < 0 || n.value > i64::from(i32::MAX) {
+            w.error_hint(
+                format!(
+                    "`instance_warmup` must be 0 or more seconds, found {}",
+                    n.value
+                ),
+                n.span,
+                "leave it out to use the group's default warm-up",
+            );
+        } else {
+            out.instance_warmup = Some(n.value as i32);
+        }
+    }
+    if let Some(items) = r.array(w, "checkpoints") {
+        let mut last = 0;
+        for v in items {
+            let Some(n) = walk::integer(w, v, "a checkpoint") else {
+                continue;
+            };
+            if n.value <= last || n.value > 100 {
+                w.error_hint(
+                    format!("checkpoint {} is out of order or range", n.value),
+                    n.span,
+                    "percentages of instances replaced, rising, each at most 100: `checkpoints = [50, 100]`",
+                );
+                continue;
+            }
+            last = n.value;
+            out.checkpoints.push(n.value as i32);
+        }
+    }
+    if let Some(alarms) = r.str_array(w, "alarms") {
+        out.alarms = alarms.into_iter().map(|a| a.value).collect();
+    }
+    out
 }
 
 fn qemu(w: &mut Walker, t: &Tbl<'_, '_>) -> QemuSettings {

@@ -70,11 +70,14 @@ impl Rollout {
                 .clone()
                 .ok_or_else(|| missing("launch_template"))?,
             ssm_parameter: s.ssm_parameter.clone(),
-            min_healthy: DEFAULT_MIN_HEALTHY,
-            max_healthy: None,
-            warmup: None,
-            checkpoints: Vec::new(),
-            alarms: Vec::new(),
+            min_healthy: s
+                .refresh
+                .min_healthy_percentage
+                .unwrap_or(DEFAULT_MIN_HEALTHY),
+            max_healthy: s.refresh.max_healthy_percentage,
+            warmup: s.refresh.instance_warmup,
+            checkpoints: s.refresh.checkpoints.clone(),
+            alarms: s.refresh.alarms.clone(),
             wait: s.wait_timeout.map_or(REFRESH_WAIT, Duration::from_secs),
         })
     }
