@@ -399,6 +399,8 @@ pub struct Environment {
 
 /// The target-specific keys of an `[env.NAME]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One per environment, parsed once per run: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum TargetSettings {
     Docker(DockerSettings),
     Qemu(QemuSettings),
