@@ -275,7 +275,7 @@ fn a_run_instances_that_keeps_failing_names_the_call_and_leaves_nothing() {
 }
 
 #[test]
-fn without_credentials_a_bake_fails_fast_and_promote_is_not_built_yet() {
+fn without_credentials_a_bake_fails_fast_and_promote_needs_a_release() {
     let p = project("ec2nocreds");
     let none = [
         ("AWS_EC2_METADATA_DISABLED", "true"),
@@ -298,15 +298,15 @@ fn without_credentials_a_bake_fails_fast_and_promote_is_not_built_yet() {
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("add --local"), "{}", r.all());
 
+    // Promotion on ec2 exists: with nothing baked, the gate refuses before AWS is asked.
     let r = p.pipe_env(&["promote", "production"], &none);
-    assert_eq!(r.code, 69, "{}", r.all());
+    assert_eq!(r.code, 5, "{}", r.all());
     assert!(
-        r.stderr.contains("`pipe promote` is not implemented yet"),
+        r.stderr
+            .contains("no verified ec2 release of env `staging` to promote into `production`"),
         "{}",
         r.all()
     );
-    assert!(r.stderr.contains("runs on ec2"), "{}", r.all());
-    assert!(r.stderr.contains("--local"), "{}", r.all());
 }
 
 /// The app layer's provisioning prints this, then sleeps.
