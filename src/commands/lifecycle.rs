@@ -69,6 +69,16 @@ fn freshness(current: Option<bool>) -> &'static str {
 pub fn status(ctx: &Ctx) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let env = ctx.global.env.as_deref();
+    if let Some(env) = env {
+        let kind = crate::plan::pick_env(&pf, Some(env))
+            .ok()
+            .and_then(|e| pf.envs.get(&e).map(|e| e.target.value));
+        if let Some(kind) = kind
+            && !crate::targets::local::kinds().contains(&kind)
+        {
+            return fleet_status(ctx, &pf, env, kind);
+        }
+    }
     let (targets, failed) = local_targets(&pf, "status");
     let mut st = State::load(&pf.root);
     let mut rows = Vec::new();
@@ -209,5 +219,48 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
         serde_json::json!({ "machines": removed, "images": images }),
         &human,
     );
+    Ok(())
+}
+
+/// `pipe status --env ENV` for an environment a target runs as a fleet (ec2): what the ledger
+/// says serves it, what AWS runs and would launch, and every difference (drift).
+fn fleet_status(
+    ctx: &Ctx,
+    pf: &Pipelinefile,
+    env: &str,
+    kind: crate::config::TargetKind,
+) -> Result<()> {
+    let target = crate::targets::open(kind, pf)?;
+    let Some(fleet) = target.fleet() else {
+        return Err(Error::usage(
+            format!("env `{env}` has no fleet to show"),
+            None,
+        ));
+    };
+    let ledger = crate::ledger::Ledger::open(&crate::state::dir(&pf.root));
+    let entries = ledger.checked_entries()?;
+    let (views, current) = crate::ledger::releases(&entries);
+    let release = current
+        .get(env)
+        .and_then(|id| views.iter().find(|v| &v.release.id == id))
+        .map(|v| &v.release);
+    let st = fleet.status(pf, env, release)?;
+    let mut human = String::new();
+    for (what, value) in &st.rows {
+        human.push_str(&format!("{what:<17} {value}\n"));
+    }
+    if st.drift.is_empty() {
+        human.push_str("no drift: AWS runs what the ledger says");
+    } else {
+        human.push_str(&format!("drift ({}):", st.drift.len()));
+        for d in &st.drift {
+            human.push_str(&format!("\n  - {d}"));
+        }
+    }
+    let mut data = serde_json::json!({"env": env, "target": kind.as_str(), "release": release.map(|r| r.id.clone())});
+    if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), st.json) {
+        data.extend(extra);
+    }
+    ctx.printer.result("status", data, &human);
     Ok(())
 }

@@ -27,10 +27,28 @@ pub struct RolledOut {
     pub json: serde_json::Value,
 }
 
+/// What an environment's fleet runs, against the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetStatus {
+    /// What was looked at, and what it holds (`group`, `ponyfoo version 3: ami-...`).
+    pub rows: Vec<(String, String)>,
+    /// Every way it differs from the ledger's current release, or defeats rollback.
+    pub drift: Vec<String>,
+    pub json: serde_json::Value,
+}
+
 /// An environment's fleet (see the module doc).
 pub trait Fleet {
     /// What [`Fleet::roll_out`] would do; changes nothing.
     fn plan(&self, pf: &Pipelinefile, env: &str, release: &Release) -> Result<FleetPlan>;
+
+    /// What serves `env` now, compared with `current` (the ledger's current release there).
+    fn status(
+        &self,
+        pf: &Pipelinefile,
+        env: &str,
+        current: Option<&Release>,
+    ) -> Result<FleetStatus>;
 
     /// Moves `env` to the release. On a failure, Ctrl-C or SIGTERM, what serves runs the
     /// previous release again before this returns (the error says why).

@@ -15,6 +15,7 @@
 //!   template version, instance refresh with auto-rollback, SSM parameter), as the target's
 //!   [`crate::targets::fleet::Fleet`].
 
+mod drift;
 mod image;
 mod launch;
 pub mod promote;

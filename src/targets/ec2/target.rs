@@ -16,7 +16,7 @@ use crate::ledger::Release;
 use crate::plan::Plan;
 use crate::runner::Runner;
 use crate::services::RenderedService;
-use crate::targets::fleet::{Fleet, FleetPlan, RolledOut};
+use crate::targets::fleet::{Fleet, FleetPlan, FleetStatus, RolledOut};
 use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix};
 use crate::ui::Printer;
 
@@ -391,6 +391,16 @@ impl Fleet for Ec2Target {
     fn plan(&self, pf: &Pipelinefile, env: &str, release: &Release) -> Result<FleetPlan> {
         let r = super::promote::Rollout::of(env, &self.settings(env))?;
         super::promote::plan(&self.env_client(pf, env)?, pf, env, &r, release)
+    }
+
+    fn status(
+        &self,
+        pf: &Pipelinefile,
+        env: &str,
+        current: Option<&Release>,
+    ) -> Result<FleetStatus> {
+        let r = super::promote::Rollout::of(env, &self.settings(env))?;
+        super::drift::status(&self.env_client(pf, env)?, &r, current)
     }
 
     fn roll_out(
