@@ -83,3 +83,7 @@ def apply() -> None:
 
     Ami.__init__ = patched_ami_init
     Instance._local_ec2_patched = True
+
+    from . import templates
+
+    templates.apply()
