@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 
 use super::Known;
 use crate::config::model::{
-    DockerSettings, Ec2Settings, Environment, QemuSettings, Spanned, TargetKind, TargetSettings,
+    DockerSettings, Environment, QemuSettings, Spanned, TargetKind, TargetSettings,
 };
 use crate::config::suggest;
 use crate::config::walk::{self, Tbl, Walker};
@@ -12,17 +12,7 @@ use crate::config::walk::{self, Tbl, Walker};
 const COMMON_KEYS: &[&str] = &["target", "vars", "promote_from"];
 const DOCKER_KEYS: &[&str] = &["container_name"];
 const QEMU_KEYS: &[&str] = &["cpus", "memory", "accel", "disk_size"];
-const EC2_KEYS: &[&str] = &[
-    "region",
-    "instance_type",
-    "subnet_id",
-    "ssh_username",
-    "auto_scaling_group",
-    "launch_template",
-    "ssm_parameter",
-    "endpoint_url",
-    "wait_timeout",
-];
+use super::ec2::EC2_KEYS;
 const KINDS: &[&str] = &["docker", "qemu", "ec2"];
 
 fn keys_of(kind: TargetKind) -> &'static [&'static str] {
@@ -128,20 +118,7 @@ fn environment(
             }),
         }),
         TargetKind::Qemu => TargetSettings::Qemu(qemu(w, t)),
-        TargetKind::Ec2 => {
-            let s = |w: &mut Walker, key: &str| t.str(w, key).map(|s| s.value);
-            TargetSettings::Ec2(Ec2Settings {
-                region: s(w, "region"),
-                instance_type: s(w, "instance_type"),
-                subnet_id: s(w, "subnet_id"),
-                ssh_username: s(w, "ssh_username"),
-                auto_scaling_group: s(w, "auto_scaling_group"),
-                launch_template: s(w, "launch_template"),
-                ssm_parameter: s(w, "ssm_parameter"),
-                endpoint_url: endpoint_url(w, t),
-                wait_timeout: wait_timeout(w, t),
-            })
-        }
+        TargetKind::Ec2 => TargetSettings::Ec2(super::ec2::settings(w, t)),
     };
     Some(Environment {
         name,
@@ -180,40 +157,6 @@ fn overrides(
         }
     }
     out
-}
-
-/// `endpoint_url`: an http(s) URL.
-fn endpoint_url(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<String> {
-    let url = t.str(w, "endpoint_url")?;
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
-        w.error_hint(
-            format!("invalid endpoint URL `{}`", url.value),
-            url.span,
-            "an http:// or https:// URL, e.g. `http://127.0.0.1:5000` for the local EC2",
-        );
-        return None;
-    }
-    Some(url.value)
-}
-
-/// `wait_timeout`: positive seconds.
-fn wait_timeout(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<u64> {
-    let n = t.int(w, "wait_timeout")?;
-    if n.value <= 0 {
-        w.error_hint(
-            format!(
-                "`wait_timeout` must be a positive number of seconds, found {}",
-                n.value
-            ),
-            n.span,
-            "leave it out for the default",
-        );
-        return None;
-    }
-    Some(n.value as u64)
 }
 
 fn qemu(w: &mut Walker, t: &Tbl<'_, '_>) -> QemuSettings {
