@@ -118,7 +118,7 @@ fn environment(
             }),
         }),
         TargetKind::Qemu => TargetSettings::Qemu(qemu(w, t)),
-        TargetKind::Ec2 => TargetSettings::Ec2(super::ec2::settings(w, t)),
+        TargetKind::Ec2 => TargetSettings::Ec2(Box::new(super::ec2::settings(w, t))),
     };
     Some(Environment {
         name,

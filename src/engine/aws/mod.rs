@@ -16,5 +16,8 @@ mod error;
 pub mod wait;
 
 pub use client::{AwsClient, AwsSettings};
-pub use ec2::{ImageInfo, InstanceInfo, InstanceLaunch, Tagged, filter_tags, is_loopback_endpoint};
+pub use ec2::{
+    ImageInfo, InstanceInfo, InstanceLaunch, RootVolumeSpec, Tagged, filter_tags,
+    is_loopback_endpoint,
+};
 pub use error::AwsError;

@@ -42,7 +42,7 @@ impl Ec2Target {
             .envs
             .iter()
             .filter_map(|(name, e)| match &e.settings {
-                TargetSettings::Ec2(s) => Some((name.clone(), s.clone())),
+                TargetSettings::Ec2(s) => Some((name.clone(), (**s).clone())),
                 _ => None,
             })
             .collect();
@@ -98,11 +98,13 @@ impl Ec2Target {
             image: image.to_string(),
             instance_type: settings
                 .instance_type
+                .clone()
                 .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into()),
-            subnet: settings.subnet_id,
             ssh_username: settings
                 .ssh_username
+                .clone()
                 .unwrap_or_else(|| DEFAULT_SSH_USERNAME.into()),
+            settings: &settings,
             tags,
             root: &plan.pf.root,
             wait: self.waits(&plan.env).0,
