@@ -12,11 +12,13 @@ use crate::config::{Ec2Settings, LayerName, Pipelinefile, TargetKind, TargetSett
 use crate::engine::aws::{AwsClient, AwsSettings};
 use crate::error::{Error, Result};
 use crate::layers::digest::Digest;
-use crate::ledger::Release;
+use crate::ledger::{Release, artifact_key};
 use crate::plan::Plan;
 use crate::runner::Runner;
 use crate::services::RenderedService;
-use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix};
+use crate::targets::{
+    Artifacts, FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix,
+};
 use crate::ui::Printer;
 
 /// How long an instance may take to run, by default.
@@ -286,14 +288,24 @@ impl Target for Ec2Target {
         crate::targets::guest::wait_ready(comm, rendered, timeout)
     }
 
-    fn seal_artifact(&self, _: &mut Runner<'_>, _: &Plan, app: &str) -> Result<String> {
+    fn seal_artifact(
+        &self,
+        _: &mut Runner<'_>,
+        plan: &Plan,
+        _: &str,
+        app: &str,
+        _: &Printer,
+    ) -> Result<Artifacts> {
         // The app AMI is the artifact, in the bake's region; copies to other regions
         // (`ami_regions`) are not built yet.
-        Ok(app.to_string())
-    }
-
-    fn artifact_region(&self, plan: &Plan) -> Result<Option<String>> {
-        Ok(Some(self.client(plan)?.region().to_string()))
+        let region = self.client(plan)?.region().to_string();
+        Ok(Artifacts {
+            ids: BTreeMap::from([(
+                artifact_key(TargetKind::Ec2, Some(&region)),
+                app.to_string(),
+            )]),
+            ..Artifacts::default()
+        })
     }
 
     fn release_artifact(&self, release: &Release) -> Result<String> {
