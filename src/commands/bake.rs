@@ -57,6 +57,8 @@ fn record_release(
         target: target.kind(),
         artifacts: artifacts.ids,
         base_digest: plan.digests.base.to_string(),
+        base_artifact: artifacts.base,
+        snapshots: artifacts.snapshots,
         app_digest: plan.digests.app.to_string(),
         git_commit: plan.git_commit.clone(),
         git_dirty: vars::git_dirty(&pf.root),
@@ -83,13 +85,18 @@ fn record_release(
     }
 }
 
-/// The artifact a release records on the target it was baked on.
+/// The artifacts a release records on the target it was baked on: `id`, or `id (region)`
+/// for each region.
 fn artifact_of(release: &Release, target: &dyn Target) -> String {
     release
         .artifacts_on(target.kind())
-        .first()
-        .map_or("", |a| a.id)
-        .to_string()
+        .iter()
+        .map(|a| match a.region {
+            Some(r) => format!("{} ({r})", a.id),
+            None => a.id.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn report(ctx: &Ctx, plan: &Plan, target: &dyn Target, release: &Release, artifact: &str) {

@@ -585,6 +585,8 @@ promote_from = "dev"
             target: TargetKind::Docker,
             artifacts: Default::default(),
             base_digest: String::new(),
+            base_artifact: None,
+            snapshots: Default::default(),
             app_digest: String::new(),
             git_commit: String::new(),
             git_dirty: false,

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use super::copies::{CopyPlan, copy_to_regions};
 use super::image::{self, ImageSpec};
 use super::launch::{self, Launch};
 use super::{DEFAULT_INSTANCE_TYPE, DEFAULT_SSH_USERNAME};
@@ -127,6 +128,16 @@ impl Ec2Target {
     }
 }
 
+/// What an AMI of a layer made in run `run_id` is called (its copies too):
+/// `pipe-<pipeline>-<layer>-<digest>-<run>`, unique per run.
+fn image_name(pipeline: &str, layer: LayerName, digest: &Digest, run_id: &str) -> String {
+    format!(
+        "pipe-{pipeline}-{layer}-{}-{}",
+        digest.short(),
+        suffix(run_id)
+    )
+}
+
 impl Target for Ec2Target {
     fn kind(&self) -> TargetKind {
         TargetKind::Ec2
@@ -245,11 +256,7 @@ impl Target for Ec2Target {
             ),
         ]);
         let spec = ImageSpec {
-            name: format!(
-                "pipe-{pipeline}-{layer}-{}-{}",
-                digest.short(),
-                suffix(&run_id)
-            ),
+            name: image_name(pipeline, layer, digest, &run_id),
             description: format!("pipe {pipeline} {layer} layer {digest}"),
             tags,
             wait: self.waits(&plan.env).1,
@@ -290,22 +297,53 @@ impl Target for Ec2Target {
 
     fn seal_artifact(
         &self,
-        _: &mut Runner<'_>,
+        runner: &mut Runner<'_>,
         plan: &Plan,
-        _: &str,
+        base: &str,
         app: &str,
-        _: &Printer,
+        printer: &Printer,
     ) -> Result<Artifacts> {
-        // The app AMI is the artifact, in the bake's region; copies to other regions
-        // (`ami_regions`) are not built yet.
-        let region = self.client(plan)?.region().to_string();
-        Ok(Artifacts {
-            ids: BTreeMap::from([(
-                artifact_key(TargetKind::Ec2, Some(&region)),
-                app.to_string(),
-            )]),
-            ..Artifacts::default()
-        })
+        // The app AMI is the artifact, in the bake's region and copied to `ami_regions`.
+        let client = self.client(plan)?;
+        let settings = self.settings(&plan.env);
+        let region = client.region().to_string();
+        let source = client.image(app)?.ok_or_else(|| {
+            Error::runtime(
+                format!("recording the release: the app AMI {app} is gone from {region}"),
+                Some(format!("bake again: pipe bake --env {}", plan.env)),
+            )
+        })?;
+        let key = |r: &str| artifact_key(TargetKind::Ec2, Some(r));
+        let mut out = Artifacts {
+            ids: BTreeMap::from([(key(&region), app.to_string())]),
+            base: Some(base.to_string()),
+            snapshots: BTreeMap::from([(key(&region), source.snapshots.clone())]),
+        };
+        if settings.ami_regions.is_empty() {
+            return Ok(out);
+        }
+        let digest = plan.digests.app.to_string();
+        let copy = CopyPlan {
+            source: &source,
+            pipeline: &plan.pf.pipeline.name.value,
+            digest: &digest,
+            name: image_name(
+                &plan.pf.pipeline.name.value,
+                LayerName::App,
+                &plan.digests.app,
+                &runner.run_id(),
+            ),
+            regions: &settings.ami_regions,
+            kms_keys: &settings.region_kms_key_ids,
+            wait: self.waits(&plan.env).1,
+        };
+        let step = format!("copy app AMI to {}", settings.ami_regions.join(", "));
+        let copies = runner.step(&step, |r| copy_to_regions(r, &client, &copy, printer))?;
+        for c in copies {
+            out.ids.insert(key(&c.region), c.image.id);
+            out.snapshots.insert(key(&c.region), c.image.snapshots);
+        }
+        Ok(out)
     }
 
     fn release_artifact(&self, release: &Release) -> Result<String> {
