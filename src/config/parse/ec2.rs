@@ -380,8 +380,22 @@ fn port(w: &mut Walker, t: &Tbl<'_, '_>, key: &str) -> Option<u16> {
 fn bastion(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<Ec2Bastion> {
     let b = t.table(w, "bastion", None)?;
     b.check_keys(w, BASTION_KEYS);
-    let host = b.req_str(w, "host");
-    let key = b.req_str(w, "key");
+    for (key, hint) in [
+        (
+            "host",
+            "the bastion's name or address, e.g. `host = \"bastion.example.com\"`",
+        ),
+        (
+            "key",
+            "the private key that logs in to the bastion, e.g. `key = \"~/.ssh/bastion\"`",
+        ),
+    ] {
+        if !b.has(key) {
+            b.missing(w, key, Some(hint.to_string()));
+        }
+    }
+    let host = b.str(w, "host");
+    let key = b.str(w, "key");
     let port = port(w, &b, "port");
     let user = b.str(w, "user").map(|u| u.value);
     Some(Ec2Bastion {
@@ -424,4 +438,42 @@ fn wait_timeout(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<u64> {
         return None;
     }
     Some(n.value as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_and_regions() {
+        for ok in ["0.0.0.0/0", "10.0.0.0/8", "203.0.113.7/32", "127.0.0.0/8"] {
+            assert_eq!(parse_cidr(ok), Ok(()), "{ok}");
+        }
+        assert!(
+            parse_cidr("10.0.0.1/8")
+                .unwrap_err()
+                .contains("`10.0.0.0/8`")
+        );
+        for bad in [
+            "10.0.0.0",
+            "10.0.0/8",
+            "10.0.0.0/33",
+            "10.0.0.0/+8",
+            "::/0",
+            "a/8",
+        ] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-4",
+        ] {
+            assert!(is_region(ok), "{ok}");
+        }
+        for bad in ["us-east", "us_east_1", "US-EAST-1", "us-east-1a", "east-1"] {
+            assert!(!is_region(bad), "{bad}");
+        }
+    }
 }

@@ -327,3 +327,74 @@ pub fn run_tags(pipeline: &str, run_id: &str, env: &str, layer: &str) -> Tagged 
         ("pipe:layer".to_string(), layer.to_string()),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Ec2Bastion;
+
+    fn instance(public: Option<&str>, private: Option<&str>) -> InstanceInfo {
+        InstanceInfo {
+            id: "i-1".into(),
+            state: "running".into(),
+            public_ip: public.map(str::to_string),
+            private_ip: private.map(str::to_string),
+            state_reason: None,
+            tags: Tagged::new(),
+        }
+    }
+
+    #[test]
+    fn ssh_settings_follow_the_interface_host_port_and_bastion() {
+        let dir = Path::new("/p/.pipe/ec2/m");
+        let root = Path::new("/p");
+        let both = instance(Some("203.0.113.9"), Some("10.0.0.9"));
+        let mut s = Ec2Settings::default();
+
+        let d = ssh_settings(&s, &both, "admin", dir, root).unwrap();
+        assert_eq!((d.host.as_str(), d.port), ("203.0.113.9", 22));
+        assert_eq!(d.user, "admin");
+        assert_eq!(d.key, dir.join("id_ed25519"));
+        assert_eq!(d.known_hosts, dir.join("known_hosts"));
+        assert_eq!(d.bastion, None);
+        // No public IP: the private one, as before the option existed.
+        let private_only = instance(None, Some("10.0.0.9"));
+        let d = ssh_settings(&s, &private_only, "admin", dir, root).unwrap();
+        assert_eq!(d.host, "10.0.0.9");
+
+        s.ssh_interface = SshInterface::PrivateIp;
+        s.ssh_port = Some(2222);
+        s.bastion = Some(Ec2Bastion {
+            host: "bastion.example.com".into(),
+            port: 2200,
+            user: None,
+            key: "keys/bastion".into(),
+        });
+        let d = ssh_settings(&s, &both, "admin", dir, root).unwrap();
+        assert_eq!((d.host.as_str(), d.port), ("10.0.0.9", 2222));
+        assert_eq!(
+            d.bastion,
+            Some(Bastion {
+                host: "bastion.example.com".into(),
+                port: 2200,
+                user: "admin".into(),
+                key: Some(PathBuf::from("/p/keys/bastion")),
+            })
+        );
+        // A private IP is required then; its absence says what to do.
+        let public_only = instance(Some("203.0.113.9"), None);
+        let err = ssh_settings(&s, &public_only, "admin", dir, root).unwrap_err();
+        assert!(err.to_string().contains("no private IP address"), "{err}");
+        assert!(err.hint().unwrap().contains("bastion"));
+
+        s.ssh_host = Some("build.internal".into());
+        s.bastion.as_mut().unwrap().user = Some("ec2-user".into());
+        s.bastion.as_mut().unwrap().key = "~/.ssh/bastion".into();
+        let d = ssh_settings(&s, &public_only, "admin", dir, root).unwrap();
+        assert_eq!(d.host, "build.internal");
+        let b = d.bastion.unwrap();
+        assert_eq!(b.user, "ec2-user");
+        let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+        assert_eq!(b.key, Some(home.join(".ssh/bastion")));
+    }
+}
