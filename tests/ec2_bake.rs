@@ -769,3 +769,114 @@ fn sigint_while_the_app_ami_is_copied_deregisters_the_copy() {
     assert_nothing_left(&p, &ec2);
     assert!(p.ledger_lines().is_empty(), "no release");
 }
+
+/// A bastion on this host's loopback: sshd on 127.0.0.1:`port` in a container that shares the
+/// host's network (so what it forwards to, an instance's 127.0.0.x:22, is on the loopback too),
+/// letting root in with `public_key`. Removed when dropped.
+struct LoopbackBastion {
+    name: String,
+    port: u16,
+}
+
+impl LoopbackBastion {
+    fn start(public_key: &str) -> Self {
+        let port = common::free_port();
+        let name = common::unique("pipe-test-bastion");
+        let script = format!(
+            "set -e; mkdir -p /run/sshd /root/.ssh; echo '{}' > /root/.ssh/authorized_keys; chmod 700 /root/.ssh; chmod 600 /root/.ssh/authorized_keys; ssh-keygen -A >/dev/null; exec /usr/sbin/sshd -D -e -p {port} -o ListenAddress=127.0.0.1 -o AllowTcpForwarding=yes -o PermitRootLogin=prohibit-password -o LogLevel=DEBUG1",
+            public_key.trim()
+        );
+        common::docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "host",
+            "--entrypoint",
+            "/bin/sh",
+            "pipe-local-ec2/debian-12-cloud:latest",
+            "-c",
+            &script,
+        ]);
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "the bastion's sshd did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Self { name, port }
+    }
+
+    fn log(&self) -> String {
+        let out = std::process::Command::new("docker")
+            .args(["logs", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+}
+
+impl Drop for LoopbackBastion {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn a_bake_through_a_bastion_reaches_every_instance_through_it() {
+    let ec2 = local_ec2::hold();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("bastion");
+    let made = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "pipe-bastion-test",
+            "-f",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bastion =
+        LoopbackBastion::start(&std::fs::read_to_string(key.with_extension("pub")).unwrap());
+    let settings = format!(
+        r#"ssh_interface = "private_ip"
+bastion = {{ host = "127.0.0.1", port = {}, user = "root", key = "{}" }}"#,
+        bastion.port,
+        key.display()
+    );
+    let p = project_with_settings("ec2bastion", "", &settings);
+    let r = bake(&p, &ec2);
+    let log = bastion.log();
+    r.ok();
+    assert!(r.stdout.contains("verified"), "{}", r.all());
+    // Three instances (base, app, verify), each reached by a channel the bastion opened to
+    // its 127.0.0.x:22.
+    let forwards: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("server_request_direct_tcpip"))
+        .collect();
+    assert!(forwards.len() >= 3, "{log}");
+    for f in &forwards {
+        let target = f.split("target ").nth(1).unwrap_or_default();
+        assert!(
+            target.starts_with("127.0.0.") && target.ends_with(" port 22"),
+            "{f}"
+        );
+    }
+    assert!(
+        log.matches("Accepted publickey for root").count() >= 3,
+        "{log}"
+    );
+    assert_nothing_left(&p, &ec2);
+}
