@@ -730,6 +730,15 @@ region_kms_key_ids = {{ "us-west-2" = "alias/pipe-copies" }}"#
         "{release}"
     );
     assert_nothing_left(&p, &ec2);
+
+    // `pipe verify` runs the AMI of the environment's own region, not the first copy.
+    ec2.clear_requests();
+    p.pipe_env(&["verify", "--no-progress"], &env).ok();
+    let launches = ec2.requests_in("RunInstances");
+    assert_eq!(launches.len(), 1);
+    assert_eq!(launches[0].0, "us-east-1");
+    assert_eq!(launches[0].1["ImageId"], app.0.as_str());
+    assert_nothing_left(&p, &ec2);
 }
 
 #[test]

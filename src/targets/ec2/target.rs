@@ -347,10 +347,20 @@ impl Target for Ec2Target {
     }
 
     fn release_artifact(&self, release: &Release) -> Result<String> {
-        let artifact = release
-            .artifacts_on(TargetKind::Ec2)
-            .into_iter()
-            .next()
+        // The AMI in the region the environment runs in (a release with copies has one per
+        // region); else the first, as a release recorded before its environment moved.
+        let s = self.settings(&release.env);
+        let home = AwsClient::connect(&AwsSettings {
+            region: s.region.clone(),
+            endpoint_url: s.endpoint_url.clone(),
+            ..AwsSettings::default()
+        })?;
+        let amis = release.artifacts_on(TargetKind::Ec2);
+        let artifact = amis
+            .iter()
+            .find(|a| a.region == Some(home.region()))
+            .or(amis.first())
+            .copied()
             .ok_or_else(|| {
                 Error::runtime(format!("release {} has no ec2 AMI", release.alias), None)
             })?;
