@@ -32,6 +32,8 @@ fn release(p: &Project, n: u32) -> Release {
         target: pipe::config::TargetKind::Docker,
         artifacts: BTreeMap::from([("docker".into(), format!("sha256:{n:064}"))]),
         base_digest: "sha256:base".into(),
+        base_artifact: None,
+        snapshots: Default::default(),
         app_digest: format!("sha256:app{n}"),
         git_commit: "abc1234".into(),
         git_dirty: false,

@@ -508,7 +508,7 @@ fn bake_makes_a_standalone_compressed_bootable_artifact() {
     let mut runner = pipe::runner::Runner::new(journal, &printer);
     let result = pipe::targets::layers::bake(&mut runner, &*target, &plan, false, false, &printer);
     let baked = runner.finish(result).unwrap_or_else(|e| panic!("{e}"));
-    let artifact_path = PathBuf::from(&baked.artifact);
+    let artifact_path = PathBuf::from(&baked.artifacts.ids["qemu"]);
     let boot = pipe::targets::qemu::bake::artifact_boot(&artifact_path)
         .expect("the artifact says how it boots");
     let accel = pipe::targets::qemu::accel::choose("auto").unwrap().accel;

@@ -2,18 +2,16 @@
 //! a fresh machine, recorded in the ledger as a release. A failed verification is recorded too
 //! (an unpromotable release) and exits with code 4.
 
-use std::collections::BTreeMap;
-
 use sha2::{Digest, Sha256};
 
 use crate::cli::BakeArgs;
 use crate::config::vars;
 use crate::error::{Error, Result};
-use crate::ledger::{self, Event, Ledger, Release, VerifyOutcome, artifact_key};
+use crate::ledger::{self, Event, Ledger, Release, VerifyOutcome};
 use crate::plan::Plan;
 use crate::runner::{Journal, Runner};
 use crate::state;
-use crate::targets::{self, Target, layers::bake};
+use crate::targets::{self, Artifacts, Target, layers::bake};
 
 use super::promote::local_flag;
 use super::{Ctx, local};
@@ -37,16 +35,17 @@ pub fn run(ctx: &Ctx, args: BakeArgs) -> Result<()> {
         printer,
     );
     let baked = runner.finish(result)?;
-    record_release(ctx, &plan, &*target, baked.artifact, baked.verify)
+    record_release(ctx, &plan, &*target, baked.artifacts, baked.verify)
 }
 
-/// Records a bake's release in the ledger under `plan.target` (its one artifact keyed by the
-/// target kind), reports it, and fails with exit code 4 when its verification failed.
+/// Records a bake's release in the ledger under `plan.target` (its artifacts keyed by the
+/// target kind, and region on a cloud), reports it, and fails with exit code 4 when its
+/// verification failed.
 fn record_release(
     ctx: &Ctx,
     plan: &Plan,
     target: &dyn Target,
-    artifact: String,
+    artifacts: Artifacts,
     outcome: Option<VerifyOutcome>,
 ) -> Result<()> {
     let pf = plan.pf;
@@ -56,11 +55,10 @@ fn record_release(
         pipeline: pf.pipeline.name.value.clone(),
         env: plan.env.clone(),
         target: target.kind(),
-        artifacts: BTreeMap::from([(
-            artifact_key(target.kind(), target.artifact_region(plan)?.as_deref()),
-            artifact,
-        )]),
+        artifacts: artifacts.ids,
         base_digest: plan.digests.base.to_string(),
+        base_artifact: artifacts.base,
+        snapshots: artifacts.snapshots,
         app_digest: plan.digests.app.to_string(),
         git_commit: plan.git_commit.clone(),
         git_dirty: vars::git_dirty(&pf.root),
@@ -87,13 +85,18 @@ fn record_release(
     }
 }
 
-/// The artifact a release records on the target it was baked on.
+/// The artifacts a release records on the target it was baked on: `id`, or `id (region)`
+/// for each region.
 fn artifact_of(release: &Release, target: &dyn Target) -> String {
     release
         .artifacts_on(target.kind())
-        .first()
-        .map_or("", |a| a.id)
-        .to_string()
+        .iter()
+        .map(|a| match a.region {
+            Some(r) => format!("{} ({r})", a.id),
+            None => a.id.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn report(ctx: &Ctx, plan: &Plan, target: &dyn Target, release: &Release, artifact: &str) {

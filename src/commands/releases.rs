@@ -56,6 +56,16 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 r.git_commit,
                 if r.git_dirty { " (dirty)" } else { "" }
             ));
+            // A cloud release has an artifact per region: each is shown under it.
+            let regional: Vec<String> = r
+                .artifacts
+                .iter()
+                .filter(|(key, _)| key.contains(':'))
+                .map(|(key, id)| format!("{key} {id}"))
+                .collect();
+            if !regional.is_empty() {
+                human.push_str(&format!("{:<11} {}\n", "", regional.join(", ")));
+            }
         }
     }
     ctx.printer.result(

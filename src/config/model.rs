@@ -399,12 +399,11 @@ pub struct Environment {
 
 /// The target-specific keys of an `[env.NAME]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-// One per environment, parsed once per run: boxing the larger variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
 pub enum TargetSettings {
     Docker(DockerSettings),
     Qemu(QemuSettings),
-    Ec2(Ec2Settings),
+    /// Boxed: many more keys than the others.
+    Ec2(Box<Ec2Settings>),
 }
 
 /// Settings of a docker environment.
@@ -453,6 +452,30 @@ pub struct Ec2Settings {
     /// Seconds a wait for an instance or an image may take (default: 10 minutes for
     /// instances, 30 for images).
     pub wait_timeout: Option<u64>,
+    /// Security groups the build instances join besides the temporary one pipe makes.
+    pub security_group_ids: Vec<String>,
+    /// An instance profile for the build instances: a name, or an ARN (`arn:...`).
+    pub iam_instance_profile: Option<String>,
+    /// Give the build instance a public IP (a network interface in `subnet_id`); `None`
+    /// keeps the subnet's default.
+    pub associate_public_ip: Option<bool>,
+    /// The build instance's root volume, on the source AMI's root device.
+    pub root_volume: Option<RootVolume>,
+    /// Where SSH to the build instance may come from (the temporary security group's rule);
+    /// empty: this host's /32.
+    pub ssh_cidrs: Vec<String>,
+    /// Which of the instance's addresses pipe connects to.
+    pub ssh_interface: SshInterface,
+    /// Connect to this address instead of the instance's.
+    pub ssh_host: Option<String>,
+    /// sshd's port on the instance (default 22); the security group opens this port.
+    pub ssh_port: Option<u16>,
+    /// A jump host to reach the instance through.
+    pub bastion: Option<Ec2Bastion>,
+    /// Regions the app AMI is copied to after the bake (the release's artifact in each).
+    pub ami_regions: Vec<String>,
+    /// KMS key per copy region: that copy is encrypted with it.
+    pub region_kms_key_ids: std::collections::BTreeMap<String, String>,
     /// How a promotion's instance refresh replaces the group's instances.
     pub refresh: RefreshSettings,
 }
@@ -471,4 +494,40 @@ pub struct RefreshSettings {
     pub checkpoints: Vec<i32>,
     /// CloudWatch alarms that fail (and roll back) the refresh.
     pub alarms: Vec<String>,
+}
+
+/// `root_volume = { size_gb, type, encrypted, kms_key_id }` of an ec2 environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RootVolume {
+    /// GiB.
+    pub size_gb: Option<u32>,
+    /// `gp3`, `gp2`, `io1`, `io2`, `st1`, `sc1`, `standard`.
+    pub volume_type: Option<String>,
+    /// `Some(true)` when written or implied by `kms_key_id`.
+    pub encrypted: Option<bool>,
+    /// A key id, alias (`alias/...`) or ARN.
+    pub kms_key_id: Option<String>,
+}
+
+/// Which address of an instance SSH goes to (`ssh_interface`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SshInterface {
+    /// The public IP, else the private one (default).
+    #[default]
+    PublicIp,
+    /// The private IP (baking from inside the VPC, or through a bastion).
+    PrivateIp,
+}
+
+/// `bastion = { host, port, user, key }` of an ec2 environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Bastion {
+    pub host: String,
+    /// Default 22.
+    pub port: u16,
+    /// Default: the environment's `ssh_username`.
+    pub user: Option<String>,
+    /// The private key for the bastion, as written (`~/` is the home folder, a relative path
+    /// is relative to the Pipelinefile); only used to log in, never uploaded.
+    pub key: String,
 }

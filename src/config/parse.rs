@@ -6,6 +6,7 @@
 //! promotion graph).
 
 mod boxes;
+mod ec2;
 mod env;
 mod layer;
 mod names;

@@ -31,6 +31,12 @@ pub struct Release {
     /// format is what ledgers have always held, so every ledger written before reads as is.
     pub artifacts: BTreeMap<String, String>,
     pub base_digest: String,
+    /// The base layer's image the app was built on (the base AMI), when the target records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_artifact: Option<String>,
+    /// The snapshots behind each artifact, by the artifacts' keys (`ec2:<region>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snapshots: BTreeMap<String, Vec<String>>,
     pub app_digest: String,
     pub git_commit: String,
     pub git_dirty: bool,

@@ -19,7 +19,7 @@ use crate::runner::{Resource, Runner};
 use crate::services::RenderedService;
 use crate::ui::Printer;
 
-use super::{FoundLayer, Machine, MachineSpec, Role, Serving, Target};
+use super::{Artifacts, FoundLayer, Machine, MachineSpec, Role, Serving, Target};
 
 /// How a chosen operation goes wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,9 +233,16 @@ impl Target for FakeTarget {
         self.op(format!("wait ready on {}", comm.describe()))
     }
 
-    fn seal_artifact(&self, _: &mut Runner<'_>, _: &Plan, app: &str) -> Result<String> {
+    fn seal_artifact(
+        &self,
+        _: &mut Runner<'_>,
+        _: &Plan,
+        _: &str,
+        app: &str,
+        _: &Printer,
+    ) -> Result<Artifacts> {
         self.op(format!("seal {app}"))?;
-        Ok(format!("artifact-of-{app}"))
+        Ok(Artifacts::local(self.kind(), format!("artifact-of-{app}")))
     }
 
     fn release_artifact(&self, release: &Release) -> Result<String> {
@@ -578,6 +585,8 @@ promote_from = "dev"
             target: TargetKind::Docker,
             artifacts: Default::default(),
             base_digest: String::new(),
+            base_artifact: None,
+            snapshots: Default::default(),
             app_digest: String::new(),
             git_commit: String::new(),
             git_dirty: false,

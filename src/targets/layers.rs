@@ -12,8 +12,8 @@ use crate::provisioners::{self, ProvisionContext};
 use crate::runner::Runner;
 use crate::ui::Printer;
 
-use super::Target;
 use super::verify::verify;
+use super::{Artifacts, Target};
 use crate::ledger::VerifyOutcome;
 
 /// What a bake made.
@@ -21,8 +21,8 @@ use crate::ledger::VerifyOutcome;
 pub struct Baked {
     pub base: String,
     pub app: String,
-    /// The release's artifact (the app image; a standalone qcow2).
-    pub artifact: String,
+    /// The release's artifacts (the app image; a standalone qcow2; AMIs per region).
+    pub artifacts: Artifacts,
     /// `None` with `--skip-verify`.
     pub verify: Option<VerifyOutcome>,
 }
@@ -45,11 +45,11 @@ pub fn bake(
         let step = format!("verify app layer {}", plan.digests.app.short());
         Some(runner.step(&step, |r| verify(r, target, plan, &app, printer))?)
     };
-    let artifact = target.seal_artifact(runner, plan, &app)?;
+    let artifacts = target.seal_artifact(runner, plan, &base, &app, printer)?;
     Ok(Baked {
         base,
         app,
-        artifact,
+        artifacts,
         verify,
     })
 }

@@ -29,6 +29,7 @@ pub mod verify;
 #[cfg(test)]
 mod fake;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::communicators::Communicator;
@@ -112,6 +113,28 @@ pub struct Swept {
     pub run: String,
     /// Why it could not be removed.
     pub error: Option<crate::error::Error>,
+}
+
+/// What a release records of a bake's artifacts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Artifacts {
+    /// Artifact ids by ledger key ([`crate::ledger::artifact_key`]): `docker`, `qemu`, or one
+    /// `ec2:<region>` per region.
+    pub ids: BTreeMap<String, String>,
+    /// The base layer's image, when the target records it (the base AMI).
+    pub base: Option<String>,
+    /// The snapshots behind each artifact, by the same keys.
+    pub snapshots: BTreeMap<String, Vec<String>>,
+}
+
+impl Artifacts {
+    /// One artifact on a local target, keyed by its kind.
+    pub fn local(kind: TargetKind, id: String) -> Self {
+        Self {
+            ids: BTreeMap::from([(crate::ledger::artifact_key(kind, None), id)]),
+            ..Self::default()
+        }
+    }
 }
 
 /// A layer a target already has.
@@ -205,15 +228,17 @@ pub trait Target {
         timeout: Duration,
     ) -> Result<()>;
 
-    /// The release's artifact made from the verified app layer (the image itself on docker, a
-    /// standalone qcow2 on qemu).
-    fn seal_artifact(&self, runner: &mut Runner<'_>, plan: &Plan, app: &str) -> Result<String>;
-
-    /// The region the release's artifact is recorded under (`ec2:<region>`); `None` on local
-    /// targets.
-    fn artifact_region(&self, _plan: &Plan) -> Result<Option<String>> {
-        Ok(None)
-    }
+    /// The release's artifacts made from the verified app layer `app` (built on `base`): the
+    /// image itself on docker, a standalone qcow2 on qemu, the app AMI and its copies in
+    /// other regions on ec2.
+    fn seal_artifact(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        base: &str,
+        app: &str,
+        printer: &Printer,
+    ) -> Result<Artifacts>;
 
     /// Whether this target can switch what serves an environment (promote, rollback); an
     /// error (not implemented) when it cannot yet.

@@ -133,15 +133,20 @@ impl LocalEc2 {
     /// An EC2 call through boto3 (from the local EC2's own venv): `call` with `args` (JSON
     /// keyword arguments), the answer as JSON.
     pub fn ec2(&self, call: &str, args: &str) -> Value {
+        self.call("ec2", "us-east-1", call, args)
+    }
+
+    /// A call of any service the local EC2 serves, in `region`, through boto3.
+    pub fn call(&self, service: &str, region: &str, call: &str, args: &str) -> Value {
         let venv = std::env::var("PIPE_MOTO_VENV").unwrap_or_else(|_| {
             format!(
                 "{}/.cache/pipe/moto-venv",
                 std::env::var("HOME").unwrap_or_default()
             )
         });
-        let script = "import boto3, json, sys\nc = boto3.client('ec2', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\nprint(json.dumps(getattr(c, sys.argv[2])(**json.loads(sys.argv[3])), default=str))";
+        let script = "import boto3, json, sys\nc = boto3.client(sys.argv[4], endpoint_url=sys.argv[1], region_name=sys.argv[5], aws_access_key_id='test', aws_secret_access_key='test')\nprint(json.dumps(getattr(c, sys.argv[2])(**json.loads(sys.argv[3])), default=str))";
         let out = Command::new(Path::new(&venv).join("bin/python"))
-            .args(["-c", script, &self.endpoint, call, args])
+            .args(["-c", script, &self.endpoint, call, args, service, region])
             .output()
             .unwrap();
         assert!(
@@ -204,7 +209,55 @@ impl LocalEc2 {
 
     /// `pipeline`'s own AMIs, with their tags as a map.
     pub fn images(&self, pipeline: &str) -> Vec<(String, serde_json::Map<String, Value>)> {
-        let v = self.ec2(
+        self.images_in("us-east-1", pipeline)
+    }
+
+    /// `pipeline`'s own snapshots in `region`.
+    pub fn snapshots_in(&self, region: &str, pipeline: &str) -> Vec<String> {
+        let v = self.call(
+            "ec2",
+            region,
+            "describe_snapshots",
+            &format!(
+                r#"{{"OwnerIds": ["self"], "Filters": [{{"Name": "tag:pipe:pipeline", "Values": ["{pipeline}"]}}]}}"#
+            ),
+        );
+        let mut ids: Vec<String> = v["Snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["SnapshotId"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The recorded requests of `action` with their region: (region, parameters).
+    pub fn requests_in(&self, action: &str) -> Vec<(String, serde_json::Map<String, Value>)> {
+        let body = self.ctl("GET", &format!("/_local_ec2/requests?action={action}"), "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["region"].as_str().unwrap_or_default().to_string(),
+                    r["params"].as_object().unwrap().clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// `pipeline`'s own AMIs in `region`, with their tags as a map.
+    pub fn images_in(
+        &self,
+        region: &str,
+        pipeline: &str,
+    ) -> Vec<(String, serde_json::Map<String, Value>)> {
+        let v = self.call(
+            "ec2",
+            region,
             "describe_images",
             &format!(
                 r#"{{"Owners": ["self"], "Filters": [{{"Name": "tag:pipe:pipeline", "Values": ["{pipeline}"]}}]}}"#

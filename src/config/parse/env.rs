@@ -4,8 +4,7 @@ use indexmap::IndexMap;
 
 use super::Known;
 use crate::config::model::{
-    DockerSettings, Ec2Settings, Environment, QemuSettings, RefreshSettings, Spanned, TargetKind,
-    TargetSettings,
+    DockerSettings, Environment, QemuSettings, Spanned, TargetKind, TargetSettings,
 };
 use crate::config::suggest;
 use crate::config::walk::{self, Tbl, Walker};
@@ -13,18 +12,7 @@ use crate::config::walk::{self, Tbl, Walker};
 const COMMON_KEYS: &[&str] = &["target", "vars", "promote_from"];
 const DOCKER_KEYS: &[&str] = &["container_name"];
 const QEMU_KEYS: &[&str] = &["cpus", "memory", "accel", "disk_size"];
-const EC2_KEYS: &[&str] = &[
-    "region",
-    "instance_type",
-    "subnet_id",
-    "ssh_username",
-    "auto_scaling_group",
-    "launch_template",
-    "ssm_parameter",
-    "endpoint_url",
-    "wait_timeout",
-    "refresh",
-];
+use super::ec2::EC2_KEYS;
 const KINDS: &[&str] = &["docker", "qemu", "ec2"];
 
 fn keys_of(kind: TargetKind) -> &'static [&'static str] {
@@ -130,21 +118,7 @@ fn environment(
             }),
         }),
         TargetKind::Qemu => TargetSettings::Qemu(qemu(w, t)),
-        TargetKind::Ec2 => {
-            let s = |w: &mut Walker, key: &str| t.str(w, key).map(|s| s.value);
-            TargetSettings::Ec2(Ec2Settings {
-                region: s(w, "region"),
-                instance_type: s(w, "instance_type"),
-                subnet_id: s(w, "subnet_id"),
-                ssh_username: s(w, "ssh_username"),
-                auto_scaling_group: s(w, "auto_scaling_group"),
-                launch_template: s(w, "launch_template"),
-                ssm_parameter: s(w, "ssm_parameter"),
-                endpoint_url: endpoint_url(w, t),
-                wait_timeout: wait_timeout(w, t),
-                refresh: refresh(w, t, &name.value),
-            })
-        }
+        TargetKind::Ec2 => TargetSettings::Ec2(Box::new(super::ec2::settings(w, t))),
     };
     Some(Environment {
         name,
@@ -181,124 +155,6 @@ fn overrides(
         if let Some(value) = walk::scalar_text(w, v, &format!("`{name}`")) {
             out.insert(name.to_string(), value);
         }
-    }
-    out
-}
-
-/// `endpoint_url`: an http(s) URL.
-fn endpoint_url(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<String> {
-    let url = t.str(w, "endpoint_url")?;
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
-        w.error_hint(
-            format!("invalid endpoint URL `{}`", url.value),
-            url.span,
-            "an http:// or https:// URL, e.g. `http://127.0.0.1:5000` for the local EC2",
-        );
-        return None;
-    }
-    Some(url.value)
-}
-
-/// `wait_timeout`: positive seconds.
-fn wait_timeout(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<u64> {
-    let n = t.int(w, "wait_timeout")?;
-    if n.value <= 0 {
-        w.error_hint(
-            format!(
-                "`wait_timeout` must be a positive number of seconds, found {}",
-                n.value
-            ),
-            n.span,
-            "leave it out for the default",
-        );
-        return None;
-    }
-    Some(n.value as u64)
-}
-
-const REFRESH_KEYS: &[&str] = &[
-    "min_healthy_percentage",
-    "max_healthy_percentage",
-    "instance_warmup",
-    "checkpoints",
-    "alarms",
-];
-
-/// `refresh = { ... }`: how a promotion's instance refresh replaces instances, in the ranges
-/// AWS accepts, checked here rather than by a failed StartInstanceRefresh.
-fn refresh(w: &mut Walker, t: &Tbl<'_, '_>, env: &str) -> RefreshSettings {
-    let mut out = RefreshSettings::default();
-    let Some(r) = t.table(w, "refresh", Some(format!("[env.{env}].refresh"))) else {
-        return out;
-    };
-    r.check_keys(w, REFRESH_KEYS);
-    let percent = |w: &mut Walker, key: &str, lo: i64, hi: i64| {
-        r.int(w, key).and_then(|n| {
-            if n.value < lo || n.value > hi {
-                w.error_hint(
-                    format!("`{key}` must be between {lo} and {hi}, found {}", n.value),
-                    n.span,
-                    "a percentage of the group's desired capacity",
-                );
-                None
-            } else {
-                Some(n)
-            }
-        })
-    };
-    let min = percent(w, "min_healthy_percentage", 0, 100);
-    let max = percent(w, "max_healthy_percentage", 100, 200);
-    if let (Some(min), Some(max)) = (&min, &max)
-        && max.value - min.value > 100
-    {
-        w.error_hint(
-            format!(
-                "`max_healthy_percentage` ({}) may be at most 100 above `min_healthy_percentage` ({})",
-                max.value, min.value
-            ),
-            max.span,
-            "AWS refuses a wider range",
-        );
-    }
-    out.min_healthy_percentage = min.map(|n| n.value as i32);
-    out.max_healthy_percentage = max.map(|n| n.value as i32);
-    if let Some(n) = r.int(w, "instance_warmup") {
-        if n.value < 0 || n.value > i64::from(i32::MAX) {
-            w.error_hint(
-                format!(
-                    "`instance_warmup` must be 0 or more seconds, found {}",
-                    n.value
-                ),
-                n.span,
-                "leave it out to use the group's default warm-up",
-            );
-        } else {
-            out.instance_warmup = Some(n.value as i32);
-        }
-    }
-    if let Some(items) = r.array(w, "checkpoints") {
-        let mut last = 0;
-        for v in items {
-            let Some(n) = walk::integer(w, v, "a checkpoint") else {
-                continue;
-            };
-            if n.value <= last || n.value > 100 {
-                w.error_hint(
-                    format!("checkpoint {} is out of order or range", n.value),
-                    n.span,
-                    "percentages of instances replaced, rising, each at most 100: `checkpoints = [50, 100]`",
-                );
-                continue;
-            }
-            last = n.value;
-            out.checkpoints.push(n.value as i32);
-        }
-    }
-    if let Some(alarms) = r.str_array(w, "alarms") {
-        out.alarms = alarms.into_iter().map(|a| a.value).collect();
     }
     out
 }

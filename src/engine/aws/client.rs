@@ -130,6 +130,15 @@ impl AwsClient {
         })
     }
 
+    /// A client for `region` through the same endpoint (copies to other regions).
+    pub fn in_region(&self, region: &str) -> Result<AwsClient, AwsError> {
+        AwsClient::connect(&AwsSettings {
+            region: Some(region.to_string()),
+            endpoint_url: self.endpoint.clone(),
+            ..AwsSettings::default()
+        })
+    }
+
     /// The region every call goes to.
     pub fn region(&self) -> &str {
         &self.region

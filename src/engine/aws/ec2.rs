@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
-    Filter, HttpTokensState, ImageState, InstanceMetadataOptionsRequest, InstanceStateName,
-    InstanceType, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    ImageState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification,
+    InstanceStateName, InstanceType, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
+    VolumeType,
 };
 
 use super::client::AwsClient;
@@ -27,6 +29,8 @@ pub struct ImageInfo {
     pub tags: Tagged,
     /// The EBS snapshots behind it.
     pub snapshots: Vec<String>,
+    /// The device its root volume is attached as (`/dev/xvda`), when AWS says.
+    pub root_device_name: Option<String>,
 }
 
 /// An instance.
@@ -48,12 +52,28 @@ pub struct InstanceLaunch {
     pub image: String,
     pub instance_type: String,
     pub key_name: String,
-    pub security_group: String,
+    /// The temporary group first, then the extra ones.
+    pub security_groups: Vec<String>,
     pub subnet: Option<String>,
+    /// `Some`: one network interface in `subnet`, with or without a public IP.
+    pub associate_public_ip: Option<bool>,
+    /// A name, or an ARN (`arn:...`).
+    pub iam_instance_profile: Option<String>,
+    /// The root volume's settings, on this device.
+    pub root_volume: Option<(String, RootVolumeSpec)>,
     /// On the instance and its volumes.
     pub tags: Tagged,
     /// Makes a retried launch the same launch (RunInstances is idempotent per token).
     pub client_token: String,
+}
+
+/// How the root volume of an instance is made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RootVolumeSpec {
+    pub size_gb: Option<u32>,
+    pub volume_type: Option<String>,
+    pub encrypted: Option<bool>,
+    pub kms_key_id: Option<String>,
 }
 
 /// Filters on tags: `tag:KEY = VALUE` each.
@@ -115,6 +135,7 @@ fn image_info(i: &aws_sdk_ec2::types::Image) -> ImageInfo {
             .iter()
             .filter_map(|b| b.ebs()?.snapshot_id().map(str::to_string))
             .collect(),
+        root_device_name: i.root_device_name().map(str::to_string),
     }
 }
 
@@ -285,13 +306,23 @@ impl AwsClient {
         Ok(out.group_id().unwrap_or_default().to_string())
     }
 
-    /// Lets TCP `port` in from `cidr` only.
-    pub fn authorize_ingress(&self, group: &str, port: u16, cidr: &str) -> Result<(), AwsError> {
+    /// Lets TCP `port` in from `cidrs` only (one rule).
+    pub fn authorize_ingress(
+        &self,
+        group: &str,
+        port: u16,
+        cidrs: &[String],
+    ) -> Result<(), AwsError> {
         let rule = IpPermission::builder()
             .ip_protocol("tcp")
             .from_port(i32::from(port))
             .to_port(i32::from(port))
-            .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+            .set_ip_ranges(Some(
+                cidrs
+                    .iter()
+                    .map(|c| IpRange::builder().cidr_ip(c).build())
+                    .collect(),
+            ))
             .build();
         self.block(
             self.ec2
@@ -358,16 +389,54 @@ impl AwsClient {
     /// Launches one instance with IMDSv2 required (`HttpTokens=required`); returns it as
     /// RunInstances answered (normally `pending`).
     pub fn run_instance(&self, launch: &InstanceLaunch) -> Result<InstanceInfo, AwsError> {
+        let mut req = self
+            .ec2
+            .run_instances()
+            .image_id(&launch.image)
+            .instance_type(InstanceType::from(launch.instance_type.as_str()))
+            .key_name(&launch.key_name);
+        // A public IP is asked for on the instance's network interface, which then also holds
+        // the subnet and the groups (AWS refuses them beside it).
+        req = match launch.associate_public_ip {
+            Some(public) => req.network_interfaces(
+                InstanceNetworkInterfaceSpecification::builder()
+                    .device_index(0)
+                    .set_subnet_id(launch.subnet.clone())
+                    .set_groups(Some(launch.security_groups.clone()))
+                    .associate_public_ip_address(public)
+                    .delete_on_termination(true)
+                    .build(),
+            ),
+            None => req
+                .set_security_group_ids(Some(launch.security_groups.clone()))
+                .set_subnet_id(launch.subnet.clone()),
+        };
+        if let Some(p) = &launch.iam_instance_profile {
+            let spec = IamInstanceProfileSpecification::builder();
+            req = req.iam_instance_profile(if p.starts_with("arn:") {
+                spec.arn(p).build()
+            } else {
+                spec.name(p).build()
+            });
+        }
+        if let Some((device, v)) = &launch.root_volume {
+            let ebs = EbsBlockDevice::builder()
+                .delete_on_termination(true)
+                .set_volume_size(v.size_gb.map(|n| n as i32))
+                .set_volume_type(v.volume_type.as_deref().map(VolumeType::from))
+                .set_encrypted(v.encrypted)
+                .set_kms_key_id(v.kms_key_id.clone())
+                .build();
+            req = req.block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name(device)
+                    .ebs(ebs)
+                    .build(),
+            );
+        }
         let out = self
             .block(
-                self.ec2
-                    .run_instances()
-                    .image_id(&launch.image)
-                    .instance_type(InstanceType::from(launch.instance_type.as_str()))
-                    .key_name(&launch.key_name)
-                    .security_group_ids(&launch.security_group)
-                    .set_subnet_id(launch.subnet.clone())
-                    .min_count(1)
+                req.min_count(1)
                     .max_count(1)
                     .client_token(&launch.client_token)
                     .metadata_options(
@@ -556,6 +625,36 @@ impl AwsClient {
             })
         })?;
         Ok(last.expect("seen available"))
+    }
+
+    /// Copies `source` (an AMI in `source_region`) into this client's region as `name`,
+    /// tagged at creation; encrypted with `kms_key` when given. Idempotent per `name` (the
+    /// client token). Returns the copy's id; its snapshots exist once it is available.
+    pub fn copy_image(
+        &self,
+        source_region: &str,
+        source: &str,
+        name: &str,
+        description: &str,
+        kms_key: Option<&str>,
+        tags: &Tagged,
+    ) -> Result<String, AwsError> {
+        let out = self
+            .block(
+                self.ec2
+                    .copy_image()
+                    .source_region(source_region)
+                    .source_image_id(source)
+                    .name(name)
+                    .description(description)
+                    .client_token(name)
+                    .set_encrypted(kms_key.map(|_| true))
+                    .set_kms_key_id(kms_key.map(str::to_string))
+                    .tag_specifications(spec(ResourceType::Image, tags))
+                    .send(),
+            )
+            .map_err(|e| AwsError::api("CopyImage", e))?;
+        Ok(out.image_id().unwrap_or_default().to_string())
     }
 
     /// Deregisters an image and deletes its snapshots; false when there was no image.

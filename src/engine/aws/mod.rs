@@ -20,7 +20,10 @@ pub mod wait;
 
 pub use autoscaling::{GroupInfo, GroupInstance, RefreshInfo, RefreshStart, TemplateRef};
 pub use client::{AwsClient, AwsSettings};
-pub use ec2::{ImageInfo, InstanceInfo, InstanceLaunch, Tagged, filter_tags, is_loopback_endpoint};
+pub use ec2::{
+    ImageInfo, InstanceInfo, InstanceLaunch, RootVolumeSpec, Tagged, filter_tags,
+    is_loopback_endpoint,
+};
 pub use error::AwsError;
 pub use ssm::{IMAGE_DATA_TYPE, ParameterInfo};
 pub use templates::{TemplateInfo, TemplateVersion};

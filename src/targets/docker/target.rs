@@ -18,7 +18,9 @@ use crate::plan::Plan;
 use crate::runner::{Resource, Runner};
 use crate::services::{self, RenderedService};
 use crate::targets::resource::{self, Destroyer};
-use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix};
+use crate::targets::{
+    Artifacts, FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix,
+};
 use crate::ui::Printer;
 
 use super::build::{find_layer, image_repo, label};
@@ -266,9 +268,16 @@ impl Target for DockerTarget {
         wait_ready(comm, rendered, timeout)
     }
 
-    fn seal_artifact(&self, _: &mut Runner<'_>, _: &Plan, app: &str) -> Result<String> {
+    fn seal_artifact(
+        &self,
+        _: &mut Runner<'_>,
+        _: &Plan,
+        _: &str,
+        app: &str,
+        _: &Printer,
+    ) -> Result<Artifacts> {
         // The app image is the artifact: nothing to flatten, it is promoted as it is.
-        Ok(app.to_string())
+        Ok(Artifacts::local(TargetKind::Docker, app.to_string()))
     }
 
     fn release_artifact(&self, release: &Release) -> Result<String> {

@@ -9,12 +9,15 @@
 //!   launch's client token: the id is only known once it exists).
 //! - [`image`]: a build machine is sealed, stopped and made an AMI, journaled until it is
 //!   available (an interrupted one is deregistered with its snapshots), then kept.
+//! - [`copies`]: the app AMI copied to `ami_regions` in parallel, each copy journaled until
+//!   it is available; copies made for the same digest before are reused.
 //! - [`sweep`]: what dead runs left, by the `pipe:run` tag, in the pipeline's regions.
 //!
 //! - [`promote`]: an environment's Auto Scaling group moved to a release's AMI (launch
 //!   template version, instance refresh with auto-rollback, SSM parameter), as the target's
 //!   [`crate::targets::fleet::Fleet`].
 
+mod copies;
 mod drift;
 mod image;
 mod launch;

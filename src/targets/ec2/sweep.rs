@@ -1,6 +1,7 @@
 //! Leftovers of dead runs on EC2, by the `pipe:run` tag: instances, then security groups
 //! (free once their instances are gone), then key pairs, in every region an environment of the
-//! pipeline bakes in. AMIs are results, never swept.
+//! pipeline bakes in or copies its app AMI to (`ami_regions`). AMIs are results, never swept
+//! (a copy that a killed run left half-made is in its journal).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,9 +23,14 @@ pub fn sweep(
     if !aws_configured(envs) {
         return Ok(Vec::new());
     }
+    // Where each environment bakes, and where its app AMI is copied to.
     let places: BTreeSet<(Option<String>, Option<String>)> = envs
         .values()
-        .map(|s| (s.region.clone(), s.endpoint_url.clone()))
+        .flat_map(|s| {
+            std::iter::once(s.region.clone())
+                .chain(s.ami_regions.iter().cloned().map(Some))
+                .map(|r| (r, s.endpoint_url.clone()))
+        })
         .collect();
     let pipeline = pf.pipeline.name.value.as_str();
     let mut out = Vec::new();

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use super::copies::{CopyPlan, copy_to_regions};
 use super::image::{self, ImageSpec};
 use super::launch::{self, Launch};
 use super::{DEFAULT_INSTANCE_TYPE, DEFAULT_SSH_USERNAME};
@@ -12,12 +13,14 @@ use crate::config::{Ec2Settings, LayerName, Pipelinefile, TargetKind, TargetSett
 use crate::engine::aws::{AwsClient, AwsSettings};
 use crate::error::{Error, Result};
 use crate::layers::digest::Digest;
-use crate::ledger::Release;
+use crate::ledger::{Release, artifact_key};
 use crate::plan::Plan;
 use crate::runner::Runner;
 use crate::services::RenderedService;
 use crate::targets::fleet::{Fleet, FleetPlan, FleetStatus, RolledOut};
-use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix};
+use crate::targets::{
+    Artifacts, FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix,
+};
 use crate::ui::Printer;
 
 /// How long an instance may take to run, by default.
@@ -43,7 +46,7 @@ impl Ec2Target {
             .envs
             .iter()
             .filter_map(|(name, e)| match &e.settings {
-                TargetSettings::Ec2(s) => Some((name.clone(), s.clone())),
+                TargetSettings::Ec2(s) => Some((name.clone(), (**s).clone())),
                 _ => None,
             })
             .collect();
@@ -99,11 +102,13 @@ impl Ec2Target {
             image: image.to_string(),
             instance_type: settings
                 .instance_type
+                .clone()
                 .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into()),
-            subnet: settings.subnet_id,
             ssh_username: settings
                 .ssh_username
+                .clone()
                 .unwrap_or_else(|| DEFAULT_SSH_USERNAME.into()),
+            settings: &settings,
             tags,
             root: &plan.pf.root,
             wait: self.waits(&plan.env).0,
@@ -122,6 +127,16 @@ impl Ec2Target {
             ..AwsSettings::default()
         })?)
     }
+}
+
+/// What an AMI of a layer made in run `run_id` is called (its copies too):
+/// `pipe-<pipeline>-<layer>-<digest>-<run>`, unique per run.
+fn image_name(pipeline: &str, layer: LayerName, digest: &Digest, run_id: &str) -> String {
+    format!(
+        "pipe-{pipeline}-{layer}-{}-{}",
+        digest.short(),
+        suffix(run_id)
+    )
 }
 
 impl Target for Ec2Target {
@@ -242,11 +257,7 @@ impl Target for Ec2Target {
             ),
         ]);
         let spec = ImageSpec {
-            name: format!(
-                "pipe-{pipeline}-{layer}-{}-{}",
-                digest.short(),
-                suffix(&run_id)
-            ),
+            name: image_name(pipeline, layer, digest, &run_id),
             description: format!("pipe {pipeline} {layer} layer {digest}"),
             tags,
             wait: self.waits(&plan.env).1,
@@ -285,21 +296,72 @@ impl Target for Ec2Target {
         crate::targets::guest::wait_ready(comm, rendered, timeout)
     }
 
-    fn seal_artifact(&self, _: &mut Runner<'_>, _: &Plan, app: &str) -> Result<String> {
-        // The app AMI is the artifact, in the bake's region; copies to other regions
-        // (`ami_regions`) are not built yet.
-        Ok(app.to_string())
-    }
-
-    fn artifact_region(&self, plan: &Plan) -> Result<Option<String>> {
-        Ok(Some(self.client(plan)?.region().to_string()))
+    fn seal_artifact(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        base: &str,
+        app: &str,
+        printer: &Printer,
+    ) -> Result<Artifacts> {
+        // The app AMI is the artifact, in the bake's region and copied to `ami_regions`.
+        let client = self.client(plan)?;
+        let settings = self.settings(&plan.env);
+        let region = client.region().to_string();
+        let source = client.image(app)?.ok_or_else(|| {
+            Error::runtime(
+                format!("recording the release: the app AMI {app} is gone from {region}"),
+                Some(format!("bake again: pipe bake --env {}", plan.env)),
+            )
+        })?;
+        let key = |r: &str| artifact_key(TargetKind::Ec2, Some(r));
+        let mut out = Artifacts {
+            ids: BTreeMap::from([(key(&region), app.to_string())]),
+            base: Some(base.to_string()),
+            snapshots: BTreeMap::from([(key(&region), source.snapshots.clone())]),
+        };
+        if settings.ami_regions.is_empty() {
+            return Ok(out);
+        }
+        let digest = plan.digests.app.to_string();
+        let copy = CopyPlan {
+            source: &source,
+            pipeline: &plan.pf.pipeline.name.value,
+            digest: &digest,
+            name: image_name(
+                &plan.pf.pipeline.name.value,
+                LayerName::App,
+                &plan.digests.app,
+                &runner.run_id(),
+            ),
+            regions: &settings.ami_regions,
+            kms_keys: &settings.region_kms_key_ids,
+            wait: self.waits(&plan.env).1,
+        };
+        let step = format!("copy app AMI to {}", settings.ami_regions.join(", "));
+        let copies = runner.step(&step, |r| copy_to_regions(r, &client, &copy, printer))?;
+        for c in copies {
+            out.ids.insert(key(&c.region), c.image.id);
+            out.snapshots.insert(key(&c.region), c.image.snapshots);
+        }
+        Ok(out)
     }
 
     fn release_artifact(&self, release: &Release) -> Result<String> {
-        let artifact = release
-            .artifacts_on(TargetKind::Ec2)
-            .into_iter()
-            .next()
+        // The AMI in the region the environment runs in (a release with copies has one per
+        // region); else the first, as a release recorded before its environment moved.
+        let s = self.settings(&release.env);
+        let home = AwsClient::connect(&AwsSettings {
+            region: s.region.clone(),
+            endpoint_url: s.endpoint_url.clone(),
+            ..AwsSettings::default()
+        })?;
+        let amis = release.artifacts_on(TargetKind::Ec2);
+        let artifact = amis
+            .iter()
+            .find(|a| a.region == Some(home.region()))
+            .or(amis.first())
+            .copied()
             .ok_or_else(|| {
                 Error::runtime(format!("release {} has no ec2 AMI", release.alias), None)
             })?;

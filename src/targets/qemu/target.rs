@@ -27,7 +27,9 @@ use crate::plan::Plan;
 use crate::runner::{Resource, Runner};
 use crate::services::RenderedService;
 use crate::targets::resource::{self, Destroyer};
-use crate::targets::{FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix};
+use crate::targets::{
+    Artifacts, FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix,
+};
 use crate::ui::Printer;
 
 /// The role in a serving VM's record.
@@ -386,12 +388,22 @@ impl Target for QemuTarget {
         wait_ready(comm, rendered, timeout)
     }
 
-    fn seal_artifact(&self, runner: &mut Runner<'_>, plan: &Plan, app: &str) -> Result<String> {
+    fn seal_artifact(
+        &self,
+        runner: &mut Runner<'_>,
+        plan: &Plan,
+        _: &str,
+        app: &str,
+        _: &Printer,
+    ) -> Result<Artifacts> {
         let boot = &self.qbox.get().expect("resolved for the build").boot;
         let path = runner.step("flatten and compress the artifact", |r| {
             artifact(r, plan, Path::new(app), boot)
         })?;
-        Ok(path.display().to_string())
+        Ok(Artifacts::local(
+            TargetKind::Qemu,
+            path.display().to_string(),
+        ))
     }
 
     fn release_artifact(&self, release: &Release) -> Result<String> {
