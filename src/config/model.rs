@@ -478,6 +478,9 @@ pub struct Ec2Settings {
     pub region_kms_key_ids: std::collections::BTreeMap<String, String>,
     /// How a promotion's instance refresh replaces the group's instances.
     pub refresh: RefreshSettings,
+    /// The KMS key a release's AMI is encrypted with when a promotion copies it into this
+    /// environment's region.
+    pub kms_key_id: Option<String>,
 }
 
 /// `[env.NAME].refresh`: the instance refresh's preferences (AWS's defaults when unset).

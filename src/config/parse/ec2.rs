@@ -32,6 +32,7 @@ pub const EC2_KEYS: &[&str] = &[
     "ami_regions",
     "region_kms_key_ids",
     "refresh",
+    "kms_key_id",
 ];
 
 const ROOT_VOLUME_KEYS: &[&str] = &["size_gb", "type", "encrypted", "kms_key_id"];
@@ -81,6 +82,10 @@ pub fn settings(w: &mut Walker, t: &Tbl<'_, '_>) -> Ec2Settings {
         region_kms_key_ids: region_kms_key_ids(w, t, &ami_regions),
         ami_regions: ami_regions.into_iter().map(|r| r.value).collect(),
         refresh: refresh(w, t),
+        kms_key_id: t
+            .str(w, "kms_key_id")
+            .filter(|k| check_kms_key(w, k))
+            .map(|k| k.value),
     }
 }
 

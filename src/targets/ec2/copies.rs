@@ -135,7 +135,7 @@ pub fn copy_to_regions(
 }
 
 /// The available copy of this pipeline's app AMI with `digest` in the client's region.
-fn find(client: &AwsClient, pipeline: &str, digest: &str) -> Result<Option<ImageInfo>> {
+pub fn find(client: &AwsClient, pipeline: &str, digest: &str) -> Result<Option<ImageInfo>> {
     let mut images: Vec<ImageInfo> = client
         .describe_images(
             &["self".into()],

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::promote::{Rollout, ami_in};
+use super::promote::{Rollout, release_ami};
 use crate::engine::aws::AwsClient;
 use crate::error::Result;
 use crate::ledger::Release;
@@ -16,8 +16,16 @@ const MOVING: &[&str] = &["$Latest", "$Default"];
 const SSM_IMAGE: &str = "resolve:ssm:";
 
 /// Compares `env` on AWS with the ledger's current release there (`None`: none yet).
-pub fn status(client: &AwsClient, r: &Rollout, current: Option<&Release>) -> Result<FleetStatus> {
-    let expected = current.and_then(|rel| ami_in(rel, client.region()).ok());
+pub fn status(
+    client: &AwsClient,
+    pipeline: &str,
+    r: &Rollout,
+    current: Option<&Release>,
+) -> Result<FleetStatus> {
+    let expected = match current {
+        Some(rel) => release_ami(client, pipeline, rel)?,
+        None => None,
+    };
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut drift: Vec<String> = Vec::new();
     let differs = |what: &str, found: &str, drift: &mut Vec<String>| {

@@ -45,6 +45,8 @@ pub struct Rollout {
     pub checkpoints: Vec<i32>,
     pub alarms: Vec<String>,
     pub wait: Duration,
+    /// Encrypts the copy when the release's AMI is brought into this region.
+    pub kms_key_id: Option<String>,
 }
 
 impl Rollout {
@@ -79,6 +81,7 @@ impl Rollout {
             checkpoints: s.refresh.checkpoints.clone(),
             alarms: s.refresh.alarms.clone(),
             wait: s.wait_timeout.map_or(REFRESH_WAIT, Duration::from_secs),
+            kms_key_id: s.kms_key_id.clone(),
         })
     }
 
@@ -142,6 +145,84 @@ pub fn ami_in(release: &Release, region: &str) -> Result<String> {
                 )),
             )
         })
+}
+
+/// The release's AMI in the client's region: recorded in the release, or a copy a promotion
+/// made (found by the app digest's tag).
+pub fn release_ami(
+    client: &AwsClient,
+    pipeline: &str,
+    release: &Release,
+) -> Result<Option<String>> {
+    if let Ok(ami) = ami_in(release, client.region()) {
+        return Ok(Some(ami));
+    }
+    Ok(super::copies::find(client, pipeline, &release.app_digest)?.map(|i| i.id))
+}
+
+/// The release's AMI in `client`'s region; copied there from the region it was baked in
+/// (encrypted with `kms_key_id` when set, tagged like the original, journaled) when it is
+/// not there yet.
+fn bring_ami(
+    runner: &mut Runner<'_>,
+    client: &AwsClient,
+    pipeline: &str,
+    r: &Rollout,
+    release: &Release,
+    printer: &Printer,
+) -> Result<String> {
+    if let Some(ami) = release_ami(client, pipeline, release)? {
+        return Ok(ami);
+    }
+    let artifacts = release.artifacts_on(TargetKind::Ec2);
+    let source = artifacts
+        .iter()
+        .find(|a| a.region.is_some())
+        .ok_or_else(|| Error::runtime(format!("release {} has no ec2 AMI", release.alias), None))?;
+    let from = source.region.expect("found with a region");
+    let source_client = client.in_region(from)?;
+    let image = source_client
+        .image(source.id)?
+        .filter(|i| i.state == "available")
+        .ok_or_else(|| {
+            Error::runtime(
+                format!(
+                    "release {}'s AMI {} in {from} is gone",
+                    release.alias, source.id
+                ),
+                Some(format!("bake again: pipe bake --env {}", release.env)),
+            )
+        })?;
+    let region = client.region().to_string();
+    let kms_keys: std::collections::BTreeMap<String, String> = r
+        .kms_key_id
+        .iter()
+        .map(|k| (region.clone(), k.clone()))
+        .collect();
+    let short: String = release
+        .app_digest
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect();
+    let plan = super::copies::CopyPlan {
+        source: &image,
+        pipeline,
+        digest: &release.app_digest,
+        name: format!(
+            "pipe-{pipeline}-app-{short}-{}",
+            crate::targets::suffix(&runner.run_id())
+        ),
+        regions: std::slice::from_ref(&region),
+        kms_keys: &kms_keys,
+        wait: r.wait,
+    };
+    let copies = super::copies::copy_to_regions(runner, &source_client, &plan, printer)?;
+    copies
+        .into_iter()
+        .next()
+        .map(|c| c.image.id)
+        .ok_or_else(|| Error::runtime(format!("no copy of {} in {region}", source.id), None))
 }
 
 /// The group, its template, and the AMI the group's instances are configured with now.
@@ -224,15 +305,39 @@ pub fn plan(
     r: &Rollout,
     release: &Release,
 ) -> Result<FleetPlan> {
-    let ami = ami_in(release, client.region())?;
     let c = current(client, r)?;
+    let (ami, copy) = match release_ami(client, &pf.pipeline.name.value, release)? {
+        Some(ami) => (ami, None),
+        None => {
+            let from = release
+                .artifacts_on(TargetKind::Ec2)
+                .into_iter()
+                .find_map(|a| a.region.map(|reg| (reg.to_string(), a.id.to_string())))
+                .ok_or_else(|| {
+                    Error::runtime(format!("release {} has no ec2 AMI", release.alias), None)
+                })?;
+            (
+                format!("a copy of {}", from.1),
+                Some(format!(
+                    "copy AMI {} from {} to {}{}",
+                    from.1,
+                    from.0,
+                    client.region(),
+                    r.kms_key_id
+                        .as_deref()
+                        .map_or(String::new(), |k| format!(", encrypted with {k}"))
+                )),
+            )
+        }
+    };
     let now = c.group_image.clone().unwrap_or_else(|| "nothing".into());
     let next = c.template.latest_version + 1;
-    let mut steps = vec![
-        format!(
-            "take the promotion lock {} (an SSM parameter)",
-            lock_name(&pf.pipeline.name.value, env)
-        ),
+    let mut steps = vec![format!(
+        "take the promotion lock {} (an SSM parameter)",
+        lock_name(&pf.pipeline.name.value, env)
+    )];
+    steps.extend(copy);
+    steps.extend([
         format!(
             "create version {next} of launch template {} from its default version {} with only the image changed: {} -> {ami}",
             r.template,
@@ -250,7 +355,7 @@ pub fn plan(
             "make version {next} the default of {}, protect {ami} from deregistration",
             r.template
         ),
-    ];
+    ]);
     if let Some(p) = &r.ssm_parameter {
         steps.push(format!("write {ami} to SSM parameter {p} and read it back"));
     }
@@ -299,7 +404,9 @@ pub fn roll_out(
         })
     })?;
 
-    let ami = ami_in(release, &region)?;
+    let ami = runner.step(&format!("the release's AMI in {region}"), |runner| {
+        bring_ami(runner, client, pipeline, r, release, printer)
+    })?;
     let c = runner.step(
         &format!("read group {} and launch template {}", r.group, r.template),
         |_| current(client, r),

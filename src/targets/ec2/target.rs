@@ -462,7 +462,12 @@ impl Fleet for Ec2Target {
         current: Option<&Release>,
     ) -> Result<FleetStatus> {
         let r = super::promote::Rollout::of(env, &self.settings(env))?;
-        super::drift::status(&self.env_client(pf, env)?, &r, current)
+        super::drift::status(
+            &self.env_client(pf, env)?,
+            &pf.pipeline.name.value,
+            &r,
+            current,
+        )
     }
 
     fn roll_out(
