@@ -125,6 +125,18 @@ impl LocalEc2 {
             .collect()
     }
 
+    /// The action of every recorded request (of every service), oldest first.
+    pub fn actions(&self) -> Vec<String> {
+        let body = self.ctl("GET", "/_local_ec2/requests", "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["action"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.ctl("DELETE", "/_local_ec2/requests", "");

@@ -1,0 +1,419 @@
+//! `pipe promote` and `pipe rollback` on ec2 against the local EC2: an Auto Scaling group of two
+//! real machines behind a load balancer that really forwards HTTP on 127.0.0.1. A client sends
+//! requests through it without pause while the group is refreshed to a new release and rolled
+//! back: not one request may fail. A release whose instances never get healthy, and a Ctrl-C
+//! during a refresh, leave the previous release serving on every instance. Also: the lock
+//! (a second promotion of the same environment is refused), `--plan` (changes nothing), drift.
+//!
+//! Durations AWS counts in tens of seconds (health checks, grace, warm-up, draining) are scaled
+//! down to a tenth by the local EC2's timing knob, so one refresh takes seconds, not minutes.
+
+mod common;
+#[path = "support/local_ec2.rs"]
+mod local_ec2;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Project, spawn_pipe};
+use serde_json::Value;
+
+/// An HTTP server in perl (perl-base is in every Debian image): a process per connection, so a
+/// slow client never blocks the load balancer's health checks. Serves /srv/www/<path> (index.html
+/// for /), 404 when there is no such file.
+const SERVER: &str = r#"perl -MIO::Socket::INET -e '$SIG{CHLD}="IGNORE"; $s=IO::Socket::INET->new(LocalAddr=>"0.0.0.0",LocalPort=>80,Listen=>128,ReuseAddr=>1) or die "listen: $!"; while(1){ $c=$s->accept or next; $p=fork(); if(!defined $p || $p){ close $c; next } close $s; $l=<$c>; ($m,$u)=split(" ",$l); while($h=<$c>){ last if $h=~/^\r?\n$/ } $u="/index.html" if $u eq "/"; $u=~s/[^a-z.\/]//g; if(open(F,"<","/srv/www$u")){ local $/; $b=<F>; close F; print $c "HTTP/1.0 200 OK\r\nContent-Length: ".length($b)."\r\n\r\n".$b } else { print $c "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n" } close $c; exit 0 }'"#;
+
+fn pipelinefile() -> String {
+    format!(
+        r#"[pipeline]
+name = "@NAME@"
+
+[vars]
+greeting = "one"
+
+[box]
+ec2 = {{ ami_filter = {{ name = "debian-12-amd64-*", owners = ["136693071363"] }} }}
+
+[base]
+provision = [ {{ inline = ["echo base > /base.txt"] }} ]
+
+[app]
+provision = [
+  {{ file = "www/", to = "/srv/www" }},
+  {{ inline = ["echo 'release {{{{ vars.greeting }}}}' > /srv/www/index.html"] }},
+]
+
+[[service]]
+name = "web"
+command = '''{SERVER}'''
+port = 80
+publish = false
+
+[verify]
+http = [{{ url = "http://127.0.0.1/", status = 200, contains = "release" }}]
+timeout = 30
+
+[env.staging]
+target = "ec2"
+region = "us-east-1"
+
+[env.production]
+target = "ec2"
+promote_from = "staging"
+region = "us-east-1"
+auto_scaling_group = "@NAME@"
+launch_template = "@NAME@"
+ssm_parameter = "/@NAME@/production/ami"
+refresh = {{ min_healthy_percentage = 100, max_healthy_percentage = 200, instance_warmup = 10 }}
+"#
+    )
+}
+
+struct Env {
+    pairs: Vec<(&'static str, String)>,
+}
+
+impl Env {
+    fn of(ec2: &local_ec2::LocalEc2) -> Self {
+        Env { pairs: ec2.env() }
+    }
+
+    fn with<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut v: Vec<(&str, &str)> = self.pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        v.extend_from_slice(extra);
+        v
+    }
+}
+
+/// Bakes staging with `greeting`, `health` deciding whether /health exists; returns the app AMI.
+fn bake(p: &Project, env: &Env, greeting: &str, health: bool) -> String {
+    if health {
+        p.write("www/health", "ok\n");
+    } else {
+        let _ = std::fs::remove_file(p.path().join("www/health"));
+    }
+    let var = format!("greeting={greeting}");
+    let r = p.pipe_env(
+        &["bake", "--env", "staging", "--no-progress", "--var", &var],
+        &env.with(&[]),
+    );
+    r.ok();
+    let release: Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
+    release["release"]["artifacts"]["ec2:us-east-1"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs `python -m local_ec2.stack create ...` (the moto venv's python): JSON on stdout.
+fn stack(ec2: &local_ec2::LocalEc2, args: &[&str]) -> Value {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = std::env::var("PIPE_MOTO_VENV")
+        .unwrap_or_else(|_| format!("{}/.cache/pipe/moto-venv", std::env::var("HOME").unwrap()));
+    let out = std::process::Command::new(format!("{venv}/bin/python"))
+        .args([
+            "-m",
+            "local_ec2.stack",
+            "--endpoint",
+            &ec2.endpoint,
+            "create",
+        ])
+        .args(args)
+        .env("PYTHONPATH", repo.join("tests"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("the moto venv's python");
+    assert!(
+        out.status.success(),
+        "stack {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A client sending GET / through the load balancer without pause, on a fresh connection each
+/// time, recording every answer (status and body, or the error).
+struct Hammer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<(u16, String)>>>,
+}
+
+impl Hammer {
+    fn start(url: &str) -> Self {
+        let addr = url.trim_start_matches("http://").to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let started = Instant::now();
+            // Bounded: at most 10 minutes and 60,000 requests.
+            while !flag.load(Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(600)
+                && seen.len() < 60_000
+            {
+                seen.push(get(&addr));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        Hammer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<(u16, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// One GET /: status and body; status 0 and the error for a failed connection.
+fn get(addr: &str) -> (u16, String) {
+    let attempt = || -> std::io::Result<(u16, String)> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: lb\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim();
+        Ok((status, body.to_string()))
+    };
+    attempt().unwrap_or_else(|e| (0, e.to_string()))
+}
+
+/// The answers that were not a 200 with a release's page.
+fn failures(seen: &[(u16, String)]) -> Vec<&(u16, String)> {
+    seen.iter()
+        .filter(|(s, b)| *s != 200 || !b.starts_with("release "))
+        .collect()
+}
+
+/// The distinct pages in the order they were first seen.
+fn pages(seen: &[(u16, String)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, b) in seen {
+        if out.last() != Some(b) && !out.contains(b) {
+            out.push(b.clone());
+        }
+    }
+    out
+}
+
+fn status(p: &Project, env: &Env) -> Value {
+    let r = p.pipe_env(&["--json", "status", "--env", "production"], &env.with(&[]));
+    r.ok();
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("\"event\":\"result\""))
+        .unwrap_or_else(|| panic!("no result: {}", r.all()))
+        .to_string();
+    serde_json::from_str::<Value>(&line).unwrap()["data"].clone()
+}
+
+fn row(st: &Value, what: &str) -> String {
+    st["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["what"] == what)
+        .map(|r| r["value"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn promote_and_roll_back_through_the_load_balancer_without_a_failed_request() {
+    let ec2 = local_ec2::hold();
+    ec2.ctl(
+        "POST",
+        "/_local_ec2/timing",
+        r#"{"scale": 0.1, "refresh_timeout": 60}"#,
+    );
+    common::ensure_box();
+    let p = Project::new("ec2promo", &pipelinefile(), &[("www/health", "ok\n")]);
+    let env = Env::of(&ec2);
+    let one = bake(&p, &env, "one", true);
+
+    // Production as Terraform would have made it: a group of two on release one's AMI, behind
+    // the load balancer, health-checked on /health.
+    let made = stack(
+        &ec2,
+        &[
+            "--name",
+            &p.name,
+            "--ami",
+            &one,
+            "--capacity",
+            "2",
+            "--path",
+            "/health",
+        ],
+    );
+    let url = made["url"].as_str().unwrap().to_string();
+    assert_eq!(get(url.trim_start_matches("http://")).1, "release one");
+
+    // --plan changes nothing in AWS or the ledger.
+    let ledger_before = p.ledger_lines();
+    let recorded = ec2.actions().len();
+    let plan = p.pipe_env(&["promote", "production", "--plan"], &env.with(&[]));
+    plan.ok();
+    assert!(
+        plan.stdout.contains("instance refresh of group"),
+        "{}",
+        plan.all()
+    );
+    assert!(
+        plan.stdout.contains("nothing was changed"),
+        "{}",
+        plan.all()
+    );
+    let mutating: Vec<String> = ec2
+        .actions()
+        .into_iter()
+        .skip(recorded)
+        .filter(|a| !a.starts_with("Describe") && !a.starts_with("Get"))
+        .collect();
+    assert_eq!(mutating, Vec::<String>::new(), "--plan only reads");
+    assert_eq!(p.ledger_lines(), ledger_before);
+
+    // The first promotion adopts the group: release one, now recorded.
+    p.pipe_env(&["promote", "production"], &env.with(&[])).ok();
+
+    // Release two, through the load balancer under load.
+    let two = bake(&p, &env, "two", true);
+    let hammer = Hammer::start(&url);
+    let r = p.pipe_env(&["promote", "production", "--no-progress"], &env.with(&[]));
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = hammer.finish();
+    r.ok();
+    assert!(seen.len() > 50, "the client kept sending: {}", seen.len());
+    assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{}", r.all());
+    assert_eq!(pages(&seen), ["release one", "release two"], "{}", r.all());
+
+    // Every instance runs it, the template's default names it, SSM reads it: no drift.
+    let st = status(&p, &env);
+    assert_eq!(st["drift"], serde_json::json!([]), "{st}");
+    assert_eq!(st["expected_image"], two.as_str());
+    assert!(row(&st, "template default").ends_with(&two), "{st}");
+    assert!(row(&st, "ssm").ends_with(&two), "{st}");
+    let instances = row(&st, "instances");
+    assert_eq!(instances.matches(&two).count(), 2, "{instances}");
+
+    // Rollback: release one again, without a failed request.
+    let hammer = Hammer::start(&url);
+    let r = p.pipe_env(&["rollback", "production", "--no-progress"], &env.with(&[]));
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = hammer.finish();
+    r.ok();
+    assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{}", r.all());
+    assert_eq!(pages(&seen), ["release two", "release one"], "{}", r.all());
+    let st = status(&p, &env);
+    assert_eq!(st["drift"], serde_json::json!([]), "{st}");
+    assert_eq!(st["expected_image"], one.as_str());
+
+    // A release whose instances never get healthy (no /health): the refresh fails and rolls
+    // back, release one keeps serving on every instance, no request fails, the promotion is
+    // recorded as failed with the reason.
+    let broken = bake(&p, &env, "three", false);
+    let hammer = Hammer::start(&url);
+    let r = p.pipe_env(&["promote", "production", "--no-progress"], &env.with(&[]));
+    let seen = hammer.finish();
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("instance refresh"), "{}", r.all());
+    assert!(r.stderr.contains("Rollback"), "{}", r.all());
+    assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{}", r.all());
+    assert_eq!(pages(&seen), ["release one"], "{}", r.all());
+    let last: Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "promote");
+    assert_eq!(last["ok"], false);
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("instance refresh"),
+        "{last}"
+    );
+    let st = status(&p, &env);
+    assert_eq!(st["drift"], serde_json::json!([]), "{st}");
+    assert_eq!(row(&st, "instances").matches(&one).count(), 2, "{st}");
+    assert!(!row(&st, "template default").contains(&broken), "{st}");
+
+    // Ctrl-C during a refresh to release two: rolled back, recorded; meanwhile a second
+    // promotion of production is refused by the lock.
+    let hammer = Hammer::start(&url);
+    let mut child = spawn_pipe(
+        p.path(),
+        &[
+            "promote",
+            "production",
+            "--release",
+            &two_id(&p),
+            "--no-progress",
+        ],
+        &env.with(&[("PIPE_TEST_PAUSE_AT", "instance refresh in progress")]),
+    );
+    child.wait_for("test hook: paused at instance refresh in progress", 300);
+    let second = p.pipe_env(&["promote", "production"], &env.with(&[]));
+    assert_eq!(second.code, 5, "{}", second.all());
+    assert!(
+        second
+            .stderr
+            .contains("another promotion of `production` is in progress"),
+        "{}",
+        second.all()
+    );
+    child.signal(libc::SIGINT);
+    let (code, stderr) = child.finish();
+    let seen = hammer.finish();
+    assert_eq!(code, 130, "{stderr}");
+    assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{stderr}");
+    let st = status(&p, &env);
+    assert_eq!(st["drift"], serde_json::json!([]), "{st}");
+    assert_eq!(row(&st, "instances").matches(&one).count(), 2, "{st}");
+    assert_eq!(get(url.trim_start_matches("http://")).1, "release one");
+    let last: Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
+    assert_eq!(last["ok"], false, "{last}");
+
+    // Drift behind pipe's back: the SSM parameter changed, the group on $Latest.
+    let param = format!("/{}/production/ami", p.name);
+    ec2.call(
+        "ssm",
+        "us-east-1",
+        "put_parameter",
+        &serde_json::json!({"Name": param, "Value": two, "Overwrite": true, "Type": "String"})
+            .to_string(),
+    );
+    ec2.call(
+        "autoscaling",
+        "us-east-1",
+        "update_auto_scaling_group",
+        &serde_json::json!({"AutoScalingGroupName": p.name, "LaunchTemplate": {"LaunchTemplateName": p.name, "Version": "$Latest"}})
+            .to_string(),
+    );
+    let st = status(&p, &env);
+    let drift = st["drift"].to_string();
+    assert!(
+        drift.contains(&format!("SSM parameter {param} is {two}")),
+        "{drift}"
+    );
+    assert!(drift.contains("$Latest"), "{drift}");
+}
+
+/// The id of the release whose page says "two".
+fn two_id(p: &Project) -> String {
+    p.ledger_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "bake")
+        .nth(1)
+        .map(|e| e["release"]["id"].as_str().unwrap().to_string())
+        .unwrap()
+}
