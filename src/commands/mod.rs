@@ -4,6 +4,7 @@ mod bake;
 mod boxes;
 mod clean;
 mod exec;
+mod gates;
 mod history;
 mod init;
 mod lifecycle;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::cli::PromoteArgs;
-use crate::config::{Pipelinefile, TargetKind};
+use crate::config::Pipelinefile;
 use crate::error::{Error, Result};
 use crate::ledger::{Event, Ledger, ReleaseStatus, ReleaseView, find_release, releases, who};
 use crate::plan::{self, Plan, Selection};
@@ -17,6 +17,7 @@ use crate::targets::switch::{Switch, switch as switch_target};
 use crate::targets::{self, Target};
 
 use super::Ctx;
+pub use super::gates::{gate, gates, local_flag};
 
 pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
@@ -67,14 +68,6 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
     )
 }
 
-/// A refusing gate (exit code 5).
-pub fn gate(message: impl Into<String>, hint: Option<String>) -> Error {
-    Error::Gate {
-        message: message.into(),
-        hint,
-    }
-}
-
 /// Promotion or rollback: what the ledger records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -97,64 +90,6 @@ pub fn env_target(ctx: &Ctx, pf: &Pipelinefile, env: &str, local: bool) -> Resul
         .can_switch()
         .map_err(|e| super::local::remote_hint(ctx, e, &env))?;
     Ok(target)
-}
-
-/// ` --local` when ENV's declared target differs from where it runs.
-pub fn local_flag(pf: &Pipelinefile, env: &str, target: TargetKind) -> &'static str {
-    if pf.envs.get(env).is_some_and(|e| e.target.value != target) {
-        " --local"
-    } else {
-        ""
-    }
-}
-
-/// The gates every promotion passes (exit code 5 when one refuses).
-pub fn gates(
-    pf: &Pipelinefile,
-    env: &str,
-    source: &str,
-    target: TargetKind,
-    view: &ReleaseView,
-) -> Result<()> {
-    let r = &view.release;
-    let why = match view.status {
-        ReleaseStatus::Verified => None,
-        ReleaseStatus::Unverified => Some("was never verified (baked with --skip-verify)"),
-        ReleaseStatus::Failed => Some("failed verification"),
-        ReleaseStatus::Rejected => Some("was rejected (`pipe reject`)"),
-    };
-    if let Some(why) = why {
-        return Err(gate(
-            format!("release {} {why}: it cannot be promoted", r.alias),
-            Some(format!("bake a new one: pipe bake --env {}", r.env)),
-        ));
-    }
-    if r.target != target {
-        let flag = local_flag(pf, env, target);
-        return Err(gate(
-            format!(
-                "release {} was baked on {}, and `{env}` runs on {target} here",
-                r.alias, r.target
-            ),
-            Some(if flag.is_empty() && r.target == plan::LOCAL {
-                format!(
-                    "releases baked with --local are promoted with --local: pipe promote {env} --local"
-                )
-            } else {
-                format!("bake for {target}: pipe bake --env {}{flag}", r.env)
-            }),
-        ));
-    }
-    if r.env != source && r.env != env {
-        return Err(gate(
-            format!(
-                "release {} was baked in `{}`; `{env}` takes releases from `{source}`",
-                r.alias, r.env
-            ),
-            None,
-        ));
-    }
-    Ok(())
 }
 
 /// The plan a release runs with: its own environment's, on its own target, so its services and
