@@ -17,7 +17,8 @@ use crate::targets::switch::{Switch, switch as switch_target};
 use crate::targets::{self, Target};
 
 use super::Ctx;
-pub use super::gates::{gate, gates, local_flag};
+use super::gates::{self, Promotion, Verdict};
+pub use super::gates::{gate, local_flag};
 
 pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
@@ -53,7 +54,17 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
                 )
             })?,
     };
-    gates(&pf, &args.env, &source, kind, view)?;
+    let verdicts = gates::check(&Promotion::new(&pf, &args.env, &source, kind, false), view);
+    let refused = gates::refusal(&verdicts);
+    guard(
+        ctx,
+        &args.env,
+        view,
+        &verdicts,
+        args.plan,
+        Kind::Promote,
+        refused,
+    )?;
     switch(
         ctx,
         &pf,
@@ -63,9 +74,52 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
         &args.env,
         &*target,
         view,
+        &verdicts,
         args.plan,
         Kind::Promote,
-    )
+    )?;
+    // --plan showed the plan; a gate that refuses still makes it exit 5.
+    gates::refusal(&verdicts).map_or(Ok(()), Err)
+}
+
+/// Refuses a switch a gate refuses, before anything happens. With `--plan`, a refusal of the
+/// environment's gates (`min_soak`, `approval`) lets the plan be shown first (the caller
+/// still exits 5 after it); when the release's own gates refuse there is nothing to plan, and
+/// the gates alone are shown.
+pub fn guard(
+    ctx: &Ctx,
+    env: &str,
+    view: &ReleaseView,
+    verdicts: &[Verdict],
+    plan: bool,
+    kind: Kind,
+    refused: Option<Error>,
+) -> Result<()> {
+    let Some(refused) = refused else {
+        return Ok(());
+    };
+    if plan && gates::blocks_plan(verdicts) {
+        let verb = verb(kind);
+        let data = serde_json::json!({
+            "env": env, "release": view.release.id, "alias": view.release.alias,
+            "plan": true, "gates": verdicts,
+        });
+        let human = format!(
+            "would not {verb} `{env}` to release {}:\n{}nothing was changed (--plan)",
+            view.release.alias,
+            gates::report(verdicts)
+        );
+        ctx.printer.result(verb, data, &human);
+        return Err(refused);
+    }
+    if plan { Ok(()) } else { Err(refused) }
+}
+
+fn verb(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Promote => "promote",
+        Kind::Rollback => "roll back",
+    }
 }
 
 /// Promotion or rollback: what the ledger records.
@@ -144,13 +198,14 @@ pub fn switch(
     env: &str,
     target: &dyn Target,
     view: &ReleaseView,
+    verdicts: &[Verdict],
     dry_run: bool,
     kind: Kind,
 ) -> Result<()> {
     crate::interrupt::install();
     if let Some(fleet) = target.fleet() {
         return switch_fleet(
-            ctx, pf, ledger, current, env, target, fleet, view, dry_run, kind,
+            ctx, pf, ledger, current, env, target, fleet, view, verdicts, dry_run, kind,
         );
     }
     let pipeline = pf.pipeline.name.value.clone();
@@ -170,10 +225,7 @@ pub fn switch(
     let ports = host_ports(pf, env)?;
     let name = serving_name(&pipeline, env, &r.alias);
     let noun = target.noun();
-    let verb = match kind {
-        Kind::Promote => "promote",
-        Kind::Rollback => "roll back",
-    };
+    let verb = verb(kind);
     let ports_json: Vec<serde_json::Value> = ports
         .iter()
         .map(
@@ -200,14 +252,15 @@ pub fn switch(
         data.extend(extra);
     }
     if dry_run {
-        let mut human = format!(
+        let mut human = gates::report(verdicts);
+        human.push_str(&format!(
             "would {verb} `{env}` to release {} (baked in {} at {}, commit {}{}):\n",
             r.alias,
             r.env,
             r.when,
             r.git_commit,
             if r.git_dirty { ", dirty" } else { "" }
-        );
+        ));
         human.push_str(&format!(
             "  1. verify {} {artifact} on a fresh machine\n",
             target.artifact_noun()
@@ -243,6 +296,7 @@ pub fn switch(
         }
         human.push_str("nothing was changed (--plan)");
         data["plan"] = true.into();
+        data["gates"] = serde_json::to_value(verdicts).expect("verdicts serialize");
         data["stop"] = running.into();
         data["remove"] = remove.into();
         ctx.printer.result(verb, data, &human);
@@ -357,6 +411,7 @@ fn switch_fleet(
     target: &dyn Target,
     fleet: &dyn crate::targets::fleet::Fleet,
     view: &ReleaseView,
+    verdicts: &[Verdict],
     dry_run: bool,
     kind: Kind,
 ) -> Result<()> {
@@ -368,10 +423,7 @@ fn switch_fleet(
             None,
         ));
     }
-    let verb = match kind {
-        Kind::Promote => "promote",
-        Kind::Rollback => "roll back",
-    };
+    let verb = verb(kind);
     let mut data = serde_json::json!({
         "env": env, "release": r.id, "alias": r.alias, "target": target.kind().as_str(),
         "previous": previous,
@@ -383,20 +435,22 @@ fn switch_fleet(
     };
     if dry_run {
         let plan = fleet.plan(pf, env, r)?;
-        let mut human = format!(
+        let mut human = gates::report(verdicts);
+        human.push_str(&format!(
             "would {verb} `{env}` to release {} (baked in {} at {}, commit {}{}):\n",
             r.alias,
             r.env,
             r.when,
             r.git_commit,
             if r.git_dirty { ", dirty" } else { "" }
-        );
+        ));
         for (n, step) in plan.steps.iter().enumerate() {
             human.push_str(&format!("  {}. {step}\n", n + 1));
         }
         human.push_str("nothing was changed (--plan)");
         merge(&mut data, plan.json);
         data["plan"] = true.into();
+        data["gates"] = serde_json::to_value(verdicts).expect("verdicts serialize");
         data["steps"] = plan.steps.into();
         ctx.printer.result(verb, data, &human);
         return Ok(());
