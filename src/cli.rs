@@ -117,6 +117,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Mark a release as unpromotable
     Reject(RejectArgs),
+    /// Approve a release for promotion into an environment (--env NAME)
+    Approve(ApproveArgs),
     /// Remove what interrupted or killed runs left behind
     Clean(CleanArgs),
     /// Manage boxes (base OS images)
@@ -242,6 +244,12 @@ pub struct RejectArgs {
     /// Why (recorded in the ledger)
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// Release id or alias (approved for the environment given with --env)
+    pub release: String,
 }
 
 #[derive(Debug, Args)]
