@@ -217,12 +217,16 @@ pub struct PromoteArgs {
     /// Release id or alias (default: the newest verified release of `promote_from`)
     #[arg(long)]
     pub release: Option<String>,
-    /// Only print what would be done
+    /// Only print what would be done, and each gate's verdict
     #[arg(long)]
     pub plan: bool,
     /// Run an environment whose target is remote (ec2) on the local Docker engine instead
     #[arg(long)]
     pub local: bool,
+    /// Only remove ENV's promotion lock left by a dead run (recorded in the ledger), then
+    /// exit; promote again afterwards
+    #[arg(long, conflicts_with_all = ["release", "plan"])]
+    pub break_lock: bool,
 }
 
 #[derive(Debug, Args)]

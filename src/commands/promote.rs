@@ -1,7 +1,10 @@
 //! `pipe promote ENV`: the newest release verified in the environment's `promote_from` (or the
-//! one named) becomes current in ENV, after the gates: verified, not rejected, baked for the
-//! same kind of target, not already serving there. `--plan` only says what would happen.
-//! `pipe rollback` goes through [`switch`] too.
+//! one named) becomes current in ENV, after the gates ([`super::gates`]: verified, not
+//! rejected, baked for the same kind of target and in the right env, the env's `min_soak` and
+//! `require_approval`) and not already serving there. `--plan` only says what would happen,
+//! with every gate's verdict.
+//! `pipe rollback` goes through [`switch`] too. `--break-lock` only removes a promotion lock a
+//! dead run left (recorded in the ledger) and exits.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +28,9 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
     let target = env_target(ctx, &pf, &args.env, args.local)?;
     let kind = target.kind();
     let ledger = Ledger::open(&state::dir(&pf.root));
+    if args.break_lock {
+        return break_lock(ctx, &pf, &ledger, &args.env, &*target);
+    }
     let entries = ledger.checked_entries()?;
     let (views, current) = releases(&entries);
     let source = pf.envs[&args.env]
@@ -80,6 +86,63 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
     )?;
     // --plan showed the plan; a gate that refuses still makes it exit 5.
     gates::refusal(&verdicts).map_or(Ok(()), Err)
+}
+
+/// `pipe promote ENV --break-lock`: removes the promotion lock a dead run left and records
+/// who broke whose lock, then stops: the promotion is run again by hand, once whoever breaks
+/// the lock has seen whose it was.
+fn break_lock(
+    ctx: &Ctx,
+    pf: &Pipelinefile,
+    ledger: &Ledger,
+    env: &str,
+    target: &dyn Target,
+) -> Result<()> {
+    // Runs of this project still alive on this host keep their locks.
+    let live: std::collections::BTreeSet<String> =
+        crate::runner::journal::list(&state::dir(&pf.root))?
+            .into_iter()
+            .filter(|(_, f)| crate::runner::journal::is_alive(f))
+            .map(|(_, f)| f.run_id)
+            .collect();
+    let Some(holder) = target.break_lock(pf, env, &live)? else {
+        ctx.printer.result(
+            "promote",
+            serde_json::json!({"env": env, "break_lock": true, "broken": false}),
+            &format!(
+                "`{env}` has no promotion lock on {}: nothing to break",
+                target.kind()
+            ),
+        );
+        return Ok(());
+    };
+    let who_held = holder.who.clone().unwrap_or_else(|| "someone".into());
+    ledger.append(
+        &who(),
+        Event::BreakLock {
+            env: env.to_string(),
+            holder: who_held.clone(),
+            run: holder.run.clone(),
+            since: holder.since.clone(),
+            release: holder.release.clone(),
+        },
+    )?;
+    let mut held = vec![format!("held by {who_held}")];
+    held.extend(holder.since.as_ref().map(|s| format!("since {s}")));
+    held.extend(holder.release.as_ref().map(|r| format!("promoting {r}")));
+    held.extend(holder.run.as_ref().map(|r| format!("run {r}")));
+    ctx.printer.result(
+        "promote",
+        serde_json::json!({"env": env, "break_lock": true, "broken": true, "holder": holder}),
+        &format!(
+            "removed the promotion lock of `{env}` ({}); recorded in the ledger\n  \
+             promote again: pipe promote {env}{}\n  \
+             what that run left (a template version, a refresh) is rolled back by `pipe clean` on its host",
+            held.join(", "),
+            local_flag(pf, env, target.kind())
+        ),
+    );
+    Ok(())
 }
 
 /// Refuses a switch a gate refuses, before anything happens. With `--plan`, a refusal of the
