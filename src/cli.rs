@@ -22,7 +22,7 @@ Exit codes:
   2    usage error (bad flags or arguments; no Pipelinefile, or not a readable file)
   3    Pipelinefile error (every problem is listed with file:line:column)
   4    verification failed (the release is recorded and cannot be promoted)
-  5    a promotion gate refused (not verified, rejected, already current)
+  5    a promotion gate refused (not verified, rejected, min_soak, approval, already current, lock held)
   69   not implemented yet
   130  interrupted (Ctrl-C or SIGTERM; cleanup ran)";
 
@@ -109,7 +109,7 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List releases and their status
     Releases,
-    /// Show the ledger (bakes, verifications, promotions, rollbacks, rejections)
+    /// Show the ledger (bakes, verifications, promotions, rollbacks, rejections, approvals)
     History(HistoryArgs),
     /// Make the newest verified release of `promote_from` current in ENV
     Promote(PromoteArgs),
