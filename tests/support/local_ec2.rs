@@ -133,20 +133,27 @@ impl LocalEc2 {
     /// An EC2 call through boto3 (from the local EC2's own venv): `call` with `args` (JSON
     /// keyword arguments), the answer as JSON.
     pub fn ec2(&self, call: &str, args: &str) -> Value {
+        self.aws("ec2", call, args)
+    }
+
+    /// A call of any AWS `service` the local EC2 answers (`ec2`, `ssm`, `autoscaling`) through
+    /// boto3, from its own venv: `call` with `args` (JSON keyword arguments), the answer as
+    /// JSON.
+    pub fn aws(&self, service: &str, call: &str, args: &str) -> Value {
         let venv = std::env::var("PIPE_MOTO_VENV").unwrap_or_else(|_| {
             format!(
                 "{}/.cache/pipe/moto-venv",
                 std::env::var("HOME").unwrap_or_default()
             )
         });
-        let script = "import boto3, json, sys\nc = boto3.client('ec2', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\nprint(json.dumps(getattr(c, sys.argv[2])(**json.loads(sys.argv[3])), default=str))";
+        let script = "import boto3, json, sys\nc = boto3.client(sys.argv[4], endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\nprint(json.dumps(getattr(c, sys.argv[2])(**json.loads(sys.argv[3])), default=str))";
         let out = Command::new(Path::new(&venv).join("bin/python"))
-            .args(["-c", script, &self.endpoint, call, args])
+            .args(["-c", script, &self.endpoint, call, args, service])
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "{call}: {}",
+            "{service} {call}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
