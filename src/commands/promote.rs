@@ -536,6 +536,9 @@ fn switch_fleet(
             ctx.printer.result(verb, data, &human);
             Ok(())
         }
+        // Refused before anything changed (another run holds the promotion lock): not a
+        // promotion that failed, nothing to record.
+        Err(e @ Error::Gate { .. }) => Err(e),
         Err(e) => {
             // Interrupted or failed, the roll-out put back what ran before.
             let detail = e.to_string();
