@@ -22,7 +22,7 @@ Exit codes:
   2    usage error (bad flags or arguments; no Pipelinefile, or not a readable file)
   3    Pipelinefile error (every problem is listed with file:line:column)
   4    verification failed (the release is recorded and cannot be promoted)
-  5    a promotion gate refused (not verified, rejected, already current)
+  5    a promotion gate refused (not verified, rejected, min_soak, approval, already current, lock held)
   69   not implemented yet
   130  interrupted (Ctrl-C or SIGTERM; cleanup ran)";
 
@@ -109,7 +109,7 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List releases and their status
     Releases,
-    /// Show the ledger (bakes, verifications, promotions, rollbacks, rejections)
+    /// Show the ledger (bakes, verifications, promotions, rollbacks, rejections, approvals)
     History(HistoryArgs),
     /// Make the newest verified release of `promote_from` current in ENV
     Promote(PromoteArgs),
@@ -117,6 +117,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Mark a release as unpromotable
     Reject(RejectArgs),
+    /// Approve a release for promotion into an environment (--env NAME)
+    Approve(ApproveArgs),
     /// Remove what interrupted or killed runs left behind
     Clean(CleanArgs),
     /// Manage boxes (base OS images)
@@ -215,12 +217,16 @@ pub struct PromoteArgs {
     /// Release id or alias (default: the newest verified release of `promote_from`)
     #[arg(long)]
     pub release: Option<String>,
-    /// Only print what would be done
+    /// Only print what would be done, and each gate's verdict
     #[arg(long)]
     pub plan: bool,
     /// Run an environment whose target is remote (ec2) on the local Docker engine instead
     #[arg(long)]
     pub local: bool,
+    /// Only remove ENV's promotion lock left by a dead run (recorded in the ledger), then
+    /// exit; promote again afterwards
+    #[arg(long, conflicts_with_all = ["release", "plan"])]
+    pub break_lock: bool,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +248,12 @@ pub struct RejectArgs {
     /// Why (recorded in the ledger)
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// Release id or alias (approved for the environment given with --env)
+    pub release: String,
 }
 
 #[derive(Debug, Args)]

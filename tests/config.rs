@@ -185,6 +185,35 @@ fn the_source_is_kept_for_later_diagnostics() {
 }
 
 #[test]
+fn promotion_gates_are_part_of_an_environment() {
+    let dir = project(
+        r#"[pipeline]
+name = "gates"
+
+[box]
+docker = { image = "debian:bookworm" }
+
+[env.staging]
+target = "docker"
+
+[env.production]
+target = "docker"
+promote_from = "staging"
+min_soak = "1h30m"
+require_approval = true
+"#,
+    );
+    let pf = config::load(&dir.path().join("Pipelinefile.toml"), dir.path()).unwrap();
+    let prod = &pf.envs["production"];
+    let soak = prod.min_soak.as_ref().expect("min_soak");
+    assert_eq!(soak.value, std::time::Duration::from_secs(5_400));
+    assert_eq!(&pf.source[soak.span.start..soak.span.end], "\"1h30m\"");
+    assert!(prod.require_approval);
+    let staging = &pf.envs["staging"];
+    assert!(staging.min_soak.is_none() && !staging.require_approval);
+}
+
+#[test]
 fn load_reports_every_problem_with_the_path_as_shown() {
     let dir = project("[pipeline]\nname = \"X\"\n[base]\nprovison = []\n");
     let err = config::load(&dir.path().join("Pipelinefile.toml"), dir.path()).unwrap_err();

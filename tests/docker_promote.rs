@@ -108,9 +108,16 @@ fn promote_plan_rollback_reject_on_one_machine() {
     assert_eq!(p.ledger_lines().len(), 1, "--plan records nothing");
     assert!(serving(&p).is_empty(), "--plan starts nothing");
 
-    // A release baked locally is promoted locally only.
+    // A release baked locally is promoted locally only: on ec2 there is no verified release.
     let remote = p.pipe(&["promote", "production"]);
-    assert_eq!(remote.code, 69, "{}", remote.all());
+    assert_eq!(remote.code, 5, "{}", remote.all());
+    assert!(
+        remote
+            .stderr
+            .contains("no verified ec2 release of env `staging`"),
+        "{}",
+        remote.stderr
+    );
 
     let up = p.pipe(&["promote", "production", "--local", "--no-progress"]);
     up.ok();

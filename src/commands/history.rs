@@ -1,4 +1,5 @@
-//! `pipe history [--env NAME] [--verify]`: the ledger, oldest first; `--verify` checks its hash
+//! `pipe history [--env NAME] [--verify]`: the ledger (bakes, verifications, promotions,
+//! rollbacks, rejections, approvals, broken locks), oldest first; `--verify` checks its hash
 //! chain and names the first bad line.
 
 use crate::cli::HistoryArgs;
@@ -89,6 +90,22 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             ),
+            Event::Approve { release, env } => {
+                format!("approve   {env:<12} {}", short(release))
+            }
+            Event::BreakLock {
+                env,
+                holder,
+                run,
+                since,
+                release,
+            } => {
+                let mut held = vec![format!("held by {holder}")];
+                held.extend(since.as_ref().map(|s| format!("since {s}")));
+                held.extend(release.as_ref().map(|r| format!("release {}", short(r))));
+                held.extend(run.as_ref().map(|r| format!("run {r}")));
+                format!("break-lock {env:<11} {}", held.join(", "))
+            }
         };
         human.push_str(&format!(
             "{:>4}  {}  {:<20} {what}\n",

@@ -1,9 +1,11 @@
 //! One module per command; [`run`] dispatches.
 
+mod approve;
 mod bake;
 mod boxes;
 mod clean;
 mod exec;
+mod gates;
 mod history;
 mod init;
 mod lifecycle;
@@ -74,6 +76,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
         Command::Promote(args) => promote::run(&ctx, args),
         Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Reject(args) => reject::run(&ctx, args),
+        Command::Approve(args) => approve::run(&ctx, args),
         Command::Clean(args) => clean::run(&ctx, args),
         Command::Box(cmd) => boxes::run(&ctx, cmd),
     }

@@ -1,12 +1,15 @@
 //! `pipe promote ENV`: the newest release verified in the environment's `promote_from` (or the
-//! one named) becomes current in ENV, after the gates: verified, not rejected, baked for the
-//! same kind of target, not already serving there. `--plan` only says what would happen.
-//! `pipe rollback` goes through [`switch`] too.
+//! one named) becomes current in ENV, after the gates ([`super::gates`]: verified, not
+//! rejected, baked for the same kind of target and in the right env, the env's `min_soak` and
+//! `require_approval`) and not already serving there. `--plan` only says what would happen,
+//! with every gate's verdict.
+//! `pipe rollback` goes through [`switch`] too. `--break-lock` only removes a promotion lock a
+//! dead run left (recorded in the ledger) and exits.
 
 use std::collections::BTreeMap;
 
 use crate::cli::PromoteArgs;
-use crate::config::{Pipelinefile, TargetKind};
+use crate::config::Pipelinefile;
 use crate::error::{Error, Result};
 use crate::ledger::{Event, Ledger, ReleaseStatus, ReleaseView, find_release, releases, who};
 use crate::plan::{self, Plan, Selection};
@@ -17,12 +20,17 @@ use crate::targets::switch::{Switch, switch as switch_target};
 use crate::targets::{self, Target};
 
 use super::Ctx;
+use super::gates::{self, Promotion, Verdict};
+pub use super::gates::{gate, local_flag};
 
 pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let target = env_target(ctx, &pf, &args.env, args.local)?;
     let kind = target.kind();
     let ledger = Ledger::open(&state::dir(&pf.root));
+    if args.break_lock {
+        return break_lock(ctx, &pf, &ledger, &args.env, &*target);
+    }
     let entries = ledger.checked_entries()?;
     let (views, current) = releases(&entries);
     let source = pf.envs[&args.env]
@@ -52,7 +60,17 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
                 )
             })?,
     };
-    gates(&pf, &args.env, &source, kind, view)?;
+    let verdicts = gates::check(&Promotion::new(&pf, &args.env, &source, kind, false), view);
+    let refused = gates::refusal(&verdicts);
+    guard(
+        ctx,
+        &args.env,
+        view,
+        &verdicts,
+        args.plan,
+        Kind::Promote,
+        refused,
+    )?;
     switch(
         ctx,
         &pf,
@@ -62,16 +80,108 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
         &args.env,
         &*target,
         view,
+        &verdicts,
         args.plan,
         Kind::Promote,
-    )
+    )?;
+    // --plan showed the plan; a gate that refuses still makes it exit 5.
+    gates::refusal(&verdicts).map_or(Ok(()), Err)
 }
 
-/// A refusing gate (exit code 5).
-pub fn gate(message: impl Into<String>, hint: Option<String>) -> Error {
-    Error::Gate {
-        message: message.into(),
-        hint,
+/// `pipe promote ENV --break-lock`: removes the promotion lock a dead run left and records
+/// who broke whose lock, then stops: the promotion is run again by hand, once whoever breaks
+/// the lock has seen whose it was.
+fn break_lock(
+    ctx: &Ctx,
+    pf: &Pipelinefile,
+    ledger: &Ledger,
+    env: &str,
+    target: &dyn Target,
+) -> Result<()> {
+    // Runs of this project still alive on this host keep their locks.
+    let live: std::collections::BTreeSet<String> =
+        crate::runner::journal::list(&state::dir(&pf.root))?
+            .into_iter()
+            .filter(|(_, f)| crate::runner::journal::is_alive(f))
+            .map(|(_, f)| f.run_id)
+            .collect();
+    let Some(holder) = target.break_lock(pf, env, &live)? else {
+        ctx.printer.result(
+            "promote",
+            serde_json::json!({"env": env, "break_lock": true, "broken": false}),
+            &format!(
+                "`{env}` has no promotion lock on {}: nothing to break",
+                target.kind()
+            ),
+        );
+        return Ok(());
+    };
+    let who_held = holder.who.clone().unwrap_or_else(|| "someone".into());
+    ledger.append(
+        &who(),
+        Event::BreakLock {
+            env: env.to_string(),
+            holder: who_held.clone(),
+            run: holder.run.clone(),
+            since: holder.since.clone(),
+            release: holder.release.clone(),
+        },
+    )?;
+    let mut held = vec![format!("held by {who_held}")];
+    held.extend(holder.since.as_ref().map(|s| format!("since {s}")));
+    held.extend(holder.release.as_ref().map(|r| format!("promoting {r}")));
+    held.extend(holder.run.as_ref().map(|r| format!("run {r}")));
+    ctx.printer.result(
+        "promote",
+        serde_json::json!({"env": env, "break_lock": true, "broken": true, "holder": holder}),
+        &format!(
+            "removed the promotion lock of `{env}` ({}); recorded in the ledger\n  \
+             promote again: pipe promote {env}{}\n  \
+             what that run left (a template version, a refresh) is rolled back by `pipe clean` on its host",
+            held.join(", "),
+            local_flag(pf, env, target.kind())
+        ),
+    );
+    Ok(())
+}
+
+/// Refuses a switch a gate refuses, before anything happens. With `--plan`, a refusal of the
+/// environment's gates (`min_soak`, `approval`) lets the plan be shown first (the caller
+/// still exits 5 after it); when the release's own gates refuse there is nothing to plan, and
+/// the gates alone are shown.
+pub fn guard(
+    ctx: &Ctx,
+    env: &str,
+    view: &ReleaseView,
+    verdicts: &[Verdict],
+    plan: bool,
+    kind: Kind,
+    refused: Option<Error>,
+) -> Result<()> {
+    let Some(refused) = refused else {
+        return Ok(());
+    };
+    if plan && gates::blocks_plan(verdicts) {
+        let verb = verb(kind);
+        let data = serde_json::json!({
+            "env": env, "release": view.release.id, "alias": view.release.alias,
+            "plan": true, "gates": verdicts,
+        });
+        let human = format!(
+            "would not {verb} `{env}` to release {}:\n{}nothing was changed (--plan)",
+            view.release.alias,
+            gates::report(verdicts)
+        );
+        ctx.printer.result(verb, data, &human);
+        return Err(refused);
+    }
+    if plan { Ok(()) } else { Err(refused) }
+}
+
+fn verb(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Promote => "promote",
+        Kind::Rollback => "roll back",
     }
 }
 
@@ -97,64 +207,6 @@ pub fn env_target(ctx: &Ctx, pf: &Pipelinefile, env: &str, local: bool) -> Resul
         .can_switch()
         .map_err(|e| super::local::remote_hint(ctx, e, &env))?;
     Ok(target)
-}
-
-/// ` --local` when ENV's declared target differs from where it runs.
-pub fn local_flag(pf: &Pipelinefile, env: &str, target: TargetKind) -> &'static str {
-    if pf.envs.get(env).is_some_and(|e| e.target.value != target) {
-        " --local"
-    } else {
-        ""
-    }
-}
-
-/// The gates every promotion passes (exit code 5 when one refuses).
-pub fn gates(
-    pf: &Pipelinefile,
-    env: &str,
-    source: &str,
-    target: TargetKind,
-    view: &ReleaseView,
-) -> Result<()> {
-    let r = &view.release;
-    let why = match view.status {
-        ReleaseStatus::Verified => None,
-        ReleaseStatus::Unverified => Some("was never verified (baked with --skip-verify)"),
-        ReleaseStatus::Failed => Some("failed verification"),
-        ReleaseStatus::Rejected => Some("was rejected (`pipe reject`)"),
-    };
-    if let Some(why) = why {
-        return Err(gate(
-            format!("release {} {why}: it cannot be promoted", r.alias),
-            Some(format!("bake a new one: pipe bake --env {}", r.env)),
-        ));
-    }
-    if r.target != target {
-        let flag = local_flag(pf, env, target);
-        return Err(gate(
-            format!(
-                "release {} was baked on {}, and `{env}` runs on {target} here",
-                r.alias, r.target
-            ),
-            Some(if flag.is_empty() && r.target == plan::LOCAL {
-                format!(
-                    "releases baked with --local are promoted with --local: pipe promote {env} --local"
-                )
-            } else {
-                format!("bake for {target}: pipe bake --env {}{flag}", r.env)
-            }),
-        ));
-    }
-    if r.env != source && r.env != env {
-        return Err(gate(
-            format!(
-                "release {} was baked in `{}`; `{env}` takes releases from `{source}`",
-                r.alias, r.env
-            ),
-            None,
-        ));
-    }
-    Ok(())
 }
 
 /// The plan a release runs with: its own environment's, on its own target, so its services and
@@ -209,13 +261,14 @@ pub fn switch(
     env: &str,
     target: &dyn Target,
     view: &ReleaseView,
+    verdicts: &[Verdict],
     dry_run: bool,
     kind: Kind,
 ) -> Result<()> {
     crate::interrupt::install();
     if let Some(fleet) = target.fleet() {
         return switch_fleet(
-            ctx, pf, ledger, current, env, target, fleet, view, dry_run, kind,
+            ctx, pf, ledger, current, env, target, fleet, view, verdicts, dry_run, kind,
         );
     }
     let pipeline = pf.pipeline.name.value.clone();
@@ -235,10 +288,7 @@ pub fn switch(
     let ports = host_ports(pf, env)?;
     let name = serving_name(&pipeline, env, &r.alias);
     let noun = target.noun();
-    let verb = match kind {
-        Kind::Promote => "promote",
-        Kind::Rollback => "roll back",
-    };
+    let verb = verb(kind);
     let ports_json: Vec<serde_json::Value> = ports
         .iter()
         .map(
@@ -265,14 +315,15 @@ pub fn switch(
         data.extend(extra);
     }
     if dry_run {
-        let mut human = format!(
+        let mut human = gates::report(verdicts);
+        human.push_str(&format!(
             "would {verb} `{env}` to release {} (baked in {} at {}, commit {}{}):\n",
             r.alias,
             r.env,
             r.when,
             r.git_commit,
             if r.git_dirty { ", dirty" } else { "" }
-        );
+        ));
         human.push_str(&format!(
             "  1. verify {} {artifact} on a fresh machine\n",
             target.artifact_noun()
@@ -308,6 +359,7 @@ pub fn switch(
         }
         human.push_str("nothing was changed (--plan)");
         data["plan"] = true.into();
+        data["gates"] = serde_json::to_value(verdicts).expect("verdicts serialize");
         data["stop"] = running.into();
         data["remove"] = remove.into();
         ctx.printer.result(verb, data, &human);
@@ -422,6 +474,7 @@ fn switch_fleet(
     target: &dyn Target,
     fleet: &dyn crate::targets::fleet::Fleet,
     view: &ReleaseView,
+    verdicts: &[Verdict],
     dry_run: bool,
     kind: Kind,
 ) -> Result<()> {
@@ -433,10 +486,7 @@ fn switch_fleet(
             None,
         ));
     }
-    let verb = match kind {
-        Kind::Promote => "promote",
-        Kind::Rollback => "roll back",
-    };
+    let verb = verb(kind);
     let mut data = serde_json::json!({
         "env": env, "release": r.id, "alias": r.alias, "target": target.kind().as_str(),
         "previous": previous,
@@ -448,20 +498,22 @@ fn switch_fleet(
     };
     if dry_run {
         let plan = fleet.plan(pf, env, r)?;
-        let mut human = format!(
+        let mut human = gates::report(verdicts);
+        human.push_str(&format!(
             "would {verb} `{env}` to release {} (baked in {} at {}, commit {}{}):\n",
             r.alias,
             r.env,
             r.when,
             r.git_commit,
             if r.git_dirty { ", dirty" } else { "" }
-        );
+        ));
         for (n, step) in plan.steps.iter().enumerate() {
             human.push_str(&format!("  {}. {step}\n", n + 1));
         }
         human.push_str("nothing was changed (--plan)");
         merge(&mut data, plan.json);
         data["plan"] = true.into();
+        data["gates"] = serde_json::to_value(verdicts).expect("verdicts serialize");
         data["steps"] = plan.steps.into();
         ctx.printer.result(verb, data, &human);
         return Ok(());
@@ -484,6 +536,9 @@ fn switch_fleet(
             ctx.printer.result(verb, data, &human);
             Ok(())
         }
+        // Refused before anything changed (another run holds the promotion lock): not a
+        // promotion that failed, nothing to record.
+        Err(e @ Error::Gate { .. }) => Err(e),
         Err(e) => {
             // Interrupted or failed, the roll-out put back what ran before.
             let detail = e.to_string();

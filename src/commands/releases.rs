@@ -1,8 +1,8 @@
-//! `pipe releases [--env NAME]`: every release in the ledger, newest first, with its status and
-//! where it is current.
+//! `pipe releases [--env NAME]`: every release in the ledger, newest first, with its status,
+//! where it is current, and who approved it for which environment.
 
 use crate::error::Result;
-use crate::ledger::{Ledger, ReleaseStatus, releases};
+use crate::ledger::{Ledger, ReleaseStatus, releases, user_of};
 use crate::state;
 
 use super::Ctx;
@@ -29,8 +29,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         });
     } else {
         human.push_str(&format!(
-            "{:<11} {:<12} {:<7} {:<11} {:<16} {:<20} {}\n",
-            "RELEASE", "ENV", "TARGET", "STATUS", "CURRENT IN", "BAKED", "COMMIT"
+            "{:<11} {:<12} {:<7} {:<11} {:<16} {:<20} {:<10} {}\n",
+            "RELEASE", "ENV", "TARGET", "STATUS", "CURRENT IN", "BAKED", "COMMIT", "APPROVED"
         ));
         for v in &shown {
             let r = &v.release;
@@ -45,16 +45,30 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             } else {
                 v.current_in.join(",")
             };
+            let approved: Vec<String> = v
+                .approvals
+                .iter()
+                .map(|a| format!("{} by {}", a.env, user_of(&a.who)))
+                .collect();
+            let commit = format!(
+                "{}{}",
+                r.git_commit,
+                if r.git_dirty { " (dirty)" } else { "" }
+            );
             human.push_str(&format!(
-                "{:<11} {:<12} {:<7} {:<11} {:<16} {:<20} {}{}\n",
+                "{:<11} {:<12} {:<7} {:<11} {:<16} {:<20} {:<10} {}\n",
                 r.alias,
                 r.env,
                 r.target,
                 status,
                 current,
                 r.when.get(..19).unwrap_or(&r.when),
-                r.git_commit,
-                if r.git_dirty { " (dirty)" } else { "" }
+                commit,
+                if approved.is_empty() {
+                    "-".to_string()
+                } else {
+                    approved.join(", ")
+                }
             ));
             // A cloud release has an artifact per region: each is shown under it.
             let regional: Vec<String> = r

@@ -1,5 +1,7 @@
 //! `pipe rollback ENV`: re-promotes the release that was current in ENV before the current one,
 //! through the same path (and gates) as `pipe promote`. Twice in a row returns to the start.
+//! The release's own gates apply (a rejected release is not rolled back to); `min_soak` and
+//! `require_approval` are skipped, since a rollback restores what ran there before.
 
 use crate::cli::RollbackArgs;
 use crate::error::{Error, Result};
@@ -7,7 +9,8 @@ use crate::ledger::{Ledger, find_release, previous_release, releases};
 use crate::state;
 
 use super::Ctx;
-use super::promote::{Kind, env_target, gate, gates, switch};
+use super::gates::{self, Promotion};
+use super::promote::{Kind, env_target, gate, guard, switch};
 
 pub fn run(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
@@ -27,18 +30,33 @@ pub fn run(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
         .promote_from
         .as_ref()
         .map_or(args.env.clone(), |p| p.value.clone());
-    gates(&pf, env, &source, target.kind(), view).map_err(|e| match e {
-        Error::Gate { message, .. } => gate(
-            format!(
-                "cannot roll `{env}` back to {}: {message}",
-                view.release.alias
+    let verdicts = gates::check(
+        &Promotion::new(&pf, env, &source, target.kind(), true),
+        view,
+    );
+    let refused = || {
+        gates::refusal(&verdicts).map(|e| match e {
+            Error::Gate { message, .. } => gate(
+                format!(
+                    "cannot roll `{env}` back to {}: {message}",
+                    view.release.alias
+                ),
+                Some(format!(
+                    "promote a named release instead: pipe promote {env} --release ID"
+                )),
             ),
-            Some(format!(
-                "promote a named release instead: pipe promote {env} --release ID"
-            )),
-        ),
-        other => other,
-    })?;
+            other => other,
+        })
+    };
+    guard(
+        ctx,
+        env,
+        view,
+        &verdicts,
+        args.plan,
+        Kind::Rollback,
+        refused(),
+    )?;
     switch(
         ctx,
         &pf,
@@ -48,7 +66,9 @@ pub fn run(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
         env,
         &*target,
         view,
+        &verdicts,
         args.plan,
         Kind::Rollback,
-    )
+    )?;
+    refused().map_or(Ok(()), Err)
 }

@@ -2,6 +2,7 @@
 
 pub mod confine;
 pub mod diagnostic;
+pub mod duration;
 mod known;
 pub mod model;
 pub mod parse;

@@ -393,6 +393,12 @@ pub struct Environment {
     pub vars: IndexMap<String, Spanned<String>>,
     /// The environment whose verified releases this one promotes.
     pub promote_from: Option<Spanned<String>>,
+    /// How long a release must have been verified before it may be promoted into this
+    /// environment (`min_soak = "2h"`).
+    pub min_soak: Option<Spanned<std::time::Duration>>,
+    /// Whether a promotion into this environment needs an approval by another user
+    /// (`pipe approve RELEASE --env NAME`).
+    pub require_approval: bool,
     pub settings: TargetSettings,
     pub span: Span,
 }

@@ -1,5 +1,5 @@
 //! The ledger: `.pipe/ledger.jsonl`, the append-only record of bakes, verifications,
-//! promotions, rollbacks and rejections.
+//! promotions, rollbacks, rejections, approvals and broken promotion locks.
 //!
 //! One JSON object per line, each carrying the sha256 of the previous line, so an edit
 //! anywhere breaks the chain at a line `pipe history --verify` can name. The last line is
@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use release::{
-    Artifact, Release, ReleaseStatus, ReleaseView, VerifyOutcome, artifact_key, entry_env,
-    find_release, previous_release, releases,
+    Approval, Artifact, Release, ReleaseStatus, ReleaseView, VerifyOutcome, artifact_key,
+    entry_env, find_release, previous_release, releases,
 };
 
 /// The chain's start.
@@ -71,6 +71,21 @@ pub enum Event {
         release: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+    },
+    /// A release was approved for promotion into an environment (`pipe approve`); the entry's
+    /// `who` and `time` say by whom and when.
+    Approve { release: String, env: String },
+    /// An environment's promotion lock was removed (`pipe promote ENV --break-lock`): the
+    /// entry's `who` broke the lock `holder` held, as the lock said.
+    BreakLock {
+        env: String,
+        holder: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release: Option<String>,
     },
 }
 
@@ -397,6 +412,12 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// The user part of a `user@host` (what approvals compare: the same person on another host is
+/// still the same person).
+pub fn user_of(who: &str) -> &str {
+    who.rsplit_once('@').map_or(who, |(user, _)| user)
+}
+
 /// `user@host` of whoever runs pipe.
 pub fn who() -> String {
     let user = std::env::var("USER")
@@ -505,5 +526,40 @@ mod tests {
                 torn_tail: false
             }
         );
+    }
+
+    #[test]
+    fn approvals_compare_the_user_part() {
+        assert_eq!(user_of("alice@host-1"), "alice");
+        assert_eq!(user_of("alice"), "alice");
+        assert_eq!(user_of("a@b@c"), "a@b");
+    }
+
+    #[test]
+    fn approvals_and_broken_locks_round_trip_through_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path());
+        let approve = Event::Approve {
+            release: "r1".into(),
+            env: "production".into(),
+        };
+        let broke = Event::BreakLock {
+            env: "production".into(),
+            holder: "bob@ci".into(),
+            run: Some("run-1".into()),
+            since: None,
+            release: None,
+        };
+        l.append("alice@here", approve.clone()).unwrap();
+        l.append("alice@here", broke.clone()).unwrap();
+        let text = std::fs::read_to_string(l.path()).unwrap();
+        assert!(
+            text.contains(r#""event":"approve","release":"r1","env":"production""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""event":"break_lock""#), "{text}");
+        let entries = l.checked_entries().unwrap();
+        assert_eq!(entries[0].event, approve);
+        assert_eq!(entries[1].event, broke);
     }
 }

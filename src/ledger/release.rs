@@ -135,6 +135,21 @@ pub struct ReleaseView {
     pub current_in: Vec<String>,
     /// Environments it was ever promoted into successfully.
     pub promoted_to: Vec<String>,
+    /// When its latest successful verification was recorded (the ledger entry's time: its
+    /// bake's, or a later `pipe verify`'s); what `min_soak` counts from.
+    pub verified_at: Option<String>,
+    /// Who approved it for which environment, oldest first.
+    pub approvals: Vec<Approval>,
+}
+
+/// An approval of a release for an environment (`pipe approve`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    pub env: String,
+    /// `user@host`.
+    pub who: String,
+    /// RFC 3339, UTC: the ledger entry's time.
+    pub when: String,
 }
 
 impl ReleaseView {
@@ -162,11 +177,16 @@ pub fn releases(entries: &[Entry]) -> (Vec<ReleaseView>, BTreeMap<String, String
                     status,
                     current_in: Vec::new(),
                     promoted_to: Vec::new(),
+                    verified_at: (status == ReleaseStatus::Verified).then(|| e.time.clone()),
+                    approvals: Vec::new(),
                 });
             }
             Event::Verify { release, outcome } => {
                 if let Some(i) = find(&mut views, release) {
                     views[i].release.verify = Some(outcome.clone());
+                    if outcome.ok {
+                        views[i].verified_at = Some(e.time.clone());
+                    }
                     if views[i].status != ReleaseStatus::Rejected {
                         views[i].status = if outcome.ok {
                             ReleaseStatus::Verified
@@ -196,6 +216,16 @@ pub fn releases(entries: &[Entry]) -> (Vec<ReleaseView>, BTreeMap<String, String
                     views[i].status = ReleaseStatus::Rejected;
                 }
             }
+            Event::Approve { release, env } => {
+                if let Some(i) = find(&mut views, release) {
+                    views[i].approvals.push(Approval {
+                        env: env.clone(),
+                        who: e.who.clone(),
+                        when: e.time.clone(),
+                    });
+                }
+            }
+            Event::BreakLock { .. } => {}
         }
     }
     for v in &mut views {
@@ -239,7 +269,10 @@ pub fn entry_env(entry: &Entry, views: &[ReleaseView]) -> Option<String> {
     };
     match &entry.event {
         Event::Bake { release } => Some(release.env.clone()),
-        Event::Promote { env, .. } | Event::Rollback { env, .. } => Some(env.clone()),
+        Event::Promote { env, .. }
+        | Event::Rollback { env, .. }
+        | Event::Approve { env, .. }
+        | Event::BreakLock { env, .. } => Some(env.clone()),
         Event::Verify { release, .. } | Event::Reject { release, .. } => of(release),
     }
 }
@@ -311,5 +344,85 @@ mod tests {
             ]
         );
         assert_eq!(ec2.artifact(TargetKind::Ec2), None, "no region-less AMI");
+    }
+
+    fn entry(seq: u64, time: &str, who: &str, event: Event) -> Entry {
+        Entry {
+            seq,
+            prev: String::new(),
+            time: time.into(),
+            who: who.into(),
+            event,
+        }
+    }
+
+    fn outcome(ok: bool) -> VerifyOutcome {
+        VerifyOutcome {
+            ok,
+            excerpt: String::new(),
+        }
+    }
+
+    #[test]
+    fn soak_counts_from_the_latest_successful_verification_and_approvals_are_kept() {
+        let mut r: Release = serde_json::from_str(OLD).unwrap();
+        r.verify = Some(outcome(true));
+        let id = r.id.clone();
+        let verify = |ok| Event::Verify {
+            release: id.clone(),
+            outcome: outcome(ok),
+        };
+        let approve = |env: &str| Event::Approve {
+            release: id.clone(),
+            env: env.into(),
+        };
+        let t = |h: u32| format!("2025-01-01T{h:02}:00:00Z");
+        let mut entries = vec![entry(
+            1,
+            &t(1),
+            "bob@a",
+            Event::Bake {
+                release: Box::new(r.clone()),
+            },
+        )];
+        let (views, _) = releases(&entries);
+        assert_eq!(views[0].verified_at.as_deref(), Some(t(1).as_str()));
+        assert!(views[0].approvals.is_empty());
+
+        entries.push(entry(2, &t(2), "bob@a", verify(true)));
+        entries.push(entry(3, &t(3), "alice@b", approve("production")));
+        entries.push(entry(4, &t(4), "bob@a", verify(false)));
+        let (views, _) = releases(&entries);
+        // A failed verification is not one to count from; the release is failed anyway.
+        assert_eq!(views[0].verified_at.as_deref(), Some(t(2).as_str()));
+        assert_eq!(views[0].status, ReleaseStatus::Failed);
+        assert_eq!(
+            views[0].approvals,
+            vec![Approval {
+                env: "production".into(),
+                who: "alice@b".into(),
+                when: t(3)
+            }]
+        );
+        entries.push(entry(5, &t(5), "bob@a", verify(true)));
+        let (views, _) = releases(&entries);
+        assert_eq!(views[0].verified_at.as_deref(), Some(t(5).as_str()));
+        assert_eq!(views[0].status, ReleaseStatus::Verified);
+        assert_eq!(
+            entry_env(&entries[2], &views).as_deref(),
+            Some("production")
+        );
+
+        // Baked without verification: nothing to count from.
+        r.verify = None;
+        let (views, _) = releases(&[entry(
+            1,
+            &t(1),
+            "bob@a",
+            Event::Bake {
+                release: Box::new(r),
+            },
+        )]);
+        assert_eq!(views[0].verified_at, None);
     }
 }

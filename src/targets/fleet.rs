@@ -3,6 +3,8 @@
 //! a launch template version and an instance refresh. The command around it (gates, the plan's
 //! report, the ledger) stays the same for every target.
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::Pipelinefile;
 use crate::error::Result;
 use crate::ledger::Release;
@@ -60,4 +62,46 @@ pub trait Fleet {
         release: &Release,
         printer: &Printer,
     ) -> Result<RolledOut>;
+}
+
+/// Who held an environment's promotion lock, as the lock says (each field `None` when it
+/// did not say).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// The run that took it.
+    pub run: Option<String>,
+    /// `user@host`.
+    pub who: Option<String>,
+    /// RFC 3339, UTC.
+    pub since: Option<String>,
+    /// The release it was promoting (alias).
+    pub release: Option<String>,
+}
+
+impl LockHolder {
+    /// Reads a lock's value (`{"run", "who", "since", "release"}`); a value that is not such
+    /// JSON is kept as `who`, shortened, so a broken lock is still recorded as found.
+    pub fn parse(value: &str) -> Self {
+        serde_json::from_str(value).unwrap_or_else(|_| Self {
+            who: Some(value.chars().take(200).collect()),
+            ..Self::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_holder_is_read_leniently() {
+        let h = LockHolder::parse(
+            r#"{"run":"r1","who":"bob@ci","since":"2025-01-01T10:00:00Z","release":"abc"}"#,
+        );
+        assert_eq!(h.run.as_deref(), Some("r1"));
+        assert_eq!(h.who.as_deref(), Some("bob@ci"));
+        let odd = LockHolder::parse("held by hand");
+        assert_eq!(odd.who.as_deref(), Some("held by hand"));
+        assert_eq!(odd.run, None);
+    }
 }

@@ -255,6 +255,19 @@ pub trait Target {
         None
     }
 
+    /// Removes `env`'s promotion lock, whoever holds it, unless the run that holds it is in
+    /// `live` (still running on this host); returns who held the lock it removed. `None`
+    /// when there was no lock, or the target takes none (docker and qemu take none: what
+    /// serves an environment there lives on this host).
+    fn break_lock(
+        &self,
+        _pf: &Pipelinefile,
+        _env: &str,
+        _live: &std::collections::BTreeSet<String>,
+    ) -> Result<Option<fleet::LockHolder>> {
+        Ok(None)
+    }
+
     /// The machines serving `env` now (normally one), running or not.
     fn serving(&self, pf: &Pipelinefile, env: &str) -> Result<Vec<Serving>>;
 

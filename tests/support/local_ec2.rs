@@ -163,7 +163,7 @@ impl LocalEc2 {
             .unwrap();
         assert!(
             out.status.success(),
-            "{call}: {}",
+            "{service} {call}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()

@@ -1,15 +1,24 @@
 //! `[env.NAME]`: target, var overrides, promotion source and target settings.
 
+use std::time::Duration;
+
 use indexmap::IndexMap;
 
 use super::Known;
+use crate::config::duration;
 use crate::config::model::{
     DockerSettings, Environment, QemuSettings, Spanned, TargetKind, TargetSettings,
 };
 use crate::config::suggest;
 use crate::config::walk::{self, Tbl, Walker};
 
-const COMMON_KEYS: &[&str] = &["target", "vars", "promote_from"];
+const COMMON_KEYS: &[&str] = &[
+    "target",
+    "vars",
+    "promote_from",
+    "min_soak",
+    "require_approval",
+];
 const DOCKER_KEYS: &[&str] = &["container_name"];
 const QEMU_KEYS: &[&str] = &["cpus", "memory", "accel", "disk_size"];
 use super::ec2::EC2_KEYS;
@@ -83,6 +92,8 @@ fn environment(
         });
     let vars = overrides(w, t, &name, known);
     let promote_from = t.str(w, "promote_from");
+    let min_soak = min_soak(w, t);
+    let require_approval = t.bool(w, "require_approval").unwrap_or(false);
     let target = target?;
     let kind = target.value;
     if !known.box_kinds.contains(&kind) {
@@ -125,9 +136,48 @@ fn environment(
         target,
         vars,
         promote_from,
+        min_soak,
+        require_approval,
         settings,
         span: t.span,
     })
+}
+
+/// `min_soak = "2h"`: a duration with units ([`duration::parse`]), more than zero.
+fn min_soak(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<Spanned<Duration>> {
+    let v = t.get("min_soak")?;
+    if let toml::de::DeValue::Integer(n) = v.get_ref() {
+        w.error_hint(
+            "`min_soak` is a duration with a unit, found a bare number",
+            walk::span(v),
+            format!(
+                "write `min_soak = \"{}s\"` for seconds; {}",
+                n.as_str(),
+                duration::EXAMPLES
+            ),
+        );
+        return None;
+    }
+    let text = t.str(w, "min_soak")?;
+    match duration::parse(&text) {
+        Ok(d) if d.is_zero() => {
+            w.error_hint(
+                "`min_soak` must be longer than zero",
+                text.span,
+                "leave it out for no soak time",
+            );
+            None
+        }
+        Ok(d) => Some(Spanned::new(d, text.span)),
+        Err(why) => {
+            w.error_hint(
+                format!("invalid `min_soak`: {why}"),
+                text.span,
+                duration::EXAMPLES,
+            );
+            None
+        }
+    }
 }
 
 /// `[env.NAME].vars`: only declared vars may be overridden.

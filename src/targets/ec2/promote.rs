@@ -21,7 +21,7 @@ use crate::engine::aws::{
 use crate::error::{Error, Result};
 use crate::ledger::Release;
 use crate::runner::{Resource, Runner};
-use crate::targets::fleet::{FleetPlan, RolledOut};
+use crate::targets::fleet::{FleetPlan, LockHolder, RolledOut};
 use crate::targets::resource::{self, Destroyer};
 use crate::ui::Printer;
 
@@ -569,6 +569,34 @@ fn acquire(client: &AwsClient, name: &str, run: &str, env: &str, release: &Relea
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Removes the lock `name` of `env` (`pipe promote ENV --break-lock`) unless its run is in
+/// `live`; who held it, or `None` when there was no lock (or it went away meanwhile: its run
+/// finished). SSM has no conditional delete: a lock taken again between the read and the
+/// delete would be removed too, which is why this is for a lock whose run is known dead.
+pub fn break_lock(
+    client: &AwsClient,
+    name: &str,
+    env: &str,
+    live: &std::collections::BTreeSet<String>,
+) -> Result<Option<LockHolder>> {
+    let Some(p) = client.parameter(name)? else {
+        return Ok(None);
+    };
+    let holder = LockHolder::parse(&p.value);
+    if let Some(run) = holder.run.as_ref().filter(|r| live.contains(*r)) {
+        return Err(Error::Gate {
+            message: format!(
+                "the promotion lock of `{env}` is held by run {run}, which is still running on this host"
+            ),
+            hint: Some("wait for it, or stop it with Ctrl-C (its cleanup removes the lock)".into()),
+        });
+    }
+    if !client.delete_parameter(name)? {
+        return Ok(None);
+    }
+    Ok(Some(holder))
 }
 
 /// Writes the AMI to the environment's SSM parameter (data type `aws:ec2:image`) and reads

@@ -17,7 +17,7 @@ use crate::ledger::{Release, artifact_key};
 use crate::plan::Plan;
 use crate::runner::Runner;
 use crate::services::RenderedService;
-use crate::targets::fleet::{Fleet, FleetPlan, FleetStatus, RolledOut};
+use crate::targets::fleet::{Fleet, FleetPlan, FleetStatus, LockHolder, RolledOut};
 use crate::targets::{
     Artifacts, FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix,
 };
@@ -392,6 +392,16 @@ impl Target for Ec2Target {
 
     fn fleet(&self) -> Option<&dyn Fleet> {
         Some(self)
+    }
+
+    fn break_lock(
+        &self,
+        pf: &Pipelinefile,
+        env: &str,
+        live: &BTreeSet<String>,
+    ) -> Result<Option<LockHolder>> {
+        let name = super::promote::lock_name(&pf.pipeline.name.value, env);
+        super::promote::break_lock(&self.env_client(pf, env)?, &name, env, live)
     }
 
     fn serving(&self, _: &Pipelinefile, _: &str) -> Result<Vec<Serving>> {
