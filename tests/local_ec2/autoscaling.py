@@ -4,8 +4,9 @@ moto's groups launch and terminate synchronously inside the API call, every inst
 at once. Here moto only records the group (and its desired capacity; patches.py turns moto's own
 launching off), and each pass of this engine does what the Auto Scaling service does:
 
-- lifecycle: a launched instance is `Pending` until its machine runs, then `InService` (and
-  registered with the group's target groups); an instance on its way out is `Terminating` while
+- lifecycle: a launched instance is `Pending` until its machine has booted (its sshd accepts a
+  connection on its 127.0.0.x), then `InService` (and registered with the group's target
+  groups); an instance on its way out is `Terminating` while
   its target groups drain it (the longest deregistration delay among them), then it is
   terminated and leaves the group;
 - health: an instance whose EC2 state is not `running` (stopped, terminated, its machine gone)
@@ -23,10 +24,13 @@ launching off), and each pass of this engine does what the Auto Scaling service 
 from __future__ import annotations
 
 import random
+import socket
+import threading
 import time
 from dataclasses import dataclass
 
 from .log import log
+from .targets import loopback
 
 LIVE = ("Pending", "InService")
 ASG_NAME_TAG = "aws:autoscaling:groupName"
@@ -99,6 +103,9 @@ class Groups:
         self.targets = targets
         self.timing = timing
         self.refreshes = None  # refresh.Refreshes, set by the server
+        self.booted: set[str] = set()  # instance ids whose sshd answered
+        self.booting: set[str] = set()  # being asked
+        self.boot_lock = threading.Lock()
 
     def step(self, backends) -> bool:
         """One pass over every group (under the world lock). True if it launched or terminated
@@ -134,7 +141,7 @@ class Groups:
             if inst.state in ("shutting-down", "terminated", "stopping", "stopped"):
                 g.instance_states.remove(st)
                 log(f"{g.name}: launch of {inst.id} failed ({inst.state}); it leaves the group")
-            elif inst.state == "running" and self.machines.get(inst.id) is not None:
+            elif inst.state == "running" and self._booted(inst):
                 st.lifecycle_state = "InService"
                 st.local_in_service_at = now
                 log(f"{g.name}: {inst.id} InService")
@@ -156,6 +163,43 @@ class Groups:
                 log(f"{g.name}: {inst.id} terminated")
                 return True
         return False
+
+    def _booted(self, inst) -> bool:
+        """Whether the instance's machine is up: its sshd answers (asked in the background, the
+        world lock must not wait on the network)."""
+        machine = self.machines.get(inst.id)
+        if machine is None:
+            return False
+        with self.boot_lock:
+            if inst.id in self.booted:
+                return True
+            if inst.id in self.booting:
+                return False
+            self.booting.add(inst.id)
+        threading.Thread(target=self._wait_boot, args=(inst.id, machine.address), daemon=True).start()
+        return False
+
+    def _wait_boot(self, iid: str, address: str) -> None:
+        deadline = time.monotonic() + 300
+        try:
+            while time.monotonic() < deadline and self.machines.get(iid) is not None:
+                try:
+                    with socket.create_connection((loopback(address), 22), timeout=1) as s:
+                        s.settimeout(2)
+                        if s.recv(4).startswith(b"SSH"):
+                            with self.boot_lock:
+                                self.booted.add(iid)
+                            return
+                except OSError:
+                    pass
+                time.sleep(0.2)
+        finally:
+            with self.boot_lock:
+                self.booting.discard(iid)
+
+    def forget_boots(self) -> None:
+        with self.boot_lock:
+            self.booted.clear()
 
     def _unhealthy(self, g, st, now: float) -> str | None:
         inst = st.instance

@@ -6,7 +6,8 @@ not moto; and the actions moto lacks or gets wrong here.
   group notices (EC2 health check) and replaces it, as on AWS.
 - Target group registration follows the lifecycle (InService in, Terminating out), done by the
   engine; moto would register Pending instances too.
-- Instances report the launch template version they were launched from.
+- Instances report the launch template version they were launched from; DescribeAutoScaling-
+  Instances spells health as AWS does there (HEALTHY, UNHEALTHY).
 - DeleteAutoScalingGroup refuses a group with instances unless ForceDelete (ResourceInUse,
   ScalingActivityInProgress, as AWS); TerminateInstanceInAutoScalingGroup drains first.
 - New actions: StartInstanceRefresh, DescribeInstanceRefreshes, CancelInstanceRefresh,
@@ -166,6 +167,29 @@ def install(groups, refreshes, targets) -> None:
             out = [s for s in out if s["Type"] == wanted]
         return ActionResult({"TrafficSources": out, "NextToken": None})
 
+    def describe_auto_scaling_instances(self):
+        # AWS spells health HEALTHY/UNHEALTHY here, and Healthy/Unhealthy in
+        # DescribeAutoScalingGroups.
+        states = self.autoscaling_backend.describe_auto_scaling_instances(
+            instance_ids=self._get_param("InstanceIds", [])
+        )
+        out = [
+            {
+                "InstanceId": st.instance_id,
+                "InstanceType": st.instance_type,
+                "AutoScalingGroupName": st.auto_scaling_group_name,
+                "AvailabilityZone": st.availability_zone,
+                "LifecycleState": st.lifecycle_state,
+                "HealthStatus": (st.health_status or "").upper(),
+                "LaunchConfigurationName": getattr(st.auto_scaling_group, "launch_configuration_name", None),
+                "LaunchTemplate": st.launch_template,
+                "ProtectedFromScaleIn": bool(st.protected_from_scale_in),
+            }
+            for st in states
+        ]
+        return ActionResult({"AutoScalingInstances": [{k: v for k, v in d.items() if v is not None} for d in out]})
+
+    AutoScalingResponse.describe_auto_scaling_instances = describe_auto_scaling_instances
     AutoScalingResponse.delete_auto_scaling_group = delete_group
     AutoScalingResponse.start_instance_refresh = start_instance_refresh
     AutoScalingResponse.describe_instance_refreshes = describe_instance_refreshes

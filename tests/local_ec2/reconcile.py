@@ -68,6 +68,7 @@ class Reconciler:
     def reset(self) -> None:
         """Part of the server's reset (called with the world lock held)."""
         self.refreshes.clear()
+        self.groups.forget_boots()
         self.balancers.clear()
         self.targets.clear()
         self.timing.reset()

@@ -66,7 +66,8 @@ class Refresh:
     paused_until: float | None = None
     bake_until: float | None = None
     rollback: dict | None = None
-    old_left: int | None = None  # during a rollback: instances still to replace
+    old_left: int | None = None  # instances still to replace, at the last pass
+    good: int = 0  # ready instances of the configuration it launches, at the last pass
 
     @property
     def rolling_back(self) -> bool:
@@ -248,6 +249,7 @@ class Refreshes:
         }
         r.status, r.reason = "RollbackInProgress", reason
         r.last_progress = time.monotonic()
+        r.old_left, r.good = None, 0
         r.paused_until = r.bake_until = None
         log(f"{r.group}: instance refresh {r.id} rolling back: {reason}")
 
@@ -281,22 +283,21 @@ class Refreshes:
         else:
             old = [st for st in live if st.instance.id in r.planned]
         new = [st for st in live if st not in old]
-        ready = {id(st) for st in live if groups.ready(g, st, now, warmup)}
+        # Warm-up is for the instances this refresh launched; the others have served already.
+        ready = {id(st) for st in live if groups.ready(g, st, now, warmup if st.local_refresh == r.id else 0)}
         new_ready = sum(1 for st in new if id(st) in ready)
         desired = g.desired_capacity or 0
 
-        # Progress: replacements that became ready (going back down during a rollback).
+        # Progress: an old instance gone, or one more of the target configuration ready.
+        good = sum(1 for st in live if id(st) in ready and matches(g, st, target))
+        if r.old_left is None or len(old) < r.old_left or good > r.good:
+            r.last_progress = now
+        r.old_left, r.good = len(old), good
         if back:
             done = sum(1 for st in live if id(st) in ready and matches(g, st, r.target))
-            if r.old_left is None or len(old) < r.old_left:
-                r.last_progress = now
-            r.replaced = min(r.replaced, done)
-            r.old_left = len(old)
+            r.replaced = min(r.replaced, done)  # goes back down
         else:
-            done = min(r.total, new_ready)
-            if done > r.replaced:
-                r.last_progress = now
-                r.replaced = done
+            r.replaced = max(r.replaced, min(r.total, new_ready))
         terminating = [st for st in g.instance_states if st.lifecycle_state == "Terminating"]
         if not old and len(live) >= desired and all(id(st) in ready for st in live) and not terminating:
             if back:
@@ -334,7 +335,7 @@ class Refreshes:
         changed = False
         # Launch replacements, as far as MaxHealthyPercentage allows.
         launch = min(desired - len(new), max_live - len(live))
-        if launch > 0 and old:
+        if launch > 0:
             groups.launch(g, launch, target, now, refresh_id=r.id)
             changed = True
         # Terminate old instances, as far as MinHealthyPercentage allows. Old ones that are not
