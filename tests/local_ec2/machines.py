@@ -52,7 +52,10 @@ class AddressPool:
         with self.lock:
             for x in range(self.first, self.last + 1):
                 addr = f"127.0.0.{x}"
-                if addr in self.used or not self._free(addr):
+                if addr in self.used:
+                    continue
+                if not self._free(addr):
+                    log(f"{addr}: skipped, one of its ports is taken on this host")
                     continue
                 self.used.add(addr)
                 return addr

@@ -8,6 +8,7 @@ not moto; and the actions moto lacks or gets wrong here.
   engine; moto would register Pending instances too.
 - Instances report the launch template version they were launched from; DescribeAutoScaling-
   Instances spells health as AWS does there (HEALTHY, UNHEALTHY).
+- Detaching a target group deregisters the members that are registered (they drain).
 - DeleteAutoScalingGroup refuses a group with instances unless ForceDelete (ResourceInUse,
   ScalingActivityInProgress, as AWS); TerminateInstanceInAutoScalingGroup drains first.
 - New actions: StartInstanceRefresh, DescribeInstanceRefreshes, CancelInstanceRefresh,
@@ -71,6 +72,20 @@ def install(groups, refreshes, targets) -> None:
         raise ValidationError(f"Instance Id not found - No managed instance found for instance ID: {instance_id}")
 
     m.AutoScalingBackend.terminate_instance = terminate_instance
+
+    def detach_load_balancer_target_groups(self, group_name: str, target_group_arns: list) -> None:
+        # moto deregisters every member, and fails on one not registered yet (Pending).
+        g = self.autoscaling_groups[group_name]
+        g.target_group_arns = [x for x in g.target_group_arns if x not in target_group_arns]
+        for arn in target_group_arns:
+            tg = self.elbv2_backend.target_groups.get(arn)
+            if tg is None:
+                continue
+            ids = [{"Id": st.instance.id} for st in g.instance_states if st.instance.id in tg.targets]
+            if ids:
+                self.elbv2_backend.deregister_targets(arn, ids)
+
+    m.AutoScalingBackend.detach_load_balancer_target_groups = detach_load_balancer_target_groups
     m.FakeAutoScalingGroup._local_ec2_patched = True
 
     # --- the API -------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def get_status(url, timeout=10) -> tuple[int | str, str]:
 
 @pytest.fixture
 def fast(local_ec2):
-    local_ec2.control("POST", "/timing", {"scale": SCALE, "refresh_timeout": 60})
+    local_ec2.timing(scale=SCALE, refresh_timeout=60)
     return local_ec2
 
 
@@ -111,7 +111,7 @@ def serving_ami(local_ec2) -> tuple[str, str]:
 class Stack:
     """A launch template, a target group on port 80 behind an ALB listener, and a group."""
 
-    def __init__(self, local_ec2, images: list[str], desired=2, version="1", health_check_type="ELB", **group):
+    def __init__(self, local_ec2, images: list[str], desired=2, version="1", health_check_type="ELB", traffic_sources=False, **group):
         self.local_ec2 = local_ec2
         self.ec2 = local_ec2.client("ec2")
         self.asg = local_ec2.client("autoscaling")
@@ -145,11 +145,7 @@ class Stack:
             Port=80,
             DefaultActions=[{"Type": "forward", "TargetGroupArn": self.tg}],
         )["Listeners"][0]["ListenerArn"]
-        self.url = next(
-            entry["url"]
-            for entry in local_ec2.control("GET", "/load_balancers")["listeners"]
-            if entry["listener_arn"] == self.listener
-        )
+        self.url = local_ec2.listener_url(self.listener)
         self.asg.create_auto_scaling_group(
             AutoScalingGroupName="web",
             LaunchTemplate={"LaunchTemplateId": self.lt, "Version": version},
@@ -157,11 +153,15 @@ class Stack:
             MaxSize=4,
             DesiredCapacity=desired,
             AvailabilityZones=["us-east-1a"],
-            TargetGroupARNs=[self.tg],
+            TargetGroupARNs=[] if traffic_sources else [self.tg],
             HealthCheckType=health_check_type,
             HealthCheckGracePeriod=group.pop("grace", 20),
             **group,
         )
+        if traffic_sources:  # the newer API for the same thing
+            self.asg.attach_traffic_sources(
+                AutoScalingGroupName="web", TrafficSources=[{"Identifier": self.tg, "Type": "elbv2"}]
+            )
 
     def group(self) -> dict:
         return self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=["web"])["AutoScalingGroups"][0]
@@ -289,6 +289,21 @@ def test_group_launches_from_the_launch_template_version_and_replaces_lost_insta
     subprocess.run(["docker", "kill", name], check=True, capture_output=True)
     wait_for("the dead one replaced", lambda: first["InstanceId"] not in [m["InstanceId"] for m in members()] and len(members()) == 2, timeout=30)
 
+    # A refresh to what every instance already runs, skipping matches: nothing to do.
+    before_refresh = members()
+    rid = asg.start_instance_refresh(
+        AutoScalingGroupName="app",
+        DesiredConfiguration={"LaunchTemplate": {"LaunchTemplateId": lt, "Version": "$Latest"}},
+        Preferences={"SkipMatching": True},
+    )["InstanceRefreshId"]
+    r = wait_for(
+        "the refresh to end",
+        lambda: (x := asg.describe_instance_refreshes(AutoScalingGroupName="app", InstanceRefreshIds=[rid])["InstanceRefreshes"][0])["Status"] not in ("Pending", "InProgress") and x,
+        timeout=30,
+    )
+    assert (r["Status"], r["PercentageComplete"], r["InstancesToUpdate"]) == ("Successful", 100, 0)
+    assert not {m["InstanceId"] for m in members()} - {m["InstanceId"] for m in before_refresh}  # none replaced
+
     # Scale in: instances of another configuration go first (none left here), then the oldest.
     asg.set_desired_capacity(AutoScalingGroupName="app", DesiredCapacity=1)
     wait_for("one left", lambda: len(members()) == 1)
@@ -327,7 +342,7 @@ def test_load_balancer_checks_health_forwards_to_healthy_targets_and_drains(fast
         LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
         DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}],
     )["Listeners"][0]["ListenerArn"]
-    (entry,) = fast.control("GET", "/load_balancers")["listeners"]
+    (entry,) = fast.load_balancers()
     assert entry["listener_arn"] == listener and entry["listener_port"] == 80
     url = entry["url"]
     assert url.startswith("http://127.0.0.1:")
@@ -408,7 +423,7 @@ def test_refresh_to_an_ami_that_never_gets_healthy_rolls_back_with_zero_failed_r
     a, _ = serving_ami(fast)
     stack = Stack(fast, [a, fast.source_ami])  # version 2: nothing listens on port 80
     before = stack.wait_healthy(2)
-    fast.control("POST", "/timing", {"refresh_timeout": 8})
+    fast.timing(refresh_timeout=8)
     with Hammer(stack.url) as hammer:
         rid = stack.asg.start_instance_refresh(
             AutoScalingGroupName="web",
@@ -487,8 +502,10 @@ def test_cancel_and_manual_rollback_of_a_terminate_then_launch_refresh(fast):
 
 def test_an_instance_unhealthy_at_the_load_balancer_is_replaced(fast):
     a, _ = serving_ami(fast)
-    stack = Stack(fast, [a], grace=10)
+    stack = Stack(fast, [a], grace=10, traffic_sources=True)
     first, second = stack.wait_healthy(2)
+    (source,) = stack.asg.describe_traffic_sources(AutoScalingGroupName="web")["TrafficSources"]
+    assert (source["Identifier"], source["Type"], source["State"]) == (stack.tg, "elbv2", "InService")
     name = next(m["container"] for m in fast.instances() if m["instance_id"] == first)
     subprocess.run(["docker", "exec", name, "systemctl", "stop", "page.service"], check=True, capture_output=True)
     wait_for("unhealthy at the target group", lambda: stack.health().get(first, ("",))[0] in ("unhealthy", "draining", ""), timeout=30)
@@ -505,3 +522,37 @@ def test_an_instance_unhealthy_at_the_load_balancer_is_replaced(fast):
     now = stack.wait_healthy(2)
     assert second in now and first not in now
     assert get(stack.url + "/")[0] == 200
+
+
+def test_blue_green_a_second_group_on_the_same_target_group_has_zero_failed_requests(fast):
+    a, b = serving_ami(fast)
+    stack = Stack(fast, [a, b])  # the blue group "web" runs version 1
+    blue = stack.wait_healthy(2)
+    asg = stack.asg
+    source = [{"Identifier": stack.tg, "Type": "elbv2"}]
+    with Hammer(stack.url) as hammer:
+        asg.create_auto_scaling_group(
+            AutoScalingGroupName="web-green",
+            LaunchTemplate={"LaunchTemplateId": stack.lt, "Version": "2"},
+            MinSize=1, MaxSize=4, DesiredCapacity=2, AvailabilityZones=["us-east-1a"],
+            HealthCheckType="ELB", HealthCheckGracePeriod=20,
+        )
+        asg.attach_traffic_sources(AutoScalingGroupName="web-green", TrafficSources=source)
+
+        def green_healthy():
+            g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["web-green"])["AutoScalingGroups"][0]
+            ids = [i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"]
+            health = stack.health()
+            return ids if len(ids) == 2 and all(health.get(i, ("",))[0] == "healthy" for i in ids) else None
+
+        green = wait_for("green healthy at the load balancer", green_healthy, timeout=90)
+        asg.detach_traffic_sources(AutoScalingGroupName="web", TrafficSources=source)
+        assert {stack.health()[i][0] for i in blue} == {"draining"}
+        wait_for("blue drained", lambda: set(stack.health()) == set(green), timeout=30)
+        asg.update_auto_scaling_group(AutoScalingGroupName="web", MinSize=0, DesiredCapacity=0)
+        wait_for("blue scaled to 0", lambda: stack.group()["Instances"] == [], timeout=30)
+        time.sleep(0.5)
+    assert hammer.failures() == []
+    amis = hammer.amis()
+    assert amis[0] == a and all(x == b for x in amis[-20:])
+    asg.delete_auto_scaling_group(AutoScalingGroupName="web")  # empty: no ForceDelete needed
