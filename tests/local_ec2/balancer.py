@@ -112,12 +112,13 @@ def _handler(listener: Listener, targets: Targets):
                 raise ValueError("body too large")
             return self.rfile.read(n) if n else None
 
-        def _answer(self, status: int, reason: str, headers: list, body: bytes) -> None:
+        def _answer(self, status: int, reason: str, headers: list, body: bytes, length: str | None = None) -> None:
+            """`length`: what a HEAD answer reports (the body a GET would get)."""
             self.send_response(status, reason)
             for k, v in headers:
                 self.send_header(k, v)
-            if self.command != "HEAD" and status not in (204, 304) and not 100 <= status < 200:
-                self.send_header("Content-Length", str(len(body)))
+            if status not in (204, 304) and not 100 <= status < 200:
+                self.send_header("Content-Length", length if length is not None else str(len(body)))
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
@@ -177,11 +178,10 @@ def _handler(listener: Listener, targets: Targets):
             finally:
                 conn.close()
             kept = [(k, v) for k, v in out if k.lower() not in HOP_BY_HOP]
+            length = None
             if self.command == "HEAD":
-                length = next((v for k, v in out if k.lower() == "content-length"), None)
-                if length is not None:
-                    kept.append(("Content-Length", length))
-            self._answer(status, reason, kept, data)
+                length = next((v for k, v in out if k.lower() == "content-length"), "0")
+            self._answer(status, reason, kept, data, length)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _forward
 
