@@ -294,7 +294,8 @@ class Targets:
 
     def _probe(self, t: Target, check: Check) -> None:
         port = t.port if check.port == "traffic-port" else int(check.port)
-        timeout = max(0.2, self.timing.health_check(check.timeout))
+        # At least a second, however scaled: a busy machine must not fail checks by itself.
+        timeout = max(1.0, self.timing.health_check(check.timeout))
         try:
             passed, reason, description = probe(t.address, port, check, timeout)
         except Exception as e:  # a bug here must not stop health checking
