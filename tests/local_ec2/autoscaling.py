@@ -18,7 +18,10 @@ launching off), and each pass of this engine does what the Auto Scaling service 
   `$Latest` or a number, resolved at launch; the instance remembers the number it was launched
   from, which DescribeAutoScalingGroups/Instances report), terminates the excess: instances of
   another configuration first, then the oldest (never those protected from scale in);
-- while an instance refresh runs (refresh.py), it decides launches and terminations instead.
+- while an instance refresh runs (refresh.py), it decides launches and terminations instead;
+- every launch and termination is a scaling activity (DescribeScalingActivities), with its cause
+  and status (`WaitingForELBConnectionDraining` while it drains, `Failed` with the reason for a
+  launch whose machine could not start).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import random
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from .log import log
 from .targets import loopback
@@ -89,6 +94,8 @@ def meta(st, now: float) -> None:
         st.local_in_service_at = now if st.lifecycle_state == "InService" else None
         st.local_drain_until = None
         st.local_refresh = None
+        st.local_activity = None
+        st.local_why = None
         st.local_lt = None
         st.local_lc = None
 
@@ -103,6 +110,7 @@ class Groups:
         self.targets = targets
         self.timing = timing
         self.refreshes = None  # refresh.Refreshes, set by the server
+        self.activities: dict[tuple[str, str, str], list[dict]] = {}  # newest first
         self.booted: set[str] = set()  # instance ids whose sshd answered
         self.booting: set[str] = set()  # being asked
         self.boot_lock = threading.Lock()
@@ -140,10 +148,13 @@ class Groups:
         if st.lifecycle_state == "Pending":
             if inst.state in ("shutting-down", "terminated", "stopping", "stopped"):
                 g.instance_states.remove(st)
+                reason = getattr(getattr(inst, "state_reason", None), "message", None) or inst.state
+                self._finish(st.local_activity, "Failed", f"Instance {inst.id} failed to start: {reason}")
                 log(f"{g.name}: launch of {inst.id} failed ({inst.state}); it leaves the group")
             elif inst.state == "running" and self._booted(inst):
                 st.lifecycle_state = "InService"
                 st.local_in_service_at = now
+                self._finish(st.local_activity)
                 log(f"{g.name}: {inst.id} InService")
             return False
         if st.lifecycle_state == "InService":
@@ -151,18 +162,55 @@ class Groups:
                 why = self._unhealthy(g, st, now)
                 if why:
                     st.health_status = "Unhealthy"
+                    st.local_why = why
                     log(f"{g.name}: {inst.id} Unhealthy: {why}")
             if st.health_status == "Unhealthy" and not suspended(g, "ReplaceUnhealthy"):
-                self.terminate(backend, g, st, now)
+                self.terminate(backend, g, st, now, f"an instance was taken out of service in response to a health check: {st.local_why or 'SetInstanceHealth'}")
             return False
         if st.lifecycle_state == "Terminating":
             if now >= (st.local_drain_until or 0):
                 if inst.state not in ("shutting-down", "terminated"):
                     g.ec2_backend.terminate_instances([inst.id])
                 g.instance_states.remove(st)
+                self._finish(st.local_activity)
                 log(f"{g.name}: {inst.id} terminated")
                 return True
         return False
+
+    # --- scaling activities ----------------------------------------------------------------------
+
+    def _activity(self, g, description: str, cause: str, status: str = "Successful", message: str | None = None) -> dict:
+        now = datetime.now(timezone.utc)
+        a = {
+            "ActivityId": str(uuid.uuid4()),
+            "AutoScalingGroupName": g.name,
+            "AutoScalingGroupARN": g.arn,
+            "Description": description,
+            "Cause": f"At {now.strftime('%Y-%m-%dT%H:%M:%SZ')} {cause}",
+            "StartTime": now,
+            "StatusCode": status,
+            "Progress": 100 if status in ("Successful", "Failed") else 50,
+            "Details": "{}",
+        }
+        if status in ("Successful", "Failed"):
+            a["EndTime"] = now
+        if message:
+            a["StatusMessage"] = message
+        self.activities.setdefault((g.account_id, g.region, g.name), []).insert(0, a)
+        return a
+
+    @staticmethod
+    def _finish(a: dict | None, status: str = "Successful", message: str | None = None) -> None:
+        if a is not None and a["StatusCode"] not in ("Successful", "Failed"):
+            a.update(StatusCode=status, Progress=100, EndTime=datetime.now(timezone.utc))
+            if message:
+                a["StatusMessage"] = message
+
+    def describe_activities(self, g, ids: list[str] | None = None) -> list[dict]:
+        return [a for a in self.activities.get((g.account_id, g.region, g.name), []) if not ids or a["ActivityId"] in ids]
+
+    def forget(self, g) -> None:
+        self.activities.pop((g.account_id, g.region, g.name), None)
 
     def _booted(self, inst) -> bool:
         """Whether the instance's machine is up: its sshd answers (asked in the background, the
@@ -226,12 +274,15 @@ class Groups:
             return False
         return all(self.targets.state_of(arn, st.instance.id) == "healthy" for arn in g.target_group_arns)
 
-    def terminate(self, backend, g, st, now: float) -> None:
+    def terminate(self, backend, g, st, now: float, cause: str = "an instance was taken out of service") -> None:
         """Out of service: deregistered from the group's target groups, terminated once they
         have drained it."""
         if st.lifecycle_state not in LIVE:
             return
         st.lifecycle_state = "Terminating"
+        st.local_activity = self._activity(
+            g, f"Terminating EC2 instance: {st.instance.id}", cause, "WaitingForELBConnectionDraining"
+        )
         delay = 0.0
         elbv2 = backend.elbv2_backend
         for arn in g.target_group_arns:
@@ -243,6 +294,8 @@ class Groups:
                 seconds = float(tg.attributes.get("deregistration_delay.timeout_seconds", 300))
                 delay = max(delay, self.timing.drain(seconds))
         st.local_drain_until = now + delay
+        if not delay:
+            st.local_activity["StatusCode"] = "InProgress"
         log(f"{g.name}: {st.instance.id} Terminating" + (f" (draining {delay:.1f} s)" if delay else ""))
 
     # --- the group -------------------------------------------------------------------------------
@@ -251,7 +304,10 @@ class Groups:
         live = [st for st in g.instance_states if st.lifecycle_state in LIVE]
         desired = g.desired_capacity or 0
         if len(live) < desired and not suspended(g, "Launch"):
-            self.launch(g, desired - len(live), group_config(g), now)
+            self.launch(
+                g, desired - len(live), group_config(g), now,
+                cause=f"an instance was started in response to a difference between desired and actual capacity, increasing the capacity from {len(live)} to {desired}.",
+            )
             return True
         if len(live) > desired and not suspended(g, "Terminate"):
             cfg = group_config(g)
@@ -259,10 +315,13 @@ class Groups:
             # Instances of another configuration first, then the oldest.
             candidates.sort(key=lambda st: (matches(g, st, cfg), st.local_launched_at))
             for st in candidates[: len(live) - desired]:
-                self.terminate(backend, g, st, now)
+                self.terminate(
+                    backend, g, st, now,
+                    f"an instance was taken out of service in response to a difference between desired and actual capacity, shrinking the capacity from {len(live)} to {desired}.",
+                )
         return False
 
-    def launch(self, g, count: int, cfg: Config, now: float, refresh_id: str | None = None) -> list:
+    def launch(self, g, count: int, cfg: Config, now: float, refresh_id: str | None = None, cause: str = "an instance was started") -> list:
         from moto.autoscaling.models import InstanceState
 
         tags = dict(g.get_propagated_tags())
@@ -307,6 +366,7 @@ class Groups:
             )
             meta(st, now)
             st.local_lt, st.local_lc, st.local_refresh = lt, lc, refresh_id
+            st.local_activity = self._activity(g, f"Launching a new EC2 instance: {inst.id}", cause, "PreInService")
             g.instance_states.append(st)
             states.append(st)
             log(f"{g.name}: launched {inst.id} from {image_id}" + (f" (template version {lt['Version']})" if lt else ""))

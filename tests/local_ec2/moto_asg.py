@@ -11,6 +11,7 @@ not moto; and the actions moto lacks or gets wrong here.
 - Detaching a target group deregisters the members that are registered (they drain).
 - DeleteAutoScalingGroup refuses a group with instances unless ForceDelete (ResourceInUse,
   ScalingActivityInProgress, as AWS); TerminateInstanceInAutoScalingGroup drains first.
+- DescribeScalingActivities answers the engine's launches and terminations.
 - New actions: StartInstanceRefresh, DescribeInstanceRefreshes, CancelInstanceRefresh,
   RollbackInstanceRefresh (refresh.py); AttachTrafficSources, DetachTrafficSources,
   DescribeTrafficSources (for target groups, like the LoadBalancerTargetGroups actions).
@@ -51,6 +52,7 @@ def install(groups, refreshes, targets) -> None:
         if g is None:
             raise ValidationError(f"AutoScalingGroup name not found - AutoScalingGroup '{group_name}' not found")
         groups.delete(self, g)
+        groups.forget(g)
         refreshes.forget(g)
         self.autoscaling_groups.pop(group_name, None)
 
@@ -67,7 +69,11 @@ def install(groups, refreshes, targets) -> None:
                                 f"Currently, desiredSize equals minSize ({g.min_size}). Terminating instance without replacement will violate group's min size constraint. Either set shouldDecrementDesiredCapacity flag to false or lower group's min size."
                             )
                         g.desired_capacity = (g.desired_capacity or 0) - 1
-                    groups.terminate(self, g, st, time.monotonic())
+                    groups.terminate(
+                        self, g, st, time.monotonic(),
+                        "an instance was taken out of service in response to a user request"
+                        + (", shrinking the capacity." if should_decrement else "."),
+                    )
                     return m.TerminateInstanceActivity(st.instance, original)
         raise ValidationError(f"Instance Id not found - No managed instance found for instance ID: {instance_id}")
 
@@ -204,6 +210,19 @@ def install(groups, refreshes, targets) -> None:
         ]
         return ActionResult({"AutoScalingInstances": [{k: v for k, v in d.items() if v is not None} for d in out]})
 
+    def describe_scaling_activities(self):
+        name = self._get_param("AutoScalingGroupName")
+        ids = self._get_param("ActivityIds", [])
+        found = []
+        for g in self.autoscaling_backend.autoscaling_groups.values():
+            if not name or g.name == name:
+                found.extend(groups.describe_activities(g, ids))
+        start = int(self._get_param("NextToken") or 0)
+        size = int(self._get_param("MaxRecords") or 100)
+        token = str(start + size) if start + size < len(found) else None
+        return ActionResult({"Activities": found[start : start + size], "NextToken": token})
+
+    AutoScalingResponse.describe_scaling_activities = describe_scaling_activities
     AutoScalingResponse.describe_auto_scaling_instances = describe_auto_scaling_instances
     AutoScalingResponse.delete_auto_scaling_group = delete_group
     AutoScalingResponse.start_instance_refresh = start_instance_refresh

@@ -69,6 +69,7 @@ class Reconciler:
         """Part of the server's reset (called with the world lock held)."""
         self.refreshes.clear()
         self.groups.forget_boots()
+        self.groups.activities.clear()
         self.balancers.clear()
         self.targets.clear()
         self.timing.reset()

@@ -336,7 +336,8 @@ class Refreshes:
         # Launch replacements, as far as MaxHealthyPercentage allows.
         launch = min(desired - len(new), max_live - len(live))
         if launch > 0:
-            groups.launch(g, launch, target, now, refresh_id=r.id)
+            what = "a rollback" if back else "an instance refresh"
+            groups.launch(g, launch, target, now, refresh_id=r.id, cause=f"an instance was launched in response to {what} ({r.id}).")
             changed = True
         # Terminate old instances, as far as MinHealthyPercentage allows. Old ones that are not
         # ready count for nothing: they can go at once.
@@ -348,7 +349,7 @@ class Refreshes:
         if not victims and ready_old and not in_flight:
             victims = ready_old[:1]  # always at least one at a time
         for st in victims:
-            groups.terminate(backend, g, st, now)
+            groups.terminate(backend, g, st, now, f"an instance was taken out of service in response to {'a rollback' if back else 'an instance refresh'} ({r.id}).")
         waiting = [st.instance.id for st in new if id(st) not in ready]
         if waiting:
             r.reason = f"Waiting for instances to warm up and pass health checks: {', '.join(sorted(waiting))}"

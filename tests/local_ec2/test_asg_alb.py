@@ -522,6 +522,11 @@ def test_an_instance_unhealthy_at_the_load_balancer_is_replaced(fast):
     now = stack.wait_healthy(2)
     assert second in now and first not in now
     assert get(stack.url + "/")[0] == 200
+    activities = stack.asg.describe_scaling_activities(AutoScalingGroupName="web")["Activities"]
+    (gone,) = [a for a in activities if a["Description"] == f"Terminating EC2 instance: {first}"]
+    assert gone["StatusCode"] == "Successful" and "ELB health check" in gone["Cause"]
+    launched = [a for a in activities if a["Description"].startswith("Launching a new EC2 instance")]
+    assert len(launched) == 3 and {a["StatusCode"] for a in launched} == {"Successful"}
 
 
 def test_blue_green_a_second_group_on_the_same_target_group_has_zero_failed_requests(fast):
@@ -556,3 +561,45 @@ def test_blue_green_a_second_group_on_the_same_target_group_has_zero_failed_requ
     amis = hammer.amis()
     assert amis[0] == a and all(x == b for x in amis[-20:])
     asg.delete_auto_scaling_group(AutoScalingGroupName="web")  # empty: no ForceDelete needed
+
+
+def test_refresh_pauses_at_checkpoints_and_bakes_before_it_succeeds(fast):
+    # No load balancer: with EC2 health checks, ready means InService, healthy and warmed up.
+    ec2 = fast.client("ec2")
+    asg = fast.client("autoscaling")
+    lt = ec2.create_launch_template(
+        LaunchTemplateName="cp", LaunchTemplateData={"ImageId": fast.source_ami, "InstanceType": "t3.micro"}
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    ec2.create_launch_template_version(LaunchTemplateId=lt, LaunchTemplateData={"ImageId": fast.source_ami, "InstanceType": "t3.small"})
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName="cp", LaunchTemplate={"LaunchTemplateId": lt, "Version": "1"},
+        MinSize=1, MaxSize=2, DesiredCapacity=2, AvailabilityZones=["us-east-1a"],
+    )
+
+    def members():
+        return asg.describe_auto_scaling_groups(AutoScalingGroupNames=["cp"])["AutoScalingGroups"][0]["Instances"]
+
+    wait_for("in service", lambda: [m["LifecycleState"] for m in members()] == ["InService"] * 2)
+    rid = asg.start_instance_refresh(
+        AutoScalingGroupName="cp",
+        DesiredConfiguration={"LaunchTemplate": {"LaunchTemplateId": lt, "Version": "2"}},
+        Preferences={
+            "MinHealthyPercentage": 50, "MaxHealthyPercentage": 100, "InstanceWarmup": 10,
+            "CheckpointPercentages": [50, 100], "CheckpointDelay": 20, "BakeTime": 10,
+        },
+    )["InstanceRefreshId"]
+    seen = []
+
+    def status():
+        r = asg.describe_instance_refreshes(AutoScalingGroupName="cp", InstanceRefreshIds=[rid])["InstanceRefreshes"][0]
+        versions = sorted(m["LaunchTemplate"]["Version"] for m in members() if m["LifecycleState"] in ("Pending", "InService"))
+        seen.append((r["Status"], r["PercentageComplete"], r.get("StatusReason", ""), tuple(versions)))
+        return r if r["Status"] not in ("Pending", "InProgress", "Baking") else None
+
+    r = wait_for("the refresh", status, timeout=90)
+    assert r["Status"] == "Successful", r
+    paused = [s for s in seen if "checkpoint 50%" in s[2]]
+    assert paused and all(s[1] == 50 and s[3] == ("1", "2") for s in paused)  # half replaced, waiting
+    assert any(s[0] == "Baking" and s[1] == 100 for s in seen)
+    assert {m["LaunchTemplate"]["Version"] for m in members()} == {"2"}
+    assert {m["InstanceType"] for m in members()} == {"t3.small"}
