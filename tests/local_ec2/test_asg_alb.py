@@ -461,9 +461,18 @@ def test_cancel_and_manual_rollback_of_a_terminate_then_launch_refresh(fast):
 
     # 2 instances at 90 %: one at a time, the old one going first (capacity drops to 1).
     rid = asg.start_instance_refresh(AutoScalingGroupName="web", DesiredConfiguration=desired, Preferences=slow_warmup)["InstanceRefreshId"]
-    wait_for("a replacement in service", lambda: "2" in [i["LaunchTemplate"]["Version"] for i in stack.group()["Instances"] if i["LifecycleState"] == "InService"])
-    live = [i for i in stack.group()["Instances"] if i["LifecycleState"] in ("Pending", "InService")]
-    assert len(live) == 2
+    states = [i["LifecycleState"] for i in stack.group()["Instances"]]
+    assert sorted(states) == ["InService", "Terminating"]  # terminated first, launched after
+    most = 0
+
+    def replacement_in_service():
+        nonlocal most
+        members = stack.group()["Instances"]
+        most = max(most, len([i for i in members if i["LifecycleState"] in ("Pending", "InService")]))
+        return "2" in [i["LaunchTemplate"]["Version"] for i in members if i["LifecycleState"] == "InService"]
+
+    wait_for("a replacement in service", replacement_in_service)
+    assert most == 2  # never more than the desired capacity: MaxHealthyPercentage 100
     assert asg.cancel_instance_refresh(AutoScalingGroupName="web")["InstanceRefreshId"] == rid
     assert stack.refresh(rid)["Status"] in ("Cancelling", "Cancelled")
     wait_for("cancelled", lambda: stack.refresh(rid)["Status"] == "Cancelled", timeout=30)
