@@ -121,6 +121,18 @@ class LocalEc2:
     def instances(self) -> list[dict]:
         return self.control("GET", "/instances")["instances"]
 
+    def load_balancers(self) -> list[dict]:
+        """One entry per HTTP listener: listener_arn, load_balancer_name, listener_port, url."""
+        return self.control("GET", "/load_balancers")["listeners"]
+
+    def listener_url(self, listener_arn: str) -> str:
+        """http://127.0.0.1:PORT that serves the listener."""
+        return next(e["url"] for e in self.load_balancers() if e["listener_arn"] == listener_arn)
+
+    def timing(self, **knobs) -> dict:
+        """Sets timing knobs (scale, refresh_timeout, ...); returns them all."""
+        return self.control("POST", "/timing", knobs)
+
 
 def containers(server_id: str | None = None, all: bool = True) -> list[str]:
     """Names of the containers a local EC2 (any, or the one with this pid) started."""

@@ -41,26 +41,40 @@ class AddressPool:
     """127.0.0.2 upward, lowest free first, reused after terminate. An address whose ports are
     taken on this host (another local EC2, say) is skipped."""
 
+    # Docker may let go of a removed container's published ports a moment after the removal
+    # returns: an address released this recently is waited for rather than skipped.
+    SETTLE = 1.0
+
     def __init__(self, ports: list[int], first: int = 2, last: int = 254):
         self.ports = ports
         self.first = first
         self.last = last
         self.used: set[str] = set()
+        self.released: dict[str, float] = {}  # address -> when it was released
         self.lock = threading.Lock()
 
     def allocate(self) -> str:
         with self.lock:
             for x in range(self.first, self.last + 1):
                 addr = f"127.0.0.{x}"
-                if addr in self.used or not self._free(addr):
+                if addr in self.used:
                     continue
-                self.used.add(addr)
-                return addr
+                settle_until = self.released.get(addr, 0) + self.SETTLE
+                while not self._free(addr):
+                    if time.monotonic() >= settle_until:
+                        break
+                    time.sleep(0.05)
+                else:
+                    self.used.add(addr)
+                    return addr
+                log(f"{addr}: skipped, one of its ports is taken on this host")
         raise RuntimeError("no free loopback address left in 127.0.0.2-254")
 
     def release(self, addr: str | None) -> None:
         if addr:
             with self.lock:
+                if addr in self.used:
+                    self.released[addr] = time.monotonic()
                 self.used.discard(addr)
 
     def clear(self) -> None:

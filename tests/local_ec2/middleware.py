@@ -20,6 +20,7 @@ import urllib.parse
 import xml.etree.ElementTree as ET
 from typing import Any, Callable
 
+from . import world
 from .faults import Faults, error_response
 from .log import log
 
@@ -229,7 +230,7 @@ def rewrite_ec2(body: bytes, action: str, pending: Callable[[str], bool]) -> byt
 
 
 class LocalEc2App:
-    def __init__(self, moto_app, faults: Faults, recorder: Recorder, machines, images, on_reset, info):
+    def __init__(self, moto_app, faults: Faults, recorder: Recorder, machines, images, on_reset, info, after_call=None, routes=None):
         self.moto_app = moto_app
         self.faults = faults
         self.recorder = recorder
@@ -237,6 +238,9 @@ class LocalEc2App:
         self.images = images
         self.on_reset = on_reset  # clears everything and resets moto
         self.info = info  # () -> dict for /_local_ec2/health
+        self.after_call = after_call  # (service, action) -> None: reconcile what the call changed
+        # More control calls: path -> (method, body) -> JSON answer (GET, or POST with a body).
+        self.routes = routes or {}
 
     def __call__(self, environ: dict, start_response):
         path = environ.get("PATH_INFO", "")
@@ -281,8 +285,8 @@ class LocalEc2App:
                     out = rewritten
                     headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
                     headers.append(("Content-Length", str(len(out))))
-            elif service == "autoscaling" and action and not action.startswith("Describe"):
-                self.machines.reconcile()
+            if self.after_call is not None and service in ("autoscaling", "elasticloadbalancing") and action:
+                self.after_call(service, action)
         # Otherwise moto's headers go out as they are (HEAD answers carry the object's length).
         start_response(status, headers)
         return [out]
@@ -311,13 +315,14 @@ class LocalEc2App:
             captured["headers"] = list(headers)
             return chunks.append
 
-        it = self.moto_app(environ, sr)
-        try:
-            for c in it:
-                chunks.append(c)
-        finally:
-            if hasattr(it, "close"):
-                it.close()
+        with world.lock:  # moto's models have no lock of their own
+            it = self.moto_app(environ, sr)
+            try:
+                for c in it:
+                    chunks.append(c)
+            finally:
+                if hasattr(it, "close"):
+                    it.close()
         return captured["status"], captured["headers"], b"".join(chunks)
 
     # --- control API --------------------------------------------------------------------------
@@ -360,6 +365,8 @@ class LocalEc2App:
                     return self._json(start_response, 200, {"status": "ok"})
             if path == "/instances" and method == "GET":
                 return self._json(start_response, 200, {"instances": self.machines.to_json()})
+            if path in self.routes and method in ("GET", "POST"):
+                return self._json(start_response, 200, self.routes[path](method, spec))
             if path == "/reconcile" and method == "POST":
                 self.machines.reconcile()
                 return self._json(start_response, 200, {"instances": self.machines.to_json()})

@@ -1,4 +1,4 @@
-"""The local EC2: moto's EC2, STS, SSM, S3 and Auto Scaling APIs on 127.0.0.1, where every
+"""The local EC2: moto's EC2, STS, SSM, S3, Auto Scaling and ELBv2 APIs on 127.0.0.1, where every
 instance is a real machine (see machines.py). Run it with scripts/local-ec2.
 
 Prints one JSON line on stdout once it is ready:
@@ -113,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print the ready line before the instance image is built (launches wait for it)",
     )
+    ap.add_argument(
+        "--time-scale",
+        type=float,
+        default=float(os.environ.get("PIPE_LOCAL_EC2_TIME_SCALE", "1")),
+        help="multiplies health check intervals, grace periods, warm-ups and draining delays "
+        "(default 1, env PIPE_LOCAL_EC2_TIME_SCALE; the control API's /timing changes it later)",
+    )
     ap.add_argument("--verbose", action="store_true", help="log every HTTP request")
     ap.add_argument(
         "--exit-with-parent",
@@ -142,11 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     from werkzeug.serving import make_server
 
-    from . import patches
+    from . import moto_asg, moto_elb, patches, world
+    from .autoscaling import Groups
+    from .balancer import Balancers
     from .faults import Faults
     from .images import SOURCE_AMI_ID, Images
     from .machines import AddressPool, Machines
     from .middleware import LocalEc2App, Recorder
+    from .reconcile import Reconciler
+    from .refresh import Refreshes
+    from .targets import Targets
+    from .timing import Timing
 
     try:
         client = docker.from_env(timeout=120)
@@ -162,6 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     machines = Machines(client, server_id, images, pool, meta_root)
     faults = Faults()
     recorder = Recorder()
+    timing = Timing(args.time_scale)
+    targets = Targets(timing)
+    groups = Groups(machines, targets, timing)
+    refreshes = Refreshes(timing)
+    groups.refreshes = refreshes
+    balancers = Balancers(targets)
+    reconciler = Reconciler(machines, targets, groups, refreshes, balancers, timing)
 
     machines.sweep_dead()
     images.sweep_dead()
@@ -186,11 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     patches.Hooks.on_image_from_instance = on_image_from_instance
     patches.Hooks.source_ami_ids = {SOURCE_AMI_ID}
     patches.apply()
+    moto_elb.install(targets)
+    moto_asg.install(groups, refreshes, targets)
+    targets.start()
 
     reset_lock = threading.Lock()
 
     def reset() -> None:
-        with reset_lock, machines.lock:
+        with reset_lock, world.lock, machines.lock:
+            reconciler.reset()
             faults.clear()
             recorder.clear()
             machines.remove_all()
@@ -220,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         images,
         reset,
         info,
+        reconciler.after_call,
+        {
+            "/load_balancers": lambda method, spec: {"listeners": balancers.to_json()},
+            "/targets": lambda method, spec: {"targets": targets.to_json()},
+            "/timing": lambda method, spec: (timing.update(spec) if method == "POST" else None) or timing.to_json(),
+        },
     )
     class Handler(MotoRequestHandler):
         def log_request(self, code="-", size="-") -> None:
@@ -242,11 +272,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def reconcile_loop() -> None:
         n = 0
-        while not stop.wait(0.5):
+        while not stop.wait(0.25):
             n += 1
             try:
-                machines.reconcile()
-                if n % 4 == 0:  # asks Docker: every 2 s is enough
+                reconciler.run()
+                if n % 8 == 0:  # asks Docker: every 2 s is enough
                     machines.check_containers()
             except Exception as e:  # keep going: the next pass may do better
                 log(f"error: reconcile: {e}")
@@ -290,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         httpd.shutdown()
         loop.join(timeout=5)
+        targets.stop.set()
+        balancers.clear()
         with machines.lock:
             machines.remove_all()
             images.remove_committed()
