@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 
 /// Where pipe writes the supervisor and service environments on a running machine.
 pub const RUN_DIR: &str = "/run/pipe";
+/// Where an AMI keeps its baked services' non-sensitive environments (read at boot, before
+/// [`RUN_DIR`]'s, which something at boot may write: user data from SSM, say).
+pub const BAKED_ENV_DIR: &str = "/etc/pipe/env";
 /// Where service logs go in containers.
 pub const LOG_DIR: &str = "/var/log/pipe";
 
@@ -157,7 +160,7 @@ pub fn systemd_quote(s: &str) -> String {
 /// A systemd unit for a service on a VM or EC2 instance.
 pub fn systemd_unit(service: &RenderedService) -> String {
     let mut u = format!(
-        "# Written by pipe from the Pipelinefile's [[service]] `{name}`.\n[Unit]\nDescription=pipe service {name}\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nExecStart=/bin/sh -c {cmd}\nRestart=always\nRestartSec=1\nEnvironmentFile=-{RUN_DIR}/env/{name}\n",
+        "# Written by pipe from the Pipelinefile's [[service]] `{name}`.\n[Unit]\nDescription=pipe service {name}\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nExecStart=/bin/sh -c {cmd}\nRestart=always\nRestartSec=1\nEnvironmentFile=-{BAKED_ENV_DIR}/{name}\nEnvironmentFile=-{RUN_DIR}/env/{name}\n",
         name = service.name,
         cmd = systemd_quote(&service.command),
     );

@@ -360,7 +360,7 @@ fn promote_and_roll_back_through_the_load_balancer_without_a_failed_request() {
         ],
         &env.with(&[("PIPE_TEST_PAUSE_AT", "instance refresh in progress")]),
     );
-    child.wait_for("test hook: paused at instance refresh in progress", 300);
+    child.wait_for("test hook: paused at `instance refresh in progress`", 300);
     let second = p.pipe_env(&["promote", "production"], &env.with(&[]));
     assert_eq!(second.code, 5, "{}", second.all());
     assert!(

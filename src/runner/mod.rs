@@ -38,6 +38,11 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// The printer the run reports through.
+    pub fn printer(&self) -> &Printer {
+        &self.printer
+    }
+
     /// The run id, used to label everything this run creates (`pipe.run=<id>`).
     pub fn run_id(&self) -> String {
         self.journal.run_id().to_string()

@@ -65,6 +65,79 @@ pub fn deliver_units(comm: &dyn Communicator, rendered: &[RenderedService]) -> R
     Ok(())
 }
 
+/// Bakes the services into the machine for an image that starts them at boot by itself (an
+/// AMI an Auto Scaling group launches): units enabled (not started), each with its
+/// environment in [`services::BAKED_ENV_DIR`], leaving out every variable whose value holds a
+/// secret (those come at boot, into `/run/pipe/env/<name>`, or not at all). Returns the names
+/// of the variables left out.
+pub fn bake_units(
+    comm: &dyn Communicator,
+    rendered: &[RenderedService],
+    secrets: &[&str],
+) -> Result<Vec<String>> {
+    if rendered.is_empty() {
+        return Ok(Vec::new());
+    }
+    let io = |e: crate::communicators::ExecError| match e {
+        crate::communicators::ExecError::Interrupted => Error::Interrupted,
+        e => Error::runtime(
+            format!("baking the services into {}: {e}", comm.describe()),
+            None,
+        ),
+    };
+    let mut left_out = Vec::new();
+    let mut units = Vec::new();
+    for s in rendered {
+        let mut kept = s.clone();
+        kept.env.retain(|k, v| {
+            let secret = secrets.iter().any(|x| !x.is_empty() && v.contains(x));
+            if secret {
+                left_out.push(format!("{}.{k}", s.name));
+            }
+            !secret
+        });
+        comm.upload_bytes(
+            services::systemd_env_file(&kept).as_bytes(),
+            &format!("{}/{}", services::BAKED_ENV_DIR, s.name),
+            0o600,
+        )
+        .map_err(io)?;
+        let unit = services::systemd_unit_name(&s.name);
+        comm.upload_bytes(
+            services::systemd_unit(s).as_bytes(),
+            &format!("/etc/systemd/system/{unit}"),
+            0o644,
+        )
+        .map_err(io)?;
+        units.push(unit);
+    }
+    let script = format!(
+        "systemctl daemon-reload && systemctl enable --quiet {}",
+        units.join(" ")
+    );
+    let mut out = Collect::default();
+    let code = comm
+        .exec(
+            &ExecRequest {
+                timeout: Some(Duration::from_secs(120)),
+                ..ExecRequest::shell(script)
+            },
+            &mut out,
+        )
+        .map_err(io)?;
+    if code != 0 {
+        return Err(Error::runtime(
+            format!(
+                "enabling the services on {} failed ({code}): {}",
+                comm.describe(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            None,
+        ));
+    }
+    Ok(left_out)
+}
+
 /// Waits until every service with a port listens; on timeout the error shows its journal.
 pub fn wait_ready(
     comm: &dyn Communicator,

@@ -235,6 +235,22 @@ impl Target for Ec2Target {
         digest: &Digest,
         parent: &str,
     ) -> Result<String> {
+        if layer == LayerName::App {
+            // Instances an Auto Scaling group launches from the release's AMI must serve
+            // without pipe: the services are in it, enabled, as they were verified.
+            let secrets = plan.vars.secrets();
+            let left_out =
+                crate::targets::guest::bake_units(&*machine.comm, &plan.services(), &secrets)?;
+            if !left_out.is_empty() {
+                runner.printer().warn(
+                    format!(
+                        "sensitive variables are not baked into the app AMI: {}",
+                        left_out.join(", ")
+                    ),
+                    Some("an instance launched without pipe gets them only if something writes /run/pipe/env/<service> at boot (user data reading SSM or Secrets Manager)".into()),
+                );
+            }
+        }
         let client = self.client(plan)?;
         let instance = self
             .instances
