@@ -229,7 +229,7 @@ def rewrite_ec2(body: bytes, action: str, pending: Callable[[str], bool]) -> byt
 
 
 class LocalEc2App:
-    def __init__(self, moto_app, faults: Faults, recorder: Recorder, machines, images, on_reset, info):
+    def __init__(self, moto_app, faults: Faults, recorder: Recorder, machines, images, on_reset, info, sources):
         self.moto_app = moto_app
         self.faults = faults
         self.recorder = recorder
@@ -237,6 +237,7 @@ class LocalEc2App:
         self.images = images
         self.on_reset = on_reset  # clears everything and resets moto
         self.info = info  # () -> dict for /_local_ec2/health
+        self.sources = sources  # Debian source AMIs (sources.SourceAmis)
 
     def __call__(self, environ: dict, start_response):
         path = environ.get("PATH_INFO", "")
@@ -358,6 +359,11 @@ class LocalEc2App:
                 if method == "DELETE":
                     self.recorder.clear()
                     return self._json(start_response, 200, {"status": "ok"})
+            if path == "/source_amis":
+                if method == "GET":
+                    return self._json(start_response, 200, {"source_amis": self.sources.to_json()})
+                if method == "POST":
+                    return self._json(start_response, 200, self.sources.register(spec))
             if path == "/instances" and method == "GET":
                 return self._json(start_response, 200, {"instances": self.machines.to_json()})
             if path == "/reconcile" and method == "POST":

@@ -44,7 +44,7 @@ def _write_amis(path: str) -> None:
     """moto's default AMIs plus the Debian source AMI (moto reads MOTO_AMIS_PATH on import)."""
     from importlib import resources
 
-    from .images import DEBIAN_OWNER, SOURCE_AMI_ID, SOURCE_AMI_NAME
+    from .sources import first
 
     amis = []
     try:
@@ -52,25 +52,7 @@ def _write_amis(path: str) -> None:
         amis = json.loads(gzip.decompress(data))
     except (FileNotFoundError, OSError):
         pass
-    amis.append(
-        {
-            "ami_id": SOURCE_AMI_ID,
-            "name": SOURCE_AMI_NAME,
-            "description": "Debian 12 (20260101-1)",
-            "owner_id": DEBIAN_OWNER,
-            "public": True,
-            "state": "available",
-            "architecture": "x86_64",
-            "virtualization_type": "hvm",
-            "hypervisor": "xen",
-            "root_device_type": "ebs",
-            "root_device_name": "/dev/xvda",
-            "image_type": "machine",
-            "image_location": f"{DEBIAN_OWNER}/{SOURCE_AMI_NAME}",
-            "sriov": "simple",
-            "creation_date": "2026-01-01T00:00:00.000Z",
-        }
-    )
+    amis.append(first())
     with open(path, "w") as f:
         json.dump(amis, f)
 
@@ -147,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from .images import SOURCE_AMI_ID, Images
     from .machines import AddressPool, Machines
     from .middleware import LocalEc2App, Recorder
+    from .sources import SourceAmis
 
     try:
         client = docker.from_env(timeout=120)
@@ -162,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     machines = Machines(client, server_id, images, pool, meta_root)
     faults = Faults()
     recorder = Recorder()
+    sources = SourceAmis(images)
 
     machines.sweep_dead()
     images.sweep_dead()
@@ -196,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             machines.remove_all()
             images.remove_committed()
             pool.clear()
+            sources.reset()
             moto_api_backend.reset()
             log("reset")
 
@@ -220,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         images,
         reset,
         info,
+        sources,
     )
     class Handler(MotoRequestHandler):
         def log_request(self, code="-", size="-") -> None:
