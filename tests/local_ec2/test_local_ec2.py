@@ -134,7 +134,11 @@ def test_create_image_then_launch_from_it_has_the_file_and_terminate_removes(loc
     p = ssh(made, addr, "echo baked | sudo tee /etc/pipe-marker >/dev/null")
     assert p.returncode == 0, p.stderr
     image = ec2.create_image(InstanceId=first["InstanceId"], Name="baked")["ImageId"]
-    assert ec2.describe_images(ImageIds=[image])["Images"][0]["State"] == "available"
+    described = ec2.describe_images(ImageIds=[image])["Images"][0]
+    assert described["State"] == "available"
+    # EBS-backed, like its source (Packer's amazon-ebs refuses anything else as a source AMI).
+    assert described["RootDeviceType"] == "ebs"
+    assert described["RootDeviceName"] == "/dev/xvda"
 
     ec2.terminate_instances(InstanceIds=[first["InstanceId"]])
     assert machine_gone(local_ec2, first["InstanceId"])
