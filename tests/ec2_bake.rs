@@ -1,7 +1,8 @@
 //! `pipe bake` on the ec2 target against the local EC2 (real machines: every instance is a
 //! systemd container reached over SSH on its own 127.0.0.x): base and app AMIs with their tags,
 //! the release verified on a fresh instance and recorded as `ec2:<region>`, reuse by digest,
-//! nothing left behind, the security group and launch settings as sent, a failing call.
+//! nothing left behind, the security group and launch settings as sent, a failing call, a
+//! newer source AMI that re-bakes the base.
 
 mod common;
 #[path = "support/local_ec2.rs"]
@@ -230,6 +231,66 @@ fn bake_makes_tagged_amis_verifies_records_the_region_reuses_and_leaves_nothing(
     let launches = ec2.requests("RunInstances");
     assert_eq!(launches.len(), 1);
     assert_eq!(launches[0]["ImageId"], app.0.as_str());
+    assert_nothing_left(&p, &ec2);
+}
+
+#[test]
+fn a_newer_source_ami_rebakes_the_base_from_it_and_the_app_on_that_base() {
+    let ec2 = local_ec2::hold();
+    let p = project("ec2newsrc");
+    bake(&p, &ec2).ok();
+    let first = ec2.images(&p.name);
+    let layer = |images: &[(String, serde_json::Map<String, Value>)], layer: &str| {
+        images
+            .iter()
+            .filter(|(_, t)| t["pipe:layer"] == layer)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let base1 = layer(&first, "base");
+    assert_eq!(base1.len(), 1, "{first:?}");
+    assert_eq!(base1[0].1["pipe:parent"], ec2.source_ami.as_str());
+
+    // Debian publishes a newer AMI: the filter now resolves to it, so the base digest changes.
+    let newer = ec2.register_source_ami();
+    assert_ne!(newer, ec2.source_ami);
+    ec2.clear_requests();
+    let r = bake(&p, &ec2);
+    r.ok();
+    assert_eq!(
+        r.all().matches("reusing").count(),
+        0,
+        "nothing reused: {}",
+        r.all()
+    );
+    let launches = ec2.requests("RunInstances");
+    assert_eq!(launches.len(), 3, "build base, build app, verify");
+    assert_eq!(launches[0]["ImageId"], newer.as_str(), "{:?}", launches[0]);
+
+    let second = ec2.images(&p.name);
+    assert_eq!(second.len(), 4, "two more AMIs: {second:?}");
+    let base2: Vec<_> = layer(&second, "base")
+        .into_iter()
+        .filter(|(id, _)| *id != base1[0].0)
+        .collect();
+    assert_eq!(base2.len(), 1, "{second:?}");
+    assert_eq!(base2[0].1["pipe:parent"], newer.as_str());
+    assert_ne!(base2[0].1["pipe:digest"], base1[0].1["pipe:digest"]);
+    let app2: Vec<_> = layer(&second, "app")
+        .into_iter()
+        .filter(|(_, t)| t["pipe:parent"] == base2[0].0.as_str())
+        .collect();
+    assert_eq!(app2.len(), 1, "an app AMI on the new base: {second:?}");
+    assert_eq!(
+        launches[1]["ImageId"],
+        base2[0].0.as_str(),
+        "the app builds on it"
+    );
+    assert_eq!(
+        launches[2]["ImageId"],
+        app2[0].0.as_str(),
+        "and it is verified"
+    );
     assert_nothing_left(&p, &ec2);
 }
 

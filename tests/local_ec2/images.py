@@ -168,6 +168,8 @@ class Images:
         self.server_id = server_id
         self.lock = threading.Lock()
         self.amis: dict[str, str] = {}  # AMI id -> image reference
+        # AMIs that run the instance image: the start-up source AMI and registered newer ones.
+        self.source_ids: set[str] = {SOURCE_AMI_ID}
         self.source_image: str | None = None
         self.ready = threading.Event()
         self.error: str | None = None
@@ -287,10 +289,20 @@ class Images:
             with self.lock:
                 if cur in self.amis:
                     return self.amis[cur]
-            if cur == SOURCE_AMI_ID:
+                is_source = cur in self.source_ids
+            if is_source:
                 return self.wait_source(600)
             cur = resolve_source(cur) if resolve_source else None
         return None
+
+    def add_source(self, ami_id: str) -> None:
+        """Instances of `ami_id` run the instance image, like the start-up source AMI's."""
+        with self.lock:
+            self.source_ids.add(ami_id)
+
+    def drop_sources(self, ami_ids: set[str]) -> None:
+        with self.lock:
+            self.source_ids -= ami_ids - {SOURCE_AMI_ID}
 
     def commit(self, container_id: str, ami_id: str) -> str:
         """CreateImage: the instance's container becomes the AMI's image."""

@@ -230,7 +230,7 @@ def rewrite_ec2(body: bytes, action: str, pending: Callable[[str], bool]) -> byt
 
 
 class LocalEc2App:
-    def __init__(self, moto_app, faults: Faults, recorder: Recorder, machines, images, on_reset, info, after_call=None, routes=None):
+    def __init__(self, moto_app, faults: Faults, recorder: Recorder, machines, images, on_reset, info, sources, after_call=None, routes=None):
         self.moto_app = moto_app
         self.faults = faults
         self.recorder = recorder
@@ -241,6 +241,7 @@ class LocalEc2App:
         self.after_call = after_call  # (service, action) -> None: reconcile what the call changed
         # More control calls: path -> (method, body) -> JSON answer (GET, or POST with a body).
         self.routes = routes or {}
+        self.sources = sources  # Debian source AMIs (sources.SourceAmis)
 
     def __call__(self, environ: dict, start_response):
         path = environ.get("PATH_INFO", "")
@@ -363,6 +364,11 @@ class LocalEc2App:
                 if method == "DELETE":
                     self.recorder.clear()
                     return self._json(start_response, 200, {"status": "ok"})
+            if path == "/source_amis":
+                if method == "GET":
+                    return self._json(start_response, 200, {"source_amis": self.sources.to_json()})
+                if method == "POST":
+                    return self._json(start_response, 200, self.sources.register(spec))
             if path == "/instances" and method == "GET":
                 return self._json(start_response, 200, {"instances": self.machines.to_json()})
             if path in self.routes and method in ("GET", "POST"):

@@ -4,6 +4,9 @@
 - The source AMI is not owned by "amazon" (moto aliases every loaded AMI so).
 - An AMI remembers the AMI it was copied from (so CopyImage maps to the same Docker image), and
   CreateImage commits the instance's container before the call returns.
+- An AMI made by CreateImage is EBS-backed (root device type `ebs` on the instance AMI's root
+  device name), as on AWS, where only EBS-backed instances can be imaged (moto says `standard`,
+  which Packer's amazon-ebs refuses as a source); a copy keeps its source's.
 - New instances and images get the armed number of `pending` describes.
 """
 
@@ -72,6 +75,13 @@ def apply() -> None:
     def patched_ami_init(self, ec2_backend, ami_id, instance=None, source_ami=None, **kwargs):
         ami_init(self, ec2_backend, ami_id, instance=instance, source_ami=source_ami, **kwargs)
         self.local_ec2_source = source_ami.id if source_ami is not None else None
+        if instance is not None:
+            self.root_device_type = "ebs"
+            parent = ec2_backend.amis.get(instance.image_id)
+            self.root_device_name = getattr(parent, "root_device_name", None) or "/dev/xvda"
+        elif source_ami is not None:
+            self.root_device_type = source_ami.root_device_type
+            self.root_device_name = source_ami.root_device_name
         if ami_id in Hooks.source_ami_ids:
             if self.owner_id == DEBIAN_OWNER:
                 self.owner_alias = None

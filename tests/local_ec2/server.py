@@ -44,7 +44,7 @@ def _write_amis(path: str) -> None:
     """moto's default AMIs plus the Debian source AMI (moto reads MOTO_AMIS_PATH on import)."""
     from importlib import resources
 
-    from .images import DEBIAN_OWNER, SOURCE_AMI_ID, SOURCE_AMI_NAME
+    from .sources import first
 
     amis = []
     try:
@@ -52,25 +52,7 @@ def _write_amis(path: str) -> None:
         amis = json.loads(gzip.decompress(data))
     except (FileNotFoundError, OSError):
         pass
-    amis.append(
-        {
-            "ami_id": SOURCE_AMI_ID,
-            "name": SOURCE_AMI_NAME,
-            "description": "Debian 12 (20260101-1)",
-            "owner_id": DEBIAN_OWNER,
-            "public": True,
-            "state": "available",
-            "architecture": "x86_64",
-            "virtualization_type": "hvm",
-            "hypervisor": "xen",
-            "root_device_type": "ebs",
-            "root_device_name": "/dev/xvda",
-            "image_type": "machine",
-            "image_location": f"{DEBIAN_OWNER}/{SOURCE_AMI_NAME}",
-            "sriov": "simple",
-            "creation_date": "2026-01-01T00:00:00.000Z",
-        }
-    )
+    amis.append(first())
     with open(path, "w") as f:
         json.dump(amis, f)
 
@@ -160,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     from .refresh import Refreshes
     from .targets import Targets
     from .timing import Timing
+    from .sources import SourceAmis
 
     try:
         client = docker.from_env(timeout=120)
@@ -182,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     groups.refreshes = refreshes
     balancers = Balancers(targets)
     reconciler = Reconciler(machines, targets, groups, refreshes, balancers, timing)
+    sources = SourceAmis(images)
 
     machines.sweep_dead()
     images.sweep_dead()
@@ -220,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             machines.remove_all()
             images.remove_committed()
             pool.clear()
+            sources.reset()
             moto_api_backend.reset()
             log("reset")
 
@@ -244,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         images,
         reset,
         info,
+        sources,
         reconciler.after_call,
         {
             "/load_balancers": lambda method, spec: {"listeners": balancers.to_json()},

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 
 import pytest
 from botocore.exceptions import ClientError
@@ -57,6 +58,49 @@ def test_source_ami_is_found_by_name_and_owner(local_ec2):
     assert ec2.describe_images(Owners=["137112412989"], Filters=[{"Name": "name", "Values": ["debian-12-amd64-*"]}])["Images"] == []
 
 
+def test_a_registered_newer_source_ami_is_the_most_recent_everywhere_and_runs_the_same_machine(local_ec2, key):
+    ec2 = local_ec2.client("ec2")
+    newer = local_ec2.control("POST", "/source_amis", {})
+    assert newer["image_id"] != local_ec2.source_ami
+    assert newer["name"].startswith("debian-12-amd64-")
+    assert newer["owner_id"] == DEBIAN
+    listed = local_ec2.control("GET", "/source_amis")["source_amis"]
+    assert [a["image_id"] for a in listed] == [local_ec2.source_ami, newer["image_id"]]
+
+    # Found by the same filter and owner in every region, newer than the first, public, available.
+    for region in ("us-east-1", "eu-west-1"):
+        images = local_ec2.client("ec2", region).describe_images(
+            Owners=[DEBIAN], Filters=[{"Name": "name", "Values": ["debian-12-amd64-*"]}]
+        )["Images"]
+        assert sorted(i["ImageId"] for i in images) == sorted([local_ec2.source_ami, newer["image_id"]])
+        newest = max(images, key=lambda i: i["CreationDate"])
+        assert newest["ImageId"] == newer["image_id"], images
+        assert newest["State"] == "available" and newest["Public"] is True
+        assert newest["Name"] == newer["name"]
+
+    # An instance of it is the same kind of machine, and knows its AMI.
+    (inst,) = run(ec2, newer["image_id"], import_key(ec2, key))
+    p = ssh(key, inst["PublicIpAddress"], "cat /etc/local-ec2/ami-id && sudo -n true")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == newer["image_id"]
+
+    # A second one is newer still; names and dates can be given; bad requests say what is wrong.
+    third = local_ec2.control(
+        "POST", "/source_amis", {"name": "debian-12-amd64-20260301-3", "creation_date": "2026-03-01T00:00:00.000Z"}
+    )
+    assert third["image_id"] not in (local_ec2.source_ami, newer["image_id"])
+    assert third["creation_date"].startswith("2026-03-01")
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        local_ec2.control("POST", "/source_amis", {"owner": "me"})
+    assert bad.value.code == 400
+    assert "unknown keys" in bad.value.read().decode()
+
+    # A reset forgets them; the start-up source AMI stays.
+    local_ec2.reset()
+    assert source_ami(ec2) == local_ec2.source_ami
+    assert [a["image_id"] for a in local_ec2.control("GET", "/source_amis")["source_amis"]] == [local_ec2.source_ami]
+
+
 def test_each_instance_is_a_machine_on_its_own_loopback_address(local_ec2, key):
     ec2 = local_ec2.client("ec2")
     launched = run(ec2, source_ami(ec2), import_key(ec2, key), count=2)
@@ -90,7 +134,11 @@ def test_create_image_then_launch_from_it_has_the_file_and_terminate_removes(loc
     p = ssh(made, addr, "echo baked | sudo tee /etc/pipe-marker >/dev/null")
     assert p.returncode == 0, p.stderr
     image = ec2.create_image(InstanceId=first["InstanceId"], Name="baked")["ImageId"]
-    assert ec2.describe_images(ImageIds=[image])["Images"][0]["State"] == "available"
+    described = ec2.describe_images(ImageIds=[image])["Images"][0]
+    assert described["State"] == "available"
+    # EBS-backed, like its source (Packer's amazon-ebs refuses anything else as a source AMI).
+    assert described["RootDeviceType"] == "ebs"
+    assert described["RootDeviceName"] == "/dev/xvda"
 
     ec2.terminate_instances(InstanceIds=[first["InstanceId"]])
     assert machine_gone(local_ec2, first["InstanceId"])

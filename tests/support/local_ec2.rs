@@ -137,6 +137,13 @@ impl LocalEc2 {
             .collect()
     }
 
+    /// Registers a newer Debian source AMI (`POST /_local_ec2/source_amis`): its id.
+    pub fn register_source_ami(&self) -> String {
+        let body = self.ctl("POST", "/_local_ec2/source_amis", "{}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["image_id"].as_str().unwrap().to_string()
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.ctl("DELETE", "/_local_ec2/requests", "");
