@@ -382,7 +382,40 @@ fn promote_and_roll_back_through_the_load_balancer_without_a_failed_request() {
     let last: Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
     assert_eq!(last["ok"], false, "{last}");
 
-    // Drift behind pipe's back: the SSM parameter changed, the group on $Latest.
+    // `pipe rollback production` while another terminal's promotion refreshes the group: the
+    // refresh is rolled back, and the promotion, stopped, records its failure.
+    let hammer = Hammer::start(&url);
+    let mut child = spawn_pipe(
+        p.path(),
+        &[
+            "promote",
+            "production",
+            "--release",
+            &two_id(&p),
+            "--no-progress",
+        ],
+        &env.with(&[("PIPE_TEST_PAUSE_AT", "instance refresh in progress")]),
+    );
+    child.wait_for("test hook: paused at `instance refresh in progress`", 300);
+    let r = p.pipe_env(&["rollback", "production"], &env.with(&[]));
+    r.ok();
+    assert!(
+        r.stdout.contains("rolled back instance refresh"),
+        "{}",
+        r.all()
+    );
+    child.signal(libc::SIGTERM);
+    let (code, stderr) = child.finish();
+    let seen = hammer.finish();
+    assert_eq!(code, 143, "{stderr}");
+    assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{stderr}");
+    assert_eq!(pages(&seen), ["release one"], "{stderr}");
+    let st = status(&p, &env);
+    assert_eq!(st["drift"], serde_json::json!([]), "{st}");
+
+    // Drift behind pipe's back: the SSM parameter changed, the group on $Latest, and then an
+    // instance that runs another AMI (a new version with the broken release's AMI, and an
+    // instance replaced from it).
     let param = format!("/{}/production/ami", p.name);
     ec2.call(
         "ssm",
@@ -405,6 +438,45 @@ fn promote_and_roll_back_through_the_load_balancer_without_a_failed_request() {
         "{drift}"
     );
     assert!(drift.contains("$Latest"), "{drift}");
+    ec2.call(
+        "ec2",
+        "us-east-1",
+        "create_launch_template_version",
+        &serde_json::json!({"LaunchTemplateName": p.name, "SourceVersion": "$Default", "LaunchTemplateData": {"ImageId": broken}})
+            .to_string(),
+    );
+    let victim = made["instances"][0].as_str().map(str::to_string);
+    let group = ec2.call(
+        "autoscaling",
+        "us-east-1",
+        "describe_auto_scaling_groups",
+        &serde_json::json!({"AutoScalingGroupNames": [p.name]}).to_string(),
+    );
+    let victim = group["AutoScalingGroups"][0]["Instances"][0]["InstanceId"]
+        .as_str()
+        .map(str::to_string)
+        .or(victim)
+        .unwrap();
+    ec2.call(
+        "autoscaling",
+        "us-east-1",
+        "terminate_instance_in_auto_scaling_group",
+        &serde_json::json!({"InstanceId": victim, "ShouldDecrementDesiredCapacity": false})
+            .to_string(),
+    );
+    let started = Instant::now();
+    loop {
+        let st = status(&p, &env);
+        let drift = st["drift"].to_string();
+        if drift.contains(&format!("AMI is {broken}")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "no instance of {broken} reported: {st}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }
 
 /// The id of the release whose page says "two".

@@ -19,6 +19,25 @@ pub fn run(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
     let entries = ledger.checked_entries()?;
     let (views, current) = releases(&entries);
     let env = args.env.as_str();
+    // During a roll-out (another terminal's promotion, or one that died), rolling back means
+    // stopping it: what ran before runs again, and the ledger never said otherwise.
+    if let Some(fleet) = target.fleet()
+        && let Some(id) = fleet.roll_back_running(&pf, env, args.plan, ctx.printer)?
+    {
+        let human = if args.plan {
+            format!(
+                "would roll back instance refresh {id} of `{env}`, which is in progress\nnothing was changed (--plan)"
+            )
+        } else {
+            format!("rolled back instance refresh {id} of `{env}`: it runs what it ran before")
+        };
+        ctx.printer.result(
+            "roll back",
+            serde_json::json!({"env": env, "in_progress": id, "plan": args.plan}),
+            &human,
+        );
+        return Ok(());
+    }
     let Some(prev) = previous_release(&entries, env) else {
         return Err(gate(
             format!("`{env}` has no earlier release to roll back to"),

@@ -52,6 +52,17 @@ pub trait Fleet {
         current: Option<&Release>,
     ) -> Result<FleetStatus>;
 
+    /// Rolls back a roll-out of `env` that is still running (started by a promotion in
+    /// another terminal, or by one that died), and waits until what ran before runs again;
+    /// the id of what was rolled back, `None` when nothing was running. `dry_run` only looks.
+    fn roll_back_running(
+        &self,
+        pf: &Pipelinefile,
+        env: &str,
+        dry_run: bool,
+        printer: &Printer,
+    ) -> Result<Option<String>>;
+
     /// Moves `env` to the release. On a failure, Ctrl-C or SIGTERM, what serves runs the
     /// previous release again before this returns (the error says why).
     fn roll_out(

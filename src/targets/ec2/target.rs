@@ -496,6 +496,29 @@ impl Fleet for Ec2Target {
         )
     }
 
+    fn roll_back_running(
+        &self,
+        pf: &Pipelinefile,
+        env: &str,
+        dry_run: bool,
+        printer: &Printer,
+    ) -> Result<Option<String>> {
+        let r = super::promote::Rollout::of(env, &self.settings(env))?;
+        let client = self.env_client(pf, env)?;
+        let Some(running) = client.running_refresh(&r.group)? else {
+            return Ok(None);
+        };
+        if !dry_run {
+            printer.info(format!(
+                "instance refresh {} of group {} is {}: rolling it back",
+                running.id, r.group, running.status
+            ));
+            crate::interrupt::install();
+            client.roll_back_refresh(&r.group, r.wait, &crate::interrupt::requested)?;
+        }
+        Ok(Some(running.id))
+    }
+
     fn roll_out(
         &self,
         runner: &mut Runner<'_>,
