@@ -329,6 +329,7 @@ fn promote_and_roll_back_through_the_load_balancer_without_a_failed_request() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("instance refresh"), "{}", r.all());
     assert!(r.stderr.contains("Rollback"), "{}", r.all());
+    assert!(!r.stderr.contains("cleanup also failed"), "{}", r.all());
     assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{}", r.all());
     assert_eq!(pages(&seen), ["release one"], "{}", r.all());
     let last: Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
@@ -374,6 +375,7 @@ fn promote_and_roll_back_through_the_load_balancer_without_a_failed_request() {
     let (code, stderr) = child.finish();
     let seen = hammer.finish();
     assert_eq!(code, 130, "{stderr}");
+    assert!(!stderr.contains("cleanup also failed"), "{stderr}");
     assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{stderr}");
     let st = status(&p, &env);
     assert_eq!(st["drift"], serde_json::json!([]), "{st}");
@@ -407,7 +409,7 @@ fn promote_and_roll_back_through_the_load_balancer_without_a_failed_request() {
     child.signal(libc::SIGTERM);
     let (code, stderr) = child.finish();
     let seen = hammer.finish();
-    assert_eq!(code, 143, "{stderr}");
+    assert_eq!(code, 130, "{stderr}");
     assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{stderr}");
     assert_eq!(pages(&seen), ["release one"], "{stderr}");
     let st = status(&p, &env);

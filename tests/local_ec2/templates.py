@@ -2,6 +2,9 @@
 
 - CreateLaunchTemplateVersion honours `SourceVersion`: the new version is the source version's
   data with the request's fields on top (AWS's behaviour; moto starts from nothing).
+- DeleteLaunchTemplateVersions (moto lacks it): a deleted version is gone from describes and
+  cannot be launched from; the default version cannot be deleted
+  (`launchTemplateVersionDefaultVersionCannotBeDeleted`, as on AWS). Numbers are never reused.
 - Enable/DisableImageDeregistrationProtection: an AMI can be protected, and DeregisterImage
   refuses a protected AMI (`OperationNotPermitted`), as on AWS. DescribeImages shows the state
   as `DeregistrationProtection` (`enabled` / `disabled`).
@@ -54,6 +57,71 @@ def apply() -> None:
         ami.local_ec2_protected = enabled
         ami.deregistration_protection = "enabled" if enabled else "disabled"
         return ActionResult({"Return": ami.deregistration_protection})
+
+    from moto.ec2.models.launch_templates import LaunchTemplate
+
+    get_version = LaunchTemplate.get_version
+
+    def live_get_version(self, num):
+        version = get_version(self, num)
+        if version.number in getattr(self, "local_ec2_deleted", set()):
+            from moto.ec2.exceptions import InvalidLaunchTemplateVersionNotFound
+
+            raise InvalidLaunchTemplateVersionNotFound(template_id=self.id, version=num)
+        return version
+
+    LaunchTemplate.get_version = live_get_version
+
+    describe_versions = LaunchTemplates.describe_launch_template_versions
+
+    def describe_launch_template_versions(self):
+        result = describe_versions(self)
+        deleted = {
+            (t.id, n)
+            for t in self.ec2_backend.launch_templates.values()
+            for n in getattr(t, "local_ec2_deleted", set())
+        }
+        data = getattr(result, "result", None) or getattr(result, "_result", None)
+        if isinstance(data, dict) and deleted:
+            data["LaunchTemplateVersions"] = [
+                v
+                for v in data["LaunchTemplateVersions"]
+                if (v["LaunchTemplateId"], v["VersionNumber"]) not in deleted
+            ]
+        return result
+
+    LaunchTemplates.describe_launch_template_versions = describe_launch_template_versions
+
+    def delete_launch_template_versions(self):
+        name = self._get_param("LaunchTemplateName")
+        tid = self._get_param("LaunchTemplateId")
+        numbers = self._get_param("Versions") or self._get_param("LaunchTemplateVersion") or []
+        self.error_on_dryrun()
+        template = (
+            self.ec2_backend.get_launch_template(tid)
+            if tid
+            else self.ec2_backend.get_launch_template_by_name(name)
+        )
+        deleted = template.__dict__.setdefault("local_ec2_deleted", set())
+        ok, failed = [], []
+        for raw in numbers:
+            n = int(raw)
+            entry = {"LaunchTemplateId": template.id, "LaunchTemplateName": template.name, "VersionNumber": n}
+            if n == template.default_version_number:
+                failed.append({**entry, "ResponseError": {"Code": "launchTemplateVersionDefaultVersionCannotBeDeleted", "Message": "the default version cannot be deleted"}})
+            elif n < 1 or n > len(template.versions) or n in deleted:
+                failed.append({**entry, "ResponseError": {"Code": "launchTemplateVersionDoesNotExist", "Message": f"version {n} does not exist"}})
+            else:
+                deleted.add(n)
+                ok.append(entry)
+        return ActionResult(
+            {
+                "SuccessfullyDeletedLaunchTemplateVersions": ok,
+                "UnsuccessfullyDeletedLaunchTemplateVersions": failed,
+            }
+        )
+
+    LaunchTemplates.delete_launch_template_versions = delete_launch_template_versions
 
     AmisResponse.enable_image_deregistration_protection = lambda self: set_protection(self, True)
     AmisResponse.disable_image_deregistration_protection = lambda self: set_protection(

@@ -46,3 +46,22 @@ def test_a_protected_ami_cannot_be_deregistered(local_ec2):
     ec2.disable_image_deregistration_protection(ImageId=copy)
     ec2.deregister_image(ImageId=copy)
     assert ec2.describe_images(Filters=[{"Name": "name", "Values": ["protected-copy"]}])["Images"] == []
+
+
+def test_deleted_versions_are_gone_and_the_default_stays(local_ec2):
+    ec2 = local_ec2.client("ec2")
+    ami = source_ami(ec2)
+    tid = ec2.create_launch_template(LaunchTemplateName="del", LaunchTemplateData={"ImageId": ami})[
+        "LaunchTemplate"
+    ]["LaunchTemplateId"]
+    for _ in range(2):
+        ec2.create_launch_template_version(LaunchTemplateId=tid, LaunchTemplateData={"ImageId": ami})
+    out = ec2.delete_launch_template_versions(LaunchTemplateId=tid, Versions=["2", "1", "9"])
+    assert [v["VersionNumber"] for v in out["SuccessfullyDeletedLaunchTemplateVersions"]] == [2]
+    codes = {v["VersionNumber"]: v["ResponseError"]["Code"] for v in out["UnsuccessfullyDeletedLaunchTemplateVersions"]}
+    assert codes == {1: "launchTemplateVersionDefaultVersionCannotBeDeleted", 9: "launchTemplateVersionDoesNotExist"}
+    left = ec2.describe_launch_template_versions(LaunchTemplateId=tid)["LaunchTemplateVersions"]
+    assert sorted(v["VersionNumber"] for v in left) == [1, 3]
+    # A new version gets a new number; the deleted one is never reused.
+    v = ec2.create_launch_template_version(LaunchTemplateId=tid, LaunchTemplateData={"ImageId": ami})
+    assert v["LaunchTemplateVersion"]["VersionNumber"] == 4
