@@ -62,7 +62,15 @@ def apply() -> None:
 
     get_version = LaunchTemplate.get_version
 
+    def live_latest(self):
+        gone = getattr(self, "local_ec2_deleted", set())
+        return next(v for v in reversed(self.versions) if v.number not in gone)
+
+    LaunchTemplate.latest_version = live_latest
+
     def live_get_version(self, num):
+        if str(num).lower() == "$latest":
+            return live_latest(self)
         version = get_version(self, num)
         if version.number in getattr(self, "local_ec2_deleted", set()):
             from moto.ec2.exceptions import InvalidLaunchTemplateVersionNotFound

@@ -62,6 +62,11 @@ def test_deleted_versions_are_gone_and_the_default_stays(local_ec2):
     assert codes == {1: "launchTemplateVersionDefaultVersionCannotBeDeleted", 9: "launchTemplateVersionDoesNotExist"}
     left = ec2.describe_launch_template_versions(LaunchTemplateId=tid)["LaunchTemplateVersions"]
     assert sorted(v["VersionNumber"] for v in left) == [1, 3]
+    # $Latest is the newest version left.
+    ec2.delete_launch_template_versions(LaunchTemplateId=tid, Versions=["3"])
+    latest = ec2.describe_launch_template_versions(LaunchTemplateId=tid, Versions=["$Latest"])
+    assert latest["LaunchTemplateVersions"][0]["VersionNumber"] == 1
+    assert ec2.describe_launch_templates(LaunchTemplateIds=[tid])["LaunchTemplates"][0]["LatestVersionNumber"] == 1
     # A new version gets a new number; the deleted one is never reused.
     v = ec2.create_launch_template_version(LaunchTemplateId=tid, LaunchTemplateData={"ImageId": ami})
     assert v["LaunchTemplateVersion"]["VersionNumber"] == 4
