@@ -451,4 +451,6 @@ pub struct Ec2Settings {
     /// Seconds a wait for an instance or an image may take (default: 10 minutes for
     /// instances, 30 for images).
     pub wait_timeout: Option<u64>,
+    /// Seconds SSH may take to answer once an instance runs (default: 5 minutes).
+    pub ssh_timeout: Option<u64>,
 }

@@ -13,8 +13,8 @@ use crate::targets::Machine;
 use crate::targets::resource::{self, Destroyer};
 use crate::ui::Printer;
 
-/// How long sshd may take to answer once the instance runs.
-const SSH_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long cloud-init may take to finish once SSH answers.
+const CLOUD_INIT_WAIT: Duration = Duration::from_secs(300);
 
 /// What a machine is launched with.
 pub struct Launch<'a> {
@@ -30,6 +30,8 @@ pub struct Launch<'a> {
     /// The project's root (for `.pipe/ec2/`).
     pub root: &'a Path,
     pub wait: Duration,
+    /// How long sshd may take to answer once the instance runs (`ssh_timeout`).
+    pub ssh_timeout: Duration,
 }
 
 /// The folder of a machine: `.pipe/ec2/<name>/`.
@@ -134,7 +136,7 @@ pub fn launch(
     let mut s = SshSettings::new(host.clone(), l.ssh_username.clone(), key_path(&dir));
     s.host_key = HostKeyPolicy::AcceptNew;
     s.known_hosts = dir.join("known_hosts");
-    s.ssh_timeout = SSH_TIMEOUT;
+    s.ssh_timeout = l.ssh_timeout;
     let comm = SshComm::new(s);
     let started = std::time::Instant::now();
     comm.connect().map_err(|e| match e {
@@ -151,7 +153,7 @@ pub fn launch(
         l.name,
         started.elapsed().as_secs_f64()
     ));
-    let status = crate::targets::guest::wait_for_cloud_init(&comm, SSH_TIMEOUT)?;
+    let status = crate::targets::guest::wait_for_cloud_init(&comm, CLOUD_INIT_WAIT)?;
     if status.contains("error") {
         printer.warn(
             format!("{}: cloud-init reports an error ({status})", l.name),
