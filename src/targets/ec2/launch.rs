@@ -13,6 +13,8 @@ use crate::targets::Machine;
 use crate::targets::resource::{self, Destroyer};
 use crate::ui::Printer;
 
+use super::failed;
+
 /// How long cloud-init may take to finish once SSH answers.
 const CLOUD_INIT_WAIT: Duration = Duration::from_secs(300);
 
@@ -69,7 +71,9 @@ pub fn launch(
         name: l.name.clone(),
     };
     resource::create(runner, destroyer(), &key_pair, || {
-        Ok(l.client.import_key_pair(&l.name, &public_key, &tags)?)
+        l.client
+            .import_key_pair(&l.name, &public_key, &tags)
+            .map_err(failed(format!("key pair {}", l.name)))
     })?;
     resources.push(key_pair);
 
@@ -80,17 +84,21 @@ pub fn launch(
         name: l.name.clone(),
     };
     let group_id = resource::create(runner, destroyer(), &group, || {
+        let on = || failed(format!("security group {}", l.name));
         let vpc = match &l.subnet {
-            Some(s) => Some(l.client.subnet_vpc(s)?),
+            Some(s) => Some(l.client.subnet_vpc(s).map_err(on())?),
             None => None,
         };
-        let id = l.client.create_security_group(
-            &l.name,
-            "pipe: SSH from the host that bakes, for one run",
-            vpc.as_deref(),
-            &tags,
-        )?;
-        l.client.authorize_ingress(&id, 22, &cidr)?;
+        let id = l
+            .client
+            .create_security_group(
+                &l.name,
+                "pipe: SSH from the host that bakes, for one run",
+                vpc.as_deref(),
+                &tags,
+            )
+            .map_err(on())?;
+        l.client.authorize_ingress(&id, 22, &cidr).map_err(on())?;
         Ok(id)
     })?;
     resources.push(group);
@@ -110,19 +118,24 @@ pub fn launch(
         client_token: l.name.clone(),
     };
     let launched = resource::create(runner, destroyer(), &instance, || {
-        Ok(l.client.run_instance(&launch)?)
+        l.client
+            .run_instance(&launch)
+            .map_err(failed(format!("instance {}", l.name)))
     })?;
     resources.push(instance);
     printer.info(format!(
         "{}: instance {} launched ({} from {}, SSH from {cidr} only)",
         l.name, launched.id, l.instance_type, l.image
     ));
-    let running = l.client.wait_instance(
-        &launched.id,
-        "running",
-        WaitPolicy::up_to(l.wait),
-        &crate::interrupt::requested,
-    )?;
+    let running = l
+        .client
+        .wait_instance(
+            &launched.id,
+            "running",
+            WaitPolicy::up_to(l.wait),
+            &crate::interrupt::requested,
+        )
+        .map_err(failed(&l.name))?;
     let host = running
         .public_ip
         .clone()
@@ -144,7 +157,8 @@ pub fn launch(
         e => Error::runtime(
             format!("no SSH to {} ({}): {e}", l.name, launched.id),
             Some(format!(
-                "the security group lets port 22 in from {cidr} only; check the instance's console output in the EC2 console"
+                "the security group lets port 22 in from {cidr} only; check the instance's console output in the EC2 console; if sshd is only slow to start, raise the environment's `ssh_timeout` (now {}s)",
+                l.ssh_timeout.as_secs()
             )),
         ),
     })?;
