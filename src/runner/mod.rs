@@ -43,6 +43,12 @@ impl<'a> Runner<'a> {
         self.journal.run_id().to_string()
     }
 
+    /// A test hook inside a step (see [`pause_point`]), for code that has a runner but no
+    /// printer.
+    pub fn pause_point(&self, name: &str) {
+        pause_point(&self.printer, name);
+    }
+
     /// Runs one named step; an interrupt before it starts ends the run.
     pub fn step<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         pause_point(&self.printer, name);

@@ -84,6 +84,11 @@ pub fn commit(
             &crate::interrupt::requested,
         )
         .map_err(on_instance())?;
+    runner.pause_point(&format!("instance stopped {}", machine.name));
+    if crate::interrupt::requested() {
+        // No AMI is started after Ctrl-C only to be deregistered again.
+        return Err(Error::Interrupted);
+    }
     let res = Resource::Ec2Image {
         region: client.region().to_string(),
         endpoint: client.endpoint().map(str::to_string),
@@ -97,6 +102,7 @@ pub fn commit(
                 spec.name
             )))
     })?;
+    runner.pause_point(&format!("AMI requested {}", spec.name));
     let on_image = || failed(format!("AMI {} ({id})", spec.name));
     let image = client
         .wait_image(

@@ -127,6 +127,7 @@ pub fn launch(
         "{}: instance {} launched ({} from {}, SSH from {cidr} only)",
         l.name, launched.id, l.instance_type, l.image
     ));
+    runner.pause_point(&format!("instance launched {}", l.name));
     let running = l
         .client
         .wait_instance(
