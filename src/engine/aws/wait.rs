@@ -54,7 +54,8 @@ pub struct Waiting<'a> {
     pub state: &'a str,
 }
 
-/// Polls `look` until it sees [`Seen::Done`]; `stop` is asked between polls (Ctrl-C).
+/// Polls `look` until it sees [`Seen::Done`]; `stop` (Ctrl-C) is asked before every look and
+/// between them.
 pub fn until(
     waiting: Waiting<'_>,
     policy: WaitPolicy,
@@ -65,6 +66,11 @@ pub fn until(
     let mut interval = policy.first;
     let mut failed_looks = 0;
     loop {
+        // Ctrl-C before a look too: what was not seen done when it came is not taken as done
+        // (an AMI still being made is deregistered, not kept as a layer).
+        if stop() {
+            return Err(AwsError::Interrupted);
+        }
         let seen = match look() {
             // Throttled or a server error even after the SDK's own retries: the next poll,
             // after a longer pause, may get through; only a run of them ends the wait.
@@ -197,11 +203,14 @@ mod tests {
             err.to_string(),
             "instance i-1 became terminated while waiting for it to be running: Server.InternalError"
         );
+        let mut looked = false;
         let err = until(W, fast(5_000), &|| true, || {
-            Ok(Seen::Pending("pending".into()))
+            looked = true;
+            Ok(Seen::Done)
         })
         .unwrap_err();
         assert!(matches!(err, AwsError::Interrupted));
+        assert!(!looked, "no look after Ctrl-C");
     }
 
     fn throttled() -> AwsError {
