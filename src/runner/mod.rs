@@ -102,7 +102,13 @@ impl<'a> Runner<'a> {
             let c = self.cleanups.remove(pos);
             (c.action)().map_err(|e| {
                 let message = format!("removing {resource}: {e}");
-                Error::runtime(message, e.hint()).caused_by(e)
+                // It stays in the journal: say who removes it.
+                let later = "`pipe clean` removes it later (it stays in the run's journal)";
+                let hint = match e.hint() {
+                    Some(h) => format!("{h}; {later}"),
+                    None => later.to_string(),
+                };
+                Error::runtime(message, Some(hint)).caused_by(e)
             })?;
         }
         self.journal.release(resource)?;
