@@ -21,13 +21,8 @@ use serde_json::Value;
 
 /// Adds `lines` to `[env.staging]`.
 fn staging(p: &Project, lines: &str) {
-    let path = p.path().join("Pipelinefile.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let text = text.replace(
-        "instance_type = \"t3.micro\"\n",
-        &format!("instance_type = \"t3.micro\"\n{lines}\n"),
-    );
-    std::fs::write(path, text).unwrap();
+    let anchor = "instance_type = \"t3.micro\"\n";
+    edit(p, anchor, &format!("{anchor}{lines}\n"));
 }
 
 /// The error pipe ended with: from its last line that starts with `error: `.
@@ -48,10 +43,6 @@ fn edit(p: &Project, from: &str, to: &str) {
     std::fs::write(path, text.replace(from, to)).unwrap();
 }
 
-fn env(ec2: &local_ec2::LocalEc2) -> Vec<(&'static str, String)> {
-    ec2.env()
-}
-
 fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
@@ -63,8 +54,8 @@ fn requests_containing(ec2: &local_ec2::LocalEc2, text: &str) -> Vec<Value> {
     v["requests"].as_array().unwrap().clone()
 }
 
-/// The instance `pipe` launched as `name_prefix...` once RunInstances has answered: its id and
-/// 127.0.0.x address.
+/// The instance of `pipeline` tagged for `layer` (`base`, `app`, `verify`), once it exists: its
+/// id and 127.0.0.x address.
 fn launched(ec2: &local_ec2::LocalEc2, pipeline: &str, layer: &str) -> (String, String) {
     let started = Instant::now();
     loop {
@@ -175,6 +166,41 @@ fn a_create_image_that_keeps_failing_names_the_ami_and_no_half_made_ami_is_left(
 }
 
 #[test]
+fn an_instance_that_cannot_be_terminated_stays_in_the_journal_for_pipe_clean() {
+    let ec2 = local_ec2::hold();
+    let p = project("ec2noterminate");
+    // The base build instance is disposed of once its AMI is made; all three attempts fail.
+    ec2.fault(r#"{"fail": {"action": "TerminateInstances", "code": "InternalError", "count": 3}}"#);
+    let r = bake(&p, &ec2);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("!!  build base layer"), "{}", r.all());
+    let error = final_error(&r.stderr);
+    assert!(
+        error.contains(&format!("ec2 instance pipe-{}-build-base-", p.name)),
+        "the instance: {error}"
+    );
+    assert!(
+        error.contains("TerminateInstances failed: InternalError"),
+        "{error}"
+    );
+    assert!(error.contains("pipe clean"), "what to do: {error}");
+    assert_eq!(ec2.live_instances(&p.name).len(), 1, "{}", r.all());
+    assert_eq!(p.journals().len(), 1, "the instance is still journaled");
+    let images = ec2.images(&p.name);
+    assert_eq!(images.len(), 1, "the base AMI was finished: {images:?}");
+
+    let clean = p.pipe_env(&["clean"], &as_refs(&ec2.env()));
+    clean.ok();
+    assert!(
+        clean.stdout.contains("removed ec2 instance"),
+        "{}",
+        clean.stdout
+    );
+    assert_nothing_left(&p, &ec2);
+    assert_eq!(ec2.images(&p.name).len(), 1, "results are never cleaned");
+}
+
+#[test]
 fn ssh_that_never_answers_fails_after_ssh_timeout_naming_the_instance() {
     let ec2 = local_ec2::hold();
     let p = project("ec2nossh");
@@ -187,7 +213,6 @@ fn ssh_that_never_answers_fails_after_ssh_timeout_naming_the_instance() {
     ec2.fault(&format!(
         r#"{{"cut_ssh": {{"instance_id": "{id}", "seconds": 300}}}}"#
     ));
-    let started = Instant::now();
     let (code, stderr) = child.finish();
     assert_eq!(code, 1, "{stderr}");
     assert!(
@@ -203,11 +228,6 @@ fn ssh_that_never_answers_fails_after_ssh_timeout_naming_the_instance() {
     assert!(error.contains(&format!("{address}:22")), "{error}");
     assert!(error.contains("no connection within 4s"), "{error}");
     assert!(error.contains("ssh_timeout"), "the hint: {error}");
-    assert!(
-        started.elapsed() < Duration::from_secs(120),
-        "ssh_timeout was not used: {:?}",
-        started.elapsed()
-    );
     assert_nothing_left(&p, &ec2);
 }
 
@@ -267,7 +287,7 @@ fn a_failing_verify_on_ec2_is_a_recorded_unpromotable_release_and_exits_4() {
             .unwrap()
             .starts_with("ami-")
     );
-    let releases = p.pipe_env(&["releases"], &as_refs(&env(&ec2)));
+    let releases = p.pipe_env(&["releases"], &as_refs(&ec2.env()));
     assert!(releases.stdout.contains("failed"), "{}", releases.stdout);
     // The verify instance is gone with everything else; both layers are results.
     let verify = ec2.requests("RunInstances");
@@ -527,7 +547,7 @@ env = { TOKEN = "{{ vars.token }}" }
     );
     std::fs::write(&path, text).unwrap();
 
-    let env = env(&ec2);
+    let env = ec2.env();
     let mut env = as_refs(&env);
     env.push(("PIPE_TEST_TOKEN", CANARY));
     let r = p.pipe_env(&["bake", "--env", "staging", "--no-progress", "-v"], &env);
