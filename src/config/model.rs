@@ -458,6 +458,8 @@ pub struct Ec2Settings {
     /// Seconds a wait for an instance or an image may take (default: 10 minutes for
     /// instances, 30 for images).
     pub wait_timeout: Option<u64>,
+    /// Seconds SSH to a running instance may take to answer (default 300).
+    pub ssh_timeout: Option<u64>,
     /// Security groups the build instances join besides the temporary one pipe makes.
     pub security_group_ids: Vec<String>,
     /// An instance profile for the build instances: a name, or an ARN (`arn:...`).

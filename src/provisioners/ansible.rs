@@ -38,6 +38,7 @@ pub fn run(
                 "install it in an earlier provisioner, e.g. { inline = [\"apt-get install -y ansible-core\"] }".into(),
             ],
             interrupted: false,
+            unreachable: false,
         });
     }
     let vars: serde_json::Map<String, serde_json::Value> = extra_vars

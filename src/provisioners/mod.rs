@@ -59,6 +59,7 @@ impl ProvisionContext<'_> {
             Err(e) => Err(ProvisionError {
                 provisioner: source.to_string(),
                 interrupted: matches!(e, ExecError::Interrupted),
+                unreachable: matches!(e, ExecError::Transport(_) | ExecError::Io(_)),
                 what: match e {
                     ExecError::TimedOut(d) => format!("timed out after {}s", d.as_secs()),
                     ExecError::Interrupted => "interrupted".into(),
@@ -82,6 +83,7 @@ impl ProvisionContext<'_> {
                 exit_code: Some(code),
                 tail,
                 interrupted: false,
+                unreachable: false,
             })
         }
     }
@@ -90,6 +92,7 @@ impl ProvisionContext<'_> {
         ProvisionError {
             provisioner: source.to_string(),
             interrupted: matches!(e, ExecError::Interrupted),
+            unreachable: matches!(e, ExecError::Transport(_) | ExecError::Io(_)),
             what: e.to_string(),
             exit_code: None,
             tail: Vec::new(),
@@ -107,6 +110,8 @@ pub struct ProvisionError {
     /// The last lines of its output.
     pub tail: Vec<String>,
     pub interrupted: bool,
+    /// The machine could not be reached, or the connection broke while the command ran.
+    pub unreachable: bool,
 }
 
 impl From<ProvisionError> for Error {
@@ -122,13 +127,13 @@ impl From<ProvisionError> for Error {
                 e.tail.join("\n")
             ));
         }
-        Error::runtime(
-            message,
-            Some(
-                "fix it and run again; --keep-on-error keeps the machine so you can look inside"
-                    .to_string(),
-            ),
-        )
+        let hint = if e.unreachable {
+            // Running it again on a new connection could run half of it twice.
+            "the connection to the machine could not be made or broke; pipe does not start a provisioner again on a new connection, since it cannot know how far it got: check the machine and its network, then run again (--keep-on-error keeps the machine)"
+        } else {
+            "fix it and run again; --keep-on-error keeps the machine so you can look inside"
+        };
+        Error::runtime(message, Some(hint.to_string()))
     }
 }
 
@@ -165,6 +170,7 @@ pub fn run_layer(
                     exit_code: None,
                     tail: Vec::new(),
                     interrupted: true,
+                    unreachable: false,
                 });
             }
             let source = describe(name, i, p);
@@ -189,6 +195,11 @@ pub fn run_layer(
         }
         Ok(())
     })();
+    // The connection broke: the layer fails and is not committed, and tidying up would first
+    // wait up to the whole SSH timeout for a new connection.
+    if matches!(&result, Err(e) if e.unreachable) {
+        return result;
+    }
     // The work folder never stays in an image.
     let rm = ExecRequest {
         argv: vec!["rm".into(), "-rf".into(), WORK_DIR.into()],

@@ -22,6 +22,7 @@ pub fn run(
                 exit_code: None,
                 tail: Vec::new(),
                 interrupted: false,
+                unreachable: false,
             })?;
             let name = abs
                 .file_name()
@@ -82,6 +83,7 @@ pub fn run(
                 exit_code: Some(code),
                 tail,
                 interrupted: crate::interrupt::requested(),
+                unreachable: false,
             });
         }
         attempt += 1;

@@ -48,6 +48,12 @@ impl<'a> Runner<'a> {
         self.journal.run_id().to_string()
     }
 
+    /// A test hook inside a step (see [`pause_point`]), for code that has a runner but no
+    /// printer.
+    pub fn pause_point(&self, name: &str) {
+        pause_point(&self.printer, name);
+    }
+
     /// Runs one named step; an interrupt before it starts ends the run.
     pub fn step<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         pause_point(&self.printer, name);
@@ -101,7 +107,13 @@ impl<'a> Runner<'a> {
             let c = self.cleanups.remove(pos);
             (c.action)().map_err(|e| {
                 let message = format!("removing {resource}: {e}");
-                Error::runtime(message, e.hint()).caused_by(e)
+                // It stays in the journal: say who removes it.
+                let later = "`pipe clean` removes it later (it stays in the run's journal)";
+                let hint = match e.hint() {
+                    Some(h) => format!("{h}; {later}"),
+                    None => later.to_string(),
+                };
+                Error::runtime(message, Some(hint)).caused_by(e)
             })?;
         }
         self.journal.release(resource)?;

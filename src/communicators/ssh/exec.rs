@@ -77,7 +77,13 @@ impl SshComm {
                 // The session is in an unknown state; the next command connects afresh.
                 drop(channel);
                 guard.take();
-                return Err(e);
+                return Err(match e {
+                    ExecError::Transport(m) => ExecError::Transport(format!(
+                        "ssh {}: the connection broke while the command ran ({m})",
+                        self.settings.target()
+                    )),
+                    e => e,
+                });
             }
         };
         let sess = &guard.as_ref().expect("still connected").session;

@@ -20,6 +20,7 @@ pub const EC2_KEYS: &[&str] = &[
     "ssm_parameter",
     "endpoint_url",
     "wait_timeout",
+    "ssh_timeout",
     "security_group_ids",
     "iam_instance_profile",
     "associate_public_ip",
@@ -69,7 +70,8 @@ pub fn settings(w: &mut Walker, t: &Tbl<'_, '_>) -> Ec2Settings {
         launch_template: s(w, "launch_template"),
         ssm_parameter: s(w, "ssm_parameter"),
         endpoint_url: endpoint_url(w, t),
-        wait_timeout: wait_timeout(w, t),
+        wait_timeout: positive_seconds(w, t, "wait_timeout"),
+        ssh_timeout: positive_seconds(w, t, "ssh_timeout"),
         security_group_ids: security_group_ids(w, t),
         iam_instance_profile: iam_instance_profile(w, t),
         associate_public_ip,
@@ -432,13 +434,13 @@ fn endpoint_url(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<String> {
     Some(url.value)
 }
 
-/// `wait_timeout`: positive seconds.
-fn wait_timeout(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<u64> {
-    let n = t.int(w, "wait_timeout")?;
+/// `wait_timeout`, `ssh_timeout`: positive seconds.
+fn positive_seconds(w: &mut Walker, t: &Tbl<'_, '_>, key: &str) -> Option<u64> {
+    let n = t.int(w, key)?;
     if n.value <= 0 {
         w.error_hint(
             format!(
-                "`wait_timeout` must be a positive number of seconds, found {}",
+                "`{key}` must be a positive number of seconds, found {}",
                 n.value
             ),
             n.span,

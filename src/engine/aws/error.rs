@@ -52,6 +52,12 @@ impl AwsError {
             AwsError::Api { code: None, detail, .. } if detail.starts_with("no answer") => Some(
                 "is the endpoint reachable? AWS_ENDPOINT_URL or the environment's `endpoint_url` picks another one".into(),
             ),
+            AwsError::Api { code: Some(c), .. } if c == "InsufficientInstanceCapacity" => Some(
+                "AWS has no capacity for this instance type there right now: try again later, another `instance_type`, or a `subnet_id` in another availability zone".into(),
+            ),
+            AwsError::Api { code: Some(c), .. } if is_transient(c) => Some(
+                "AWS kept answering this through the retries with back-off: try again later, or allow more attempts with AWS_MAX_ATTEMPTS".into(),
+            ),
             AwsError::WaitTimeout { .. } => Some("it may still get there: look in the EC2 console, then `pipe clean`".into()),
             _ => None,
         }
@@ -69,6 +75,12 @@ impl AwsError {
     pub fn is_not_found(&self) -> bool {
         self.code()
             .is_some_and(|c| c.contains("NotFound") || c.contains(".Unknown"))
+    }
+
+    /// True when the call failed with throttling or a server error, which the SDK retries
+    /// (and a waiter's next look may get past).
+    pub fn is_transient(&self) -> bool {
+        self.code().is_some_and(is_transient)
     }
 
     pub(crate) fn api<E>(operation: &'static str, err: aws_sdk_ec2::error::SdkError<E>) -> Self
@@ -104,4 +116,24 @@ impl AwsError {
             detail,
         }
     }
+}
+
+/// AWS's throttling and server-error codes: worth another try later.
+fn is_transient(code: &str) -> bool {
+    matches!(
+        code,
+        "RequestLimitExceeded"
+            | "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "TooManyRequestsException"
+            | "EC2ThrottledException"
+            | "SlowDown"
+            | "InternalError"
+            | "InternalFailure"
+            | "ServiceUnavailable"
+            | "Unavailable"
+    )
 }

@@ -1,10 +1,15 @@
 //! Waiting for a resource to reach a state: polls from about a second, each interval 1.5 times
 //! the last (capped), each jittered by ±20% so that many waiters do not poll in step, up to a
-//! limit. Giving up names the resource, the state and how long it was waited for.
+//! limit. Giving up names the resource, the state and how long it was waited for. A look that
+//! fails with throttling or a server error (after the SDK's own retries) is a look that saw
+//! nothing: the wait goes on, unless [`MAX_FAILED_LOOKS`] fail in a row.
 
 use std::time::{Duration, Instant};
 
 use super::error::AwsError;
+
+/// Looks in a row that may fail with throttling or a server error before the wait gives up.
+pub const MAX_FAILED_LOOKS: u32 = 5;
 
 /// How a wait polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +54,8 @@ pub struct Waiting<'a> {
     pub state: &'a str,
 }
 
-/// Polls `look` until it sees [`Seen::Done`]; `stop` is asked between polls (Ctrl-C).
+/// Polls `look` until it sees [`Seen::Done`]; `stop` (Ctrl-C) is asked before every look and
+/// between them.
 pub fn until(
     waiting: Waiting<'_>,
     policy: WaitPolicy,
@@ -58,8 +64,26 @@ pub fn until(
 ) -> Result<(), AwsError> {
     let started = Instant::now();
     let mut interval = policy.first;
+    let mut failed_looks = 0;
     loop {
-        let last = match look()? {
+        // Ctrl-C before a look too: what was not seen done when it came is not taken as done
+        // (an AMI still being made is deregistered, not kept as a layer).
+        if stop() {
+            return Err(AwsError::Interrupted);
+        }
+        let seen = match look() {
+            // Throttled or a server error even after the SDK's own retries: the next poll,
+            // after a longer pause, may get through; only a run of them ends the wait.
+            Err(e) if e.is_transient() && failed_looks + 1 < MAX_FAILED_LOOKS => {
+                failed_looks += 1;
+                Seen::Pending(format!("not seen: {e}"))
+            }
+            other => {
+                failed_looks = 0;
+                other?
+            }
+        };
+        let last = match seen {
             Seen::Done => return Ok(()),
             Seen::Pending(state) => state,
             Seen::Failed { state, reason } => {
@@ -179,11 +203,78 @@ mod tests {
             err.to_string(),
             "instance i-1 became terminated while waiting for it to be running: Server.InternalError"
         );
+        let mut looked = false;
         let err = until(W, fast(5_000), &|| true, || {
-            Ok(Seen::Pending("pending".into()))
+            looked = true;
+            Ok(Seen::Done)
         })
         .unwrap_err();
         assert!(matches!(err, AwsError::Interrupted));
+        assert!(!looked, "no look after Ctrl-C");
+    }
+
+    fn throttled() -> AwsError {
+        AwsError::Api {
+            operation: "DescribeInstances",
+            code: Some("RequestLimitExceeded".into()),
+            detail: "RequestLimitExceeded: Request limit exceeded.".into(),
+        }
+    }
+
+    #[test]
+    fn throttled_looks_are_waited_through_but_not_forever_and_other_errors_end_the_wait() {
+        let mut n = 0;
+        until(W, fast(5_000), &|| false, || {
+            n += 1;
+            match n {
+                1..=4 => Err(throttled()),
+                5 => Ok(Seen::Pending("pending".into())),
+                6..=9 => Err(throttled()),
+                _ => Ok(Seen::Done),
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            n, 10,
+            "two runs of four failed looks, each followed by a good one"
+        );
+
+        let mut n = 0;
+        let err = until(W, fast(5_000), &|| false, || {
+            n += 1;
+            Err(throttled())
+        })
+        .unwrap_err();
+        assert_eq!(n, MAX_FAILED_LOOKS);
+        assert_eq!(err.code(), Some("RequestLimitExceeded"));
+
+        let mut n = 0;
+        let err = until(W, fast(5_000), &|| false, || {
+            n += 1;
+            Err(AwsError::Api {
+                operation: "DescribeInstances",
+                code: Some("UnauthorizedOperation".into()),
+                detail: "UnauthorizedOperation: no".into(),
+            })
+        })
+        .unwrap_err();
+        assert_eq!(n, 1, "not worth another look");
+        assert_eq!(err.code(), Some("UnauthorizedOperation"));
+    }
+
+    #[test]
+    fn a_wait_that_gives_up_while_throttled_says_so() {
+        let slow = WaitPolicy {
+            first: Duration::from_millis(50),
+            max_interval: Duration::from_millis(50),
+            limit: Duration::from_millis(60),
+        };
+        let err = until(W, slow, &|| false, || Err(throttled())).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("last seen: not seen: DescribeInstances failed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ use crate::runner::{Resource, Runner};
 use crate::targets::resource::{self, Destroyer};
 use crate::targets::{FoundLayer, Machine};
 
+use super::failed;
+
 /// How long a build instance may take to stop.
 const STOP_WAIT: Duration = Duration::from_secs(600);
 
@@ -72,29 +74,48 @@ pub fn commit(
     let public_key = std::fs::read_to_string(super::launch::key_path(&dir).with_extension("pub"))
         .map_err(|e| Error::runtime(format!("reading the build key: {e}"), None))?;
     crate::targets::guest::seal(&*machine.comm, true, Some(public_key.trim()))?;
-    client.stop_instance(instance)?;
-    client.wait_instance(
-        instance,
-        "stopped",
-        WaitPolicy::up_to(STOP_WAIT),
-        &crate::interrupt::requested,
-    )?;
+    let on_instance = || failed(format!("{} ({instance})", machine.name));
+    client.stop_instance(instance).map_err(on_instance())?;
+    client
+        .wait_instance(
+            instance,
+            "stopped",
+            WaitPolicy::up_to(STOP_WAIT),
+            &crate::interrupt::requested,
+        )
+        .map_err(on_instance())?;
+    runner.pause_point(&format!("instance stopped {}", machine.name));
+    if crate::interrupt::requested() {
+        // No AMI is started after Ctrl-C only to be deregistered again.
+        return Err(Error::Interrupted);
+    }
     let res = Resource::Ec2Image {
         region: client.region().to_string(),
         endpoint: client.endpoint().map(str::to_string),
         name: spec.name.clone(),
     };
     let id = resource::create(runner, Destroyer::with_aws(client.clone()), &res, || {
-        Ok(client.create_image(instance, &spec.name, &spec.description, &spec.tags)?)
+        client
+            .create_image(instance, &spec.name, &spec.description, &spec.tags)
+            .map_err(failed(format!(
+                "AMI {} from instance {instance}",
+                spec.name
+            )))
     })?;
-    let image = client.wait_image(
-        &id,
-        WaitPolicy::up_to(spec.wait),
-        &crate::interrupt::requested,
-    )?;
+    runner.pause_point(&format!("AMI requested {}", spec.name));
+    let on_image = || failed(format!("AMI {} ({id})", spec.name));
+    let image = client
+        .wait_image(
+            &id,
+            WaitPolicy::up_to(spec.wait),
+            &crate::interrupt::requested,
+        )
+        .map_err(on_image())?;
     // CreateImage tags the snapshots it makes; tagged again in case they were not (older
     // APIs, other implementations), so that they can be found by digest too.
-    client.create_tags(&image.snapshots, &spec.tags)?;
+    client
+        .create_tags(&image.snapshots, &spec.tags)
+        .map_err(on_image())?;
     runner.keep(&res)?;
     Ok(id)
 }

@@ -16,8 +16,10 @@ use crate::targets::Machine;
 use crate::targets::resource::{self, Destroyer};
 use crate::ui::Printer;
 
-/// How long sshd may take to answer once the instance runs.
-const SSH_TIMEOUT: Duration = Duration::from_secs(300);
+use super::failed;
+
+/// How long cloud-init may take to finish once SSH answers.
+const CLOUD_INIT_WAIT: Duration = Duration::from_secs(300);
 
 /// What a machine is launched with.
 pub struct Launch<'a> {
@@ -35,6 +37,8 @@ pub struct Launch<'a> {
     /// The project's root (for `.pipe/ec2/`).
     pub root: &'a Path,
     pub wait: Duration,
+    /// How long sshd may take to answer once the instance runs (`ssh_timeout`).
+    pub ssh_timeout: Duration,
 }
 
 /// The folder of a machine: `.pipe/ec2/<name>/`.
@@ -72,7 +76,9 @@ pub fn launch(
         name: l.name.clone(),
     };
     resource::create(runner, destroyer(), &key_pair, || {
-        Ok(l.client.import_key_pair(&l.name, &public_key, &tags)?)
+        l.client
+            .import_key_pair(&l.name, &public_key, &tags)
+            .map_err(failed(format!("key pair {}", l.name)))
     })?;
     resources.push(key_pair);
 
@@ -93,17 +99,23 @@ pub fn launch(
         name: l.name.clone(),
     };
     let group_id = resource::create(runner, destroyer(), &group, || {
+        let on = || failed(format!("security group {}", l.name));
         let vpc = match &l.settings.subnet_id {
-            Some(s) => Some(l.client.subnet_vpc(s)?),
+            Some(s) => Some(l.client.subnet_vpc(s).map_err(on())?),
             None => None,
         };
-        let id = l.client.create_security_group(
-            &l.name,
-            "pipe: SSH to a build instance, for one run",
-            vpc.as_deref(),
-            &tags,
-        )?;
-        l.client.authorize_ingress(&id, port, &cidrs)?;
+        let id = l
+            .client
+            .create_security_group(
+                &l.name,
+                "pipe: SSH to a build instance, for one run",
+                vpc.as_deref(),
+                &tags,
+            )
+            .map_err(on())?;
+        l.client
+            .authorize_ingress(&id, port, &cidrs)
+            .map_err(on())?;
         Ok(id)
     })?;
     resources.push(group);
@@ -128,20 +140,27 @@ pub fn launch(
         client_token: l.name.clone(),
     };
     let launched = resource::create(runner, destroyer(), &instance, || {
-        Ok(l.client.run_instance(&launch)?)
+        l.client
+            .run_instance(&launch)
+            .map_err(failed(format!("instance {}", l.name)))
     })?;
     resources.push(instance);
     printer.info(format!(
         "{}: instance {} launched ({} from {}, SSH to port {port} from {cidr} only)",
         l.name, launched.id, l.instance_type, l.image
     ));
-    let running = l.client.wait_instance(
-        &launched.id,
-        "running",
-        WaitPolicy::up_to(l.wait),
-        &crate::interrupt::requested,
-    )?;
-    let s = ssh_settings(l.settings, &running, &l.ssh_username, &dir, l.root)?;
+    runner.pause_point(&format!("instance launched {}", l.name));
+    let running = l
+        .client
+        .wait_instance(
+            &launched.id,
+            "running",
+            WaitPolicy::up_to(l.wait),
+            &crate::interrupt::requested,
+        )
+        .map_err(failed(&l.name))?;
+    let mut s = ssh_settings(l.settings, &running, &l.ssh_username, &dir, l.root)?;
+    s.ssh_timeout = l.ssh_timeout;
     let host = s.host.clone();
     let via = s
         .bastion
@@ -155,7 +174,8 @@ pub fn launch(
         e => Error::runtime(
             format!("no SSH to {} ({}): {e}", l.name, launched.id),
             Some(format!(
-                "the security group lets port {port} in from {cidr} only (`ssh_cidrs`); connecting to {host}:{port}{via} (`ssh_interface`, `ssh_host`, `bastion`); check the instance's console output in the EC2 console"
+                "the security group lets port {port} in from {cidr} only (`ssh_cidrs`); connecting to {host}:{port}{via} (`ssh_interface`, `ssh_host`, `bastion`); check the instance's console output in the EC2 console; if sshd is only slow to start, raise the environment's `ssh_timeout` (now {}s)",
+                l.ssh_timeout.as_secs()
             )),
         ),
     })?;
@@ -164,7 +184,7 @@ pub fn launch(
         l.name,
         started.elapsed().as_secs_f64()
     ));
-    let status = crate::targets::guest::wait_for_cloud_init(&comm, SSH_TIMEOUT)?;
+    let status = crate::targets::guest::wait_for_cloud_init(&comm, CLOUD_INIT_WAIT)?;
     if status.contains("error") {
         printer.warn(
             format!("{}: cloud-init reports an error ({status})", l.name),
@@ -220,7 +240,10 @@ pub fn ssh_settings(
     s.port = settings.ssh_port.unwrap_or(22);
     s.host_key = HostKeyPolicy::AcceptNew;
     s.known_hosts = dir.join("known_hosts");
-    s.ssh_timeout = SSH_TIMEOUT;
+    s.ssh_timeout = settings.ssh_timeout.map_or(
+        crate::communicators::ssh::DEFAULT_SSH_TIMEOUT,
+        Duration::from_secs,
+    );
     s.bastion = settings.bastion.as_ref().map(|b| Bastion {
         host: b.host.clone(),
         port: b.port,

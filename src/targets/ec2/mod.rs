@@ -25,7 +25,27 @@ pub mod promote;
 mod sweep;
 mod target;
 
+use crate::engine::aws::AwsError;
+use crate::error::Error;
+
 pub use target::Ec2Target;
+
+/// An AWS failure while doing something to a resource: the message names the resource (and
+/// keeps AWS's call, code and message), the hint says what to do; Ctrl-C stays an interrupt.
+fn failed(what: impl std::fmt::Display) -> impl FnOnce(AwsError) -> Error {
+    move |e| match e {
+        AwsError::Interrupted => Error::Interrupted,
+        e => {
+            let hint = match &e {
+                AwsError::WaitTimeout { .. } => Some(
+                    "AWS may just be slow: raise the environment's `wait_timeout` (seconds; by default 600 for instances, 1800 for AMIs)".to_string(),
+                ),
+                e => e.hint(),
+            };
+            Error::runtime(format!("{what}: {e}"), hint).caused_by(e)
+        }
+    }
+}
 
 /// The user pipe logs in as when `ssh_username` is not set (Debian's AMIs).
 pub const DEFAULT_SSH_USERNAME: &str = "admin";

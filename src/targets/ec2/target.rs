@@ -9,6 +9,7 @@ use super::image::{self, ImageSpec};
 use super::launch::{self, Launch};
 use super::{DEFAULT_INSTANCE_TYPE, DEFAULT_SSH_USERNAME};
 use crate::communicators::Communicator;
+use crate::communicators::ssh::DEFAULT_SSH_TIMEOUT;
 use crate::config::{Ec2Settings, LayerName, Pipelinefile, TargetKind, TargetSettings};
 use crate::engine::aws::{AwsClient, AwsSettings};
 use crate::error::{Error, Result};
@@ -112,6 +113,9 @@ impl Ec2Target {
             tags,
             root: &plan.pf.root,
             wait: self.waits(&plan.env).0,
+            ssh_timeout: settings
+                .ssh_timeout
+                .map_or(DEFAULT_SSH_TIMEOUT, Duration::from_secs),
         };
         let (machine, id) = launch::launch(runner, &l, printer)?;
         self.instances.borrow_mut().insert(machine.name.clone(), id);
