@@ -104,8 +104,9 @@ fn bake_makes_tagged_amis_verifies_records_the_region_reuses_and_leaves_nothing(
         );
     }
 
-    // Nothing changed: both layers are reused, no AMI is made, and the only instance is the
-    // one that verifies the release again.
+    // Nothing changed: both layers are reused, no AMI is made and no instance launched: the
+    // release verified with this very Pipelinefile and app AMI stands (`pipe verify` below
+    // checks again on demand).
     ec2.clear_requests();
     let r = bake(&p, &ec2);
     r.ok();
@@ -114,9 +115,28 @@ fn bake_makes_tagged_amis_verifies_records_the_region_reuses_and_leaves_nothing(
         "both layers reused: {}",
         r.all()
     );
+    assert!(r.all().contains("verified as release"), "{}", r.all());
     assert_eq!(ec2.requests("CreateImage").len(), 0);
+    assert_eq!(ec2.requests("RunInstances").len(), 0, "{}", r.all());
+    assert_eq!(ec2.images(&p.name).len(), 2);
+    let ledger: Vec<Value> = p
+        .ledger_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ledger.len(), 2, "a second release");
+    assert_eq!(ledger[1]["release"]["verify"]["ok"], true);
+    assert_nothing_left(&p, &ec2);
+
+    // A Pipelinefile edit that no layer sees (a comment) is still a change [verify] might
+    // care about: the release is verified again, on one instance.
+    let text = std::fs::read_to_string(p.path().join("Pipelinefile.toml")).unwrap();
+    p.write("Pipelinefile.toml", &format!("{text}\n# edited\n"));
+    ec2.clear_requests();
+    let r = bake(&p, &ec2);
+    r.ok();
     let launches = ec2.requests("RunInstances");
-    assert_eq!(launches.len(), 1, "the verify instance only");
+    assert_eq!(launches.len(), 1, "the verify instance only: {}", r.all());
     assert!(
         launches[0]
             .iter()
@@ -124,7 +144,6 @@ fn bake_makes_tagged_amis_verifies_records_the_region_reuses_and_leaves_nothing(
         "{:?}",
         launches[0]
     );
-    assert_eq!(ec2.images(&p.name).len(), 2);
     assert_nothing_left(&p, &ec2);
 
     // `pipe verify` runs [verify] again on a fresh instance from the release's AMI.

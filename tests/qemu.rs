@@ -506,7 +506,8 @@ fn bake_makes_a_standalone_compressed_bootable_artifact() {
     let journal =
         pipe::runner::Journal::start(&t.p.path().join(".pipe"), "bake", &t.p.name).unwrap();
     let mut runner = pipe::runner::Runner::new(journal, &printer);
-    let result = pipe::targets::layers::bake(&mut runner, &*target, &plan, false, false, &printer);
+    let result =
+        pipe::targets::layers::bake(&mut runner, &*target, &plan, false, false, None, &printer);
     let baked = runner.finish(result).unwrap_or_else(|e| panic!("{e}"));
     let artifact_path = PathBuf::from(&baked.artifacts.ids["qemu"]);
     let boot = pipe::targets::qemu::bake::artifact_boot(&artifact_path)

@@ -26,16 +26,49 @@ pub fn run(ctx: &Ctx, args: BakeArgs) -> Result<()> {
     let printer = ctx.printer;
     let journal = Journal::start(&state::dir(&pf.root), "bake", &pf.pipeline.name.value)?;
     let mut runner = Runner::new(journal, printer);
+    let before = verified_before(&pf, &plan, target.kind())?;
     let result = bake(
         &mut runner,
         &*target,
         &plan,
         args.keep_on_error,
         args.skip_verify,
+        before.as_ref(),
         printer,
     );
     let baked = runner.finish(result)?;
     record_release(ctx, &plan, &*target, baked.artifacts, baked.verify)
+}
+
+/// The newest release of this environment and target that passed `[verify]` with the same
+/// app digest and the same Pipelinefile text (a rejected one does not count).
+fn verified_before(
+    pf: &crate::config::Pipelinefile,
+    plan: &Plan,
+    kind: crate::config::TargetKind,
+) -> Result<Option<crate::targets::layers::VerifiedBefore>> {
+    let ledger = crate::ledger::Ledger::open(&state::dir(&pf.root));
+    let entries = ledger.checked_entries()?;
+    let (views, _) = crate::ledger::releases(&entries);
+    let text = hex::encode(Sha256::digest(pf.source.as_bytes()));
+    let app = plan.digests.app.to_string();
+    Ok(views
+        .iter()
+        .rev()
+        .find(|v| {
+            let r = &v.release;
+            r.env == plan.env
+                && r.target == kind
+                && r.app_digest == app
+                && r.pipelinefile_digest == text
+                && v.status == crate::ledger::ReleaseStatus::Verified
+        })
+        .and_then(|v| {
+            Some(crate::targets::layers::VerifiedBefore {
+                alias: v.release.alias.clone(),
+                outcome: v.release.verify.clone()?,
+            })
+        }))
 }
 
 /// Records a bake's release in the ledger under `plan.target` (its artifacts keyed by the

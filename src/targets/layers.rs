@@ -27,20 +27,45 @@ pub struct Baked {
     pub verify: Option<VerifyOutcome>,
 }
 
+/// A release verified before whose verification still holds for this bake (same environment,
+/// target, app digest and Pipelinefile), from the ledger.
+#[derive(Debug, Clone)]
+pub struct VerifiedBefore {
+    pub alias: String,
+    pub outcome: VerifyOutcome,
+}
+
 /// Bakes on any target: the box, the base and app layers (reused by digest), `[verify]` on a
-/// fresh machine from the app layer, and the release's artifact.
+/// fresh machine from the app layer, and the release's artifact. When the app layer is reused
+/// and `before` says it was verified with this very Pipelinefile, nothing changed that
+/// `[verify]` could see: its outcome stands, and no machine is started (`pipe verify` runs
+/// the checks again on demand).
 pub fn bake(
     runner: &mut Runner<'_>,
     target: &dyn Target,
     plan: &Plan,
     keep_on_error: bool,
     skip_verify: bool,
+    before: Option<&VerifiedBefore>,
     printer: &Printer,
 ) -> Result<Baked> {
     let parent = target.prepare_box(plan, printer)?;
+    let app_there = match before {
+        Some(_) if !skip_verify => target
+            .find_layer(plan, LayerName::App, &plan.digests.app)?
+            .is_some(),
+        _ => false,
+    };
     let (base, app) = build_layers(runner, target, plan, &parent, keep_on_error, printer)?;
     let verify = if skip_verify {
         None
+    } else if let (true, Some(before)) = (app_there, before) {
+        let step = printer.step(format!("verify app layer {}", plan.digests.app.short()));
+        step.skipped(Some(format!(
+            "verified as release {} with this same Pipelinefile and app layer (`pipe verify` checks again)",
+            before.alias
+        )));
+        Some(before.outcome.clone())
     } else {
         let step = format!("verify app layer {}", plan.digests.app.short());
         Some(runner.step(&step, |r| verify(r, target, plan, &app, printer))?)
