@@ -107,19 +107,20 @@ fn bake(p: &Project, env: &Env, greeting: &str, health: bool) -> String {
         .to_string()
 }
 
-/// Runs `python -m local_ec2.stack create ...` (the moto venv's python): JSON on stdout.
+/// Runs `python -m local_ec2.stack create ...` (the moto venv's python) in us-east-1: JSON on
+/// stdout.
 fn stack(ec2: &local_ec2::LocalEc2, args: &[&str]) -> Value {
+    stack_in(ec2, "us-east-1", args)
+}
+
+/// [`stack`] in `region`.
+fn stack_in(ec2: &local_ec2::LocalEc2, region: &str, args: &[&str]) -> Value {
     let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let venv = std::env::var("PIPE_MOTO_VENV")
         .unwrap_or_else(|_| format!("{}/.cache/pipe/moto-venv", std::env::var("HOME").unwrap()));
     let out = std::process::Command::new(format!("{venv}/bin/python"))
-        .args([
-            "-m",
-            "local_ec2.stack",
-            "--endpoint",
-            &ec2.endpoint,
-            "create",
-        ])
+        .args(["-m", "local_ec2.stack", "--endpoint", &ec2.endpoint])
+        .args(["--region", region, "create"])
         .args(args)
         .env("PYTHONPATH", repo.join("tests"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -479,6 +480,86 @@ fn promote_and_roll_back_through_the_load_balancer_without_a_failed_request() {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+}
+
+#[test]
+fn a_promotion_into_another_region_copies_the_ami_encrypted_and_refreshes_the_group_there() {
+    let ec2 = local_ec2::hold();
+    ec2.ctl(
+        "POST",
+        "/_local_ec2/timing",
+        r#"{"scale": 0.1, "refresh_timeout": 60}"#,
+    );
+    common::ensure_box();
+    let text = pipelinefile().replacen(
+        "region = \"us-east-1\"\nauto_scaling_group",
+        "region = \"us-west-2\"\nkms_key_id = \"alias/prod-amis\"\nauto_scaling_group",
+        1,
+    );
+    assert!(text.contains("us-west-2"));
+    let p = Project::new("ec2xregion", &text, &[("www/health", "ok\n")]);
+    let env = Env::of(&ec2);
+    let one = bake(&p, &env, "one", true);
+
+    // Production in us-west-2 runs a plain copy of release one's AMI, made by hand.
+    let seed = ec2.call(
+        "ec2",
+        "us-west-2",
+        "copy_image",
+        &serde_json::json!({"SourceImageId": one, "SourceRegion": "us-east-1", "Name": "seed"})
+            .to_string(),
+    )["ImageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let made = stack_in(
+        &ec2,
+        "us-west-2",
+        &[
+            "--name",
+            &p.name,
+            "--ami",
+            &seed,
+            "--capacity",
+            "2",
+            "--path",
+            "/health",
+        ],
+    );
+    let url = made["url"].as_str().unwrap().to_string();
+
+    let plan = p.pipe_env(&["promote", "production", "--plan"], &env.with(&[]));
+    plan.ok();
+    assert!(
+        plan.stdout.contains(&format!(
+            "copy AMI {one} from us-east-1 to us-west-2, encrypted with alias/prod-amis"
+        )),
+        "{}",
+        plan.all()
+    );
+    ec2.clear_requests();
+    let hammer = Hammer::start(&url);
+    let r = p.pipe_env(&["promote", "production", "--no-progress"], &env.with(&[]));
+    let seen = hammer.finish();
+    r.ok();
+    assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{}", r.all());
+    let copies = ec2.requests("CopyImage");
+    assert_eq!(copies.len(), 1, "{}", r.all());
+    assert_eq!(copies[0]["SourceImageId"], one.as_str());
+    assert_eq!(copies[0]["SourceRegion"], "us-east-1");
+    assert_eq!(copies[0]["Encrypted"], "true");
+    assert_eq!(copies[0]["KmsKeyId"], "alias/prod-amis");
+
+    // The group runs pipe's copy (found again by its digest tag), with no drift.
+    let st = status(&p, &env);
+    assert_eq!(st["region"], "us-west-2", "{st}");
+    assert_eq!(st["drift"], serde_json::json!([]), "{st}");
+    let copy = st["expected_image"].as_str().unwrap().to_string();
+    assert_ne!(copy, one);
+    assert_ne!(copy, seed);
+    assert_eq!(row(&st, "instances").matches(&copy).count(), 2, "{st}");
+    assert!(row(&st, "ssm").ends_with(&copy), "{st}");
+    assert_eq!(get(url.trim_start_matches("http://")).1, "release one");
 }
 
 /// The id of the release whose page says "two".
