@@ -155,6 +155,36 @@ fn bake_makes_tagged_amis_verifies_records_the_region_reuses_and_leaves_nothing(
     assert_eq!(launches.len(), 1);
     assert_eq!(launches[0]["ImageId"], app.0.as_str());
     assert_nothing_left(&p, &ec2);
+
+    // An app edit makes only an app AMI, from an instance of the base AMI.
+    let base = images
+        .iter()
+        .find(|(_, t)| t["pipe:layer"] == "base")
+        .unwrap()
+        .0
+        .clone();
+    p.write("www/index.html", "<h1>edited</h1>\n");
+    ec2.clear_requests();
+    let r = bake(&p, &ec2);
+    r.ok();
+    assert_eq!(
+        r.all().matches("reusing").count(),
+        1,
+        "the base: {}",
+        r.all()
+    );
+    assert_eq!(ec2.requests("CreateImage").len(), 1, "{}", r.all());
+    let launches = ec2.requests("RunInstances");
+    assert_eq!(launches.len(), 2, "build app, verify: {}", r.all());
+    assert_eq!(launches[0]["ImageId"], base.as_str(), "{:?}", launches[0]);
+    let now = ec2.images(&p.name);
+    assert_eq!(now.len(), 3, "{now:?}");
+    let new_app = now
+        .iter()
+        .find(|(id, t)| t["pipe:layer"] == "app" && *id != app.0)
+        .expect("a new app AMI");
+    assert_eq!(new_app.1["pipe:parent"], base.as_str());
+    assert_nothing_left(&p, &ec2);
 }
 
 #[test]
@@ -402,6 +432,17 @@ fn keep_on_error_keeps_the_build_instance_until_pipe_clean() {
         1,
         "the app build instance"
     );
+    // Its private key, readable by its owner only, stays until `pipe clean`.
+    let folders = machine_folders(&p);
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    let key = p
+        .path()
+        .join(".pipe/ec2")
+        .join(&folders[0])
+        .join("id_ed25519");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", key.display());
     assert_eq!(
         p.journals(),
         Vec::<String>::new(),
