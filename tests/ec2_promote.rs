@@ -560,6 +560,25 @@ fn a_promotion_into_another_region_copies_the_ami_encrypted_and_refreshes_the_gr
     assert_eq!(row(&st, "instances").matches(&copy).count(), 2, "{st}");
     assert!(row(&st, "ssm").ends_with(&copy), "{st}");
     assert_eq!(get(url.trim_start_matches("http://")).1, "release one");
+
+    // A follow-up that fails once the group runs the new release (the SSM read-back, throttled
+    // past the SDK's retries): exit 1 naming it, but the ledger says what serves.
+    bake(&p, &env, "two", true);
+    ec2.fault(
+        r#"{"fail": {"action": "GetParameter", "code": "ThrottlingException", "status": 400, "count": 3}}"#,
+    );
+    let r = p.pipe_env(&["promote", "production", "--no-progress"], &env.with(&[]));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("did not finish"), "{}", r.all());
+    assert!(r.stderr.contains("SSM parameter"), "{}", r.all());
+    let last: Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "promote");
+    assert_eq!(last["ok"], true, "{last}");
+    assert!(
+        last["detail"].as_str().unwrap().contains("not finished"),
+        "{last}"
+    );
+    assert_eq!(get(url.trim_start_matches("http://")).1, "release two");
 }
 
 /// The id of the release whose page says "two".

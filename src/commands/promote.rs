@@ -524,7 +524,10 @@ fn switch_fleet(
     let result = runner.finish(result);
     match result {
         Ok(done) => {
-            record(ledger, kind, r, env, previous.clone(), true, None)?;
+            // The fleet runs the release: the ledger says so even if a follow-up failed.
+            let detail = (!done.unfinished.is_empty())
+                .then(|| format!("not finished: {}", done.unfinished.join("; ")));
+            record(ledger, kind, r, env, previous.clone(), true, detail)?;
             let mut human = format!("`{env}` now runs release {}: {}", r.alias, done.summary);
             if let Some(prev) = &previous {
                 human.push_str(&format!(
@@ -534,11 +537,21 @@ fn switch_fleet(
             }
             merge(&mut data, done.json);
             ctx.printer.result(verb, data, &human);
-            Ok(())
+            if done.unfinished.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::runtime(
+                    format!(
+                        "`{env}` runs release {}, but these did not finish: {}",
+                        r.alias,
+                        done.unfinished.join("; ")
+                    ),
+                    Some(format!(
+                        "`pipe status --env {env}` shows what differs; fix it in the console"
+                    )),
+                ))
+            }
         }
-        // Refused before anything changed (another run holds the promotion lock): not a
-        // promotion that failed, nothing to record.
-        Err(e @ Error::Gate { .. }) => Err(e),
         Err(e) => {
             // Interrupted or failed, the roll-out put back what ran before.
             let detail = e.to_string();

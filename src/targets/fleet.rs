@@ -27,6 +27,9 @@ pub struct RolledOut {
     pub summary: String,
     /// Extra fields of the `--json` result.
     pub json: serde_json::Value,
+    /// What failed after the fleet already ran the release (the promotion stands; these
+    /// need a person).
+    pub unfinished: Vec<String>,
 }
 
 /// What an environment's fleet runs, against the ledger.

@@ -527,16 +527,11 @@ pub fn roll_out(
         "ssm_parameter": r.ssm_parameter,
         "unfinished": unfinished,
     });
-    if !unfinished.is_empty() {
-        return Err(Error::runtime(
-            format!(
-                "{summary}, but these did not finish: {}",
-                unfinished.join("; ")
-            ),
-            Some("`pipe status --env ENV` shows what differs; fix it in the console or promote again".into()),
-        ));
-    }
-    Ok(RolledOut { summary, json })
+    Ok(RolledOut {
+        summary,
+        json,
+        unfinished,
+    })
 }
 
 /// Takes the environment's lock: an SSM parameter written only if absent, naming the run.
