@@ -45,7 +45,8 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print more: every command run on the machine and its full output
+    /// Print more: -v shows each command pipe runs on a machine (provisioners, service
+    /// delivery, readiness, checks) and each upload; -vv also their full output
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 

@@ -10,12 +10,18 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::event::{Event, Level, StepStatus};
 use super::redact::Redactor;
 
+/// The `output` stream name of a command line shown by `-v`.
+pub const COMMAND: &str = "command";
+
 /// How much to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {
     Quiet,
     Normal,
+    /// `-v`: also every command pipe runs on a machine.
     Verbose,
+    /// `-vv`: also those commands' full output.
+    Trace,
 }
 
 /// Human text or NDJSON.
@@ -219,14 +225,15 @@ impl Printer {
             }
             Event::Output {
                 source,
-                stream: _,
+                stream,
                 line,
             } => {
                 if quiet {
                     return;
                 }
+                let dollar = if *stream == COMMAND { "$ " } else { "" };
                 format!(
-                    "    {} {line}",
+                    "    {} {dollar}{line}",
                     Style::new().dim().apply_to(format!("[{source}]"))
                 )
             }
@@ -284,6 +291,29 @@ impl Printer {
             source: source.to_string(),
             stream,
             line: line.to_string(),
+        });
+    }
+
+    /// A command pipe runs on a machine (`-v`: its first line, cut at 200 characters; `-vv`:
+    /// all of it), as an `output` event with stream `command`. Nothing below `-v`.
+    pub fn command(&self, source: &str, command: &str) {
+        let shown = match self.inner.verbosity {
+            Verbosity::Quiet | Verbosity::Normal => return,
+            Verbosity::Trace => command.to_string(),
+            Verbosity::Verbose => {
+                let first = command.lines().next().unwrap_or("");
+                let cut: String = first.chars().take(200).collect();
+                if cut.len() < command.len() {
+                    format!("{cut} …")
+                } else {
+                    cut
+                }
+            }
+        };
+        self.emit(Event::Output {
+            source: source.to_string(),
+            stream: COMMAND,
+            line: shown,
         });
     }
 

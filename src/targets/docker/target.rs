@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::layers::digest::Digest;
 use crate::ledger::Release;
 use crate::plan::Plan;
+use crate::provisioners::trace::Traced;
 use crate::runner::{Resource, Runner};
 use crate::services::{self, RenderedService};
 use crate::targets::resource::{self, Destroyer};
@@ -72,10 +73,13 @@ impl DockerTarget {
         Ok(res)
     }
 
-    fn machine(&self, name: &str, res: Resource) -> Machine {
+    fn machine(&self, name: &str, res: Resource, printer: &Printer) -> Machine {
         Machine {
             name: name.to_string(),
-            comm: Box::new(DockerExec::new(self.client.clone(), name.to_string())),
+            comm: Traced::boxed(
+                Box::new(DockerExec::new(self.client.clone(), name.to_string())),
+                printer,
+            ),
             resources: vec![res],
             login: format!("docker exec -it {name} bash"),
         }
@@ -125,7 +129,7 @@ impl Target for DockerTarget {
         plan: &Plan,
         layer: LayerName,
         parent: &str,
-        _: &Printer,
+        printer: &Printer,
     ) -> Result<Machine> {
         let pipeline = plan.pf.pipeline.name.value.as_str();
         let run_id = runner.run_id();
@@ -148,7 +152,7 @@ impl Target for DockerTarget {
             self.client.start_container(&id)?;
             Ok(id)
         })?;
-        Ok(self.machine(&name, res))
+        Ok(self.machine(&name, res, printer))
     }
 
     fn kept_build_machine(&self, machine: &Machine) -> (String, String) {
@@ -211,7 +215,7 @@ impl Target for DockerTarget {
         plan: &Plan,
         from: &str,
         spec: &MachineSpec<'_>,
-        _: &Printer,
+        printer: &Printer,
     ) -> Result<Machine> {
         let pipeline = plan.pf.pipeline.name.value.clone();
         let project = crate::state::project_id(&plan.pf.root);
@@ -248,7 +252,7 @@ impl Target for DockerTarget {
                     .collect(),
             },
         )?;
-        Ok(self.machine(&spec.name, res))
+        Ok(self.machine(&spec.name, res, printer))
     }
 
     fn deliver_services(
