@@ -96,7 +96,8 @@ pub enum Command {
     Ssh,
     /// Run a command in the running machine
     Exec(ExecArgs),
-    /// Show machines, layers and releases, live from the target
+    /// Show this pipeline's machines (`up` and serving) with their state, image freshness or
+    /// release, and ports, live from the target; with --env of a fleet, the fleet
     Status,
     /// Stop the machine, keeping it for a later `up`
     Halt,

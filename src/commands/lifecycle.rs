@@ -82,7 +82,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     let (targets, failed) = local_targets(&pf, "status");
     let mut st = State::load(&pf.root);
     let mut rows = Vec::new();
-    let mut human = String::new();
+    let mut cells: Vec<Vec<String>> = Vec::new();
     let mut found = 0;
     // `pipe up` machines first, then serving ones, as listed by each target.
     let mut listed = Vec::new();
@@ -112,14 +112,13 @@ pub fn status(ctx: &Ctx) -> Result<()> {
                     )
                 }
             };
-            human.push_str(&format!(
-                "{:<12} {:<28} {:<8} {:<20} {}\n",
-                m.env,
-                m.name,
-                m.state,
+            cells.push(vec![
+                m.env.clone(),
+                m.name.clone(),
+                m.state.clone(),
                 column,
-                m.ports.join(", ")
-            ));
+                m.ports.join(", "),
+            ]);
             if let Some(row) = row.as_object_mut() {
                 row.insert("env".into(), m.env.clone().into());
                 row.insert("target".into(), kind.into());
@@ -144,17 +143,11 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         },
     );
     st.save(&pf.root)?;
-    if rows.is_empty() {
-        human = "no machines; create one with `pipe up --local`\n".into();
+    let human = if rows.is_empty() {
+        "no machines; create one with `pipe up --local`\n".to_string()
     } else {
-        human.insert_str(
-            0,
-            &format!(
-                "{:<12} {:<28} {:<8} {:<20} {}\n",
-                "ENV", "MACHINE", "STATE", "IMAGE", "PORTS"
-            ),
-        );
-    }
+        crate::ui::table::table(&["ENV", "MACHINE", "STATE", "IMAGE", "PORTS"], &cells)
+    };
     ctx.printer
         .result("status", serde_json::json!({ "machines": rows }), &human);
     Ok(())

@@ -5,6 +5,7 @@
 mod event;
 mod printer;
 pub mod redact;
+pub mod table;
 
 pub use event::{Event, Level, StepStatus};
 pub use printer::{COMMAND, OutputMode, Printer, Verbosity};
