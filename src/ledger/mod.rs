@@ -75,6 +75,13 @@ pub enum Event {
     /// A release was approved for promotion into an environment (`pipe approve`); the entry's
     /// `who` and `time` say by whom and when.
     Approve { release: String, env: String },
+    /// `pipe destroy` removed the machine serving `release` in `env` (a target that serves
+    /// from machines on this host): the environment serves nothing until the next promotion.
+    Destroy {
+        release: String,
+        env: String,
+        machine: String,
+    },
     /// An environment's promotion lock was removed (`pipe promote ENV --break-lock`): the
     /// entry's `who` broke the lock `holder` held, as the lock said.
     BreakLock {
