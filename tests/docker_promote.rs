@@ -129,6 +129,27 @@ fn promote_plan_rollback_reject_on_one_machine() {
     );
     assert_eq!(serving(&p).len(), 1);
     assert!(p.journals().is_empty());
+    // Only temporaries carry `pipe.run`: not the serving container, nor the layers it comes
+    // from (issue 13).
+    let pipeline = format!("label=pipe.pipeline={}", p.name);
+    let labelled = common::docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=pipe.run",
+        "--filter",
+        &pipeline,
+    ]);
+    assert!(labelled.trim().is_empty(), "{labelled}");
+    let labelled = common::docker(&[
+        "images",
+        "-q",
+        "--filter",
+        "label=pipe.run",
+        "--filter",
+        &pipeline,
+    ]);
+    assert!(labelled.trim().is_empty(), "{labelled}");
     // The image is tagged for the environment.
     assert!(
         common::docker(&["images", &format!("pipe/{}:production", p.name)]).contains("production")
