@@ -159,6 +159,11 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// Run as this [[service]] runs: its environment (read on the machine from the files pipe
+    /// delivered), its workdir and its user
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+
     /// The command and its arguments (after `--`)
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
