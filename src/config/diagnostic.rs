@@ -168,7 +168,7 @@ mod tests {
         let text = render(&[d], Path::new("Pipelinefile.toml"), src);
         assert_eq!(
             text,
-            "error: unknown key `provison` in [base]\n --> Pipelinefile.toml:2:1\n  |\n2 | provison = []\n  | ^^^^^^^^\n  = help: did you mean `provision`?\n"
+            "error: unknown key `provison` in [base]\n --> Pipelinefile.toml:2:1\n  |\n2 | provison = []\n  | ^^^^^^^^\n  = help: did you mean `provision`?\n\nerror: Pipelinefile.toml has 1 error\n"
         );
     }
 
