@@ -45,7 +45,8 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print more: every command run on the machine and its full output
+    /// Print more: -v shows each command pipe runs on a machine (provisioners, service
+    /// delivery, readiness, checks) and each upload; -vv also their full output
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
@@ -95,7 +96,8 @@ pub enum Command {
     Ssh,
     /// Run a command in the running machine
     Exec(ExecArgs),
-    /// Show machines, layers and releases, live from the target
+    /// Show this pipeline's machines (`up` and serving) with their state, image freshness or
+    /// release, and ports, live from the target; with --env of a fleet, the fleet
     Status,
     /// Stop the machine, keeping it for a later `up`
     Halt,
@@ -157,6 +159,11 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// Run as this [[service]] runs: its environment (read on the machine from the files pipe
+    /// delivered), its workdir and its user
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+
     /// The command and its arguments (after `--`)
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,

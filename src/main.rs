@@ -10,6 +10,8 @@ fn main() {
     };
     let verbosity = if cli.global.quiet {
         ui::Verbosity::Quiet
+    } else if cli.global.verbose > 1 {
+        ui::Verbosity::Trace
     } else if cli.global.verbose > 0 {
         ui::Verbosity::Verbose
     } else {

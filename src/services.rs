@@ -60,6 +60,67 @@ pub fn systemd_env_file(service: &RenderedService) -> String {
         .collect()
 }
 
+/// The script [`exec_as_service`] runs (as root): the service's environment files are read in
+/// the shell, as the supervisor and systemd read them, so its values reach the command only
+/// through the process environment; then the service's folder and user.
+const EXEC_AS_SERVICE: &str = r#"__pipe_name=$1 __pipe_user=$2 __pipe_dir=$3; shift 3
+__pipe_found=
+for __pipe_f in "$@"; do
+  [ "$__pipe_f" = -- ] && break
+  [ -f "$__pipe_f" ] && __pipe_found=1
+done
+if [ -z "$__pipe_found" ]; then
+  echo "pipe: service $__pipe_name has no environment on this machine (are its services delivered? pipe up)" >&2
+  exit 125
+fi
+set -a
+while [ "$1" != -- ]; do
+  if [ -f "$1" ]; then . "$1"; fi
+  shift
+done
+set +a
+shift
+if [ -n "$__pipe_dir" ]; then cd "$__pipe_dir" || exit 125; fi
+if [ -n "$__pipe_user" ] && [ "$__pipe_user" != root ]; then
+  exec runuser -u "$__pipe_user" -- "$@"
+fi
+exec "$@""#;
+
+/// argv that runs `command` on a machine the way `service` runs there (`pipe exec --service`):
+/// with the environment files the machine has for it (`env_files`, later ones win: the baked
+/// [`BAKED_ENV_DIR`] then [`RUN_DIR`]), in its `workdir`, as its `user`. Nothing is written:
+/// the values go from the files into the process environment.
+pub fn exec_as_service(
+    name: &str,
+    user: Option<&str>,
+    workdir: Option<&str>,
+    env_files: &[String],
+    command: &[String],
+) -> Vec<String> {
+    let mut argv = vec![
+        "/bin/sh".to_string(),
+        "-c".into(),
+        EXEC_AS_SERVICE.into(),
+        "pipe-exec".into(),
+        name.into(),
+        user.unwrap_or("").into(),
+        workdir.unwrap_or("").into(),
+    ];
+    argv.extend(env_files.iter().cloned());
+    argv.push("--".into());
+    argv.extend(command.iter().cloned());
+    argv
+}
+
+/// Where a machine keeps a service's environment, in the order systemd and the supervisor
+/// read them.
+pub fn env_files(name: &str) -> Vec<String> {
+    vec![
+        format!("{BAKED_ENV_DIR}/{name}"),
+        format!("{RUN_DIR}/env/{name}"),
+    ]
+}
+
 /// The systemd unit name of a service (prefixed, so `nginx` never clashes with a package's).
 pub fn systemd_unit_name(name: &str) -> String {
     format!("pipe-{name}.service")
@@ -187,6 +248,55 @@ mod tests {
             env: BTreeMap::from([("NODE_ENV".into(), "it's prod".into())]),
             port: Some(8080),
         }
+    }
+
+    /// `pipe exec --service`: the command gets the service's environment, from either file
+    /// format (the later file wins), in its folder; without any file it fails and says why.
+    #[test]
+    fn exec_as_service_runs_with_the_services_environment_and_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let mut s = svc();
+        s.env.insert("TOKEN".into(), "a\"b$c`d\\e f\nline2".into());
+        let baked = dir.path().join("baked");
+        let run = dir.path().join("run");
+        // A VM's: systemd's format; the later (delivered) file wins over the baked one.
+        std::fs::write(&baked, "NODE_ENV=\"baked\"\n").unwrap();
+        std::fs::write(&run, systemd_env_file(&s)).unwrap();
+        let files = vec![
+            baked.to_string_lossy().into_owned(),
+            run.to_string_lossy().into_owned(),
+        ];
+        let command: Vec<String> = [
+            "sh",
+            "-c",
+            r#"printf '%s|%s|%s' "$NODE_ENV" "$TOKEN" "$(pwd)""#,
+        ]
+        .map(String::from)
+        .to_vec();
+        let run_it = |files: &[String]| {
+            let argv = exec_as_service("app", None, Some(work.to_str().unwrap()), files, &command);
+            std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .output()
+                .unwrap()
+        };
+        let want = format!("it's prod|a\"b$c`d\\e f\nline2|{}", work.display());
+        let out = run_it(&files);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{out:?}");
+        // A container's: `export K='v'` lines.
+        std::fs::write(&run, env_file(&s)).unwrap();
+        let out = run_it(&files[1..]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{out:?}");
+        // Nothing delivered: it says so instead of running without the environment.
+        let gone = vec![dir.path().join("none").to_string_lossy().into_owned()];
+        let out = run_it(&gone);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no environment"),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -184,7 +184,7 @@ fn bake_verifies_records_a_release_and_reuses_layers() {
 #[test]
 fn a_failing_verify_is_a_recorded_unpromotable_release() {
     let p = project("badverify", "this text is not on the page");
-    let r = p.pipe(&["bake", "--env", "dev", "--no-progress"]);
+    let r = p.pipe(&["bake", "--env", "dev", "--no-progress", "-v"]);
     assert_eq!(r.code, 4, "{}", r.all());
     assert!(r.stderr.contains("verification failed"), "{}", r.stderr);
     assert!(
@@ -192,6 +192,14 @@ fn a_failing_verify_is_a_recorded_unpromotable_release() {
         "the excerpt is shown: {}",
         r.stderr
     );
+    // The body it got is shown, on one line (issue 13).
+    assert!(r.stderr.contains("; body: \""), "{}", r.stderr);
+    // The verify step failed, it is not `ok` (issue 13).
+    assert!(r.stderr.contains("!!  verify app layer"), "{}", r.stderr);
+    assert!(!r.stderr.contains("ok  verify app layer"), "{}", r.stderr);
+    // -v shows the commands pipe runs in the machines: the checks' curl, service delivery.
+    assert!(r.stderr.contains("] $ curl -sS -m "), "{}", r.stderr);
+    assert!(r.stderr.contains("] $ upload "), "{}", r.stderr);
     assert!(p.containers().is_empty(), "left: {:?}", p.containers());
     assert!(p.journals().is_empty());
     let ledger = ledger_json(&p);

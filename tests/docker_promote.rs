@@ -129,6 +129,27 @@ fn promote_plan_rollback_reject_on_one_machine() {
     );
     assert_eq!(serving(&p).len(), 1);
     assert!(p.journals().is_empty());
+    // Only temporaries carry `pipe.run`: not the serving container, nor the layers it comes
+    // from (issue 13).
+    let pipeline = format!("label=pipe.pipeline={}", p.name);
+    let labelled = common::docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=pipe.run",
+        "--filter",
+        &pipeline,
+    ]);
+    assert!(labelled.trim().is_empty(), "{labelled}");
+    let labelled = common::docker(&[
+        "images",
+        "-q",
+        "--filter",
+        "label=pipe.run",
+        "--filter",
+        &pipeline,
+    ]);
+    assert!(labelled.trim().is_empty(), "{labelled}");
     // The image is tagged for the environment.
     assert!(
         common::docker(&["images", &format!("pipe/{}:production", p.name)]).contains("production")
@@ -156,6 +177,17 @@ fn promote_plan_rollback_reject_on_one_machine() {
     );
     let failed = p.pipe(&["promote", "production", "--local"]);
     assert_eq!(failed.code, 4, "{}", failed.all());
+    // Its verify step says it failed, not `ok` (issue 13).
+    assert!(
+        failed.stderr.contains("!!  verify release") && failed.stderr.contains("the checks failed"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        !failed.stderr.contains("ok  verify release"),
+        "{}",
+        failed.stderr
+    );
     let (_, body) = http_get_retry(port, "/", 30);
     assert!(body.contains("two"), "old release still serves: {body}");
     assert_eq!(serving(&p), names);
@@ -190,6 +222,41 @@ fn promote_plan_rollback_reject_on_one_machine() {
         "{}",
         releases.stdout
     );
+    p.pipe(&["history", "--verify"]).ok();
+
+    // Destroying the container that serves production records that production serves
+    // nothing: no release is current there any more, and the one that served can be promoted
+    // again (before, it was "already current" with nothing running).
+    let d = p.pipe(&["destroy", "--env", "production"]);
+    d.ok();
+    assert!(
+        d.stdout.contains("`production` serves nothing"),
+        "{}",
+        d.stdout
+    );
+    assert!(serving(&p).is_empty());
+    let listed = p.pipe(&["--json", "releases"]);
+    listed.ok();
+    let result: serde_json::Value =
+        serde_json::from_str(listed.stdout.lines().last().unwrap()).unwrap();
+    let views = result["data"].as_array().unwrap();
+    assert!(
+        views
+            .iter()
+            .all(|v| v["current_in"].as_array().unwrap().is_empty()),
+        "{}",
+        listed.stdout
+    );
+    let history = p.pipe(&["history", "--env", "production"]);
+    assert!(
+        history.stdout.contains("serves nothing"),
+        "{}",
+        history.stdout
+    );
+    p.pipe(&["promote", "production", "--local", "--release", &one])
+        .ok();
+    let (_, body) = http_get_retry(port, "/", 30);
+    assert!(body.contains("one"), "{body}");
     p.pipe(&["history", "--verify"]).ok();
 }
 

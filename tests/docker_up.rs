@@ -211,6 +211,20 @@ fn a_sensitive_value_never_leaves_the_process_environment() {
         "0",
         "the service did not get the secret"
     );
+    // `pipe exec --service` runs with the service's environment (issue 13); plain exec not.
+    let check = format!("test \"$TOKEN\" = {canary} && echo has-token || echo no-token");
+    let with = p.pipe(&["exec", "--service", "web", "--", "sh", "-c", &check]);
+    with.ok();
+    assert_eq!(with.stdout.trim(), "has-token", "{}", with.all());
+    let without = p.pipe(&["exec", "--", "sh", "-c", &check]);
+    assert_eq!(without.stdout.trim(), "no-token", "{}", without.all());
+    let unknown = p.pipe(&["exec", "--service", "nope", "--", "true"]);
+    assert_eq!(unknown.code, 2, "{}", unknown.all());
+    assert!(
+        unknown.stderr.contains("services: web"),
+        "{}",
+        unknown.stderr
+    );
     for img in p.layer_images() {
         let history = docker(&["history", "--no-trunc", &img]);
         assert!(!history.contains(canary), "in docker history of {img}");

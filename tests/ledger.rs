@@ -178,6 +178,26 @@ fn reject_and_gates_without_docker() {
     );
 }
 
+/// Where `USER` and `LOGNAME` are not set (containers, CI), the ledger names the uid's user,
+/// not `unknown` (issue 13).
+#[test]
+fn who_is_the_uids_name_without_user_or_logname() {
+    let (p, _, releases) = setup();
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let me = String::from_utf8_lossy(&me.stdout).trim().to_string();
+    let r = p.pipe_env(
+        &["reject", &releases[0].alias],
+        &[("USER", ""), ("LOGNAME", "")],
+    );
+    r.ok();
+    let last: serde_json::Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
+    let who = last["who"].as_str().unwrap();
+    assert!(who.starts_with(&format!("{me}@")), "{who}");
+}
+
 /// The last line is covered too (by the anchor), and every command that acts on the ledger
 /// checks it first: a flipped verify result is not a promotable release.
 #[test]

@@ -184,7 +184,8 @@ fn clean_sweeps_labelled_leftovers_without_a_journal() {
     let clean = p.pipe(&["clean"]);
     clean.ok();
     assert!(
-        clean.stdout.contains(&format!("labelled pipe.run={run}")),
+        // The build machine that was killed: labelled pipe.build, never pipe.run (issue 13).
+        clean.stdout.contains(&format!("labelled pipe.build={run}")),
         "{}",
         clean.stdout
     );

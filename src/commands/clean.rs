@@ -97,7 +97,10 @@ pub fn run(ctx: &Ctx, args: CleanArgs) -> Result<()> {
                 failures.push(format!("{res}: {e}"));
                 continue;
             }
-            lines.push(format!("{verb} {res}  [labelled pipe.run={}]", swept.run));
+            lines.push(format!(
+                "{verb} {res}  [labelled {}={}]",
+                swept.label, swept.run
+            ));
             done.push(serde_json::json!({"run": swept.run, "resource": res, "existed": true}));
         }
     }

@@ -93,6 +93,14 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
             Event::Approve { release, env } => {
                 format!("approve   {env:<12} {}", short(release))
             }
+            Event::Destroy {
+                release,
+                env,
+                machine,
+            } => format!(
+                "destroy   {env:<12} {} (machine {machine} removed; {env} serves nothing)",
+                short(release)
+            ),
             Event::BreakLock {
                 env,
                 holder,

@@ -82,7 +82,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     let (targets, failed) = local_targets(&pf, "status");
     let mut st = State::load(&pf.root);
     let mut rows = Vec::new();
-    let mut human = String::new();
+    let mut cells: Vec<Vec<String>> = Vec::new();
     let mut found = 0;
     // `pipe up` machines first, then serving ones, as listed by each target.
     let mut listed = Vec::new();
@@ -112,14 +112,13 @@ pub fn status(ctx: &Ctx) -> Result<()> {
                     )
                 }
             };
-            human.push_str(&format!(
-                "{:<12} {:<28} {:<8} {:<20} {}\n",
-                m.env,
-                m.name,
-                m.state,
+            cells.push(vec![
+                m.env.clone(),
+                m.name.clone(),
+                m.state.clone(),
                 column,
-                m.ports.join(", ")
-            ));
+                m.ports.join(", "),
+            ]);
             if let Some(row) = row.as_object_mut() {
                 row.insert("env".into(), m.env.clone().into());
                 row.insert("target".into(), kind.into());
@@ -144,17 +143,11 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         },
     );
     st.save(&pf.root)?;
-    if rows.is_empty() {
-        human = "no machines; create one with `pipe up --local`\n".into();
+    let human = if rows.is_empty() {
+        "no machines; create one with `pipe up --local`\n".to_string()
     } else {
-        human.insert_str(
-            0,
-            &format!(
-                "{:<12} {:<28} {:<8} {:<20} {}\n",
-                "ENV", "MACHINE", "STATE", "IMAGE", "PORTS"
-            ),
-        );
-    }
+        crate::ui::table::table(&["ENV", "MACHINE", "STATE", "IMAGE", "PORTS"], &cells)
+    };
     ctx.printer
         .result("status", serde_json::json!({ "machines": rows }), &human);
     Ok(())
@@ -185,8 +178,15 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
     let env = ctx.global.env.as_deref();
     let (targets, failed) = local_targets(&pf, "destroy");
     let mut found = 0;
+    // Serving machines: (env, release, machine), for the ledger once they are gone.
+    let mut serving = Vec::new();
     for t in &targets {
-        found += t.machines(&pf, env)?.len();
+        let machines = t.machines(&pf, env)?;
+        found += machines.len();
+        serving.extend(machines.into_iter().filter_map(|m| {
+            let release = m.release.filter(|r| !r.is_empty())?;
+            Some((m.env, release, m.name))
+        }));
     }
     unreachable(ctx, failed, found)?;
     let mut removed = Vec::new();
@@ -202,6 +202,8 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
     let mut st = State::load(&pf.root);
     st.machines.retain(|_, m| !removed.contains(&m.name));
     st.save(&pf.root)?;
+    serving.retain(|(_, _, name)| removed.contains(name));
+    let unserved = record_unserved(ctx, &pf, serving);
     let human = if removed.is_empty() && images.is_empty() {
         "nothing to destroy".to_string()
     } else {
@@ -212,14 +214,61 @@ pub fn destroy(ctx: &Ctx, args: DestroyArgs) -> Result<()> {
         if !images.is_empty() {
             s.push_str(&format!("removed {} layer(s)\n", images.len()));
         }
+        for env in &unserved {
+            s.push_str(&format!(
+                "`{env}` serves nothing now (recorded in the ledger); `pipe promote {env}` serves a release again\n"
+            ));
+        }
         s
     };
     ctx.printer.result(
         "destroy",
-        serde_json::json!({ "machines": removed, "images": images }),
+        serde_json::json!({ "machines": removed, "images": images, "unserved": unserved }),
         &human,
     );
     Ok(())
+}
+
+/// Records in the ledger that each environment whose current release's serving machine was
+/// just removed serves nothing, so `pipe releases` no longer calls that release current and
+/// the same release can be promoted again. Returns those environments. The machines are gone
+/// either way: a ledger that cannot be read or written is a warning, not a failed destroy.
+fn record_unserved(
+    ctx: &Ctx,
+    pf: &Pipelinefile,
+    serving: Vec<(String, String, String)>,
+) -> Vec<String> {
+    if serving.is_empty() {
+        return Vec::new();
+    }
+    let ledger = crate::ledger::Ledger::open(&crate::state::dir(&pf.root));
+    let mut unserved = Vec::new();
+    let result = (|| -> Result<()> {
+        let entries = ledger.checked_entries()?;
+        let (_, current) = crate::ledger::releases(&entries);
+        for (env, release, machine) in serving {
+            if current.get(&env) != Some(&release) || unserved.contains(&env) {
+                continue;
+            }
+            ledger.append(
+                &crate::ledger::who(),
+                crate::ledger::Event::Destroy {
+                    release,
+                    env: env.clone(),
+                    machine,
+                },
+            )?;
+            unserved.push(env);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        ctx.printer.warn(
+            format!("the ledger does not record what the destroy removed: {e}"),
+            Some("`pipe releases` may still list a removed release as current".into()),
+        );
+    }
+    unserved
 }
 
 /// `pipe status --env ENV` for an environment a target runs as a fleet (ec2): what the ledger

@@ -5,6 +5,7 @@ use crate::communicators::Communicator;
 use crate::config::{LayerName, Pipelinefile};
 use crate::error::Result;
 use crate::plan::Plan;
+use crate::provisioners::trace::Traced;
 use crate::provisioners::{self, ProvisionContext};
 
 use super::{Ctx, local};
@@ -14,7 +15,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let (env, target) = local::open(ctx, &pf, "provision")?;
     let plan = local::make_plan(ctx, &pf, true)?;
-    let m = target.running(&pf, &env)?;
+    let mut m = target.running(&pf, &env)?;
+    // `-v`/`-vv` show what runs in the machine, as in a bake.
+    m.comm = Traced::boxed(m.comm, ctx.printer);
     provision_app(ctx, &pf, &plan, &*m.comm, &m.name)?;
     let step = ctx.printer.step("restart services");
     target.restart_services(&pf, &plan, &m)?;

@@ -6,7 +6,10 @@ use crate::error::{Error, Result};
 use crate::ledger::{Event, Ledger, find_release, releases, who};
 use crate::runner::{Journal, Runner};
 use crate::state;
-use crate::targets::{self, verify::verify};
+use crate::targets::{
+    self,
+    verify::{verdict, verify},
+};
 
 use super::promote::release_plan;
 use super::{Ctx, local};
@@ -43,9 +46,11 @@ pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
     let plan = release_plan(ctx, &pf, view)?;
     let journal = Journal::start(&state::dir(&pf.root), "verify", &pf.pipeline.name.value)?;
     let mut runner = Runner::new(journal, ctx.printer);
-    let result = runner.step(&format!("verify release {alias} on a fresh machine"), |r| {
-        verify(r, &*target, &plan, &artifact, ctx.printer)
-    });
+    let result = runner.judged_step(
+        &format!("verify release {alias} on a fresh machine"),
+        |r| verify(r, &*target, &plan, &artifact, ctx.printer),
+        verdict,
+    );
     let outcome = runner.finish(result)?;
     ledger.append(
         &who(),

@@ -45,6 +45,12 @@ pub enum Stream {
 /// Receives output while a command runs.
 pub trait OutputSink: Send {
     fn chunk(&mut self, stream: Stream, data: &[u8]);
+
+    /// Whether this sink already shows the output as it comes (then `-vv` does not show it
+    /// twice).
+    fn shows_live(&self) -> bool {
+        false
+    }
 }
 
 /// A sink that keeps everything, for tests and for captured commands.

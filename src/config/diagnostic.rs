@@ -93,7 +93,7 @@ impl<'a> LineIndex<'a> {
 }
 
 /// Renders diagnostics for `display_path` (as the user should see it), one after the other,
-/// followed by a summary line when there are several.
+/// followed by a summary line (`has 1 error`, `has N errors`), as `--json` reports the count.
 pub fn render(diagnostics: &[Diagnostic], display_path: &Path, source: &str) -> String {
     let mut out = String::new();
     let index = LineIndex::new(source);
@@ -103,12 +103,13 @@ pub fn render(diagnostics: &[Diagnostic], display_path: &Path, source: &str) -> 
         }
         render_one(&mut out, d, display_path, &index);
     }
-    if diagnostics.len() > 1 {
+    if !diagnostics.is_empty() {
+        let n = diagnostics.len();
         let _ = writeln!(
             out,
-            "\nerror: {} has {} errors",
+            "\nerror: {} has {n} error{}",
             display_path.display(),
-            diagnostics.len()
+            if n == 1 { "" } else { "s" }
         );
     }
     out
@@ -167,7 +168,7 @@ mod tests {
         let text = render(&[d], Path::new("Pipelinefile.toml"), src);
         assert_eq!(
             text,
-            "error: unknown key `provison` in [base]\n --> Pipelinefile.toml:2:1\n  |\n2 | provison = []\n  | ^^^^^^^^\n  = help: did you mean `provision`?\n"
+            "error: unknown key `provison` in [base]\n --> Pipelinefile.toml:2:1\n  |\n2 | provison = []\n  | ^^^^^^^^\n  = help: did you mean `provision`?\n\nerror: Pipelinefile.toml has 1 error\n"
         );
     }
 

@@ -157,6 +157,50 @@ mod tests {
         assert_eq!(entries[4].mode, 0o755);
     }
 
+    /// What the README says of `.pipeignore`: gitignore syntax (anchors, `!`), a deeper file
+    /// wins, files above the walked folder and `.gitignore` are not read, no defaults.
+    #[test]
+    fn pipeignore_is_gitignore_syntax_per_folder_without_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("app");
+        for d in ["app/.git", "app/lib", "app/docs"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        for f in [
+            "app/.git/HEAD",
+            "app/a.log",
+            "app/keep.log",
+            "app/lib/a.log",
+            "app/docs/x.md",
+            "app/x.md",
+        ] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        std::fs::write(dir.path().join(".pipeignore"), "*\n").unwrap();
+        std::fs::write(root.join(".gitignore"), "x.md\n").unwrap();
+        std::fs::write(
+            root.join(".pipeignore"),
+            "# logs\n*.log\n!keep.log\n/x.md\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("lib/.pipeignore"), "!a.log\n").unwrap();
+        let rels: Vec<String> = walk(&root).unwrap().into_iter().map(|e| e.rel).collect();
+        assert_eq!(
+            rels,
+            vec![
+                "",
+                ".git",
+                ".git/HEAD",
+                ".gitignore",
+                "docs",
+                "docs/x.md",
+                "keep.log",
+                "lib",
+                "lib/a.log",
+            ]
+        );
+    }
+
     #[test]
     fn modes_are_normalized_like_git() {
         let dir = tempfile::tempdir().unwrap();

@@ -75,6 +75,13 @@ pub enum Event {
     /// A release was approved for promotion into an environment (`pipe approve`); the entry's
     /// `who` and `time` say by whom and when.
     Approve { release: String, env: String },
+    /// `pipe destroy` removed the machine serving `release` in `env` (a target that serves
+    /// from machines on this host): the environment serves nothing until the next promotion.
+    Destroy {
+        release: String,
+        env: String,
+        machine: String,
+    },
     /// An environment's promotion lock was removed (`pipe promote ENV --break-lock`): the
     /// entry's `who` broke the lock `holder` held, as the lock said.
     BreakLock {
@@ -420,18 +427,54 @@ pub fn user_of(who: &str) -> &str {
 
 /// `user@host` of whoever runs pipe.
 pub fn who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    let named = ["USER", "LOGNAME"]
+        .into_iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    // SAFETY: getuid cannot fail and touches no memory of ours.
+    let user = user_name(named, unsafe { libc::getuid() });
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
     format!("{user}@{host}")
 }
 
+/// Who runs pipe: `USER`/`LOGNAME` when set (`named`), else the name of `uid` in the user
+/// database (containers and CI often set neither), else the uid itself.
+fn user_name(named: Option<String>, uid: libc::uid_t) -> String {
+    named
+        .or_else(|| passwd_name(uid))
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// The user database's name for `uid` (`getpwuid_r`, thread-safe), if it has one.
+fn passwd_name(uid: libc::uid_t) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: an all-zero passwd is a valid out-parameter (null pointers, zero ids).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to memory we own for the whole call, `buf.len()` is its size;
+    // on success `found` points at `pwd`, whose strings live in `buf`.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name is a NUL-terminated string inside `buf`, still alive here.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without `USER` and `LOGNAME` the ledger names the uid's user, or the uid (issue 13).
+    #[test]
+    fn who_falls_back_to_the_uids_name_then_the_uid() {
+        assert_eq!(user_name(Some("alice".into()), 0), "alice");
+        assert_eq!(user_name(None, 0), "root");
+        // No user database has this one.
+        assert_eq!(user_name(None, 3_999_999_999), "3999999999");
+    }
 
     fn reject(id: &str) -> Event {
         Event::Reject {

@@ -225,6 +225,11 @@ pub fn releases(entries: &[Entry]) -> (Vec<ReleaseView>, BTreeMap<String, String
                     });
                 }
             }
+            Event::Destroy { release, env, .. } => {
+                if current.get(env) == Some(release) {
+                    current.remove(env);
+                }
+            }
             Event::BreakLock { .. } => {}
         }
     }
@@ -242,6 +247,10 @@ pub fn releases(entries: &[Entry]) -> (Vec<ReleaseView>, BTreeMap<String, String
 /// current one (the `previous` of the last successful promotion or rollback there). Rolling back
 /// twice thus returns to where it started, like `kubectl rollout undo`.
 pub fn previous_release(entries: &[Entry], env: &str) -> Option<String> {
+    // Nothing serves it (its serving machine was destroyed): nothing to roll back from.
+    if !releases(entries).1.contains_key(env) {
+        return None;
+    }
     entries.iter().rev().find_map(|e| match &e.event {
         Event::Promote {
             env: en,
@@ -272,6 +281,7 @@ pub fn entry_env(entry: &Entry, views: &[ReleaseView]) -> Option<String> {
         Event::Promote { env, .. }
         | Event::Rollback { env, .. }
         | Event::Approve { env, .. }
+        | Event::Destroy { env, .. }
         | Event::BreakLock { env, .. } => Some(env.clone()),
         Event::Verify { release, .. } | Event::Reject { release, .. } => of(release),
     }
@@ -424,5 +434,73 @@ mod tests {
             },
         )]);
         assert_eq!(views[0].verified_at, None);
+    }
+
+    /// `pipe destroy` of the machine serving an environment's current release: the release is
+    /// no longer current there, nothing is left to roll back from, and the destroy of a
+    /// machine running an older release changes nothing (issue 13).
+    #[test]
+    fn a_destroyed_serving_machine_leaves_its_environment_serving_nothing() {
+        let mut a: Release = serde_json::from_str(OLD).unwrap();
+        a.verify = Some(outcome(true));
+        let mut b = a.clone();
+        b.id = "cd".into();
+        let promote = |release: &str, previous: Option<&str>| Event::Promote {
+            release: release.into(),
+            env: "production".into(),
+            ok: true,
+            previous: previous.map(str::to_string),
+            detail: None,
+        };
+        let destroy = |release: &str| Event::Destroy {
+            release: release.into(),
+            env: "production".into(),
+            machine: "pipe-p-production-x".into(),
+        };
+        let t = "2025-01-01T00:00:00Z";
+        let mut entries = vec![
+            entry(
+                1,
+                t,
+                "w",
+                Event::Bake {
+                    release: Box::new(a.clone()),
+                },
+            ),
+            entry(
+                2,
+                t,
+                "w",
+                Event::Bake {
+                    release: Box::new(b.clone()),
+                },
+            ),
+            entry(3, t, "w", promote("ab", None)),
+            entry(4, t, "w", promote("cd", Some("ab"))),
+            // An old machine of `ab` going changes nothing: `cd` serves.
+            entry(5, t, "w", destroy("ab")),
+        ];
+        let (views, current) = releases(&entries);
+        assert_eq!(current.get("production").map(String::as_str), Some("cd"));
+        assert_eq!(views[1].current_in, vec!["production".to_string()]);
+        assert_eq!(
+            previous_release(&entries, "production").as_deref(),
+            Some("ab")
+        );
+
+        entries.push(entry(6, t, "w", destroy("cd")));
+        let (views, current) = releases(&entries);
+        assert_eq!(current.get("production"), None);
+        assert!(views.iter().all(|v| v.current_in.is_empty()));
+        assert_eq!(previous_release(&entries, "production"), None);
+        assert_eq!(
+            entry_env(&entries[5], &views).as_deref(),
+            Some("production")
+        );
+
+        // Promoted again, it serves again.
+        entries.push(entry(7, t, "w", promote("cd", None)));
+        let (_, current) = releases(&entries);
+        assert_eq!(current.get("production").map(String::as_str), Some("cd"));
     }
 }

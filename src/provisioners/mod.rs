@@ -6,6 +6,7 @@ mod file;
 pub mod output;
 mod precache;
 mod shell;
+pub mod trace;
 pub mod trust;
 
 use std::collections::BTreeMap;

@@ -59,6 +59,10 @@ impl LineSink {
 }
 
 impl OutputSink for LineSink {
+    fn shows_live(&self) -> bool {
+        self.live
+    }
+
     fn chunk(&mut self, stream: Stream, data: &[u8]) {
         let i = match stream {
             Stream::Stdout => 0,

@@ -56,6 +56,18 @@ impl<'a> Runner<'a> {
 
     /// Runs one named step; an interrupt before it starts ends the run.
     pub fn step<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.judged_step(name, f, |_| None)
+    }
+
+    /// Runs one named step whose value can itself be a failure (a verification whose checks
+    /// failed is an `Ok` outcome): when `verdict` returns a detail, the step is shown as
+    /// failed with it (human and `--json`), and the value is still returned.
+    pub fn judged_step<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+        verdict: impl FnOnce(&T) -> Option<String>,
+    ) -> Result<T> {
         pause_point(&self.printer, name);
         if crate::interrupt::requested() {
             return Err(Error::Interrupted);
@@ -72,7 +84,10 @@ impl<'a> Runner<'a> {
         };
         let _ = started;
         match &result {
-            Ok(_) => handle.done(None),
+            Ok(v) => match verdict(v) {
+                None => handle.done(None),
+                Some(detail) => handle.failed(Some(detail)),
+            },
             Err(e) => handle.failed(Some(short(e))),
         }
         result

@@ -10,12 +10,14 @@ use crate::communicators::{Collect, Communicator, ExecError, ExecRequest};
 use crate::error::{Error, Result};
 use crate::ledger::VerifyOutcome;
 use crate::plan::Plan;
-use crate::ui::Printer;
+use crate::ui::{Printer, Redactor};
 
 /// How many lines of output a release keeps.
 pub const EXCERPT_LINES: usize = 20;
 /// The longest one check may run in one attempt.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a body a failed HTTP check shows.
+const BODY_CHARS: usize = 300;
 /// Pause between attempts.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -82,7 +84,14 @@ pub fn run_checks(
                 ..Default::default()
             };
             let (code, out) = exec(comm, &req)?;
-            let (passed, line) = judge_http(url, *status, contains.as_deref(), code, &out);
+            let (passed, line) = judge_http(
+                url,
+                *status,
+                contains.as_deref(),
+                code,
+                &out,
+                printer.redactor(),
+            );
             ok &= passed;
             transcript.push_str(&line);
         }
@@ -136,6 +145,7 @@ fn judge_http(
     contains: Option<&str>,
     code: Option<i32>,
     out: &str,
+    redactor: &Redactor,
 ) -> (bool, String) {
     let head = format!("GET {url}");
     match code {
@@ -160,22 +170,56 @@ fn judge_http(
     };
     let got: u16 = got.parse().unwrap_or(0);
     if got != status {
-        let first = body.lines().next().unwrap_or("");
         return (
             false,
-            format!("{head}: status {got}, expected {status}; body starts: {first}\n"),
+            format!(
+                "{head}: status {got}, expected {status}; body: {}\n",
+                shown_body(body, redactor)
+            ),
         );
     }
     if let Some(want) = contains {
         if !body.contains(want) {
             return (
                 false,
-                format!("{head}: status {got}, but the body does not contain `{want}`\n"),
+                format!(
+                    "{head}: status {got}, but the body does not contain `{want}`; body: {}\n",
+                    shown_body(body, redactor)
+                ),
             );
         }
         return (true, format!("{head}: {got}, body contains `{want}`: ok\n"));
     }
     (true, format!("{head}: {got}: ok\n"))
+}
+
+/// The start of a body for a failure, on one line: secrets masked first (so a cut never leaves
+/// part of one), control characters escaped, at most [`BODY_CHARS`] characters, quoted.
+fn shown_body(body: &str, redactor: &Redactor) -> String {
+    let masked = redactor.redact(body);
+    let mut shown = String::new();
+    let mut chars = 0;
+    for c in masked.chars() {
+        let piece = match c {
+            '\n' => "\\n".to_string(),
+            '\r' => "\\r".to_string(),
+            '\t' => "\\t".to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        };
+        if chars + piece.chars().count() > BODY_CHARS {
+            return format!(
+                "\"{shown}\" (first {chars} characters of {})",
+                masked.chars().count()
+            );
+        }
+        chars += piece.chars().count();
+        shown.push_str(&piece);
+    }
+    if shown.is_empty() {
+        return "(empty)".into();
+    }
+    format!("\"{shown}\"")
 }
 
 /// The last [`EXCERPT_LINES`] lines, secrets masked.
@@ -191,13 +235,44 @@ mod tests {
 
     #[test]
     fn judges_status_and_body() {
-        let (ok, _) = judge_http("u", 200, Some("hi"), Some(0), "say hi\n200");
+        let r = Redactor::default();
+        let (ok, _) = judge_http("u", 200, Some("hi"), Some(0), "say hi\n200", &r);
         assert!(ok);
-        let (ok, line) = judge_http("u", 200, Some("bye"), Some(0), "say hi\n200");
+        let (ok, line) = judge_http("u", 200, Some("bye"), Some(0), "say hi\n200", &r);
         assert!(!ok && line.contains("does not contain"), "{line}");
-        let (ok, line) = judge_http("u", 200, None, Some(0), "nope\n503");
+        let (ok, line) = judge_http("u", 200, None, Some(0), "nope\n503", &r);
         assert!(!ok && line.contains("status 503"), "{line}");
-        let (ok, line) = judge_http("u", 200, None, Some(7), "refused");
+        let (ok, line) = judge_http("u", 200, None, Some(7), "refused", &r);
         assert!(!ok && line.contains("exit code 7"), "{line}");
+    }
+
+    /// A body that does not match is shown: its start, on one line, control characters
+    /// escaped, secrets masked even where the cut falls inside one (issue 13).
+    #[test]
+    fn a_body_that_does_not_match_is_shown_escaped_masked_and_cut() {
+        let r = Redactor::default();
+        r.add("hunter22");
+        let body = "<h1>maintenance</h1>\n\ttoken=hunter22\x1b[0m";
+        let (ok, line) = judge_http(
+            "u",
+            200,
+            Some("welcome"),
+            Some(0),
+            &format!("{body}\n200"),
+            &r,
+        );
+        assert!(!ok);
+        assert_eq!(
+            line,
+            "GET u: status 200, but the body does not contain `welcome`; body: \
+             \"<h1>maintenance</h1>\\n\\ttoken=********\\u{1b}[0m\"\n"
+        );
+        let (_, line) = judge_http("u", 200, None, Some(0), "oops\n500", &r);
+        assert!(line.ends_with("body: \"oops\"\n"), "{line}");
+        let long = format!("{}hunter22{}", "x".repeat(BODY_CHARS - 3), "y".repeat(500));
+        let shown = shown_body(&long, &r);
+        assert!(!shown.contains("hun"), "{shown}");
+        assert!(shown.contains("(first 300 characters of 805)"), "{shown}");
+        assert_eq!(shown_body("", &r), "(empty)");
     }
 }

@@ -717,4 +717,51 @@ promote_from = "dev"
             }
         }
     }
+
+    /// A bake whose checks fail shows its verify step as failed, not `ok`, both to a person
+    /// and in the `--json` step event (issue 13).
+    #[test]
+    fn a_bake_whose_checks_fail_shows_the_verify_step_as_failed() {
+        use crate::targets::layers::bake;
+        let s = setup();
+        let human = Printer::capturing(
+            OutputMode::Human {
+                color: false,
+                progress: false,
+            },
+            Verbosity::Normal,
+        );
+        let json = Printer::capturing(OutputMode::Json, Verbosity::Normal);
+        for p in [&human, &json] {
+            let plan = plan(&s, p);
+            let t = FakeTarget::new(Some(("exec pipe-fake-verify", Fault::Fail)));
+            let mut r = runner(&s, p);
+            let res = bake(&mut r, &t, &plan, false, false, None, p);
+            let baked = r.finish(res).unwrap();
+            assert!(!baked.verify.unwrap().ok);
+        }
+        let lines = human.captured();
+        let verify: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("verify app layer") && !l.starts_with("==>"))
+            .collect();
+        assert_eq!(verify.len(), 1, "{lines:?}");
+        assert!(
+            verify[0].starts_with("!! ") && verify[0].contains("the checks failed"),
+            "{lines:?}"
+        );
+        let events: Vec<serde_json::Value> = json
+            .captured()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &serde_json::Value| {
+                e["step"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("verify app layer"))
+                    && e["status"] != "started"
+            })
+            .collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["status"], "failed", "{events:?}");
+    }
 }

@@ -12,7 +12,7 @@ use crate::provisioners::{self, ProvisionContext};
 use crate::runner::Runner;
 use crate::ui::Printer;
 
-use super::verify::verify;
+use super::verify::{verdict, verify};
 use super::{Artifacts, Target};
 use crate::ledger::VerifyOutcome;
 
@@ -68,7 +68,7 @@ pub fn bake(
         Some(before.outcome.clone())
     } else {
         let step = format!("verify app layer {}", plan.digests.app.short());
-        Some(runner.step(&step, |r| verify(r, target, plan, &app, printer))?)
+        Some(runner.judged_step(&step, |r| verify(r, target, plan, &app, printer), verdict)?)
     };
     let artifacts = target.seal_artifact(runner, plan, &base, &app, printer)?;
     Ok(Baked {

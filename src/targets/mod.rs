@@ -111,6 +111,8 @@ pub struct Swept {
     pub resource: Resource,
     /// The run that made it.
     pub run: String,
+    /// The label or tag that says so (`pipe.run`, `pipe.build`), for messages.
+    pub label: &'static str,
     /// Why it could not be removed.
     pub error: Option<crate::error::Error>,
 }

@@ -24,7 +24,7 @@ use crate::ui::Printer;
 
 use super::checks::run_checks;
 use super::ports::{ServicePort, serving_name};
-use super::verify::verify;
+use super::verify::{verdict, verify};
 use super::{MachineSpec, Role, Serving, Target};
 
 /// What a switch works from.
@@ -56,9 +56,11 @@ pub fn switch(
 ) -> Result<String> {
     let alias = &s.release.alias;
     let noun = target.noun();
-    let outcome = runner.step(&format!("verify release {alias} on a fresh machine"), |r| {
-        verify(r, target, s.plan, s.artifact, printer)
-    })?;
+    let outcome = runner.judged_step(
+        &format!("verify release {alias} on a fresh machine"),
+        |r| verify(r, target, s.plan, s.artifact, printer),
+        verdict,
+    )?;
     if !outcome.ok {
         return Err(Error::VerifyFailed(format!(
             "release {alias} failed [verify] on a fresh machine; {} keeps serving\n{}",

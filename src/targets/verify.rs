@@ -45,6 +45,12 @@ pub fn verify(
     Ok(outcome)
 }
 
+/// How a verify step ends: failed when the checks failed (the outcome is still `Ok`, for the
+/// ledger), for [`Runner::judged_step`].
+pub fn verdict(outcome: &VerifyOutcome) -> Option<String> {
+    (!outcome.ok).then(|| "the checks failed".to_string())
+}
+
 /// Delivers the services, waits for their ports, runs the checks. Services that never listen
 /// fail the verification (with their log), they are not a pipe error.
 pub fn start_services_and_check(

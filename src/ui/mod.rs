@@ -5,7 +5,8 @@
 mod event;
 mod printer;
 pub mod redact;
+pub mod table;
 
 pub use event::{Event, Level, StepStatus};
-pub use printer::{OutputMode, Printer, Verbosity};
+pub use printer::{COMMAND, OutputMode, Printer, Verbosity};
 pub use redact::Redactor;

@@ -10,12 +10,18 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::event::{Event, Level, StepStatus};
 use super::redact::Redactor;
 
+/// The `output` stream name of a command line shown by `-v`.
+pub const COMMAND: &str = "command";
+
 /// How much to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {
     Quiet,
     Normal,
+    /// `-v`: also every command pipe runs on a machine.
     Verbose,
+    /// `-vv`: also those commands' full output.
+    Trace,
 }
 
 /// Human text or NDJSON.
@@ -32,6 +38,8 @@ struct Inner {
     redactor: Redactor,
     /// Serializes writes so lines from threads never interleave.
     lock: Mutex<()>,
+    /// When set (tests), every line goes here instead of the terminal.
+    capture: Option<Mutex<Vec<String>>>,
 }
 
 /// Prints events. Cheap to clone; clones share the terminal and the secrets.
@@ -81,8 +89,39 @@ impl Printer {
 
     /// A printer with an explicit mode (tests use this).
     pub fn with_mode(mode: OutputMode, verbosity: Verbosity) -> Self {
+        Self::build(mode, verbosity, false)
+    }
+
+    /// A printer that keeps every line it would print (stdout and stderr, in order, secrets
+    /// masked), for tests of what a user sees; read them with [`Printer::captured`].
+    pub fn capturing(mode: OutputMode, verbosity: Verbosity) -> Self {
+        Self::build(mode, verbosity, true)
+    }
+
+    /// The lines a [`Printer::capturing`] printer kept (empty for any other).
+    pub fn captured(&self) -> Vec<String> {
+        self.inner
+            .capture
+            .as_ref()
+            .map(|c| c.lock().expect("capture lock").clone())
+            .unwrap_or_default()
+    }
+
+    /// Keeps `text` if capturing; true when it was kept.
+    fn capture(&self, text: &str) -> bool {
+        match &self.inner.capture {
+            Some(c) => {
+                let mut c = c.lock().expect("capture lock");
+                c.extend(text.lines().map(str::to_string));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn build(mode: OutputMode, verbosity: Verbosity, capture: bool) -> Self {
         let multi = match mode {
-            OutputMode::Human { progress: true, .. } => {
+            OutputMode::Human { progress: true, .. } if !capture => {
                 Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
             }
             _ => None,
@@ -94,6 +133,7 @@ impl Printer {
                 multi,
                 redactor: Redactor::default(),
                 lock: Mutex::new(()),
+                capture: capture.then(Mutex::default),
             }),
         }
     }
@@ -122,6 +162,9 @@ impl Printer {
     fn emit_json(&self, event: &Event) {
         let line = serde_json::to_string(event).expect("events serialize");
         let line = self.inner.redactor.redact(&line);
+        if self.capture(&line) {
+            return;
+        }
         let _g = self.inner.lock.lock().expect("printer lock");
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
@@ -182,14 +225,15 @@ impl Printer {
             }
             Event::Output {
                 source,
-                stream: _,
+                stream,
                 line,
             } => {
                 if quiet {
                     return;
                 }
+                let dollar = if *stream == COMMAND { "$ " } else { "" };
                 format!(
-                    "    {} {line}",
+                    "    {} {dollar}{line}",
                     Style::new().dim().apply_to(format!("[{source}]"))
                 )
             }
@@ -211,6 +255,9 @@ impl Printer {
 
     fn line_stderr(&self, text: &str) {
         let text = self.inner.redactor.redact(text);
+        if self.capture(&text) {
+            return;
+        }
         let _g = self.inner.lock.lock().expect("printer lock");
         if let Some(multi) = &self.inner.multi {
             let _ = multi.println(&text);
@@ -247,6 +294,29 @@ impl Printer {
         });
     }
 
+    /// A command pipe runs on a machine (`-v`: its first line, cut at 200 characters; `-vv`:
+    /// all of it), as an `output` event with stream `command`. Nothing below `-v`.
+    pub fn command(&self, source: &str, command: &str) {
+        let shown = match self.inner.verbosity {
+            Verbosity::Quiet | Verbosity::Normal => return,
+            Verbosity::Trace => command.to_string(),
+            Verbosity::Verbose => {
+                let first = command.lines().next().unwrap_or("");
+                let cut: String = first.chars().take(200).collect();
+                if cut.len() < command.len() {
+                    format!("{cut} …")
+                } else {
+                    cut
+                }
+            }
+        };
+        self.emit(Event::Output {
+            source: source.to_string(),
+            stream: COMMAND,
+            line: shown,
+        });
+    }
+
     /// Prints a command's result: `human` on stdout, or a `result` event with `data`.
     pub fn result(&self, command: &str, data: serde_json::Value, human: &str) {
         match self.inner.mode {
@@ -256,6 +326,9 @@ impl Printer {
             }),
             OutputMode::Human { .. } => {
                 let text = self.inner.redactor.redact(human);
+                if self.capture(&text) {
+                    return;
+                }
                 let _g = self.inner.lock.lock().expect("printer lock");
                 let mut out = std::io::stdout().lock();
                 let _ = write!(out, "{text}");
@@ -272,9 +345,13 @@ impl Printer {
         match self.inner.mode {
             OutputMode::Json => events.into_iter().for_each(|e| self.emit(e)),
             OutputMode::Human { .. } => {
+                let text = self.inner.redactor.redact(rendered);
+                if self.capture(&text) {
+                    return;
+                }
                 let _g = self.inner.lock.lock().expect("printer lock");
                 let mut err = std::io::stderr().lock();
-                let _ = write!(err, "{}", self.inner.redactor.redact(rendered));
+                let _ = write!(err, "{text}");
             }
         }
     }
@@ -294,6 +371,9 @@ impl Printer {
             return;
         }
         let text = self.inner.redactor.redact(&text);
+        if self.capture(&text) {
+            return;
+        }
         let _g = self.inner.lock.lock().expect("printer lock");
         match stream {
             crate::communicators::Stream::Stdout => {

@@ -356,14 +356,17 @@ impl Project {
             .collect()
     }
 
-    /// Containers and images (by name or id) labelled `pipe.run=<run>`.
+    /// Containers and images (by name or id) labelled `pipe.run=<run>` or (build machines)
+    /// `pipe.build=<run>`.
     pub fn labelled_with_run(&self, run: &str) -> Vec<String> {
         let client = DockerClient::connect().unwrap();
         let l = format!("pipe.run={run}");
+        let build = format!("pipe.build={run}");
         let mut out: Vec<String> = client
             .containers_by_labels(&[&l], true)
             .unwrap()
             .into_iter()
+            .chain(client.containers_by_labels(&[&build], true).unwrap())
             .map(|c| format!("container {}", c.name))
             .collect();
         out.extend(

@@ -13,7 +13,14 @@ pub mod label {
     pub const LAYER: &str = "pipe.layer";
     pub const DIGEST: &str = "pipe.digest";
     pub const PARENT: &str = "pipe.parent";
+    /// The run a temporary container (a verify machine) or image belongs to. Never on a
+    /// build machine: Docker copies a container's labels into the image committed from it,
+    /// and no label can be removed from an image or overridden away in a container made from
+    /// it, so every dev and serving container would carry it.
     pub const RUN: &str = "pipe.run";
+    /// The run a build machine belongs to; empty on the layer committed from it (and on
+    /// every container made from that layer).
+    pub const BUILD: &str = "pipe.build";
     pub const ROLE: &str = "pipe.role";
     pub const ENV: &str = "pipe.env";
     pub const RELEASE: &str = "pipe.release";

@@ -11,6 +11,7 @@ use crate::config::{LayerName, Pipelinefile};
 use crate::engine::docker::ContainerInfo;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
+use crate::provisioners::trace::Traced;
 use crate::runner::{Journal, Runner};
 use crate::services;
 use crate::state::MachineState;
@@ -102,10 +103,13 @@ impl LocalTarget for DockerTarget {
                 // Halted: start it again and hand it its services.
                 let step = printer.step(format!("start {name}"));
                 client.start_container(&c.id)?;
-                let comm = DockerExec::new(client.clone(), name.clone());
+                let comm = Traced::boxed(
+                    Box::new(DockerExec::new(client.clone(), name.clone())),
+                    printer,
+                );
                 let rendered = plan.services();
-                deliver_services(&comm, &rendered)?;
-                wait_ready(&comm, &rendered, machine::READY_TIMEOUT)?;
+                deliver_services(&*comm, &rendered)?;
+                wait_ready(&*comm, &rendered, machine::READY_TIMEOUT)?;
                 step.done(None);
                 let c = client
                     .inspect_container(&name)?

@@ -9,6 +9,7 @@ use crate::communicators::{Collect, Communicator, ExecRequest};
 use crate::config::{Pipelinefile, TargetSettings};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
+use crate::provisioners::trace::Traced;
 use crate::runner::{Resource, Runner};
 use crate::services::{self, RUN_DIR, RenderedService};
 use crate::targets::resource::{self, Destroyer};
@@ -120,10 +121,13 @@ pub fn start_machine(
             ports,
         },
     )?;
-    let comm = DockerExec::new(client.clone(), spec.name.clone());
+    let comm = Traced::boxed(
+        Box::new(DockerExec::new(client.clone(), spec.name.clone())),
+        runner.printer(),
+    );
     let rendered = plan.services();
-    deliver_services(&comm, &rendered)?;
-    wait_ready(&comm, &rendered, READY_TIMEOUT)?;
+    deliver_services(&*comm, &rendered)?;
+    wait_ready(&*comm, &rendered, READY_TIMEOUT)?;
     let info = client.inspect_container(&spec.name)?.ok_or_else(|| {
         Error::runtime(
             format!("container {} vanished right after it started", spec.name),

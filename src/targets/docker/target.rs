@@ -1,5 +1,6 @@
 //! The docker target behind [`Target`]: layers are images labelled with their digest, build
-//! and verify machines are containers labelled with the run, serving machines are containers
+//! machines are containers labelled `pipe.build=<run>` and verify machines `pipe.run=<run>`
+//! (so `pipe.run` never reaches a layer, see [`label::RUN`]), serving machines are containers
 //! named `pipe-<pipeline>-<env>-<release alias>` (labelled `pipe.role=serving`, `pipe.env`,
 //! `pipe.release`, no `pipe.run`: a run's result, which `pipe clean` never sweeps), and the
 //! image that serves an environment is also tagged `pipe/<pipeline>:<env>`.
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::layers::digest::Digest;
 use crate::ledger::Release;
 use crate::plan::Plan;
+use crate::provisioners::trace::Traced;
 use crate::runner::{Resource, Runner};
 use crate::services::{self, RenderedService};
 use crate::targets::resource::{self, Destroyer};
@@ -72,10 +74,13 @@ impl DockerTarget {
         Ok(res)
     }
 
-    fn machine(&self, name: &str, res: Resource) -> Machine {
+    fn machine(&self, name: &str, res: Resource, printer: &Printer) -> Machine {
         Machine {
             name: name.to_string(),
-            comm: Box::new(DockerExec::new(self.client.clone(), name.to_string())),
+            comm: Traced::boxed(
+                Box::new(DockerExec::new(self.client.clone(), name.to_string())),
+                printer,
+            ),
             resources: vec![res],
             login: format!("docker exec -it {name} bash"),
         }
@@ -125,7 +130,7 @@ impl Target for DockerTarget {
         plan: &Plan,
         layer: LayerName,
         parent: &str,
-        _: &Printer,
+        printer: &Printer,
     ) -> Result<Machine> {
         let pipeline = plan.pf.pipeline.name.value.as_str();
         let run_id = runner.run_id();
@@ -134,7 +139,7 @@ impl Target for DockerTarget {
         spec.name = Some(name.clone());
         spec.cmd = Some(services::container_command());
         spec.labels = BTreeMap::from([
-            (label::RUN.into(), run_id.clone()),
+            (label::BUILD.into(), run_id.clone()),
             (label::PIPELINE.into(), pipeline.into()),
             (
                 label::PROJECT.into(),
@@ -148,7 +153,7 @@ impl Target for DockerTarget {
             self.client.start_container(&id)?;
             Ok(id)
         })?;
-        Ok(self.machine(&name, res))
+        Ok(self.machine(&name, res, printer))
     }
 
     fn kept_build_machine(&self, machine: &Machine) -> (String, String) {
@@ -185,8 +190,8 @@ impl Target for DockerTarget {
                 (label::ROLE.into(), "layer".into()),
                 // Labels are inherited through commits: the build container's run label must
                 // not mark the layer as temporary, and the box's labels must not make a layer
-                // look like the box.
-                (label::RUN.into(), String::new()),
+                // look like the box. (Overridden, not removed: Docker cannot remove one.)
+                (label::BUILD.into(), String::new()),
                 ("pipe.box".into(), String::new()),
                 ("pipe.box.digest".into(), String::new()),
             ]),
@@ -211,7 +216,7 @@ impl Target for DockerTarget {
         plan: &Plan,
         from: &str,
         spec: &MachineSpec<'_>,
-        _: &Printer,
+        printer: &Printer,
     ) -> Result<Machine> {
         let pipeline = plan.pf.pipeline.name.value.clone();
         let project = crate::state::project_id(&plan.pf.root);
@@ -248,7 +253,7 @@ impl Target for DockerTarget {
                     .collect(),
             },
         )?;
-        Ok(self.machine(&spec.name, res))
+        Ok(self.machine(&spec.name, res, printer))
     }
 
     fn deliver_services(
@@ -366,7 +371,7 @@ impl Target for DockerTarget {
         let stale = |run: Option<&String>| run.is_some_and(|r| !r.is_empty() && !live.contains(r));
         let destroyer = Destroyer::with_docker(c.clone());
         let mut out = Vec::new();
-        let mut sweep = |resource: Resource, run: &str| {
+        let mut sweep = |resource: Resource, run: &str, label: &'static str| {
             let error = if dry_run {
                 None
             } else {
@@ -375,22 +380,26 @@ impl Target for DockerTarget {
             out.push(Swept {
                 resource,
                 run: run.to_string(),
+                label,
                 error,
             });
         };
         // Only this project's containers: another checkout of the same pipeline may be
         // building right now.
         let proj = format!("{}={}", label::PROJECT, crate::state::project_id(&pf.root));
-        for container in c.containers_by_labels(&[&p, &proj, label::RUN], true)? {
-            let run = container.labels.get(label::RUN);
-            if stale(run) {
-                let run = run.expect("stale has a run");
-                sweep(
-                    Resource::Container {
-                        name: container.name.clone(),
-                    },
-                    run,
-                );
+        for key in [label::RUN, label::BUILD] {
+            for container in c.containers_by_labels(&[&p, &proj, key], true)? {
+                let run = container.labels.get(key);
+                if stale(run) {
+                    let run = run.expect("stale has a run");
+                    sweep(
+                        Resource::Container {
+                            name: container.name.clone(),
+                        },
+                        run,
+                        key,
+                    );
+                }
             }
         }
         for image in c.images_by_labels(&[&p, label::RUN])? {
@@ -398,7 +407,7 @@ impl Target for DockerTarget {
             if stale(run) {
                 let run = run.expect("stale has a run");
                 let reference = image.tags.first().cloned().unwrap_or(image.id.clone());
-                sweep(Resource::Image { reference }, run);
+                sweep(Resource::Image { reference }, run, label::RUN);
             }
         }
         Ok(out)

@@ -11,6 +11,7 @@ use crate::engine::aws::{
     AwsClient, InstanceInfo, InstanceLaunch, RootVolumeSpec, Tagged, is_loopback_endpoint,
 };
 use crate::error::{Error, Result};
+use crate::provisioners::trace::Traced;
 use crate::runner::{Resource, Runner};
 use crate::targets::Machine;
 use crate::targets::resource::{self, Destroyer};
@@ -193,7 +194,7 @@ pub fn launch(
     }
     let machine = Machine {
         name: l.name.clone(),
-        comm: Box::new(comm),
+        comm: Traced::boxed(Box::new(comm), printer),
         resources,
         login: format!(
             "ssh -i {} -o StrictHostKeyChecking=no -p {port}{} {}@{host}",

@@ -152,6 +152,7 @@ fn sweep_region(
             Swept {
                 resource,
                 run,
+                label: "pipe.run",
                 error,
             }
         })

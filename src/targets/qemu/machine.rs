@@ -14,6 +14,7 @@ use super::vm::{self, Vm};
 use crate::config::Pipelinefile;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
+use crate::provisioners::trace::Traced;
 use crate::runner::{Resource, Runner};
 use crate::services::RenderedService;
 pub use crate::targets::guest::{deliver_units, wait_ready};
@@ -314,9 +315,10 @@ fn boot(
 ) -> Result<MachineRecord> {
     let name = &id.name;
     let (comm, took) = env.reach(&machine, name, printer)?;
+    let comm = Traced::boxed(Box::new(comm), printer);
     let rendered = plan.services();
-    deliver_units(&comm, &rendered)?;
-    wait_ready(&comm, &rendered, READY_TIMEOUT)?;
+    deliver_units(&*comm, &rendered)?;
+    wait_ready(&*comm, &rendered, READY_TIMEOUT)?;
     let dir = machine_dir(&plan.pf.root, name);
     let rec = id.record(layer, machine, env, took.as_secs_f64());
     save_record(&dir, &rec)?;

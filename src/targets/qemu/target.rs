@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::layers::digest::Digest;
 use crate::ledger::Release;
 use crate::plan::Plan;
+use crate::provisioners::trace::Traced;
 use crate::runner::{Resource, Runner};
 use crate::services::RenderedService;
 use crate::targets::resource::{self, Destroyer};
@@ -123,7 +124,7 @@ impl QemuTarget {
         let (comm, took) = qenv.reach(&started, name, printer)?;
         let machine = Machine {
             name: name.to_string(),
-            comm: Box::new(comm),
+            comm: Traced::boxed(Box::new(comm), printer),
             resources,
             login: format!(
                 "ssh -i {} -p {} -o StrictHostKeyChecking=no root@127.0.0.1",
