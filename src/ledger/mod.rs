@@ -29,8 +29,7 @@ use sha2::{Digest, Sha256};
 
 pub use release::{
     Approval, Artifact, PrunedImage, Release, ReleaseStatus, ReleaseView, VerifyOutcome,
-    artifact_key,
-    entry_env, find_release, previous_release, releases,
+    artifact_key, entry_env, find_release, previous_release, releases,
 };
 
 /// The chain's start.
