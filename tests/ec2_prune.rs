@@ -3,8 +3,9 @@
 //! the source AMI (one protected from deregistration, one a launch template version refers
 //! to), production's current and previous written to the ledger as promotions, and a copy
 //! of the prunable release in another region as a promotion would have made it. `--plan`
-//! changes nothing and says why each release stays; `prune` removes exactly that release's
-//! AMIs and snapshots in both regions, records it, and a pruned release is not promoted.
+//! changes nothing and says why each release stays; a prune that fails half-way is finished by
+//! the next; `prune` removes exactly that release's AMIs and snapshots in both regions,
+//! records it, and a pruned release is not promoted.
 
 mod common;
 #[path = "support/local_ec2.rs"]
@@ -249,6 +250,31 @@ fn prune_keeps_what_is_used_removes_the_rest_everywhere_and_records_it() {
             all_snapshots(&ec2, "us-east-1"),
             all_snapshots(&ec2, "us-west-2")
         )
+    );
+
+    // A prune that fails between deregistering the AMI and deleting its snapshots names the
+    // snapshot, records nothing, and the next prune finishes it.
+    ec2.fault(
+        r#"{"fail": {"action": "DeleteSnapshot", "code": "UnauthorizedOperation", "status": 403}}"#,
+    );
+    let failed = p.pipe_env(&["prune", "--env", "staging", "--keep", "1"], &env);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(
+        failed.stderr.contains(&format!(
+            "deleting snapshot {} of AMI {ami3} in us-east-1",
+            east_snaps[0]
+        )),
+        "{}",
+        failed.all()
+    );
+    assert!(
+        image(&ec2, "us-east-1", ami3).is_none(),
+        "deregistered first"
+    );
+    assert!(
+        !p.ledger_lines()
+            .iter()
+            .any(|l| l.contains(r#""event":"prune""#))
     );
 
     // prune: exactly release 3's AMIs and snapshots, in both regions.

@@ -175,16 +175,14 @@ pub fn run(ctx: &Ctx, args: PruneArgs) -> Result<()> {
         let r = &d.view.release;
         let reason = match &d.keep {
             Some(why) => Some(why.clone()),
-            None => match target.prune_plan(&pf, r)? {
+            None => match target.prune_plan(&pf, r, &in_use)? {
                 None => {
                     unsupported = true;
                     break;
                 }
                 Some(PrunePlan::Keep(why)) => {
-                    ctx.printer.warn(
-                        format!("release {} stays: {why}", r.alias),
-                        Some("turn the protection off to let `pipe prune` remove it".into()),
-                    );
+                    ctx.printer
+                        .warn(format!("release {} stays: {why}", r.alias), None);
                     Some(why)
                 }
                 Some(PrunePlan::Remove(images)) => {

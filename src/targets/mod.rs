@@ -285,9 +285,15 @@ pub trait Target {
     }
 
     /// What removing `release`'s artifacts would remove, everywhere the target keeps them
-    /// (ec2: every region, copies found by digest); `None` when the target has nothing to
+    /// (ec2: every region, copies found by digest); an image in `in_use` (from
+    /// [`Target::images_in_use`]) keeps the release. `None` when the target has nothing to
     /// prune (docker and qemu: their images live on this host and go with `pipe clean`).
-    fn prune_plan(&self, _pf: &Pipelinefile, _release: &Release) -> Result<Option<PrunePlan>> {
+    fn prune_plan(
+        &self,
+        _pf: &Pipelinefile,
+        _release: &Release,
+        _in_use: &BTreeMap<String, String>,
+    ) -> Result<Option<PrunePlan>> {
         Ok(None)
     }
 

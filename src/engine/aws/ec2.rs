@@ -681,7 +681,8 @@ impl AwsClient {
             .map_err(|e| AwsError::api("DeregisterImage", e))
         {
             Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
+            // Deregistered already, still listed for a while.
+            Err(e) if e.is_not_found() || e.code() == Some("InvalidAMIID.Unavailable") => Ok(false),
             Err(e) => Err(e),
         }
     }

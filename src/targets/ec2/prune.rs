@@ -51,8 +51,13 @@ fn failed(what: String, hint: &str) -> impl FnOnce(AwsError) -> Error + '_ {
     }
 }
 
-/// What pruning `release` removes, region by region; a protected AMI keeps the release.
-pub fn plan(pf: &Pipelinefile, release: &Release) -> Result<PrunePlan> {
+/// What pruning `release` removes, region by region; a protected AMI, or one in `in_use`
+/// (a copy a launch template version in another region refers to), keeps the release.
+pub fn plan(
+    pf: &Pipelinefile,
+    release: &Release,
+    in_use: &BTreeMap<String, String>,
+) -> Result<PrunePlan> {
     let pipeline = &pf.pipeline.name.value;
     let tags = filter_tags(&[
         ("pipe:pipeline", pipeline),
@@ -75,7 +80,16 @@ pub fn plan(pf: &Pipelinefile, release: &Release) -> Result<PrunePlan> {
         }
         if let Some(i) = images.iter().find(|i| i.protected) {
             return Ok(PrunePlan::Keep(format!(
-                "its AMI {} in {region} is protected from deregistration",
+                "its AMI {0} in {region} is protected from deregistration (after `aws ec2 disable-image-deregistration-protection --image-id {0} --region {region}` the next prune removes it)",
+                i.id
+            )));
+        }
+        if let Some((i, why)) = images
+            .iter()
+            .find_map(|i| in_use.get(&i.id).map(|why| (i, why)))
+        {
+            return Ok(PrunePlan::Keep(format!(
+                "its AMI {} in {region}: {why}",
                 i.id
             )));
         }

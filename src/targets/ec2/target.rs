@@ -428,8 +428,13 @@ impl Target for Ec2Target {
         super::prune::images_in_use(pf)
     }
 
-    fn prune_plan(&self, pf: &Pipelinefile, release: &Release) -> Result<Option<PrunePlan>> {
-        super::prune::plan(pf, release).map(Some)
+    fn prune_plan(
+        &self,
+        pf: &Pipelinefile,
+        release: &Release,
+        in_use: &BTreeMap<String, String>,
+    ) -> Result<Option<PrunePlan>> {
+        super::prune::plan(pf, release, in_use).map(Some)
     }
 
     fn prune_artifacts(
