@@ -45,7 +45,11 @@ fn failed(what: String, hint: &str) -> impl FnOnce(AwsError) -> Error + '_ {
     move |e| match e {
         AwsError::Interrupted => Error::Interrupted,
         e => {
-            let hint = e.hint().unwrap_or_else(|| hint.to_string());
+            // AWS's own hint (permissions, throttling) first, then what pipe suggests.
+            let hint = match e.hint() {
+                Some(aws) => format!("{aws}; {hint}"),
+                None => hint.to_string(),
+            };
             Error::runtime(format!("{what}: {e}"), Some(hint)).caused_by(e)
         }
     }
@@ -153,7 +157,7 @@ pub fn remove(pf: &Pipelinefile, release: &Release, images: &[PrunedImage]) -> R
         for snap in &image.snapshots {
             client.delete_snapshot(snap).map_err(failed(
                 format!("deleting snapshot {snap} of AMI {} in {region}", image.id),
-                "is ec2:DeleteSnapshot allowed? `pipe prune` again finishes what is left",
+                "is ec2:DeleteSnapshot allowed? `pipe prune` again finishes what is left (the release is not recorded as pruned until it is)",
             ))?;
         }
     }
