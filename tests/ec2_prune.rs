@@ -268,6 +268,13 @@ fn prune_keeps_what_is_used_removes_the_rest_everywhere_and_records_it() {
         failed.all()
     );
     assert!(
+        failed
+            .stderr
+            .contains("`pipe prune` again finishes what is left"),
+        "{}",
+        failed.all()
+    );
+    assert!(
         image(&ec2, "us-east-1", ami3).is_none(),
         "deregistered first"
     );
