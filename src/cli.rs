@@ -111,7 +111,7 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List releases and their status
     Releases,
-    /// Show the ledger (bakes, verifications, promotions, rollbacks, rejections, approvals)
+    /// Show the ledger (bakes, verifications, promotions, rollbacks, rejections, approvals, prunes)
     History(HistoryArgs),
     /// Make the newest verified release of `promote_from` current in ENV
     Promote(PromoteArgs),
@@ -121,6 +121,8 @@ pub enum Command {
     Reject(RejectArgs),
     /// Approve a release for promotion into an environment (--env NAME)
     Approve(ApproveArgs),
+    /// Remove old releases' images of an environment (--env NAME), keeping the newest N
+    Prune(PruneArgs),
     /// Remove what interrupted or killed runs left behind
     Clean(CleanArgs),
     /// Manage boxes (base OS images)
@@ -261,6 +263,17 @@ pub struct RejectArgs {
 pub struct ApproveArgs {
     /// Release id or alias (approved for the environment given with --env)
     pub release: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// How many of the environment's newest releases to keep (current, previous and
+    /// launch-template releases stay besides)
+    #[arg(long, value_name = "N")]
+    pub keep: usize,
+    /// Only list what would be removed, and why each release that stays stays
+    #[arg(long)]
+    pub plan: bool,
 }
 
 #[derive(Debug, Args)]

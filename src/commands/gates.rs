@@ -204,6 +204,7 @@ pub fn verified(view: &ReleaseView) -> Verdict {
         ReleaseStatus::Unverified => "was never verified (baked with --skip-verify)",
         ReleaseStatus::Failed => "failed verification",
         ReleaseStatus::Rejected => "was rejected (`pipe reject`)",
+        ReleaseStatus::Pruned => "was pruned (`pipe prune`): its images are gone",
     };
     Verdict::refused(
         "verified",

@@ -1,5 +1,5 @@
 //! `pipe history [--env NAME] [--verify]`: the ledger (bakes, verifications, promotions,
-//! rollbacks, rejections, approvals, broken locks), oldest first; `--verify` checks its hash
+//! rollbacks, rejections, approvals, broken locks, prunes), oldest first; `--verify` checks its hash
 //! chain and names the first bad line.
 
 use crate::cli::HistoryArgs;
@@ -101,6 +101,28 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
                 "destroy   {env:<12} {} (machine {machine} removed; {env} serves nothing)",
                 short(release)
             ),
+            Event::Prune {
+                release,
+                env,
+                images,
+            } => {
+                let gone: Vec<String> = images
+                    .iter()
+                    .map(|i| match &i.region {
+                        Some(r) => format!("{} in {r}", i.id),
+                        None => i.id.clone(),
+                    })
+                    .collect();
+                format!(
+                    "prune     {env:<12} {} {}",
+                    short(release),
+                    if gone.is_empty() {
+                        "(nothing left to remove)".to_string()
+                    } else {
+                        format!("removed {}", gone.join(", "))
+                    }
+                )
+            }
             Event::BreakLock {
                 env,
                 holder,

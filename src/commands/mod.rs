@@ -13,6 +13,7 @@ mod local;
 mod logs;
 mod promote;
 mod provision;
+mod prune;
 mod reject;
 mod releases;
 mod rollback;
@@ -77,6 +78,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
         Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Reject(args) => reject::run(&ctx, args),
         Command::Approve(args) => approve::run(&ctx, args),
+        Command::Prune(args) => prune::run(&ctx, args),
         Command::Clean(args) => clean::run(&ctx, args),
         Command::Box(cmd) => boxes::run(&ctx, cmd),
     }

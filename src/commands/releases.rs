@@ -39,6 +39,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 ReleaseStatus::Unverified => "unverified",
                 ReleaseStatus::Failed => "failed",
                 ReleaseStatus::Rejected => "rejected",
+                ReleaseStatus::Pruned => "pruned",
             };
             let current = if v.current_in.is_empty() {
                 "-".to_string()

@@ -1,5 +1,5 @@
 //! The ledger: `.pipe/ledger.jsonl`, the append-only record of bakes, verifications,
-//! promotions, rollbacks, rejections, approvals and broken promotion locks.
+//! promotions, rollbacks, rejections, approvals, broken promotion locks and prunes.
 //!
 //! One JSON object per line, each carrying the sha256 of the previous line, so an edit
 //! anywhere breaks the chain at a line `pipe history --verify` can name. The last line is
@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use release::{
-    Approval, Artifact, Release, ReleaseStatus, ReleaseView, VerifyOutcome, artifact_key,
-    entry_env, find_release, previous_release, releases,
+    Approval, Artifact, PrunedImage, Release, ReleaseStatus, ReleaseView, VerifyOutcome,
+    artifact_key, entry_env, find_release, previous_release, releases,
 };
 
 /// The chain's start.
@@ -81,6 +81,13 @@ pub enum Event {
         release: String,
         env: String,
         machine: String,
+    },
+    /// A release's images were removed by `pipe prune` (`images`: each deregistered AMI and
+    /// the snapshots deleted with it); the release can no longer be promoted.
+    Prune {
+        release: String,
+        env: String,
+        images: Vec<PrunedImage>,
     },
     /// An environment's promotion lock was removed (`pipe promote ENV --break-lock`): the
     /// entry's `who` broke the lock `holder` held, as the lock said.

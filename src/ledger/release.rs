@@ -112,6 +112,17 @@ pub fn artifact_key(kind: TargetKind, region: Option<&str>) -> String {
     }
 }
 
+/// An image `pipe prune` removed: where, its id, and the snapshots deleted with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunedImage {
+    /// The region of a cloud image; `None` on local targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
+}
+
 /// Where a release stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,6 +134,8 @@ pub enum ReleaseStatus {
     Failed,
     /// Rejected by `pipe reject`: cannot be promoted.
     Rejected,
+    /// Its images were removed by `pipe prune`: cannot be promoted.
+    Pruned,
 }
 
 /// A release with what the ledger says about it since.
@@ -187,7 +200,10 @@ pub fn releases(entries: &[Entry]) -> (Vec<ReleaseView>, BTreeMap<String, String
                     if outcome.ok {
                         views[i].verified_at = Some(e.time.clone());
                     }
-                    if views[i].status != ReleaseStatus::Rejected {
+                    if !matches!(
+                        views[i].status,
+                        ReleaseStatus::Rejected | ReleaseStatus::Pruned
+                    ) {
                         views[i].status = if outcome.ok {
                             ReleaseStatus::Verified
                         } else {
@@ -212,8 +228,15 @@ pub fn releases(entries: &[Entry]) -> (Vec<ReleaseView>, BTreeMap<String, String
                 }
             }
             Event::Reject { release, .. } => {
-                if let Some(i) = find(&mut views, release) {
+                if let Some(i) = find(&mut views, release)
+                    && views[i].status != ReleaseStatus::Pruned
+                {
                     views[i].status = ReleaseStatus::Rejected;
+                }
+            }
+            Event::Prune { release, .. } => {
+                if let Some(i) = find(&mut views, release) {
+                    views[i].status = ReleaseStatus::Pruned;
                 }
             }
             Event::Approve { release, env } => {
@@ -282,6 +305,7 @@ pub fn entry_env(entry: &Entry, views: &[ReleaseView]) -> Option<String> {
         | Event::Rollback { env, .. }
         | Event::Approve { env, .. }
         | Event::Destroy { env, .. }
+        | Event::Prune { env, .. }
         | Event::BreakLock { env, .. } => Some(env.clone()),
         Event::Verify { release, .. } | Event::Reject { release, .. } => of(release),
     }

@@ -139,6 +139,16 @@ impl Artifacts {
     }
 }
 
+/// What `pipe prune` would remove of a release on a target, or why the release stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrunePlan {
+    /// These images and their snapshots (none left: a run that removed them all before it
+    /// was interrupted, which the ledger is then told of).
+    Remove(Vec<crate::ledger::PrunedImage>),
+    /// Something the target will not remove (a protected AMI), said as a sentence.
+    Keep(String),
+}
+
 /// A layer a target already has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundLayer {
@@ -268,6 +278,36 @@ pub trait Target {
         _live: &std::collections::BTreeSet<String>,
     ) -> Result<Option<fleet::LockHolder>> {
         Ok(None)
+    }
+
+    /// Images used outside the ledger that `pipe prune` must leave (ec2: the AMI of every
+    /// version of an environment's launch template), each with why, as a phrase.
+    fn images_in_use(&self, _pf: &Pipelinefile) -> Result<BTreeMap<String, String>> {
+        Ok(BTreeMap::new())
+    }
+
+    /// What removing `release`'s artifacts would remove, everywhere the target keeps them
+    /// (ec2: every region, copies found by digest); an image in `in_use` (from
+    /// [`Target::images_in_use`]) keeps the release. `None` when the target has nothing to
+    /// prune (docker and qemu: their images live on this host and go with `pipe clean`).
+    fn prune_plan(
+        &self,
+        _pf: &Pipelinefile,
+        _release: &Release,
+        _in_use: &BTreeMap<String, String>,
+    ) -> Result<Option<PrunePlan>> {
+        Ok(None)
+    }
+
+    /// Removes what [`Target::prune_plan`] listed; what is already gone is skipped, so a
+    /// re-run finishes an interrupted one.
+    fn prune_artifacts(
+        &self,
+        _pf: &Pipelinefile,
+        _release: &Release,
+        _images: &[crate::ledger::PrunedImage],
+    ) -> Result<()> {
+        Ok(())
     }
 
     /// The machines serving `env` now (normally one), running or not.

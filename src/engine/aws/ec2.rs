@@ -31,6 +31,8 @@ pub struct ImageInfo {
     pub snapshots: Vec<String>,
     /// The device its root volume is attached as (`/dev/xvda`), when AWS says.
     pub root_device_name: Option<String>,
+    /// Deregistration protection is on (`enabled`, or enabled with a cooldown).
+    pub protected: bool,
 }
 
 /// An instance.
@@ -136,6 +138,9 @@ fn image_info(i: &aws_sdk_ec2::types::Image) -> ImageInfo {
             .filter_map(|b| b.ebs()?.snapshot_id().map(str::to_string))
             .collect(),
         root_device_name: i.root_device_name().map(str::to_string),
+        protected: i
+            .deregistration_protection()
+            .is_some_and(|p| p.starts_with("enabled")),
     }
 }
 
@@ -662,23 +667,59 @@ impl AwsClient {
         let Some(image) = self.image(id)? else {
             return Ok(false);
         };
+        self.deregister_image(id)?;
+        for snap in &image.snapshots {
+            self.delete_snapshot(snap)?;
+        }
+        Ok(true)
+    }
+
+    /// Deregisters an image (its snapshots stay); false when it was already gone.
+    pub fn deregister_image(&self, id: &str) -> Result<bool, AwsError> {
         match self
             .block(self.ec2.deregister_image().image_id(id).send())
             .map_err(|e| AwsError::api("DeregisterImage", e))
         {
-            Err(e) if !e.is_not_found() => return Err(e),
-            _ => {}
+            Ok(_) => Ok(true),
+            // Deregistered already, still listed for a while.
+            Err(e) if e.is_not_found() || e.code() == Some("InvalidAMIID.Unavailable") => Ok(false),
+            Err(e) => Err(e),
         }
-        for snap in &image.snapshots {
-            match self
-                .block(self.ec2.delete_snapshot().snapshot_id(snap).send())
-                .map_err(|e| AwsError::api("DeleteSnapshot", e))
-            {
-                Err(e) if !e.is_not_found() => return Err(e),
-                _ => {}
-            }
+    }
+
+    /// Deletes a snapshot; false when it was already gone.
+    pub fn delete_snapshot(&self, id: &str) -> Result<bool, AwsError> {
+        match self
+            .block(self.ec2.delete_snapshot().snapshot_id(id).send())
+            .map_err(|e| AwsError::api("DeleteSnapshot", e))
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
         }
-        Ok(true)
+    }
+
+    /// The ids of this account's snapshots matching the filters (every page).
+    pub fn snapshots(&self, filter: &[(String, Vec<String>)]) -> Result<Vec<String>, AwsError> {
+        let pages: Vec<_> = self.block(
+            self.ec2
+                .describe_snapshots()
+                .owner_ids("self")
+                .set_filters(Some(filters(filter)))
+                .into_paginator()
+                .send()
+                .collect(),
+        );
+        let mut out = Vec::new();
+        for page in pages {
+            let page = page.map_err(|e| AwsError::api("DescribeSnapshots", e))?;
+            out.extend(
+                page.snapshots()
+                    .iter()
+                    .filter_map(|s| s.snapshot_id().map(str::to_string)),
+            );
+        }
+        Ok(out)
     }
 
     /// Adds tags to resources.

@@ -11,6 +11,7 @@
 //!   available (an interrupted one is deregistered with its snapshots), then kept.
 //! - [`copies`]: the app AMI copied to `ami_regions` in parallel, each copy journaled until
 //!   it is available; copies made for the same digest before are reused.
+//! - [`prune`]: a release's AMIs and snapshots removed in every region (`pipe prune`).
 //! - [`sweep`]: what dead runs left, by the `pipe:run` tag, in the pipeline's regions.
 //!
 //! - [`promote`]: an environment's Auto Scaling group moved to a release's AMI (launch
@@ -22,6 +23,7 @@ mod drift;
 mod image;
 mod launch;
 pub mod promote;
+mod prune;
 mod sweep;
 mod target;
 

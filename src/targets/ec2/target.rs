@@ -14,13 +14,13 @@ use crate::config::{Ec2Settings, LayerName, Pipelinefile, TargetKind, TargetSett
 use crate::engine::aws::{AwsClient, AwsSettings};
 use crate::error::{Error, Result};
 use crate::layers::digest::Digest;
-use crate::ledger::{Release, artifact_key};
+use crate::ledger::{PrunedImage, Release, artifact_key};
 use crate::plan::Plan;
 use crate::runner::Runner;
 use crate::services::RenderedService;
 use crate::targets::fleet::{Fleet, FleetPlan, FleetStatus, LockHolder, RolledOut};
 use crate::targets::{
-    Artifacts, FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix,
+    Artifacts, FoundLayer, Machine, MachineSpec, PrunePlan, Role, Serving, Swept, Target, suffix,
 };
 use crate::ui::Printer;
 
@@ -422,6 +422,28 @@ impl Target for Ec2Target {
     ) -> Result<Option<LockHolder>> {
         let name = super::promote::lock_name(&pf.pipeline.name.value, env);
         super::promote::break_lock(&self.env_client(pf, env)?, &name, env, live)
+    }
+
+    fn images_in_use(&self, pf: &Pipelinefile) -> Result<BTreeMap<String, String>> {
+        super::prune::images_in_use(pf)
+    }
+
+    fn prune_plan(
+        &self,
+        pf: &Pipelinefile,
+        release: &Release,
+        in_use: &BTreeMap<String, String>,
+    ) -> Result<Option<PrunePlan>> {
+        super::prune::plan(pf, release, in_use).map(Some)
+    }
+
+    fn prune_artifacts(
+        &self,
+        pf: &Pipelinefile,
+        release: &Release,
+        images: &[PrunedImage],
+    ) -> Result<()> {
+        super::prune::remove(pf, release, images)
     }
 
     fn serving(&self, _: &Pipelinefile, _: &str) -> Result<Vec<Serving>> {
