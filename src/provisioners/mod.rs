@@ -169,6 +169,45 @@ pub fn run_layer(
     })
 }
 
+/// Runs some of a layer's provisioners again (by index, in order) on a running machine, without
+/// its precache step: `pipe up --watch` after an input of theirs changed.
+pub fn rerun(
+    name: LayerName,
+    layer: &Layer,
+    indices: &[usize],
+    ctx: &ProvisionContext,
+) -> Result<(), ProvisionError> {
+    in_work_dir(name, ctx, || {
+        for (i, p) in layer.provision.iter().enumerate() {
+            if indices.contains(&i) {
+                run_one(name, i, p, ctx)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Brings the changes of a `file` provisioner's source into the machine: `upserts` (paths
+/// relative to the source, `""` for the source itself) uploaded as the provisioner uploads
+/// them, `removed` deleted.
+pub fn sync_file(
+    source: &str,
+    p: &Provisioner,
+    upserts: &[String],
+    removed: &[String],
+    ctx: &ProvisionContext,
+) -> Result<(), ProvisionError> {
+    match &p.kind {
+        ProvisionerKind::File {
+            source: src,
+            to,
+            owner,
+            ..
+        } => file::sync(source, src, to, owner.as_deref(), upserts, removed, ctx),
+        _ => Ok(()),
+    }
+}
+
 /// Runs one provisioner, unless Ctrl-C was pressed.
 fn run_one(
     name: LayerName,
@@ -192,6 +231,7 @@ fn run_one(
             source: src,
             to,
             owner,
+            ..
         } => file::run(&source, src, to, owner.as_deref(), ctx),
         ProvisionerKind::Shell(s) => shell::run(&source, i, s, ctx),
         ProvisionerKind::Ansible {
