@@ -7,5 +7,5 @@ mod printer;
 pub mod redact;
 
 pub use event::{Event, Level, StepStatus};
-pub use printer::{OutputMode, Printer, Verbosity};
+pub use printer::{OutputMode, Printer, Verbosity, format_duration};
 pub use redact::Redactor;
