@@ -93,8 +93,9 @@ pub type Entries = BTreeMap<String, SeenEntry>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenEntry(Seen);
 
-/// Scans every input (the walk uploads use).
-pub fn scan(inputs: &[Input]) -> Vec<Entries> {
+/// Scans every input (the walk uploads use), never what is under `skip` (the state folder:
+/// pipe writes there while it watches, e.g. a VM's watch mark).
+pub fn scan(inputs: &[Input], skip: &std::path::Path) -> Vec<Entries> {
     inputs
         .iter()
         .map(|i| {
@@ -103,6 +104,7 @@ pub fn scan(inputs: &[Input]) -> Vec<Entries> {
             };
             entries
                 .into_iter()
+                .filter(|e| !e.abs.starts_with(skip))
                 .filter_map(|e| {
                     let meta = std::fs::symlink_metadata(&e.abs).ok()?;
                     let dir = e.kind == EntryKind::Dir;
@@ -231,7 +233,8 @@ pub fn run(target: &dyn LocalTarget, plan: &Plan, printer: &Printer) -> Result<W
         inputs.len(),
         machine.name
     ));
-    let mut applied = scan(&inputs);
+    let skip = crate::state::dir(&pf.root);
+    let mut applied = scan(&inputs, &skip);
     let mut latest = applied.clone();
     let mut changed_at = Instant::now();
     let mut syncs = 0;
@@ -240,7 +243,7 @@ pub fn run(target: &dyn LocalTarget, plan: &Plan, printer: &Printer) -> Result<W
         if crate::interrupt::requested() {
             break;
         }
-        let now = scan(&inputs);
+        let now = scan(&inputs, &skip);
         if now != latest {
             latest = now;
             changed_at = Instant::now();
@@ -363,12 +366,15 @@ mod tests {
     use super::*;
 
     fn entries(root: &std::path::Path) -> Entries {
-        scan(&[Input {
-            index: 0,
-            path: root.to_path_buf(),
-            upload: true,
-            restart_only: false,
-        }])
+        scan(
+            &[Input {
+                index: 0,
+                path: root.to_path_buf(),
+                upload: true,
+                restart_only: false,
+            }],
+            &root.join(".pipe"),
+        )
         .remove(0)
     }
 
@@ -385,6 +391,8 @@ mod tests {
         std::fs::create_dir_all(root.join("new")).unwrap();
         std::fs::write(root.join("new/b.txt"), "b").unwrap();
         std::fs::write(root.join("junk.tmp"), "ignored").unwrap();
+        std::fs::create_dir_all(root.join(".pipe/qemu")).unwrap();
+        std::fs::write(root.join(".pipe/qemu/watched"), "now").unwrap();
         std::fs::remove_dir_all(root.join("old")).unwrap();
         let c = diff(&before, &entries(root));
         assert_eq!(c.upserts, vec!["index.html", "new", "new/b.txt"]);
