@@ -84,6 +84,7 @@ fn watch_syncs_edits_into_the_running_machine_until_ctrl_c() {
     p.write("www/junk.tmp", "ignored\n");
     w.wait_for("synced", 60);
     let line = w.stderr.last().unwrap().clone();
+    eprintln!("{line}");
     assert!(
         line.contains("1 changed, 1 new, 1 deleted file(s)")
             && line.contains("re-ran 1 provisioner(s)"),
@@ -102,6 +103,7 @@ fn watch_syncs_edits_into_the_running_machine_until_ctrl_c() {
     p.write("conf/web.conf", "b\n");
     w.wait_for("synced", 60);
     let line = w.stderr.last().unwrap().clone();
+    eprintln!("{line}");
     assert!(
         line.contains("1 changed file(s)") && !line.contains("re-ran"),
         "{line}"
