@@ -157,6 +157,9 @@ pub struct UpArgs {
     /// On a provisioning failure keep the half-built machine for debugging
     #[arg(long)]
     pub keep_on_error: bool,
+    /// Then sync edits of the app layer's inputs into the running machine until Ctrl-C
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]

@@ -139,7 +139,7 @@ pub fn supervisor_script(services: &[RenderedService]) -> String {
 # Written by pipe at container start: supervises the Pipelinefile's [[service]] entries.
 mkdir -p /var/log/pipe
 pids=""
-stop() { for p in $pids; do kill -TERM "$p" 2>/dev/null; done; wait; exit 0; }
+stop() { for p in $pids; do kill -TERM "$p" 2>/dev/null; done; wait $pids; exit 0; }
 trap stop TERM INT
 supervise() {
   name=$1; user=$2; dir=$3; cmd=$4

@@ -118,7 +118,10 @@ fn the_model_holds_what_the_file_says() {
     assert_eq!(extra_vars["env"].raw, "{{ environment }}");
     assert_eq!(env["ANSIBLE_NOCOLOR"].raw, "1");
 
-    let ProvisionerKind::File { source, to, owner } = &pf.app.provision[0].kind else {
+    let ProvisionerKind::File {
+        source, to, owner, ..
+    } = &pf.app.provision[0].kind
+    else {
         panic!("a file provisioner first");
     };
     assert_eq!(source.value, "app/");

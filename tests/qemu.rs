@@ -772,6 +772,29 @@ fn exec_logs_ssh_provision_status_halt_up_and_destroy_a_qemu_machine() {
     let (status, body) = common::http_get_retry(t.port, "/", 60);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("<h1>page</h1>"), "{body}");
+    // up --watch over SSH (the machine is up to date, so up does nothing): the edit reaches
+    // the VM, the inline provisioner after it runs again, its units restart, status says so,
+    // and Ctrl-C leaves it running.
+    let mut w = common::spawn_pipe(t.p.path(), &["up", "--watch", "--no-progress"], &[]);
+    w.wait_for("watching", 300);
+    t.p.write("www/index.html", "<h1>watched page</h1>\n");
+    w.wait_for("synced", 120);
+    let (_, body) = common::http_get_retry(t.port, "/", 60);
+    assert!(
+        body.contains("watched page") && body.contains("hello from dev"),
+        "{body}"
+    );
+    let watched = t.p.pipe(&["status"]);
+    assert!(
+        watched.stdout.contains("changed by watch"),
+        "{}",
+        watched.all()
+    );
+    w.signal(libc::SIGINT);
+    let (code, stderr) = w.finish();
+    assert_eq!(code, 0, "{stderr}");
+    t.p.pipe(&["exec", "--", "true"]).ok();
+
     // provision: the app provisioners run again in the running VM, services restart.
     let pid = std::fs::read_to_string(dir.join("qemu.pid")).unwrap();
     t.p.write("www/index.html", "<h1>edited page</h1>\n");

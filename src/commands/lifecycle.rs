@@ -98,9 +98,14 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             let (column, mut row) = match (&m.digest, &m.release) {
                 (Some(digest), _) => {
                     let current = is_current(ctx, &pf, &m.env, kind, digest);
+                    // Watch synced files into it: its image is behind it until `pipe up`.
+                    let column = match &m.watched {
+                        Some(_) => "changed by watch".to_string(),
+                        None => freshness(current).to_string(),
+                    };
                     (
-                        freshness(current).to_string(),
-                        serde_json::json!({"digest": digest, "up_to_date": current}),
+                        column,
+                        serde_json::json!({"digest": digest, "up_to_date": current, "changed_by_watch": m.watched}),
                     )
                 }
                 (None, release) => {

@@ -50,5 +50,24 @@ pub fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
         data.extend(extra);
     }
     ctx.printer.result("up", data, &human);
+    if args.watch {
+        let w = crate::targets::watch::run(&*target, &plan, ctx.printer)?;
+        let human = if w.syncs == 0 {
+            format!(
+                "stopped watching; {} keeps running as its image made it",
+                w.machine
+            )
+        } else {
+            format!(
+                "stopped watching; {} keeps running with what watch synced: its image is behind the machine until the next `pipe up`",
+                w.machine
+            )
+        };
+        ctx.printer.result(
+            "watch",
+            serde_json::json!({"env": plan.env, "machine": w.machine, "syncs": w.syncs, "image_behind": w.syncs > 0}),
+            &human,
+        );
+    }
     Ok(())
 }

@@ -294,6 +294,9 @@ pub enum ProvisionerKind {
         source: Spanned<String>,
         to: Template,
         owner: Option<String>,
+        /// `restart_only = true`: `pipe up --watch` syncs its changes and restarts the
+        /// services without running provisioners again (not part of the layer digest).
+        restart_only: bool,
     },
     /// `{ shell = "script.sh" }` or `{ inline = ["cmd", ...] }`.
     Shell(ShellProvisioner),

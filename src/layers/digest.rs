@@ -348,7 +348,9 @@ impl Hashing<'_> {
 
     fn provisioner(&self, enc: &mut Encoder, kind: &ProvisionerKind) -> R {
         match kind {
-            ProvisionerKind::File { source, to, owner } => {
+            ProvisionerKind::File {
+                source, to, owner, ..
+            } => {
                 enc.str("kind", "file");
                 let (path, contents) = normalize(&source.value);
                 enc.str("source", &path);

@@ -157,37 +157,9 @@ pub fn run_layer(
     layer: &Layer,
     ctx: &ProvisionContext,
 ) -> Result<(), ProvisionError> {
-    let mkdir = ExecRequest {
-        argv: vec!["mkdir".into(), "-p".into(), WORK_DIR.into()],
-        ..Default::default()
-    };
-    ctx.run_checked(&format!("{name}/setup"), &mkdir)?;
-    let result = (|| {
+    in_work_dir(name, ctx, || {
         for (i, p) in layer.provision.iter().enumerate() {
-            if crate::interrupt::requested() {
-                return Err(ProvisionError {
-                    provisioner: describe(name, i, p),
-                    what: "interrupted".into(),
-                    exit_code: None,
-                    tail: Vec::new(),
-                    interrupted: true,
-                    unreachable: false,
-                });
-            }
-            let source = describe(name, i, p);
-            match &p.kind {
-                ProvisionerKind::File {
-                    source: src,
-                    to,
-                    owner,
-                } => file::run(&source, src, to, owner.as_deref(), ctx)?,
-                ProvisionerKind::Shell(s) => shell::run(&source, i, s, ctx)?,
-                ProvisionerKind::Ansible {
-                    playbook,
-                    extra_vars,
-                    env,
-                } => ansible::run(&source, playbook, extra_vars, env, ctx)?,
-            }
+            run_one(name, i, p, ctx)?;
         }
         // After the provisioners: they install the runtime the install command needs (node
         // and npm for `npm ci`), as the primal image of the original article did.
@@ -195,13 +167,100 @@ pub fn run_layer(
             precache::run(name, pre, ctx)?;
         }
         Ok(())
-    })();
+    })
+}
+
+/// Runs some of a layer's provisioners again (by index, in order) on a running machine, without
+/// its precache step: `pipe up --watch` after an input of theirs changed.
+pub fn rerun(
+    name: LayerName,
+    layer: &Layer,
+    indices: &[usize],
+    ctx: &ProvisionContext,
+) -> Result<(), ProvisionError> {
+    in_work_dir(name, ctx, || {
+        for (i, p) in layer.provision.iter().enumerate() {
+            if indices.contains(&i) {
+                run_one(name, i, p, ctx)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Brings the changes of a `file` provisioner's source into the machine: `upserts` (paths
+/// relative to the source, `""` for the source itself) uploaded as the provisioner uploads
+/// them, `removed` deleted.
+pub fn sync_file(
+    source: &str,
+    p: &Provisioner,
+    upserts: &[String],
+    removed: &[String],
+    ctx: &ProvisionContext,
+) -> Result<(), ProvisionError> {
+    match &p.kind {
+        ProvisionerKind::File {
+            source: src,
+            to,
+            owner,
+            ..
+        } => file::sync(source, src, to, owner.as_deref(), upserts, removed, ctx),
+        _ => Ok(()),
+    }
+}
+
+/// Runs one provisioner, unless Ctrl-C was pressed.
+fn run_one(
+    name: LayerName,
+    i: usize,
+    p: &Provisioner,
+    ctx: &ProvisionContext,
+) -> Result<(), ProvisionError> {
+    let source = describe(name, i, p);
+    if crate::interrupt::requested() {
+        return Err(ProvisionError {
+            provisioner: source,
+            what: "interrupted".into(),
+            exit_code: None,
+            tail: Vec::new(),
+            interrupted: true,
+            unreachable: false,
+        });
+    }
+    match &p.kind {
+        ProvisionerKind::File {
+            source: src,
+            to,
+            owner,
+            ..
+        } => file::run(&source, src, to, owner.as_deref(), ctx),
+        ProvisionerKind::Shell(s) => shell::run(&source, i, s, ctx),
+        ProvisionerKind::Ansible {
+            playbook,
+            extra_vars,
+            env,
+        } => ansible::run(&source, playbook, extra_vars, env, ctx),
+    }
+}
+
+/// Runs `work` with pipe's work folder on the machine, removed after (it never stays in an
+/// image).
+fn in_work_dir(
+    name: LayerName,
+    ctx: &ProvisionContext,
+    work: impl FnOnce() -> Result<(), ProvisionError>,
+) -> Result<(), ProvisionError> {
+    let mkdir = ExecRequest {
+        argv: vec!["mkdir".into(), "-p".into(), WORK_DIR.into()],
+        ..Default::default()
+    };
+    ctx.run_checked(&format!("{name}/setup"), &mkdir)?;
+    let result = work();
     // The connection broke: the layer fails and is not committed, and tidying up would first
     // wait up to the whole SSH timeout for a new connection.
     if matches!(&result, Err(e) if e.unreachable) {
         return result;
     }
-    // The work folder never stays in an image.
     let rm = ExecRequest {
         argv: vec!["rm".into(), "-rf".into(), WORK_DIR.into()],
         ..Default::default()

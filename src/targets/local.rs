@@ -49,6 +49,8 @@ pub struct MachineRow {
     pub ports: Vec<String>,
     /// Its entry in `.pipe/state.json` (`pipe up` machines).
     pub state_entry: Option<MachineState>,
+    /// When `pipe up --watch` last changed it (RFC 3339): it then runs more than its image.
+    pub watched: Option<String>,
     /// Target-specific fields of the `--json` row.
     pub extra: serde_json::Value,
 }
@@ -72,6 +74,16 @@ pub trait LocalTarget: Target {
 
     /// Restarts the services of a machine after `pipe provision` and waits for them.
     fn restart_services(&self, pf: &Pipelinefile, plan: &Plan, machine: &Running) -> Result<()>;
+
+    /// Marks the running machine as changed by `pipe up --watch` at `when` (RFC 3339), where
+    /// [`LocalTarget::machines`] reads it back: the mark lives exactly as long as the machine.
+    fn mark_watched(
+        &self,
+        pf: &Pipelinefile,
+        env: &str,
+        machine: &Running,
+        when: &str,
+    ) -> Result<()>;
 
     /// Stops the environment's machine cleanly (its disk stays); its name, `None` when
     /// there is none.

@@ -25,6 +25,7 @@ pub mod ready;
 pub mod resource;
 pub mod switch;
 pub mod verify;
+pub mod watch;
 
 #[cfg(test)]
 mod fake;

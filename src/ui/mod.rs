@@ -8,5 +8,5 @@ pub mod redact;
 pub mod table;
 
 pub use event::{Event, Level, StepStatus};
-pub use printer::{COMMAND, OutputMode, Printer, Verbosity};
+pub use printer::{COMMAND, OutputMode, Printer, Verbosity, format_duration};
 pub use redact::Redactor;

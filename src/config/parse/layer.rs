@@ -11,7 +11,7 @@ use crate::config::walk::{self, Tbl, Walker};
 
 /// The keys that name a provisioner's kind.
 const KINDS: &[&str] = &["file", "shell", "inline", "ansible"];
-const FILE_KEYS: &[&str] = &["file", "to", "owner"];
+const FILE_KEYS: &[&str] = &["file", "to", "owner", "restart_only"];
 const SHELL_SETTINGS: &[&str] = &[
     "env",
     "run_as",
@@ -227,10 +227,12 @@ fn provisioner(w: &mut Walker, mut t: Tbl<'_, '_>) -> Option<ProvisionerKind> {
                 super::names::check_machine_path(w, "`to`", to);
             }
             let owner = t.str(w, "owner").map(|o| o.value);
+            let restart_only = t.bool(w, "restart_only").unwrap_or(false);
             Some(ProvisionerKind::File {
                 source: source?,
                 to: to?,
                 owner,
+                restart_only,
             })
         }
         "ansible" => {

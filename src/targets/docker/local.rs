@@ -30,6 +30,26 @@ use super::machine::{
 /// How long a machine gets to stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The file in a machine saying when `pipe up --watch` last changed it: it lives in the
+/// container, so it goes when the container is replaced, and is read even while it is stopped.
+const WATCH_MARK: &str = "/var/lib/pipe/watched";
+
+/// When `pipe up --watch` last changed the container, if it did.
+fn watched(client: &crate::engine::docker::DockerClient, id: &str) -> Option<String> {
+    client
+        .get_archive(id, WATCH_MARK, |r| {
+            let mut archive = tar::Archive::new(r);
+            let mut text = String::new();
+            if let Some(entry) = archive.entries()?.next() {
+                std::io::Read::read_to_string(&mut entry?, &mut text)?;
+            }
+            Ok(text)
+        })
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
 impl DockerTarget {
     /// The environment's machine container, running or not.
     fn find_machine(&self, pf: &Pipelinefile, env: &str) -> Result<Option<ContainerInfo>> {
@@ -208,6 +228,14 @@ impl LocalTarget for DockerTarget {
         wait_ready(&*m.comm, &rendered, machine::READY_TIMEOUT)
     }
 
+    fn mark_watched(&self, _: &Pipelinefile, _: &str, m: &Running, when: &str) -> Result<()> {
+        m.comm
+            .upload_bytes(format!("{when}\n").as_bytes(), WATCH_MARK, 0o644)
+            .map_err(|e| {
+                Error::runtime(format!("marking {} as changed by watch: {e}", m.name), None)
+            })
+    }
+
     fn halt(&self, pf: &Pipelinefile, env: &str, printer: &Printer) -> Result<Option<String>> {
         let Some(c) = self.find_machine(pf, env)? else {
             return Ok(None);
@@ -234,6 +262,7 @@ impl LocalTarget for DockerTarget {
                 ports: ports_of(&c),
                 state_entry: Some(Self::state_of(&c, digest.clone())),
                 digest: Some(digest),
+                watched: watched(self.client(), &c.id),
                 extra: serde_json::json!({}),
             });
         }
@@ -246,6 +275,7 @@ impl LocalTarget for DockerTarget {
                 release: Some(c.labels.get(label::RELEASE).cloned().unwrap_or_default()),
                 ports: ports_of(&c),
                 state_entry: None,
+                watched: None,
                 extra: serde_json::json!({}),
             });
         }

@@ -25,6 +25,18 @@ pub fn env_dir(pf: &Pipelinefile, env: &str) -> PathBuf {
     machine_dir(&pf.root, &machine_name(pf, env))
 }
 
+/// The file in a machine's folder saying when `pipe up --watch` last changed it; the folder
+/// goes with the machine, and so does the mark.
+const WATCH_MARK: &str = "watched";
+
+/// When `pipe up --watch` last changed the machine in `dir`, if it did.
+fn watched(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(WATCH_MARK))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
 /// The records of this project's `pipe up` machines (of `env`, or all), with their folders.
 pub fn up_machines(pf: &Pipelinefile, env: Option<&str>) -> Vec<(PathBuf, MachineRecord)> {
     let mut found: Vec<(PathBuf, MachineRecord)> = pf
@@ -162,6 +174,20 @@ impl LocalTarget for QemuTarget {
         machine::wait_ready(&*m.comm, &rendered, machine::READY_TIMEOUT)
     }
 
+    fn mark_watched(&self, pf: &Pipelinefile, env: &str, m: &Running, when: &str) -> Result<()> {
+        let path = env_dir(pf, env).join(WATCH_MARK);
+        crate::state::write_atomic(&path, format!("{when}\n").as_bytes()).map_err(|e| {
+            Error::runtime(
+                format!(
+                    "marking {} as changed by watch in {}: {e}",
+                    m.name,
+                    path.display()
+                ),
+                None,
+            )
+        })
+    }
+
     fn halt(&self, pf: &Pipelinefile, env: &str, printer: &Printer) -> Result<Option<String>> {
         let dir = env_dir(pf, env);
         let Some(rec) = machine::load_record(&dir) else {
@@ -192,6 +218,7 @@ impl LocalTarget for QemuTarget {
                 release: None,
                 ports,
                 state_entry: Some(rec.state()),
+                watched: watched(&dir),
                 extra: serde_json::json!({
                     "accel": rec.vm.accel, "console_log": rec.vm.console(),
                 }),
@@ -211,6 +238,7 @@ impl LocalTarget for QemuTarget {
                     .map(|p| format!("127.0.0.1:{}->{}", p.host, p.guest))
                     .collect(),
                 state_entry: None,
+                watched: None,
                 extra: serde_json::json!({
                     "ssh_port": rec.vm.ssh_port, "artifact": rec.layer,
                     "accel": rec.vm.accel, "console_log": rec.vm.console(),
