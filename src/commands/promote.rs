@@ -552,6 +552,9 @@ fn switch_fleet(
                 ))
             }
         }
+        // Refused before anything changed (another run holds the promotion lock): not a
+        // promotion that failed, nothing to record.
+        Err(e @ Error::Gate { .. }) => Err(e),
         Err(e) => {
             // Interrupted or failed, the roll-out put back what ran before.
             let detail = e.to_string();
