@@ -560,11 +560,11 @@ env = { TOKEN = "{{ vars.token }}" }
     assert!(r.all().contains("token is ********"), "{}", r.all());
     assert!(!r.all().contains(CANARY), "pipe printed the secret");
 
-    // Mid-run, the journal and the key folders: a second bake (both layers reused) paused
-    // with its verify instance up.
+    // Mid-run, the journal and the key folders: `pipe verify` (a second bake with nothing
+    // changed starts no machine) paused with its verify instance up.
     let mut child = common::spawn_pipe(
         p.path(),
-        &["bake", "--env", "staging", "--no-progress", "-v"],
+        &["verify", "--no-progress", "-v"],
         &[
             env.as_slice(),
             &[("PIPE_TEST_PAUSE_AT", "verify machine started")],
