@@ -11,58 +11,16 @@ use crate::services::{self, RUN_DIR, RenderedService};
 /// Installs each service as `pipe-<name>.service` with its environment in `/run/pipe/env`,
 /// and (re)starts them all.
 pub fn deliver_units(comm: &dyn Communicator, rendered: &[RenderedService]) -> Result<()> {
-    if rendered.is_empty() {
-        return Ok(());
-    }
-    let io = |e: crate::communicators::ExecError| match e {
-        crate::communicators::ExecError::Interrupted => Error::Interrupted,
-        e => Error::runtime(
-            format!("delivering services to {}: {e}", comm.describe()),
-            None,
-        ),
-    };
-    let mut units = Vec::new();
-    for s in rendered {
-        comm.upload_bytes(
-            services::systemd_env_file(s).as_bytes(),
-            &format!("{RUN_DIR}/env/{}", s.name),
-            0o600,
-        )
-        .map_err(io)?;
-        let unit = services::systemd_unit_name(&s.name);
-        comm.upload_bytes(
-            services::systemd_unit(s).as_bytes(),
-            &format!("/etc/systemd/system/{unit}"),
-            0o644,
-        )
-        .map_err(io)?;
-        units.push(unit);
-    }
-    let script = format!(
-        "systemctl daemon-reload && systemctl enable --quiet {u} && systemctl restart {u}",
-        u = units.join(" ")
-    );
-    let mut out = Collect::default();
-    let code = comm
-        .exec(
-            &ExecRequest {
-                timeout: Some(Duration::from_secs(120)),
-                ..ExecRequest::shell(script)
-            },
-            &mut out,
-        )
-        .map_err(io)?;
-    if code != 0 {
-        return Err(Error::runtime(
-            format!(
-                "starting the services on {} failed ({code}): {}",
-                comm.describe(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            None,
-        ));
-    }
-    Ok(())
+    install_units(
+        comm,
+        rendered,
+        &format!("{RUN_DIR}/env"),
+        Steps {
+            systemctl: "enable --quiet {u} && systemctl restart {u}",
+            doing: "delivering services to",
+            failed: "starting the services on",
+        },
+    )
 }
 
 /// Bakes the services into the machine for an image that starts them at boot by itself (an
@@ -75,30 +33,62 @@ pub fn bake_units(
     rendered: &[RenderedService],
     secrets: &[&str],
 ) -> Result<Vec<String>> {
+    let mut left_out = Vec::new();
+    let kept: Vec<RenderedService> = rendered
+        .iter()
+        .map(|s| {
+            let mut kept = s.clone();
+            kept.env.retain(|k, v| {
+                let secret = secrets.iter().any(|x| !x.is_empty() && v.contains(x));
+                if secret {
+                    left_out.push(format!("{}.{k}", s.name));
+                }
+                !secret
+            });
+            kept
+        })
+        .collect();
+    install_units(
+        comm,
+        &kept,
+        services::BAKED_ENV_DIR,
+        Steps {
+            systemctl: "enable --quiet {u}",
+            doing: "baking the services into",
+            failed: "enabling the services on",
+        },
+    )?;
+    Ok(left_out)
+}
+
+/// What [`install_units`] runs after `daemon-reload` (`{u}`: the units) and how its errors
+/// read.
+struct Steps {
+    systemctl: &'static str,
+    doing: &'static str,
+    failed: &'static str,
+}
+
+/// Writes each service's environment file into `env_dir` (0600) and its unit, then runs
+/// `systemctl daemon-reload && systemctl <steps.systemctl>`.
+fn install_units(
+    comm: &dyn Communicator,
+    rendered: &[RenderedService],
+    env_dir: &str,
+    steps: Steps,
+) -> Result<()> {
     if rendered.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let io = |e: crate::communicators::ExecError| match e {
         crate::communicators::ExecError::Interrupted => Error::Interrupted,
-        e => Error::runtime(
-            format!("baking the services into {}: {e}", comm.describe()),
-            None,
-        ),
+        e => Error::runtime(format!("{} {}: {e}", steps.doing, comm.describe()), None),
     };
-    let mut left_out = Vec::new();
     let mut units = Vec::new();
     for s in rendered {
-        let mut kept = s.clone();
-        kept.env.retain(|k, v| {
-            let secret = secrets.iter().any(|x| !x.is_empty() && v.contains(x));
-            if secret {
-                left_out.push(format!("{}.{k}", s.name));
-            }
-            !secret
-        });
         comm.upload_bytes(
-            services::systemd_env_file(&kept).as_bytes(),
-            &format!("{}/{}", services::BAKED_ENV_DIR, s.name),
+            services::systemd_env_file(s).as_bytes(),
+            &format!("{env_dir}/{}", s.name),
             0o600,
         )
         .map_err(io)?;
@@ -112,8 +102,8 @@ pub fn bake_units(
         units.push(unit);
     }
     let script = format!(
-        "systemctl daemon-reload && systemctl enable --quiet {}",
-        units.join(" ")
+        "systemctl daemon-reload && systemctl {}",
+        steps.systemctl.replace("{u}", &units.join(" "))
     );
     let mut out = Collect::default();
     let code = comm
@@ -128,14 +118,15 @@ pub fn bake_units(
     if code != 0 {
         return Err(Error::runtime(
             format!(
-                "enabling the services on {} failed ({code}): {}",
+                "{} {} failed ({code}): {}",
+                steps.failed,
                 comm.describe(),
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
             None,
         ));
     }
-    Ok(left_out)
+    Ok(())
 }
 
 /// Waits until every service with a port listens; on timeout the error shows its journal.
