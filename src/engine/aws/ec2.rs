@@ -45,6 +45,8 @@ pub struct InstanceInfo {
     pub private_ip: Option<String>,
     /// Why it is in its state (`Server.InternalError: ...`), when AWS says.
     pub state_reason: Option<String>,
+    /// The AMI it was launched from.
+    pub image: String,
     pub tags: Tagged,
 }
 
@@ -147,6 +149,7 @@ fn image_info(i: &aws_sdk_ec2::types::Image) -> ImageInfo {
 fn instance_info(i: &aws_sdk_ec2::types::Instance) -> InstanceInfo {
     InstanceInfo {
         id: i.instance_id().unwrap_or_default().to_string(),
+        image: i.image_id().unwrap_or_default().to_string(),
         state: i
             .state()
             .and_then(|s| s.name())
@@ -572,6 +575,7 @@ impl AwsClient {
             public_ip: None,
             private_ip: None,
             state_reason: None,
+            image: String::new(),
             tags: Tagged::new(),
         }))
     }

@@ -199,31 +199,3 @@ fn version_info(v: &aws_sdk_ec2::types::LaunchTemplateVersion) -> TemplateVersio
         default: v.default_version().unwrap_or(false),
     }
 }
-
-impl AwsClient {
-    /// The AMI each of these instances was launched from (those that still exist).
-    pub fn instance_images(&self, ids: &[String]) -> Result<Vec<(String, String)>, AwsError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let out = self
-            .block(
-                self.ec2
-                    .describe_instances()
-                    .set_instance_ids(Some(ids.to_vec()))
-                    .send(),
-            )
-            .map_err(|e| AwsError::api("DescribeInstances", e))?;
-        Ok(out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(|i| {
-                Some((
-                    i.instance_id()?.to_string(),
-                    i.image_id().unwrap_or_default().to_string(),
-                ))
-            })
-            .collect())
-    }
-}

@@ -101,7 +101,15 @@ pub fn status(
                 .filter(|i| i.lifecycle == "InService")
                 .map(|i| i.id.clone())
                 .collect();
-            let images = client.instance_images(&serving)?;
+            let images: Vec<(String, String)> = if serving.is_empty() {
+                Vec::new()
+            } else {
+                client
+                    .instances(&[("instance-id".to_string(), serving)])?
+                    .into_iter()
+                    .map(|i| (i.id, i.image))
+                    .collect()
+            };
             rows.push((
                 "instances".into(),
                 if images.is_empty() {

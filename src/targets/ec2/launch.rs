@@ -364,6 +364,7 @@ mod tests {
             public_ip: public.map(str::to_string),
             private_ip: private.map(str::to_string),
             state_reason: None,
+            image: "ami-1".into(),
             tags: Tagged::new(),
         }
     }
