@@ -8,15 +8,10 @@
   device name), as on AWS, where only EBS-backed instances can be imaged (moto says `standard`,
   which Packer's amazon-ebs refuses as a source); a copy keeps its source's.
 - New instances and images get the armed number of `pending` describes.
-- S3's conditional writes are atomic: moto checks `If-None-Match: *` and `If-Match` on PutObject
-  (and `If-Match` on DeleteObject) but then writes in a second step, so two threads of the server
-  could both pass the check and the second overwrite the first. One lock around those calls
-  makes the check and the write one step, as on S3 (the shared ledger's appends rely on it).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Callable
 
 from .images import DEBIAN_OWNER
@@ -99,25 +94,6 @@ def apply() -> None:
     Ami.__init__ = patched_ami_init
     Instance._local_ec2_patched = True
 
-    _atomic_s3_writes()
-
     from . import templates
 
     templates.apply()
-
-
-_S3_WRITES = threading.Lock()
-
-
-def _atomic_s3_writes() -> None:
-    """PutObject and DeleteObject, conditional or not, one at a time (see the module doc)."""
-    from moto.s3.responses import S3Response
-
-    for name in ("put_object", "delete_object"):
-        original = getattr(S3Response, name)
-
-        def locked(self, _original=original):
-            with _S3_WRITES:
-                return _original(self)
-
-        setattr(S3Response, name, locked)

@@ -1,5 +1,8 @@
 """S3's conditional writes as the shared ledger uses them: `If-None-Match: *` creates once,
-`If-Match` replaces or deletes only the version that was read, and both hold under concurrency."""
+`If-Match` replaces or deletes only the version that was read, and both hold under concurrency.
+
+moto 5.2.5 checks both headers on PutObject (and `If-Match` on DeleteObject) itself; its check
+and its write are one step here because every moto call runs under `world.lock`."""
 
 import threading
 
