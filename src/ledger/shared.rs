@@ -808,6 +808,31 @@ mod tests {
         assert_eq!(head.seq, 3);
     }
 
+    /// A push that stopped half-way is finished by the next; a seq taken meanwhile stops it.
+    #[test]
+    fn a_push_writes_the_missing_entries_unchanged() {
+        let source = Arc::new(MemoryStore::default());
+        let l = ledger(&source);
+        for i in 0..3 {
+            l.append("me@here", reject(&format!("r{i}"))).unwrap();
+        }
+        let lines = l.raw_entries().unwrap();
+        let target = Arc::new(MemoryStore::default());
+        let t = ledger(&target);
+        assert!(t.push(&lines[..2], 0).unwrap());
+        assert!(t.push(&lines, 2).unwrap());
+        assert_eq!(t.raw_entries().unwrap(), lines);
+        assert!(matches!(
+            t.verify().unwrap(),
+            ChainCheck::Intact { entries: 3, .. }
+        ));
+        // Someone appended seq 4 before this push of another seq 4 got there.
+        t.append("them@there", reject("theirs")).unwrap();
+        let mut more = lines.clone();
+        more.push(b"{}".to_vec());
+        assert!(!t.push(&more, 3).unwrap());
+    }
+
     #[test]
     fn a_lock_is_taken_once_released_by_its_run_and_broken_conditionally() {
         let store = Arc::new(MemoryStore::default());
