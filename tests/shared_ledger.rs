@@ -313,10 +313,15 @@ fn two_working_copies_promoting_one_environment_exclude_each_other() {
     let b = a.second_copy();
 
     // A holds the lock, paused inside its promotion.
-    let env = ec2.env();
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.push(("PIPE_TEST_PAUSE_AT", "verify release"));
-    let mut held = common::spawn_pipe(a.path(), &["promote", "production", "--no-progress"], &env);
+    let aws = ec2.env();
+    let aws: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut paused = aws.clone();
+    paused.push(("PIPE_TEST_PAUSE_AT", "verify release"));
+    let mut held = common::spawn_pipe(
+        a.path(),
+        &["promote", "production", "--no-progress"],
+        &paused,
+    );
     held.wait_for("test hook: paused at", 120);
     let lock_run = std::fs::read_dir(a.path().join(".pipe/journal"))
         .unwrap()
@@ -366,13 +371,44 @@ fn two_working_copies_promoting_one_environment_exclude_each_other() {
     assert_eq!((status, body.trim()), (200, "shared ledger"));
     assert!(keys(&ec2, &a.name, "locks/").is_empty());
 
-    // Both copies see one intact history: the bake and B's promotion (refusals are not
-    // recorded).
-    let v = pipe(&a, &ec2, &["history", "--verify"]);
+    // A second release, promoted from both copies at the same moment: one proceeds, the
+    // other is refused (by the lock while the first holds it; or, if it came late, because
+    // production changed or already runs it) and changes nothing. Both copies share this
+    // host's Docker engine and port, where each would serve from its own host: B's machine
+    // goes first (recorded), so whichever wins can start its own.
+    pipe(&b, &ec2, &["--env", "production", "destroy"]).ok();
+    a.write("www/index.html", "shared ledger, second\n");
+    pipe(&a, &ec2, &["bake", "--env", "staging", "--no-progress"]).ok();
+    let both: Vec<common::Spawned> = [&a, &b]
+        .iter()
+        .map(|p| common::spawn_pipe(p.path(), &["promote", "production", "--no-progress"], &aws))
+        .collect();
+    let mut outcomes: Vec<(i32, String)> = both.into_iter().map(|s| s.finish()).collect();
+    outcomes.sort();
+    assert_eq!(outcomes[0].0, 0, "{outcomes:?}");
+    assert_eq!(outcomes[1].0, 5, "{outcomes:?}");
+    let refusal = &outcomes[1].1;
+    assert!(
+        refusal.contains("another promotion of `production` is in progress: ")
+            || refusal.contains("`production` changed while this promotion started")
+            || refusal.contains("is already current in `production`"),
+        "{refusal}"
+    );
+    let (status, body) = http_get_retry(port, "/", 30);
+    assert_eq!((status, body.trim()), (200, "shared ledger, second"));
+    assert!(keys(&ec2, &a.name, "locks/").is_empty());
+
+    // Both copies see one intact history: two bakes, one promotion of each and the destroy
+    // (refusals are not recorded).
+    let v = pipe(&b, &ec2, &["history", "--verify"]);
     v.ok();
     let events: Vec<String> = history(&a, &ec2)
         .iter()
         .map(|e| e["event"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(events, ["bake", "promote"], "{events:?}");
+    assert_eq!(
+        events,
+        ["bake", "promote", "destroy", "bake", "promote"],
+        "{events:?}"
+    );
 }
