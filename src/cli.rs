@@ -128,6 +128,9 @@ pub enum Command {
     /// Manage boxes (base OS images)
     #[command(subcommand, name = "box")]
     Box(BoxCommand),
+    /// Manage the ledger's backend (`[ledger]` in the Pipelinefile)
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -284,6 +287,14 @@ pub struct CleanArgs {
     /// Only list what would be removed
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `pipe ledger ...`.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Move the local ledger (.pipe/ledger.jsonl) into the shared ledger `[ledger]` names;
+    /// the file is kept as .pipe/ledger.jsonl.pushed
+    Push,
 }
 
 #[derive(Debug, Subcommand)]

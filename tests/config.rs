@@ -174,6 +174,16 @@ fn the_model_holds_what_the_file_says() {
         Some("/everything/production/ami")
     );
     assert_eq!(ec2.region, None);
+    // The trailing `/` of the prefix is not part of it.
+    assert_eq!(
+        pf.ledger,
+        config::LedgerSettings::S3(config::S3LedgerSettings {
+            bucket: "everything-ledger".into(),
+            prefix: "pipe/everything".into(),
+            region: Some("eu-west-1".into()),
+            endpoint_url: Some("http://127.0.0.1:5000".into()),
+        })
+    );
 }
 
 #[test]

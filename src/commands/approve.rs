@@ -7,7 +7,6 @@
 use crate::cli::ApproveArgs;
 use crate::error::{Error, Result};
 use crate::ledger::{Event, Ledger, find_release, releases, user_of, who};
-use crate::state;
 
 use super::Ctx;
 use super::gates::{self, gate};
@@ -21,7 +20,7 @@ pub fn run(ctx: &Ctx, args: ApproveArgs) -> Result<()> {
         ));
     };
     let env = crate::plan::pick_env(&pf, Some(env))?;
-    let ledger = Ledger::open(&state::dir(&pf.root));
+    let ledger = Ledger::of(&pf)?;
     let entries = ledger.checked_entries()?;
     let (views, _) = releases(&entries);
     let view = find_release(&views, &args.release).map_err(|m| Error::usage(m, None))?;

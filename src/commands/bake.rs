@@ -47,7 +47,7 @@ fn verified_before(
     plan: &Plan,
     kind: crate::config::TargetKind,
 ) -> Result<Option<crate::targets::layers::VerifiedBefore>> {
-    let ledger = crate::ledger::Ledger::open(&state::dir(&pf.root));
+    let ledger = crate::ledger::Ledger::of(pf)?;
     let entries = ledger.checked_entries()?;
     let (views, _) = crate::ledger::releases(&entries);
     let text = hex::encode(Sha256::digest(pf.source.as_bytes()));
@@ -101,7 +101,7 @@ fn record_release(
         verify: outcome,
     }
     .seal();
-    let ledger = Ledger::open(&state::dir(&pf.root));
+    let ledger = Ledger::of(pf)?;
     ledger.append(
         &release.who,
         Event::Bake {

@@ -5,13 +5,12 @@
 use crate::cli::HistoryArgs;
 use crate::error::{Error, Result};
 use crate::ledger::{ChainCheck, Entry, Event, Ledger, entry_env, releases};
-use crate::state;
 
 use super::Ctx;
 
 pub fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
-    let ledger = Ledger::open(&state::dir(&pf.root));
+    let ledger = Ledger::of(&pf)?;
     if args.verify {
         return verify(ctx, &ledger);
     }
@@ -153,10 +152,14 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
 }
 
 fn verify(ctx: &Ctx, ledger: &Ledger) -> Result<()> {
-    let path = ledger.path().display().to_string();
+    let location = ledger.location();
+    let unit = ledger.unit();
     match ledger.verify()? {
         ChainCheck::Intact { entries, torn_tail } => {
-            let mut human = format!("ledger intact: {entries} entries, every line chained");
+            let mut human = format!("ledger intact: {entries} entries, every {unit} chained");
+            if ledger.shared().is_some() {
+                human.push_str(&format!(" ({location})"));
+            }
             if torn_tail {
                 human.push_str(
                     "\n  the last line is torn (a crash mid-append); it is not an entry and the next append sets it aside in ledger.torn",
@@ -169,11 +172,20 @@ fn verify(ctx: &Ctx, ledger: &Ledger) -> Result<()> {
             );
             Ok(())
         }
-        ChainCheck::Broken { line, reason } => Err(Error::runtime(
-            format!("ledger {path}: the chain breaks at line {line}: {reason}"),
-            Some(format!(
-                "lines before {line} are intact; compare line {line} and the one before it with a backup or the git history"
-            )),
-        )),
+        ChainCheck::Broken { line, reason } => {
+            let hint = match ledger.shared() {
+                Some(shared) => format!(
+                    "seqs before {line} are intact; compare {} and the entry before it with their earlier versions (turn on versioning for the bucket)",
+                    shared.entry_key(line as u64)
+                ),
+                None => format!(
+                    "lines before {line} are intact; compare line {line} and the one before it with a backup or the git history"
+                ),
+            };
+            Err(Error::runtime(
+                format!("ledger {location}: the chain breaks at {unit} {line}: {reason}"),
+                Some(hint),
+            ))
+        }
     }
 }

@@ -246,9 +246,9 @@ fn record_unserved(
     if serving.is_empty() {
         return Vec::new();
     }
-    let ledger = crate::ledger::Ledger::open(&crate::state::dir(&pf.root));
     let mut unserved = Vec::new();
     let result = (|| -> Result<()> {
+        let ledger = crate::ledger::Ledger::of(pf)?;
         let entries = ledger.checked_entries()?;
         let (_, current) = crate::ledger::releases(&entries);
         for (env, release, machine) in serving {
@@ -291,7 +291,7 @@ fn fleet_status(
             None,
         ));
     };
-    let ledger = crate::ledger::Ledger::open(&crate::state::dir(&pf.root));
+    let ledger = crate::ledger::Ledger::of(pf)?;
     let entries = ledger.checked_entries()?;
     let (views, current) = crate::ledger::releases(&entries);
     let release = current

@@ -8,8 +8,10 @@ mod exec;
 mod gates;
 mod history;
 mod init;
+mod ledger;
 mod lifecycle;
 mod local;
+mod lock;
 mod logs;
 mod promote;
 mod provision;
@@ -81,6 +83,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
         Command::Prune(args) => prune::run(&ctx, args),
         Command::Clean(args) => clean::run(&ctx, args),
         Command::Box(cmd) => boxes::run(&ctx, cmd),
+        Command::Ledger(cmd) => ledger::run(&ctx, cmd),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::ledger::{Event, Ledger, ReleaseStatus, ReleaseView, find_release, rel
 use crate::plan::{self, Plan, Selection};
 use crate::runner::{Journal, Runner};
 use crate::state;
+use crate::targets::fleet::LockHolder;
 use crate::targets::ports::{host_ports, serving_name};
 use crate::targets::switch::{Switch, switch as switch_target};
 use crate::targets::{self, Target};
@@ -27,7 +28,7 @@ pub fn run(ctx: &Ctx, args: PromoteArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let target = env_target(ctx, &pf, &args.env, args.local)?;
     let kind = target.kind();
-    let ledger = Ledger::open(&state::dir(&pf.root));
+    let ledger = Ledger::of(&pf)?;
     if args.break_lock {
         return break_lock(ctx, &pf, &ledger, &args.env, &*target);
     }
@@ -105,7 +106,15 @@ fn break_lock(
             .filter(|(_, f)| crate::runner::journal::is_alive(f))
             .map(|(_, f)| f.run_id)
             .collect();
-    let Some(holder) = target.break_lock(pf, env, &live)? else {
+    // The shared ledger's lock first (every target takes it there), then the target's own.
+    let mut broken: Vec<(String, LockHolder)> = Vec::new();
+    if let Some(h) = super::lock::break_lock(ledger, env, &live)? {
+        broken.push((format!(" in {}", ledger.location()), h));
+    }
+    if let Some(h) = target.break_lock(pf, env, &live)? {
+        broken.push((String::new(), h));
+    }
+    if broken.is_empty() {
         ctx.printer.result(
             "promote",
             serde_json::json!({"env": env, "break_lock": true, "broken": false}),
@@ -115,30 +124,38 @@ fn break_lock(
             ),
         );
         return Ok(());
-    };
-    let who_held = holder.who.clone().unwrap_or_else(|| "someone".into());
-    ledger.append(
-        &who(),
-        Event::BreakLock {
-            env: env.to_string(),
-            holder: who_held.clone(),
-            run: holder.run.clone(),
-            since: holder.since.clone(),
-            release: holder.release.clone(),
-        },
-    )?;
-    let mut held = vec![format!("held by {who_held}")];
-    held.extend(holder.since.as_ref().map(|s| format!("since {s}")));
-    held.extend(holder.release.as_ref().map(|r| format!("promoting {r}")));
-    held.extend(holder.run.as_ref().map(|r| format!("run {r}")));
+    }
+    let mut removed = Vec::new();
+    for (place, holder) in &broken {
+        let who_held = holder.who.clone().unwrap_or_else(|| "someone".into());
+        ledger.append(
+            &who(),
+            Event::BreakLock {
+                env: env.to_string(),
+                holder: who_held.clone(),
+                run: holder.run.clone(),
+                since: holder.since.clone(),
+                release: holder.release.clone(),
+            },
+        )?;
+        let mut held = vec![format!("held by {who_held}")];
+        held.extend(holder.since.as_ref().map(|s| format!("since {s}")));
+        held.extend(holder.release.as_ref().map(|r| format!("promoting {r}")));
+        held.extend(holder.run.as_ref().map(|r| format!("run {r}")));
+        removed.push(format!(
+            "removed the promotion lock of `{env}`{place} ({}); recorded in the ledger",
+            held.join(", ")
+        ));
+    }
+    let holders: Vec<&LockHolder> = broken.iter().map(|(_, h)| h).collect();
     ctx.printer.result(
         "promote",
-        serde_json::json!({"env": env, "break_lock": true, "broken": true, "holder": holder}),
+        serde_json::json!({"env": env, "break_lock": true, "broken": true, "holder": holders[0], "holders": holders}),
         &format!(
-            "removed the promotion lock of `{env}` ({}); recorded in the ledger\n  \
+            "{}\n  \
              promote again: pipe promote {env}{}\n  \
              what that run left (a template version, a refresh) is rolled back by `pipe clean` on its host",
-            held.join(", "),
+            removed.join("\n"),
             local_flag(pf, env, target.kind())
         ),
     );
@@ -250,7 +267,9 @@ fn plan_of<'a>(ctx: &Ctx, pf: &'a Pipelinefile, view: &ReleaseView) -> Result<Pl
 
 /// Makes `view` current in `env` (or only prints the plan), recording the outcome. The gates,
 /// the plan, the ledger and the report are the same on every target; the switch itself is
-/// [`crate::targets::switch`], over the target.
+/// [`crate::targets::switch`], over the target. With a shared ledger the environment's
+/// promotion lock is held from before the switch until the outcome is recorded
+/// ([`super::lock`]).
 #[allow(clippy::too_many_arguments)]
 pub fn switch(
     ctx: &Ctx,
@@ -266,6 +285,33 @@ pub fn switch(
     kind: Kind,
 ) -> Result<()> {
     crate::interrupt::install();
+    let now = || {
+        switch_now(
+            ctx, pf, ledger, views, current, env, target, view, verdicts, dry_run, kind,
+        )
+    };
+    if dry_run {
+        return now();
+    }
+    let expected = current.get(env).map(String::as_str);
+    super::lock::with_lock(ctx, pf, ledger, env, &view.release, expected, now)
+}
+
+/// [`switch`] once the lock (if any) is held.
+#[allow(clippy::too_many_arguments)]
+fn switch_now(
+    ctx: &Ctx,
+    pf: &Pipelinefile,
+    ledger: &Ledger,
+    views: &[ReleaseView],
+    current: &BTreeMap<String, String>,
+    env: &str,
+    target: &dyn Target,
+    view: &ReleaseView,
+    verdicts: &[Verdict],
+    dry_run: bool,
+    kind: Kind,
+) -> Result<()> {
     if let Some(fleet) = target.fleet() {
         return switch_fleet(
             ctx, pf, ledger, current, env, target, fleet, view, verdicts, dry_run, kind,

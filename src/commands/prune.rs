@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::ledger::{
     Event, Ledger, PrunedImage, ReleaseStatus, ReleaseView, previous_release, releases, who,
 };
-use crate::state;
 use crate::targets::PrunePlan;
 
 use super::Ctx;
@@ -155,7 +154,7 @@ pub fn run(ctx: &Ctx, args: PruneArgs) -> Result<()> {
     let env = crate::plan::pick_env(&pf, Some(asked))?;
     let kind = pf.envs[&env].target.value;
     let target = crate::targets::open(kind, &pf)?;
-    let ledger = Ledger::open(&state::dir(&pf.root));
+    let ledger = Ledger::of(&pf)?;
     let entries = ledger.checked_entries()?;
     let (views, current) = releases(&entries);
     let previous: BTreeMap<String, String> = current

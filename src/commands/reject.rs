@@ -4,13 +4,12 @@
 use crate::cli::RejectArgs;
 use crate::error::{Error, Result};
 use crate::ledger::{Event, Ledger, ReleaseStatus, find_release, releases, who};
-use crate::state;
 
 use super::Ctx;
 
 pub fn run(ctx: &Ctx, args: RejectArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
-    let ledger = Ledger::open(&state::dir(&pf.root));
+    let ledger = Ledger::of(&pf)?;
     let entries = ledger.checked_entries()?;
     let (views, _) = releases(&entries);
     let view = find_release(&views, &args.release).map_err(|m| Error::usage(m, None))?;

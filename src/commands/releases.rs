@@ -3,13 +3,12 @@
 
 use crate::error::Result;
 use crate::ledger::{Ledger, ReleaseStatus, releases, user_of};
-use crate::state;
 
 use super::Ctx;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let pf = ctx.pipelinefile()?;
-    let entries = Ledger::open(&state::dir(&pf.root)).checked_entries()?;
+    let entries = Ledger::of(&pf)?.checked_entries()?;
     let (views, _) = releases(&entries);
     // An environment the Pipelinefile does not have is a usage error, not an empty list.
     if let Some(e) = ctx.global.env.as_deref() {

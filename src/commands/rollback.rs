@@ -6,7 +6,6 @@
 use crate::cli::RollbackArgs;
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, find_release, previous_release, releases};
-use crate::state;
 
 use super::Ctx;
 use super::gates::{self, Promotion};
@@ -15,7 +14,7 @@ use super::promote::{Kind, env_target, gate, guard, switch};
 pub fn run(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
     let target = env_target(ctx, &pf, &args.env, args.local)?;
-    let ledger = Ledger::open(&state::dir(&pf.root));
+    let ledger = Ledger::of(&pf)?;
     let entries = ledger.checked_entries()?;
     let (views, current) = releases(&entries);
     let env = args.env.as_str();

@@ -16,7 +16,7 @@ use super::{Ctx, local};
 
 pub fn run(ctx: &Ctx, args: VerifyArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
-    let ledger = Ledger::open(&state::dir(&pf.root));
+    let ledger = Ledger::of(&pf)?;
     let entries = ledger.checked_entries()?;
     let (views, _) = releases(&entries);
     let view = match &args.release {

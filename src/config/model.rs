@@ -72,6 +72,30 @@ pub struct Pipelinefile {
     pub services: Vec<Service>,
     pub verify: Verify,
     pub envs: IndexMap<String, Environment>,
+    /// `[ledger]`: where the ledger is kept.
+    pub ledger: LedgerSettings,
+}
+
+/// `[ledger]`: the file in `.pipe/` (the default), or S3 shared by a team.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LedgerSettings {
+    /// `.pipe/ledger.jsonl`.
+    #[default]
+    Local,
+    /// `backend = "s3"`: one object per entry under `prefix` in `bucket`.
+    S3(S3LedgerSettings),
+}
+
+/// Where a shared ledger lives in S3.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3LedgerSettings {
+    pub bucket: String,
+    /// Without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    /// `None`: the SDK's region chain (`AWS_REGION`, the profile).
+    pub region: Option<String>,
+    /// The S3 endpoint to use instead of AWS's; `AWS_ENDPOINT_URL` does the same from the host.
+    pub endpoint_url: Option<String>,
 }
 
 /// `[pipeline]`.

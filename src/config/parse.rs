@@ -9,6 +9,7 @@ mod boxes;
 mod ec2;
 mod env;
 mod layer;
+mod ledger;
 mod names;
 mod pipeline;
 mod service;
@@ -27,7 +28,7 @@ use super::walk::{self, Tbl, Walker};
 
 /// The top-level keys of a Pipelinefile.
 const SECTIONS: &[&str] = &[
-    "pipeline", "vars", "box", "build", "base", "app", "service", "verify", "env",
+    "pipeline", "vars", "box", "build", "base", "app", "service", "verify", "env", "ledger",
 ];
 
 /// Parses and validates; on failure returns every diagnostic and the source back.
@@ -77,6 +78,7 @@ pub fn parse(path: &Path, source: String) -> Result<Pipelinefile, (Vec<Diagnosti
         let services = service::services(&mut w, &root);
         let verify = service::verify(&mut w, &root);
         let envs = env::envs(&mut w, &root, &known);
+        let ledger = ledger::ledger(&mut w, &root);
         let pf = Pipelinefile {
             path: path.to_path_buf(),
             root: root_dir.clone(),
@@ -90,6 +92,7 @@ pub fn parse(path: &Path, source: String) -> Result<Pipelinefile, (Vec<Diagnosti
             services,
             verify,
             envs,
+            ledger,
         };
         (pf, known)
     };
@@ -279,6 +282,7 @@ fn home_of(key: &str) -> Option<&'static str> {
         "target" | "promote_from" => "an [env.NAME] table",
         "command" | "port" => "a [[service]] table",
         "proxy" | "ca_certificates" | "keep_build_trust" => "[build]",
+        "backend" | "bucket" | "prefix" => "[ledger]",
         _ => return None,
     })
 }

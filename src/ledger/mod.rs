@@ -17,8 +17,14 @@
 //! it to `ledger.torn` before writing, so no earlier entry is ever hidden or damaged. A crash
 //! between the line and its anchor leaves the anchor one line behind, which is accepted (the
 //! next append moves it).
+//!
+//! With `[ledger] backend = "s3"` the same entries live in S3, one object per entry, appended
+//! with conditional writes so a team shares one chain ([`shared`]); [`Ledger::of`] picks the
+//! backend from the Pipelinefile and every command reads and appends through it unchanged.
 
 mod release;
+mod s3;
+pub mod shared;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -26,6 +32,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::config::{LedgerSettings, Pipelinefile, S3LedgerSettings};
+use crate::engine::aws::{AwsClient, AwsSettings};
+use shared::SharedLedger;
 
 pub use release::{
     Approval, Artifact, PrunedImage, Release, ReleaseStatus, ReleaseView, VerifyOutcome,
@@ -126,19 +136,38 @@ pub enum LedgerError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("ledger {}: line {line} is not a valid entry: {message}", .path.display())]
+    /// `at`: `line N` in the file, `seq N` in S3.
+    #[error("ledger {location}: {at} is not a valid entry: {message}")]
     Corrupt {
-        path: PathBuf,
-        line: usize,
+        location: String,
+        at: String,
         message: String,
     },
     /// The hash chain or the anchor does not hold: nothing in it can be trusted.
-    #[error("ledger {}: broken at line {line}: {reason}", .path.display())]
+    #[error("ledger {location}: broken at {at}: {reason}")]
     Broken {
-        path: PathBuf,
-        line: usize,
+        location: String,
+        at: String,
         reason: String,
     },
+    /// The shared ledger's store failed (after the SDK's retries).
+    #[error("ledger {location}: {detail}")]
+    Store {
+        location: String,
+        detail: String,
+        hint: Option<String>,
+    },
+    /// Other writers took every next seq this append tried.
+    #[error(
+        "ledger {location}: gave up appending after {attempts} tries, other writers took every next seq"
+    )]
+    Contended { location: String, attempts: u32 },
+    /// The Pipelinefile keeps the ledger in S3, but a local one was never moved there.
+    #[error(
+        "the Pipelinefile keeps the ledger in {location}, but {} holds a local ledger that was not moved there",
+        .path.display()
+    )]
+    NotMoved { path: PathBuf, location: String },
 }
 
 /// `ledger.head`: the seq and sha256 of the last line appended.
@@ -150,17 +179,27 @@ struct Head {
 
 impl From<LedgerError> for crate::error::Error {
     fn from(e: LedgerError) -> Self {
-        crate::error::Error::runtime(
-            e.to_string(),
-            Some("`pipe history --verify` checks the ledger line by line".to_string()),
-        )
+        let hint = match &e {
+            LedgerError::Store { hint, .. } => hint.clone().or_else(|| {
+                Some("check the bucket, the credentials and the IAM permissions in the README (\"Sharing the ledger\")".into())
+            }),
+            LedgerError::Contended { .. } => Some("try again: nothing was appended".into()),
+            LedgerError::NotMoved { .. } => Some(
+                "`pipe ledger push` moves it into S3 (and keeps the file as ledger.jsonl.pushed); if S3 already holds another chain, move .pipe/ledger.jsonl aside".into(),
+            ),
+            _ => Some("`pipe history --verify` checks the ledger entry by entry".to_string()),
+        };
+        crate::error::Error::runtime(e.to_string(), hint)
     }
 }
 
-/// The ledger of one Pipelinefile folder.
+/// The ledger of one Pipelinefile folder: `.pipe/ledger.jsonl`, or shared in S3.
 #[derive(Debug, Clone)]
 pub struct Ledger {
+    /// The local file (with the S3 backend: where a local ledger would be, which must not
+    /// hold one that was not moved).
     path: PathBuf,
+    shared: Option<SharedLedger>,
 }
 
 /// What `verify` found.
@@ -177,11 +216,110 @@ impl Ledger {
     pub fn open(state_dir: &Path) -> Self {
         Self {
             path: state_dir.join("ledger.jsonl"),
+            shared: None,
         }
     }
 
+    /// The Pipelinefile's ledger: `[ledger]`'s backend. A shared ledger refuses to open while
+    /// a local ledger with entries was not moved into it, so no history is forked unseen.
+    pub fn of(pf: &Pipelinefile) -> Result<Self, LedgerError> {
+        let local = Self::open(&crate::state::dir(&pf.root));
+        let LedgerSettings::S3(s) = &pf.ledger else {
+            return Ok(local);
+        };
+        let shared = Self::connect(s)?;
+        if std::fs::metadata(&local.path).is_ok_and(|m| m.len() > 0) {
+            return Err(LedgerError::NotMoved {
+                path: local.path.clone(),
+                location: shared.location().to_string(),
+            });
+        }
+        Ok(Self {
+            path: local.path,
+            shared: Some(shared),
+        })
+    }
+
+    /// The shared ledger `[ledger]` names, whatever the local file holds (for moving it in).
+    pub fn of_shared(pf: &Pipelinefile, s: &S3LedgerSettings) -> Result<Self, LedgerError> {
+        let local = Self::open(&crate::state::dir(&pf.root));
+        let shared = Self::connect(s)?;
+        Ok(Self {
+            path: local.path,
+            shared: Some(shared),
+        })
+    }
+
+    fn connect(s: &S3LedgerSettings) -> Result<SharedLedger, LedgerError> {
+        let location = s3_location(&s.bucket, &s.prefix);
+        let client = AwsClient::connect(&AwsSettings {
+            region: s.region.clone(),
+            endpoint_url: s.endpoint_url.clone(),
+            ..AwsSettings::default()
+        })
+        .map_err(|e| LedgerError::Store {
+            location: location.clone(),
+            hint: e.hint(),
+            detail: e.to_string(),
+        })?;
+        let store = s3::S3Store {
+            client,
+            bucket: s.bucket.clone(),
+        };
+        Ok(SharedLedger::new(
+            std::sync::Arc::new(store),
+            location,
+            &s.prefix,
+        ))
+    }
+
+    /// The local file (with the S3 backend, where a local ledger would be).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the entries are, for messages: the file's path, or `s3://bucket/prefix`.
+    pub fn location(&self) -> String {
+        match &self.shared {
+            Some(s) => s.location().to_string(),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    /// What a position in this ledger is called: a `line` of the file, a `seq` in S3.
+    pub fn unit(&self) -> &'static str {
+        if self.shared.is_some() { "seq" } else { "line" }
+    }
+
+    /// The shared ledger, when the ledger is in S3.
+    pub fn shared(&self) -> Option<&SharedLedger> {
+        self.shared.as_ref()
+    }
+
+    /// Every complete line of the local file after checking its chain (for moving it into S3).
+    pub fn local_lines(&self) -> Result<Vec<Vec<u8>>, LedgerError> {
+        if let ChainCheck::Broken { line, reason } = self.verify_local()? {
+            return Err(self.broken(line, reason));
+        }
+        let data = match std::fs::read(&self.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io(e)),
+        };
+        let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        Ok(data[..complete]
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect())
+    }
+
+    fn broken(&self, line: usize, reason: String) -> LedgerError {
+        LedgerError::Broken {
+            location: self.path.display().to_string(),
+            at: format!("line {line}"),
+            reason,
+        }
     }
 
     fn io(&self, source: std::io::Error) -> LedgerError {
@@ -193,6 +331,9 @@ impl Ledger {
 
     /// Appends an event under an exclusive lock, fsynced; returns the written entry.
     pub fn append(&self, who: &str, event: Event) -> Result<Entry, LedgerError> {
+        if let Some(shared) = &self.shared {
+            return shared.append(who, event);
+        }
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
         }
@@ -205,13 +346,9 @@ impl Ledger {
             .map_err(|e| self.io(e))?;
         file.lock().map_err(|e| self.io(e))?;
         // Nothing is added to a broken ledger: a new link would hide where it broke.
-        if let ChainCheck::Broken { line, reason } = self.verify()? {
+        if let ChainCheck::Broken { line, reason } = self.verify_local()? {
             let _ = file.unlock();
-            return Err(LedgerError::Broken {
-                path: self.path.clone(),
-                line,
-                reason,
-            });
+            return Err(self.broken(line, reason));
         }
         let result = self.append_locked(&mut file, who, event);
         let _ = file.unlock();
@@ -278,19 +415,21 @@ impl Ledger {
     /// Every entry, after checking the chain and the anchor; a broken ledger is an error
     /// naming the first bad line. What every command that acts on the ledger reads.
     pub fn checked_entries(&self) -> Result<Vec<Entry>, LedgerError> {
+        if let Some(shared) = &self.shared {
+            return shared.checked_entries();
+        }
         match self.verify()? {
             ChainCheck::Intact { .. } => self.entries(),
-            ChainCheck::Broken { line, reason } => Err(LedgerError::Broken {
-                path: self.path.clone(),
-                line,
-                reason,
-            }),
+            ChainCheck::Broken { line, reason } => Err(self.broken(line, reason)),
         }
     }
 
     /// Every complete entry, in order; a torn last line is skipped. Unchecked: for showing
     /// the history, not for deciding anything.
     pub fn entries(&self) -> Result<Vec<Entry>, LedgerError> {
+        if let Some(shared) = &self.shared {
+            return shared.entries();
+        }
         let data = match std::fs::read(&self.path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -303,8 +442,8 @@ impl Ledger {
                 continue;
             }
             let entry: Entry = serde_json::from_slice(line).map_err(|e| LedgerError::Corrupt {
-                path: self.path.clone(),
-                line: i + 1,
+                location: self.path.display().to_string(),
+                at: format!("line {}", i + 1),
                 message: e.to_string(),
             })?;
             out.push(entry);
@@ -312,8 +451,17 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Checks the hash chain line by line.
+    /// Checks the hash chain entry by entry (and the anchor or head); `line` in a
+    /// [`ChainCheck::Broken`] is the seq, which is the line number in the file.
     pub fn verify(&self) -> Result<ChainCheck, LedgerError> {
+        match &self.shared {
+            Some(shared) => shared.verify(),
+            None => self.verify_local(),
+        }
+    }
+
+    /// Checks the local file's hash chain line by line.
+    fn verify_local(&self) -> Result<ChainCheck, LedgerError> {
         let data = match std::fs::read(&self.path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -419,6 +567,29 @@ impl Ledger {
             .nth(seq.saturating_sub(1) as usize)
             .filter(|_| seq > 0)
             .map(sha256_hex))
+    }
+}
+
+/// Deletes the promotion lock `key` of the shared ledger in `bucket` while run `run` holds it
+/// (the cleanup of a journaled lock, by the run or by `pipe clean`); false when it does not.
+pub fn release_s3_lock(
+    client: AwsClient,
+    bucket: &str,
+    key: &str,
+    run: &str,
+) -> Result<bool, crate::engine::aws::AwsError> {
+    let store = s3::S3Store {
+        client,
+        bucket: bucket.to_string(),
+    };
+    shared::release_lock(&store, key, run)
+}
+
+/// `s3://bucket/prefix`, how messages name a shared ledger.
+pub fn s3_location(bucket: &str, prefix: &str) -> String {
+    match prefix.trim_matches('/') {
+        "" => format!("s3://{bucket}"),
+        p => format!("s3://{bucket}/{p}"),
     }
 }
 

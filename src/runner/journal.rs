@@ -76,6 +76,18 @@ pub enum Resource {
         name: String,
         run: String,
     },
+    /// An environment's promotion lock in the shared ledger (an S3 object created only if
+    /// absent). Cleanup deletes it only while it still names this run.
+    LedgerLock {
+        bucket: String,
+        key: String,
+        /// As the Pipelinefile's `[ledger]` says (`None`: the SDK's region chain).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        run: String,
+    },
 }
 
 impl std::fmt::Display for Resource {
@@ -114,6 +126,9 @@ impl std::fmt::Display for Resource {
             }
             Resource::PromotionLock { region, name, .. } => {
                 write!(f, "promotion lock {name} ({region})")
+            }
+            Resource::LedgerLock { bucket, key, .. } => {
+                write!(f, "promotion lock s3://{bucket}/{key}")
             }
         }
     }

@@ -166,6 +166,20 @@ impl Destroyer {
                     _ => Ok(false),
                 }
             }
+            Resource::LedgerLock {
+                bucket,
+                key,
+                region,
+                endpoint,
+                run,
+            } => {
+                let c = AwsClient::connect(&AwsSettings {
+                    region: region.clone(),
+                    endpoint_url: endpoint.clone(),
+                    ..AwsSettings::default()
+                })?;
+                Ok(crate::ledger::release_s3_lock(c, bucket, key, run)?)
+            }
         }
     }
 }

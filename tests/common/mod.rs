@@ -58,6 +58,28 @@ impl Project {
         self.dir.path()
     }
 
+    /// A second working copy of this project (another folder, the same pipeline name and
+    /// files, without `.pipe/`), as a teammate's checkout on another machine would be.
+    pub fn second_copy(&self) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for e in walkdir::WalkDir::new(self.path())
+            .into_iter()
+            .filter_entry(|e| e.file_name() != ".pipe")
+        {
+            let e = e.unwrap();
+            let to = dir.path().join(e.path().strip_prefix(self.path()).unwrap());
+            if e.file_type().is_dir() {
+                std::fs::create_dir_all(&to).unwrap();
+            } else {
+                std::fs::copy(e.path(), &to).unwrap();
+            }
+        }
+        Self {
+            dir,
+            name: self.name.clone(),
+        }
+    }
+
     pub fn write(&self, rel: &str, content: &str) {
         let path = self.dir.path().join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

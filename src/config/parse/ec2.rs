@@ -103,7 +103,7 @@ fn is_region(s: &str) -> bool {
         && !parts[parts.len() - 1].is_empty()
 }
 
-fn check_region(w: &mut Walker, r: &Spanned<String>) -> bool {
+pub(super) fn check_region(w: &mut Walker, r: &Spanned<String>) -> bool {
     if is_region(r) {
         return true;
     }
@@ -418,7 +418,7 @@ fn bastion(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<Ec2Bastion> {
 }
 
 /// `endpoint_url`: an http(s) URL.
-fn endpoint_url(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<String> {
+pub(super) fn endpoint_url(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<String> {
     let url = t.str(w, "endpoint_url")?;
     let rest = url
         .strip_prefix("https://")

@@ -39,6 +39,7 @@ pub struct AwsClient {
     pub(super) ec2: aws_sdk_ec2::Client,
     pub(super) autoscaling: aws_sdk_autoscaling::Client,
     pub(super) ssm: aws_sdk_ssm::Client,
+    pub(super) s3: aws_sdk_s3::Client,
     rt: Arc<tokio::runtime::Runtime>,
     region: String,
     endpoint: Option<String>,
@@ -120,10 +121,26 @@ impl AwsClient {
             .clone()
             .or_else(|| std::env::var("AWS_ENDPOINT_URL_EC2").ok())
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        // An endpoint of its own (the local EC2, MinIO) answers on one host name: buckets go in
+        // the path, not in a `bucket.host` name it could not resolve. Checksums only where S3
+        // requires them, which every S3-compatible store understands.
+        let own_endpoint = settings.endpoint_url.is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let s3 = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(own_endpoint)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
+            .build();
         Ok(Self {
             ec2: aws_sdk_ec2::Client::new(&config),
             autoscaling: aws_sdk_autoscaling::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
+            s3: aws_sdk_s3::Client::from_conf(s3),
             rt: Arc::new(rt),
             region,
             endpoint,

@@ -1,5 +1,6 @@
 //! A synchronous AWS client (the AWS SDK for Rust on a small tokio runtime it owns), with just
-//! the EC2 calls pipe makes, as [`super::docker::DockerClient`] is for the Docker engine.
+//! the EC2 calls pipe makes (and the S3 calls of the shared ledger), as
+//! [`super::docker::DockerClient`] is for the Docker engine.
 //!
 //! - **Connect** ([`AwsClient::connect`]): the standard credential chain, profile and region,
 //!   `AWS_ENDPOINT_URL` (read by the SDK) or an explicit endpoint, an HTTPS client on rustls
@@ -14,6 +15,7 @@ mod autoscaling;
 mod client;
 mod ec2;
 mod error;
+mod s3;
 mod ssm;
 mod templates;
 pub mod wait;
@@ -25,5 +27,6 @@ pub use ec2::{
     is_loopback_endpoint,
 };
 pub use error::AwsError;
+pub use s3::S3Object;
 pub use ssm::{IMAGE_DATA_TYPE, ParameterInfo};
 pub use templates::{TemplateInfo, TemplateVersion};
