@@ -72,6 +72,14 @@ pub struct Pipelinefile {
     pub services: Vec<Service>,
     pub verify: Verify,
     pub envs: IndexMap<String, Environment>,
+    pub notify: Notify,
+}
+
+/// `[notify]`: where pipe says that a bake or a promotion happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notify {
+    /// An SNS topic that gets a JSON message with the AMI ids after each bake and promotion.
+    pub sns_topic_arn: Option<String>,
 }
 
 /// `[pipeline]`.
@@ -492,6 +500,12 @@ pub struct Ec2Settings {
     /// The KMS key a release's AMI is encrypted with when a promotion copies it into this
     /// environment's region.
     pub kms_key_id: Option<String>,
+    /// The AWS account the environment runs in, when it is not the one that bakes: a
+    /// promotion grants it launch permission on the release's AMI and snapshots.
+    pub account_id: Option<String>,
+    /// The role in `account_id` pipe assumes for the promotion's Auto Scaling, launch
+    /// template and SSM calls there.
+    pub role_arn: Option<String>,
 }
 
 /// `[env.NAME].refresh`: the instance refresh's preferences (AWS's defaults when unset).

@@ -10,11 +10,13 @@ mod ec2;
 mod env;
 mod layer;
 mod names;
+mod notify;
 mod pipeline;
 mod service;
 
 use std::path::Path;
 
+pub use notify::topic_region;
 pub use pipeline::{is_valid_name, sanitize_name};
 
 use toml::de::DeTable;
@@ -27,7 +29,7 @@ use super::walk::{self, Tbl, Walker};
 
 /// The top-level keys of a Pipelinefile.
 const SECTIONS: &[&str] = &[
-    "pipeline", "vars", "box", "build", "base", "app", "service", "verify", "env",
+    "pipeline", "vars", "box", "build", "base", "app", "service", "verify", "env", "notify",
 ];
 
 /// Parses and validates; on failure returns every diagnostic and the source back.
@@ -77,6 +79,7 @@ pub fn parse(path: &Path, source: String) -> Result<Pipelinefile, (Vec<Diagnosti
         let services = service::services(&mut w, &root);
         let verify = service::verify(&mut w, &root);
         let envs = env::envs(&mut w, &root, &known);
+        let notify = notify::notify(&mut w, &root);
         let pf = Pipelinefile {
             path: path.to_path_buf(),
             root: root_dir.clone(),
@@ -90,6 +93,7 @@ pub fn parse(path: &Path, source: String) -> Result<Pipelinefile, (Vec<Diagnosti
             services,
             verify,
             envs,
+            notify,
         };
         (pf, known)
     };

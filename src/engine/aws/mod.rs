@@ -14,12 +14,13 @@ mod autoscaling;
 mod client;
 mod ec2;
 mod error;
+mod share;
 mod ssm;
 mod templates;
 pub mod wait;
 
 pub use autoscaling::{GroupInfo, GroupInstance, RefreshInfo, RefreshStart, TemplateRef};
-pub use client::{AwsClient, AwsSettings};
+pub use client::{AssumedRole, AwsClient, AwsSettings};
 pub use ec2::{
     ImageInfo, InstanceInfo, InstanceLaunch, RootVolumeSpec, Tagged, filter_tags,
     is_loopback_endpoint,
