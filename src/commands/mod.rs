@@ -11,6 +11,7 @@ mod init;
 mod lifecycle;
 mod local;
 mod logs;
+mod notify;
 mod promote;
 mod provision;
 mod prune;

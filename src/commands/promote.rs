@@ -397,6 +397,7 @@ pub fn switch(
     match result {
         Ok(new) => {
             record(true, None)?;
+            notify(ctx, pf, kind, r, env, previous.as_deref(), None, None);
             let mut human = format!(
                 "`{env}` now runs release {} in {new} ({details_human})",
                 r.alias
@@ -424,8 +425,21 @@ pub fn switch(
         }
         Err(e) => {
             let detail = e.to_string();
-            let detail = detail.lines().next().unwrap_or("").to_string();
-            record(false, Some(ctx.printer.redactor().redact(&detail)))?;
+            let detail = ctx
+                .printer
+                .redactor()
+                .redact(detail.lines().next().unwrap_or(""));
+            record(false, Some(detail.clone()))?;
+            notify(
+                ctx,
+                pf,
+                kind,
+                r,
+                env,
+                previous.as_deref(),
+                None,
+                Some(&detail),
+            );
             Err(e)
         }
     }
@@ -460,6 +474,33 @@ fn record(
     };
     ledger.append(&who(), event)?;
     Ok(())
+}
+
+/// Publishes the outcome of a promotion or rollback that was recorded ([`super::notify`]).
+#[allow(clippy::too_many_arguments)]
+fn notify(
+    ctx: &Ctx,
+    pf: &Pipelinefile,
+    kind: Kind,
+    r: &crate::ledger::Release,
+    env: &str,
+    previous: Option<&str>,
+    details: Option<&serde_json::Value>,
+    failed: Option<&str>,
+) {
+    let notice = super::notify::Notice {
+        event: match kind {
+            Kind::Promote => "promote",
+            Kind::Rollback => "rollback",
+        },
+        release: r,
+        env,
+        outcome: if failed.is_some() { "failed" } else { "ok" },
+        previous,
+        details,
+        detail: failed,
+    };
+    super::notify::send(pf, &notice, ctx.printer);
 }
 
 /// [`switch`] on a target that rolls its fleet itself ([`crate::targets::fleet`]): the same
@@ -528,6 +569,16 @@ fn switch_fleet(
             let detail = (!done.unfinished.is_empty())
                 .then(|| format!("not finished: {}", done.unfinished.join("; ")));
             record(ledger, kind, r, env, previous.clone(), true, detail)?;
+            notify(
+                ctx,
+                pf,
+                kind,
+                r,
+                env,
+                previous.as_deref(),
+                Some(&done.json),
+                None,
+            );
             let mut human = format!("`{env}` now runs release {}: {}", r.alias, done.summary);
             if let Some(prev) = &previous {
                 human.push_str(&format!(
@@ -558,16 +609,29 @@ fn switch_fleet(
         Err(e) => {
             // Interrupted or failed, the roll-out put back what ran before.
             let detail = e.to_string();
-            let detail = detail.lines().next().unwrap_or("").to_string();
+            let detail = ctx
+                .printer
+                .redactor()
+                .redact(detail.lines().next().unwrap_or(""));
             record(
                 ledger,
                 kind,
                 r,
                 env,
-                previous,
+                previous.clone(),
                 false,
-                Some(ctx.printer.redactor().redact(&detail)),
+                Some(detail.clone()),
             )?;
+            notify(
+                ctx,
+                pf,
+                kind,
+                r,
+                env,
+                previous.as_deref(),
+                None,
+                Some(&detail),
+            );
             Err(e)
         }
     }

@@ -1,5 +1,6 @@
 //! A synchronous AWS client (the AWS SDK for Rust on a small tokio runtime it owns), with just
-//! the EC2 calls pipe makes, as [`super::docker::DockerClient`] is for the Docker engine.
+//! the EC2 (and Auto Scaling, SSM, SNS) calls pipe makes, as [`super::docker::DockerClient`]
+//! is for the Docker engine.
 //!
 //! - **Connect** ([`AwsClient::connect`]): the standard credential chain, profile and region,
 //!   `AWS_ENDPOINT_URL` (read by the SDK) or an explicit endpoint, an HTTPS client on rustls
@@ -15,6 +16,7 @@ mod client;
 mod ec2;
 mod error;
 mod share;
+mod sns;
 mod ssm;
 mod templates;
 pub mod wait;

@@ -537,6 +537,7 @@ pub fn roll_out(
         "version": version,
         "refresh": refreshed.id,
         "ssm_parameter": r.ssm_parameter,
+        "account_id": r.account_id,
         "unfinished": unfinished,
     });
     Ok(RolledOut {
