@@ -405,6 +405,7 @@ pub fn roll_out(
         endpoint: endpoint.clone(),
         name: lock_name(pipeline, env),
         run: run.clone(),
+        role: client.role().map(str::to_string),
     };
     runner.step(&format!("lock promotions of `{env}`"), |runner| {
         resource::create(runner, destroyer(), &lock, || {
@@ -430,6 +431,7 @@ pub fn roll_out(
         endpoint: endpoint.clone(),
         template_id: c.template.id.clone(),
         run: run.clone(),
+        role: client.role().map(str::to_string),
     };
     let version = runner.step(
         &format!(
@@ -462,6 +464,7 @@ pub fn roll_out(
         region: region.clone(),
         endpoint: endpoint.clone(),
         group: r.group.clone(),
+        role: client.role().map(str::to_string),
     };
     let start = RefreshStart {
         group: r.group.clone(),
