@@ -391,12 +391,9 @@ pub fn switch(
     };
     let result = switch_target(&mut runner, target, &s, ctx.printer);
     let result = runner.finish(result);
-    let record = |ok: bool, detail: Option<String>| {
-        record(ledger, kind, r, env, previous.clone(), ok, detail)
-    };
     match result {
         Ok(new) => {
-            record(true, None)?;
+            record(ledger, kind, r, env, previous.clone(), true, None)?;
             notify(ctx, pf, kind, r, env, previous.as_deref(), None, None);
             let mut human = format!(
                 "`{env}` now runs release {} in {new} ({details_human})",
@@ -424,22 +421,7 @@ pub fn switch(
             Err(e)
         }
         Err(e) => {
-            let detail = e.to_string();
-            let detail = ctx
-                .printer
-                .redactor()
-                .redact(detail.lines().next().unwrap_or(""));
-            record(false, Some(detail.clone()))?;
-            notify(
-                ctx,
-                pf,
-                kind,
-                r,
-                env,
-                previous.as_deref(),
-                None,
-                Some(&detail),
-            );
+            record_failure(ctx, pf, ledger, kind, r, env, previous, &e)?;
             Err(e)
         }
     }
@@ -473,6 +455,46 @@ fn record(
         },
     };
     ledger.append(&who(), event)?;
+    Ok(())
+}
+
+/// Records a promotion or rollback that failed (with the error's first line, sensitive values
+/// masked) and publishes it.
+#[allow(clippy::too_many_arguments)]
+fn record_failure(
+    ctx: &Ctx,
+    pf: &Pipelinefile,
+    ledger: &Ledger,
+    kind: Kind,
+    r: &crate::ledger::Release,
+    env: &str,
+    previous: Option<String>,
+    e: &Error,
+) -> Result<()> {
+    let text = e.to_string();
+    let detail = ctx
+        .printer
+        .redactor()
+        .redact(text.lines().next().unwrap_or(""));
+    record(
+        ledger,
+        kind,
+        r,
+        env,
+        previous.clone(),
+        false,
+        Some(detail.clone()),
+    )?;
+    notify(
+        ctx,
+        pf,
+        kind,
+        r,
+        env,
+        previous.as_deref(),
+        None,
+        Some(&detail),
+    );
     Ok(())
 }
 
@@ -608,30 +630,7 @@ fn switch_fleet(
         Err(e @ Error::Gate { .. }) => Err(e),
         Err(e) => {
             // Interrupted or failed, the roll-out put back what ran before.
-            let detail = e.to_string();
-            let detail = ctx
-                .printer
-                .redactor()
-                .redact(detail.lines().next().unwrap_or(""));
-            record(
-                ledger,
-                kind,
-                r,
-                env,
-                previous.clone(),
-                false,
-                Some(detail.clone()),
-            )?;
-            notify(
-                ctx,
-                pf,
-                kind,
-                r,
-                env,
-                previous.as_deref(),
-                None,
-                Some(&detail),
-            );
+            record_failure(ctx, pf, ledger, kind, r, env, previous, &e)?;
             Err(e)
         }
     }
