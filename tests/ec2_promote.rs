@@ -692,6 +692,14 @@ fn a_promotion_into_another_account_and_region_shares_the_encrypted_copy_and_not
     assert_eq!(copies[0]["SourceRegion"], "us-east-1");
     assert_eq!(copies[0]["Encrypted"], "true");
     assert_eq!(copies[0]["KmsKeyId"], "alias/prod-amis");
+    // The copy is encrypted: production's account needs the key too, which pipe only says.
+    assert!(
+        r.stderr.contains(&format!(
+            "is encrypted: instances in account {PROD_ACCOUNT} start from it only if that account may use its KMS key"
+        )),
+        "{}",
+        r.all()
+    );
     // The role was assumed for production's calls.
     let assumed = ec2.requests("AssumeRole");
     assert!(!assumed.is_empty(), "{}", r.all());

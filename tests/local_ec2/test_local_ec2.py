@@ -480,3 +480,27 @@ def test_sns_delivers_to_a_subscribed_sqs_queue(local_ec2):
     assert body["Subject"] == "baked"
     assert json.loads(body["Message"]) == {"ami": "ami-1"}
     assert [r["action"] for r in local_ec2.requests(action="Publish")] == ["Publish"]
+
+
+def test_an_encrypted_copy_says_so_and_a_plain_one_does_not(local_ec2):
+    ec2 = local_ec2.client("ec2")
+    west = local_ec2.client("ec2", "us-west-2")
+    plain = west.copy_image(SourceImageId=local_ec2.source_ami, SourceRegion="us-east-1", Name="plain")["ImageId"]
+    sealed = west.copy_image(
+        SourceImageId=local_ec2.source_ami,
+        SourceRegion="us-east-1",
+        Name="sealed",
+        Encrypted=True,
+        KmsKeyId="alias/prod-amis",
+    )["ImageId"]
+
+    def ebs(ami):
+        (m,) = [m for m in west.describe_images(ImageIds=[ami])["Images"][0]["BlockDeviceMappings"] if "Ebs" in m]
+        return m["Ebs"]
+
+    assert ebs(plain)["Encrypted"] is False
+    assert ebs(sealed)["Encrypted"] is True
+    assert ebs(sealed)["KmsKeyId"] == "alias/prod-amis"
+    snap = west.describe_snapshots(SnapshotIds=[ebs(sealed)["SnapshotId"]])["Snapshots"][0]
+    assert snap["Encrypted"] is True
+    assert ec2.describe_images(ImageIds=[local_ec2.source_ami])["Images"][0]["State"] == "available"
