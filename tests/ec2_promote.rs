@@ -3,7 +3,9 @@
 //! requests through it without pause while the group is refreshed to a new release and rolled
 //! back: not one request may fail. A release whose instances never get healthy, and a Ctrl-C
 //! during a refresh, leave the previous release serving on every instance. Also: the lock
-//! (a second promotion of the same environment is refused), `--plan` (changes nothing), drift.
+//! (a second promotion of the same environment is refused), `--plan` (changes nothing), drift,
+//! and a production environment in another account and region (the AMI copied and shared,
+//! the role assumed) with the bake and the promotion published to an SNS topic.
 //!
 //! Durations AWS counts in tens of seconds (health checks, grace, warm-up, draining) are scaled
 //! down to a tenth by the local EC2's timing knob, so one refresh takes seconds, not minutes.
@@ -482,8 +484,125 @@ fn promote_and_roll_back_through_the_load_balancer_without_a_failed_request() {
     }
 }
 
+/// The account production runs in, and the role pipe assumes there.
+const PROD_ACCOUNT: &str = "210987654321";
+const PROD_ROLE: &str = "arn:aws:iam::210987654321:role/pipe-promote";
+
+/// An SNS topic (in the bake account, us-east-1) with an SQS queue subscribed to it: the topic
+/// ARN and the queue URL.
+fn topic_with_queue(ec2: &local_ec2::LocalEc2, name: &str) -> (String, String) {
+    let call = |service: &str, call: &str, args: Value| {
+        ec2.call(service, "us-east-1", call, &args.to_string())
+    };
+    let topic = call("sns", "create_topic", serde_json::json!({"Name": name}))["TopicArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let queue = call(
+        "sqs",
+        "create_queue",
+        serde_json::json!({"QueueName": name}),
+    )["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let arn = call(
+        "sqs",
+        "get_queue_attributes",
+        serde_json::json!({"QueueUrl": queue, "AttributeNames": ["QueueArn"]}),
+    )["Attributes"]["QueueArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    call(
+        "sns",
+        "subscribe",
+        serde_json::json!({"TopicArn": topic, "Protocol": "sqs", "Endpoint": arn}),
+    );
+    (topic, queue)
+}
+
+/// The SNS notifications the queue received since the last look: (subject, message).
+fn notifications(ec2: &local_ec2::LocalEc2, queue: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    loop {
+        let got = ec2.call(
+            "sqs",
+            "us-east-1",
+            "receive_message",
+            &serde_json::json!({"QueueUrl": queue, "MaxNumberOfMessages": 10}).to_string(),
+        );
+        let Some(messages) = got["Messages"].as_array().filter(|m| !m.is_empty()) else {
+            return out;
+        };
+        for m in messages {
+            let body: Value = serde_json::from_str(m["Body"].as_str().unwrap()).unwrap();
+            let message = serde_json::from_str(body["Message"].as_str().unwrap()).unwrap();
+            out.push((body["Subject"].as_str().unwrap().to_string(), message));
+            ec2.call(
+                "sqs",
+                "us-east-1",
+                "delete_message",
+                &serde_json::json!({"QueueUrl": queue, "ReceiptHandle": m["ReceiptHandle"]})
+                    .to_string(),
+            );
+        }
+    }
+}
+
+/// Who may use an AMI and its snapshots in `region` (the bake account's view): the launch
+/// permissions' accounts, and each snapshot with its create-volume permissions' accounts.
+fn shared_with(
+    ec2: &local_ec2::LocalEc2,
+    region: &str,
+    ami: &str,
+) -> (Vec<String>, Vec<(String, Vec<String>)>) {
+    let ids = |v: &Value, key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["UserId"].as_str().map(str::to_string))
+            .collect()
+    };
+    let image = ec2.call(
+        "ec2",
+        region,
+        "describe_image_attribute",
+        &serde_json::json!({"ImageId": ami, "Attribute": "launchPermission"}).to_string(),
+    );
+    let described = ec2.call(
+        "ec2",
+        region,
+        "describe_images",
+        &serde_json::json!({"ImageIds": [ami]}).to_string(),
+    );
+    let snapshots = described["Images"][0]["BlockDeviceMappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["Ebs"]["SnapshotId"].as_str())
+        .map(|s| {
+            let perms = ec2.call(
+                "ec2",
+                region,
+                "describe_snapshot_attribute",
+                &serde_json::json!({"SnapshotId": s, "Attribute": "createVolumePermission"})
+                    .to_string(),
+            );
+            (s.to_string(), ids(&perms, "CreateVolumePermissions"))
+        })
+        .collect();
+    (ids(&image, "LaunchPermissions"), snapshots)
+}
+
+/// Production in another account and region: the release's AMI is copied to that region
+/// (encrypted) by the account that bakes, shared with production's account (the copy and its
+/// snapshots, recorded in the ledger) before a launch template version names it, and the
+/// group there is refreshed through the role pipe assumes. The bake and the promotion are
+/// published to an SNS topic, read back from an SQS queue subscribed to it.
 #[test]
-fn a_promotion_into_another_region_copies_the_ami_encrypted_and_refreshes_the_group_there() {
+fn a_promotion_into_another_account_and_region_shares_the_encrypted_copy_and_notifies() {
     let ec2 = local_ec2::hold();
     ec2.ctl(
         "POST",
@@ -491,17 +610,31 @@ fn a_promotion_into_another_region_copies_the_ami_encrypted_and_refreshes_the_gr
         r#"{"scale": 0.1, "refresh_timeout": 60}"#,
     );
     common::ensure_box();
+    let (topic, queue) = topic_with_queue(&ec2, "ec2xaccount");
     let text = pipelinefile().replacen(
         "region = \"us-east-1\"\nauto_scaling_group",
-        "region = \"us-west-2\"\nkms_key_id = \"alias/prod-amis\"\nauto_scaling_group",
+        &format!(
+            "region = \"us-west-2\"\nkms_key_id = \"alias/prod-amis\"\naccount_id = \"{PROD_ACCOUNT}\"\nrole_arn = \"{PROD_ROLE}\"\nauto_scaling_group"
+        ),
         1,
-    );
+    ) + &format!("\n[notify]\nsns_topic_arn = \"{topic}\"\n");
     assert!(text.contains("us-west-2"));
-    let p = Project::new("ec2xregion", &text, &[("www/health", "ok\n")]);
+    let p = Project::new("ec2xaccount", &text, &[("www/health", "ok\n")]);
     let env = Env::of(&ec2);
     let one = bake(&p, &env, "one", true);
 
-    // Production in us-west-2 runs a plain copy of release one's AMI, made by hand.
+    // The bake was published: its AMI, verified.
+    let notes = notifications(&ec2, &queue);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let (subject, baked) = &notes[0];
+    assert!(subject.contains("baked in staging (verified)"), "{subject}");
+    assert_eq!(baked["event"], "bake");
+    assert_eq!(baked["env"], "staging");
+    assert_eq!(baked["amis"]["us-east-1"], one.as_str(), "{baked}");
+    assert_eq!(baked["outcome"], "verified");
+
+    // Production in the other account and us-west-2 runs a plain copy of release one's AMI,
+    // made and shared by hand.
     let seed = ec2.call(
         "ec2",
         "us-west-2",
@@ -512,6 +645,13 @@ fn a_promotion_into_another_region_copies_the_ami_encrypted_and_refreshes_the_gr
         .as_str()
         .unwrap()
         .to_string();
+    ec2.call(
+        "ec2",
+        "us-west-2",
+        "modify_image_attribute",
+        &serde_json::json!({"ImageId": seed, "LaunchPermission": {"Add": [{"UserId": PROD_ACCOUNT}]}})
+            .to_string(),
+    );
     let made = stack_in(
         &ec2,
         "us-west-2",
@@ -524,19 +664,22 @@ fn a_promotion_into_another_region_copies_the_ami_encrypted_and_refreshes_the_gr
             "2",
             "--path",
             "/health",
+            "--role-arn",
+            PROD_ROLE,
         ],
     );
     let url = made["url"].as_str().unwrap().to_string();
 
     let plan = p.pipe_env(&["promote", "production", "--plan"], &env.with(&[]));
     plan.ok();
-    assert!(
-        plan.stdout.contains(&format!(
-            "copy AMI {one} from us-east-1 to us-west-2, encrypted with alias/prod-amis"
-        )),
-        "{}",
-        plan.all()
-    );
+    for step in [
+        format!("copy AMI {one} from us-east-1 to us-west-2, encrypted with alias/prod-amis"),
+        format!(
+            "grant account {PROD_ACCOUNT} launch permission on the copy and create-volume permission on its snapshots"
+        ),
+    ] {
+        assert!(plan.stdout.contains(&step), "{step}\n{}", plan.all());
+    }
     ec2.clear_requests();
     let hammer = Hammer::start(&url);
     let r = p.pipe_env(&["promote", "production", "--no-progress"], &env.with(&[]));
@@ -549,8 +692,27 @@ fn a_promotion_into_another_region_copies_the_ami_encrypted_and_refreshes_the_gr
     assert_eq!(copies[0]["SourceRegion"], "us-east-1");
     assert_eq!(copies[0]["Encrypted"], "true");
     assert_eq!(copies[0]["KmsKeyId"], "alias/prod-amis");
+    // The copy is encrypted: production's account needs the key too, which pipe only says.
+    assert!(
+        r.stderr.contains(&format!(
+            "is encrypted: instances in account {PROD_ACCOUNT} start from it only if that account may use its KMS key"
+        )),
+        "{}",
+        r.all()
+    );
+    // The role was assumed for production's calls.
+    let assumed = ec2.requests("AssumeRole");
+    assert!(!assumed.is_empty(), "{}", r.all());
+    assert!(
+        assumed.iter().all(|a| a["RoleArn"] == PROD_ROLE),
+        "{assumed:?}"
+    );
+    assert_eq!(
+        assumed[0]["RoleSessionName"],
+        format!("pipe-{}-production", p.name).as_str()
+    );
 
-    // The group runs pipe's copy (found again by its digest tag), with no drift.
+    // The group (in production's account) runs pipe's copy, with no drift.
     let st = status(&p, &env);
     assert_eq!(st["region"], "us-west-2", "{st}");
     assert_eq!(st["drift"], serde_json::json!([]), "{st}");
@@ -561,9 +723,86 @@ fn a_promotion_into_another_region_copies_the_ami_encrypted_and_refreshes_the_gr
     assert!(row(&st, "ssm").ends_with(&copy), "{st}");
     assert_eq!(get(url.trim_start_matches("http://")).1, "release one");
 
+    // The copy and each of its snapshots are shared with production's account, before the
+    // launch template version named it, and the ledger says so.
+    let (launch, snapshots) = shared_with(&ec2, "us-west-2", &copy);
+    assert_eq!(launch, [PROD_ACCOUNT], "{}", r.all());
+    assert!(!snapshots.is_empty(), "the copy has snapshots");
+    for (snap, accounts) in &snapshots {
+        assert_eq!(accounts, &[PROD_ACCOUNT], "{snap}: {}", r.all());
+    }
+    let actions = ec2.actions();
+    let at = |a: &str| {
+        actions
+            .iter()
+            .position(|x| x == a)
+            .unwrap_or_else(|| panic!("no {a}: {actions:?}"))
+    };
+    assert!(
+        at("ModifySnapshotAttribute") < at("CreateLaunchTemplateVersion"),
+        "{actions:?}"
+    );
+    assert!(
+        at("ModifyImageAttribute") < at("CreateLaunchTemplateVersion"),
+        "{actions:?}"
+    );
+    let shares: Vec<Value> = p
+        .ledger_lines()
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "share")
+        .collect();
+    assert_eq!(shares.len(), 1, "{shares:?}");
+    assert_eq!(shares[0]["account"], PROD_ACCOUNT);
+    assert_eq!(shares[0]["env"], "production");
+    assert_eq!(shares[0]["region"], "us-west-2");
+    assert_eq!(shares[0]["image"], copy.as_str());
+    let recorded: Vec<&str> = shares[0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let listed: Vec<&str> = snapshots.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(recorded, listed);
+
+    // The promotion was published: the copy that serves, in which account and region.
+    let notes = notifications(&ec2, &queue);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let (subject, promoted) = &notes[0];
+    assert!(subject.contains("promoted to production (ok)"), "{subject}");
+    assert_eq!(promoted["event"], "promote");
+    assert_eq!(promoted["serving_ami"], copy.as_str(), "{promoted}");
+    assert_eq!(promoted["region"], "us-west-2");
+    assert_eq!(promoted["account_id"], PROD_ACCOUNT);
+    assert_eq!(promoted["amis"]["us-east-1"], one.as_str());
+    assert_eq!(promoted["outcome"], "ok");
+
+    // A publish that fails does not fail the bake it reports: a warning.
+    ec2.fault(r#"{"fail": {"action": "Publish", "code": "InternalError", "count": 3}}"#);
+    let r = p.pipe_env(
+        &[
+            "bake",
+            "--env",
+            "staging",
+            "--no-progress",
+            "--var",
+            "greeting=two",
+        ],
+        &env.with(&[]),
+    );
+    r.ok();
+    assert!(
+        r.stderr.contains(&format!(
+            "publishing the bake notice to SNS topic {topic} failed"
+        )),
+        "{}",
+        r.all()
+    );
+    assert!(notifications(&ec2, &queue).is_empty());
+
     // A follow-up that fails once the group runs the new release (the SSM read-back, throttled
     // past the SDK's retries): exit 1 naming it, but the ledger says what serves.
-    bake(&p, &env, "two", true);
     ec2.fault(
         r#"{"fail": {"action": "GetParameter", "code": "ThrottlingException", "status": 400, "count": 3}}"#,
     );

@@ -109,6 +109,21 @@ fn record_release(
         },
     )?;
     report(ctx, plan, target, &release, &artifact_of(&release, target));
+    let outcome = match &release.verify {
+        None => "unverified",
+        Some(v) if v.ok => "verified",
+        Some(_) => "verify-failed",
+    };
+    let notice = super::notify::Notice {
+        event: "bake",
+        release: &release,
+        env: &plan.env,
+        outcome,
+        previous: None,
+        details: None,
+        detail: None,
+    };
+    super::notify::send(pf, &notice, ctx.printer);
     match &release.verify {
         Some(VerifyOutcome { ok: false, excerpt }) => Err(Error::VerifyFailed(format!(
             "release {} is recorded and cannot be promoted\n---- last lines of the checks ----\n{excerpt}\n----",

@@ -122,6 +122,18 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> Result<()> {
                     }
                 )
             }
+            Event::Share {
+                release,
+                env,
+                account,
+                region,
+                image,
+                snapshots,
+            } => format!(
+                "share     {env:<12} {} {image} in {region} and snapshots {} with account {account}",
+                short(release),
+                snapshots.join(", ")
+            ),
             Event::BreakLock {
                 env,
                 holder,

@@ -13,6 +13,7 @@ mod lifecycle;
 mod local;
 mod lock;
 mod logs;
+mod notify;
 mod promote;
 mod provision;
 mod prune;

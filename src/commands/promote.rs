@@ -437,12 +437,10 @@ fn switch_now(
     };
     let result = switch_target(&mut runner, target, &s, ctx.printer);
     let result = runner.finish(result);
-    let record = |ok: bool, detail: Option<String>| {
-        record(ledger, kind, r, env, previous.clone(), ok, detail)
-    };
     match result {
         Ok(new) => {
-            record(true, None)?;
+            record(ledger, kind, r, env, previous.clone(), true, None)?;
+            notify(ctx, pf, kind, r, env, previous.as_deref(), None, None);
             let mut human = format!(
                 "`{env}` now runs release {} in {new} ({details_human})",
                 r.alias
@@ -469,9 +467,7 @@ fn switch_now(
             Err(e)
         }
         Err(e) => {
-            let detail = e.to_string();
-            let detail = detail.lines().next().unwrap_or("").to_string();
-            record(false, Some(ctx.printer.redactor().redact(&detail)))?;
+            record_failure(ctx, pf, ledger, kind, r, env, previous, &e)?;
             Err(e)
         }
     }
@@ -506,6 +502,73 @@ fn record(
     };
     ledger.append(&who(), event)?;
     Ok(())
+}
+
+/// Records a promotion or rollback that failed (with the error's first line, sensitive values
+/// masked) and publishes it.
+#[allow(clippy::too_many_arguments)]
+fn record_failure(
+    ctx: &Ctx,
+    pf: &Pipelinefile,
+    ledger: &Ledger,
+    kind: Kind,
+    r: &crate::ledger::Release,
+    env: &str,
+    previous: Option<String>,
+    e: &Error,
+) -> Result<()> {
+    let text = e.to_string();
+    let detail = ctx
+        .printer
+        .redactor()
+        .redact(text.lines().next().unwrap_or(""));
+    record(
+        ledger,
+        kind,
+        r,
+        env,
+        previous.clone(),
+        false,
+        Some(detail.clone()),
+    )?;
+    notify(
+        ctx,
+        pf,
+        kind,
+        r,
+        env,
+        previous.as_deref(),
+        None,
+        Some(&detail),
+    );
+    Ok(())
+}
+
+/// Publishes the outcome of a promotion or rollback that was recorded ([`super::notify`]).
+#[allow(clippy::too_many_arguments)]
+fn notify(
+    ctx: &Ctx,
+    pf: &Pipelinefile,
+    kind: Kind,
+    r: &crate::ledger::Release,
+    env: &str,
+    previous: Option<&str>,
+    details: Option<&serde_json::Value>,
+    failed: Option<&str>,
+) {
+    let notice = super::notify::Notice {
+        event: match kind {
+            Kind::Promote => "promote",
+            Kind::Rollback => "rollback",
+        },
+        release: r,
+        env,
+        outcome: if failed.is_some() { "failed" } else { "ok" },
+        previous,
+        details,
+        detail: failed,
+    };
+    super::notify::send(pf, &notice, ctx.printer);
 }
 
 /// [`switch`] on a target that rolls its fleet itself ([`crate::targets::fleet`]): the same
@@ -574,6 +637,16 @@ fn switch_fleet(
             let detail = (!done.unfinished.is_empty())
                 .then(|| format!("not finished: {}", done.unfinished.join("; ")));
             record(ledger, kind, r, env, previous.clone(), true, detail)?;
+            notify(
+                ctx,
+                pf,
+                kind,
+                r,
+                env,
+                previous.as_deref(),
+                Some(&done.json),
+                None,
+            );
             let mut human = format!("`{env}` now runs release {}: {}", r.alias, done.summary);
             if let Some(prev) = &previous {
                 human.push_str(&format!(
@@ -603,17 +676,7 @@ fn switch_fleet(
         Err(e @ Error::Gate { .. }) => Err(e),
         Err(e) => {
             // Interrupted or failed, the roll-out put back what ran before.
-            let detail = e.to_string();
-            let detail = detail.lines().next().unwrap_or("").to_string();
-            record(
-                ledger,
-                kind,
-                r,
-                env,
-                previous,
-                false,
-                Some(ctx.printer.redactor().redact(&detail)),
-            )?;
+            record_failure(ctx, pf, ledger, kind, r, env, previous, &e)?;
             Err(e)
         }
     }

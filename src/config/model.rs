@@ -74,6 +74,8 @@ pub struct Pipelinefile {
     pub envs: IndexMap<String, Environment>,
     /// `[ledger]`: where the ledger is kept.
     pub ledger: LedgerSettings,
+    /// `[notify]`: where bakes and promotions are announced.
+    pub notify: Notify,
 }
 
 /// `[ledger]`: the file in `.pipe/` (the default), or S3 shared by a team.
@@ -96,6 +98,13 @@ pub struct S3LedgerSettings {
     pub region: Option<String>,
     /// The S3 endpoint to use instead of AWS's; `AWS_ENDPOINT_URL` does the same from the host.
     pub endpoint_url: Option<String>,
+}
+
+/// `[notify]`: where pipe says that a bake or a promotion happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notify {
+    /// An SNS topic that gets a JSON message with the AMI ids after each bake and promotion.
+    pub sns_topic_arn: Option<String>,
 }
 
 /// `[pipeline]`.
@@ -516,6 +525,12 @@ pub struct Ec2Settings {
     /// The KMS key a release's AMI is encrypted with when a promotion copies it into this
     /// environment's region.
     pub kms_key_id: Option<String>,
+    /// The AWS account the environment runs in, when it is not the one that bakes: a
+    /// promotion grants it launch permission on the release's AMI and snapshots.
+    pub account_id: Option<String>,
+    /// The role in `account_id` pipe assumes for the promotion's Auto Scaling, launch
+    /// template and SSM calls there.
+    pub role_arn: Option<String>,
 }
 
 /// `[env.NAME].refresh`: the instance refresh's preferences (AWS's defaults when unset).

@@ -11,11 +11,13 @@ mod env;
 mod layer;
 mod ledger;
 mod names;
+mod notify;
 mod pipeline;
 mod service;
 
 use std::path::Path;
 
+pub use notify::topic_region;
 pub use pipeline::{is_valid_name, sanitize_name};
 
 use toml::de::DeTable;
@@ -29,6 +31,7 @@ use super::walk::{self, Tbl, Walker};
 /// The top-level keys of a Pipelinefile.
 const SECTIONS: &[&str] = &[
     "pipeline", "vars", "box", "build", "base", "app", "service", "verify", "env", "ledger",
+    "notify",
 ];
 
 /// Parses and validates; on failure returns every diagnostic and the source back.
@@ -79,6 +82,7 @@ pub fn parse(path: &Path, source: String) -> Result<Pipelinefile, (Vec<Diagnosti
         let verify = service::verify(&mut w, &root);
         let envs = env::envs(&mut w, &root, &known);
         let ledger = ledger::ledger(&mut w, &root);
+        let notify = notify::notify(&mut w, &root);
         let pf = Pipelinefile {
             path: path.to_path_buf(),
             root: root_dir.clone(),
@@ -93,6 +97,7 @@ pub fn parse(path: &Path, source: String) -> Result<Pipelinefile, (Vec<Diagnosti
             verify,
             envs,
             ledger,
+            notify,
         };
         (pf, known)
     };

@@ -99,6 +99,18 @@ pub enum Event {
         env: String,
         images: Vec<PrunedImage>,
     },
+    /// A promotion into `env`, which runs in another AWS account, gave `account` launch
+    /// permission on the release's AMI `image` in `region` and create-volume permission on
+    /// its `snapshots` (appended as soon as the grant is made, whatever the promotion's
+    /// outcome: the permission stays).
+    Share {
+        release: String,
+        env: String,
+        account: String,
+        region: String,
+        image: String,
+        snapshots: Vec<String>,
+    },
     /// An environment's promotion lock was removed (`pipe promote ENV --break-lock`): the
     /// entry's `who` broke the lock `holder` held, as the lock said.
     BreakLock {

@@ -253,7 +253,7 @@ pub fn releases(entries: &[Entry]) -> (Vec<ReleaseView>, BTreeMap<String, String
                     current.remove(env);
                 }
             }
-            Event::BreakLock { .. } => {}
+            Event::BreakLock { .. } | Event::Share { .. } => {}
         }
     }
     for v in &mut views {
@@ -306,6 +306,7 @@ pub fn entry_env(entry: &Entry, views: &[ReleaseView]) -> Option<String> {
         | Event::Approve { env, .. }
         | Event::Destroy { env, .. }
         | Event::Prune { env, .. }
+        | Event::Share { env, .. }
         | Event::BreakLock { env, .. } => Some(env.clone()),
         Event::Verify { release, .. } | Event::Reject { release, .. } => of(release),
     }

@@ -58,6 +58,9 @@ pub enum Resource {
         endpoint: Option<String>,
         template_id: String,
         run: String,
+        /// The role its account is reached through (an environment in another account).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
     },
     /// An instance refresh of a group. Cleanup rolls a refresh still in progress back and
     /// waits until the group runs what it ran before.
@@ -66,6 +69,9 @@ pub enum Resource {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint: Option<String>,
         group: String,
+        /// The role its account is reached through (an environment in another account).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
     },
     /// An environment's promotion lock (an SSM parameter written only if absent). Cleanup
     /// deletes it only while it still names this run.
@@ -75,6 +81,9 @@ pub enum Resource {
         endpoint: Option<String>,
         name: String,
         run: String,
+        /// The role its account is reached through (an environment in another account).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
     },
     /// An environment's promotion lock in the shared ledger (an S3 object created only if
     /// absent). Cleanup deletes it only while it still names this run.
@@ -314,6 +323,31 @@ mod tests {
         assert_eq!(
             with.to_string(),
             "ec2 instance pipe-p-build-base-abcdef (us-east-1)"
+        );
+    }
+
+    #[test]
+    fn a_promotion_resource_in_another_account_keeps_its_role() {
+        let lock = Resource::PromotionLock {
+            region: "us-west-2".into(),
+            endpoint: None,
+            name: "/pipe/p/production/promotion-lock".into(),
+            run: "r1".into(),
+            role: Some("arn:aws:iam::210987654321:role/pipe-promote".into()),
+        };
+        let text = serde_json::to_string(&lock).unwrap();
+        assert!(text.contains(r#""role":"arn:aws:iam::210987654321:role/pipe-promote""#));
+        assert_eq!(serde_json::from_str::<Resource>(&text).unwrap(), lock);
+        // A journal written before roles existed still reads, without one.
+        let old = r#"{"kind":"ec2_refresh","region":"us-east-1","group":"g"}"#;
+        assert_eq!(
+            serde_json::from_str::<Resource>(old).unwrap(),
+            Resource::Ec2Refresh {
+                region: "us-east-1".into(),
+                endpoint: None,
+                group: "g".into(),
+                role: None,
+            }
         );
     }
 

@@ -58,13 +58,32 @@ impl Destroyer {
     }
 
     fn aws(&self, region: &str, endpoint: &Option<String>) -> Result<AwsClient> {
-        let same = |c: &AwsClient| c.region() == region && c.endpoint() == endpoint.as_deref();
+        self.aws_as(region, endpoint, &None)
+    }
+
+    /// [`Self::aws`] through `role` (assumed with STS) when given: a resource in another
+    /// account.
+    fn aws_as(
+        &self,
+        region: &str,
+        endpoint: &Option<String>,
+        role: &Option<String>,
+    ) -> Result<AwsClient> {
+        let same = |c: &AwsClient| {
+            c.region() == region
+                && c.endpoint() == endpoint.as_deref()
+                && c.role() == role.as_deref()
+        };
         if let Some(c) = self.aws.borrow().iter().find(|c| same(c)) {
             return Ok(c.clone());
         }
         let settings = AwsSettings {
             region: Some(region.to_string()),
             endpoint_url: endpoint.clone(),
+            role: role.as_ref().map(|arn| aws::AssumedRole {
+                arn: arn.clone(),
+                session_name: "pipe-clean".into(),
+            }),
             ..AwsSettings::default()
         };
         let c = AwsClient::connect(&settings)?;
@@ -135,8 +154,9 @@ impl Destroyer {
                 endpoint,
                 template_id,
                 run,
+                role,
             } => {
-                let c = self.aws(region, endpoint)?;
+                let c = self.aws_as(region, endpoint, role)?;
                 let mut any = false;
                 for v in c.template_versions(template_id)? {
                     if !v.default && v.description.as_deref().is_some_and(|d| d.contains(run)) {
@@ -149,7 +169,8 @@ impl Destroyer {
                 region,
                 endpoint,
                 group,
-            } => Ok(self.aws(region, endpoint)?.roll_back_refresh(
+                role,
+            } => Ok(self.aws_as(region, endpoint, role)?.roll_back_refresh(
                 group,
                 REFRESH_GONE,
                 &crate::interrupt::abandoned,
@@ -159,8 +180,9 @@ impl Destroyer {
                 endpoint,
                 name,
                 run,
+                role,
             } => {
-                let c = self.aws(region, endpoint)?;
+                let c = self.aws_as(region, endpoint, role)?;
                 match c.parameter(name)? {
                     Some(p) if p.value.contains(run.as_str()) => Ok(c.delete_parameter(name)?),
                     _ => Ok(false),

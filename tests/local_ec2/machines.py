@@ -127,12 +127,36 @@ def moto_instances():
 
 
 def find_ami(account: str, ami_id: str):
+    """The AMI `ami_id` as `account` sees it: its own, or one another account shares with it
+    (launch permission for that account or for everyone), which AWS lets it launch."""
     from moto.ec2.models import ec2_backends
 
     for region, backend in list(ec2_backends[account].items()):
         ami = backend.amis.get(ami_id)
         if ami is not None:
             return ami
+    for other, per_account in list(ec2_backends.items()):
+        if other == account:
+            continue
+        for region, backend in list(per_account.items()):
+            ami = backend.amis.get(ami_id)
+            if ami is not None and shared_with(ami, account):
+                return ami
+    return None
+
+
+def shared_with(ami, account: str) -> bool:
+    perms = getattr(ami, "launch_permissions", [])
+    return {"UserId": account} in perms or {"Group": "all"} in perms
+
+
+def owner_elsewhere(account: str, ami_id: str) -> str | None:
+    """The other account that owns `ami_id`, if one does."""
+    from moto.ec2.models import ec2_backends
+
+    for other, per_account in list(ec2_backends.items()):
+        if other != account and any(ami_id in b.amis for b in list(per_account.values())):
+            return other
     return None
 
 
@@ -235,6 +259,12 @@ class Machines:
         addr = getattr(inst, "local_ec2_address", None)
         if not addr:
             raise RuntimeError("instance has no loopback address")
+
+        # AWS refuses to launch another account's AMI that is not shared with this one.
+        if find_ami(account, inst.image_id) is None:
+            owner = owner_elsewhere(account, inst.image_id)
+            if owner is not None:
+                raise RuntimeError(f"AMI {inst.image_id} of account {owner} is not shared with account {account}")
 
         def source_of(ami_id: str):
             ami = find_ami(account, ami_id)

@@ -8,6 +8,8 @@
   device name), as on AWS, where only EBS-backed instances can be imaged (moto says `standard`,
   which Packer's amazon-ebs refuses as a source); a copy keeps its source's.
 - New instances and images get the armed number of `pending` describes.
+- CopyImage with `Encrypted` (and `KmsKeyId`) makes the copy's snapshot encrypted with that
+  key, and DescribeImages reports `Encrypted` on an AMI's EBS mapping (moto ignores both).
 """
 
 from __future__ import annotations
@@ -92,8 +94,40 @@ def apply() -> None:
             Hooks.on_image_created(self)
 
     Ami.__init__ = patched_ami_init
+    _encrypted_copies()
     Instance._local_ec2_patched = True
 
     from . import templates
 
     templates.apply()
+
+
+def _encrypted_copies() -> None:
+    from moto.ec2.models.amis import Ami
+    from moto.ec2.responses.amis import AmisResponse
+
+    mappings = Ami.block_device_mappings
+
+    def block_device_mappings(self):
+        out = mappings.fget(self)
+        snap = getattr(self, "ebs_snapshot", None)
+        for m in out:
+            if "Ebs" in m and snap is not None:
+                m["Ebs"]["Encrypted"] = bool(snap.encrypted)
+                if snap.kms_key_id:
+                    m["Ebs"]["KmsKeyId"] = snap.kms_key_id
+        return out
+
+    Ami.block_device_mappings = property(block_device_mappings)
+
+    copy_image = AmisResponse.copy_image
+
+    def patched_copy_image(self):
+        result = copy_image(self)
+        if str(self._get_param("Encrypted", "false")).lower() == "true":
+            ami = self.ec2_backend.amis[result.result["ImageId"]]
+            ami.ebs_snapshot.encrypted = True
+            ami.ebs_snapshot.kms_key_id = self._get_param("KmsKeyId") or "alias/aws/ebs"
+        return result
+
+    AmisResponse.copy_image = patched_copy_image

@@ -1,5 +1,5 @@
-"""The local EC2: moto's EC2, STS, SSM, S3, Auto Scaling and ELBv2 APIs on 127.0.0.1, where every
-instance is a real machine (see machines.py). Run it with scripts/local-ec2.
+"""The local EC2: moto's EC2, STS, SSM, S3, SNS, SQS, Auto Scaling and ELBv2 APIs on 127.0.0.1,
+where every instance is a real machine (see machines.py). Run it with scripts/local-ec2.
 
 Prints one JSON line on stdout once it is ready:
   {"endpoint": "http://127.0.0.1:PORT", "pid": ..., "source_ami": "ami-...", ...}

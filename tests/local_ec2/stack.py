@@ -5,7 +5,9 @@ group of N instances attached to the target group, with ELB health checks. Waits
 instance is InService and healthy, then prints what it made as one JSON line:
 
     python -m local_ec2.stack --endpoint http://127.0.0.1:PORT create --name web --ami ami-... \
-        --capacity 2 --port 80 --path /
+        --capacity 2 --port 80 --path / [--role-arn arn:aws:iam::210987654321:role/NAME]
+
+With `--role-arn` it is made in that role's account (another account than the test keys').
     {"url": "http://127.0.0.1:PORT2", "group": "web", "template_id": "lt-...", ...}
 """
 
@@ -20,13 +22,15 @@ import urllib.request
 import boto3
 
 
-def client(endpoint: str, service: str, region: str):
+def client(endpoint: str, service: str, region: str, creds: dict | None = None):
+    """A client with the test keys, or with `creds` (an assumed role's: its account)."""
     return boto3.client(
         service,
         endpoint_url=endpoint,
         region_name=region,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
+        aws_access_key_id=creds["AccessKeyId"] if creds else "test",
+        aws_secret_access_key=creds["SecretAccessKey"] if creds else "test",
+        aws_session_token=creds["SessionToken"] if creds else None,
     )
 
 
@@ -50,13 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--drain", type=int, default=20, help="the target group's deregistration delay, AWS seconds")
     m.add_argument("--grace", type=int, default=30, help="the group's health check grace period, AWS seconds")
     m.add_argument("--timeout", type=float, default=240, help="real seconds to wait for healthy instances")
+    m.add_argument("--role-arn", help="make it in this role's account (STS AssumeRole), not the test keys' own")
     return create(p.parse_args(argv))
 
 
 def create(a) -> int:
-    ec2 = client(a.endpoint, "ec2", a.region)
-    asg = client(a.endpoint, "autoscaling", a.region)
-    elb = client(a.endpoint, "elbv2", a.region)
+    creds = None
+    if a.role_arn:
+        sts = client(a.endpoint, "sts", a.region)
+        creds = sts.assume_role(RoleArn=a.role_arn, RoleSessionName="stack")["Credentials"]
+    ec2 = client(a.endpoint, "ec2", a.region, creds)
+    asg = client(a.endpoint, "autoscaling", a.region, creds)
+    elb = client(a.endpoint, "elbv2", a.region, creds)
     lt = ec2.create_launch_template(
         LaunchTemplateName=a.name, LaunchTemplateData={"ImageId": a.ami, "InstanceType": "t3.micro"}
     )["LaunchTemplate"]["LaunchTemplateId"]

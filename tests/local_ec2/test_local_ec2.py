@@ -405,3 +405,102 @@ def test_a_machine_that_powers_off_stops_its_instance(local_ec2, key):
         time.sleep(0.5)
     ec2.start_instances(InstanceIds=[iid])
     assert ssh(key, inst["PublicIpAddress"], "true").returncode == 0
+
+
+def assumed(local_ec2, service: str, role: str, region: str = "us-east-1"):
+    """A client of `service` with the credentials of `role` (STS AssumeRole): its account."""
+    import boto3
+
+    creds = local_ec2.client("sts").assume_role(RoleArn=role, RoleSessionName="test")["Credentials"]
+    return boto3.client(
+        service,
+        endpoint_url=local_ec2.endpoint,
+        region_name=region,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def test_another_account_launches_an_ami_only_once_it_is_shared(local_ec2, key):
+    # The bake account's AMI (from one of its instances) and its snapshot.
+    ec2 = local_ec2.client("ec2")
+    (baked,) = run(ec2, local_ec2.source_ami, import_key(ec2, key))
+    ami = ec2.create_image(InstanceId=baked["InstanceId"], Name="shared-one")["ImageId"]
+    snaps = [
+        b["Ebs"]["SnapshotId"]
+        for b in ec2.describe_images(ImageIds=[ami])["Images"][0]["BlockDeviceMappings"]
+        if "Ebs" in b
+    ]
+    assert snaps, "the AMI has a snapshot"
+    other = "210987654321"
+    prod = assumed(local_ec2, "ec2", f"arn:aws:iam::{other}:role/pipe-promote")
+    assert assumed(local_ec2, "sts", f"arn:aws:iam::{other}:role/pipe-promote").get_caller_identity()["Account"] == other
+
+    # Not shared: the other account's instance of it fails to launch, as on AWS.
+    prod.import_key_pair(KeyName="k", PublicKeyMaterial=(key.parent / (key.name + ".pub")).read_bytes())
+    (refused,) = run(prod, ami, "k")
+    deadline = time.monotonic() + 30
+    while describe(prod, refused["InstanceId"])["State"]["Name"] != "terminated":
+        assert time.monotonic() < deadline, describe(prod, refused["InstanceId"])
+        time.sleep(0.5)
+    assert "not shared with account" in describe(prod, refused["InstanceId"])["StateReason"]["Message"]
+
+    # Shared (launch permission on the AMI, create-volume permission on its snapshots, both
+    # read back): it runs the baked machine.
+    ec2.modify_image_attribute(ImageId=ami, LaunchPermission={"Add": [{"UserId": other}]})
+    for s in snaps:
+        ec2.modify_snapshot_attribute(
+            SnapshotId=s, Attribute="createVolumePermission", OperationType="add", UserIds=[other]
+        )
+        perms = ec2.describe_snapshot_attribute(SnapshotId=s, Attribute="createVolumePermission")
+        assert perms["CreateVolumePermissions"] == [{"UserId": other}]
+    assert ec2.describe_image_attribute(ImageId=ami, Attribute="launchPermission")["LaunchPermissions"] == [
+        {"UserId": other}
+    ]
+    (launched,) = run(prod, ami, "k")
+    deadline = time.monotonic() + 60
+    while describe(prod, launched["InstanceId"])["State"]["Name"] != "running" or not any(
+        m["instance_id"] == launched["InstanceId"] for m in local_ec2.instances()
+    ):
+        assert describe(prod, launched["InstanceId"])["State"]["Name"] in ("pending", "running")
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+
+def test_sns_delivers_to_a_subscribed_sqs_queue(local_ec2):
+    sns, sqs = local_ec2.client("sns"), local_ec2.client("sqs")
+    topic = sns.create_topic(Name="releases")["TopicArn"]
+    queue = sqs.create_queue(QueueName="releases")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    sns.publish(TopicArn=topic, Subject="baked", Message=json.dumps({"ami": "ami-1"}))
+    (m,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    body = json.loads(m["Body"])
+    assert body["Subject"] == "baked"
+    assert json.loads(body["Message"]) == {"ami": "ami-1"}
+    assert [r["action"] for r in local_ec2.requests(action="Publish")] == ["Publish"]
+
+
+def test_an_encrypted_copy_says_so_and_a_plain_one_does_not(local_ec2):
+    ec2 = local_ec2.client("ec2")
+    west = local_ec2.client("ec2", "us-west-2")
+    plain = west.copy_image(SourceImageId=local_ec2.source_ami, SourceRegion="us-east-1", Name="plain")["ImageId"]
+    sealed = west.copy_image(
+        SourceImageId=local_ec2.source_ami,
+        SourceRegion="us-east-1",
+        Name="sealed",
+        Encrypted=True,
+        KmsKeyId="alias/prod-amis",
+    )["ImageId"]
+
+    def ebs(ami):
+        (m,) = [m for m in west.describe_images(ImageIds=[ami])["Images"][0]["BlockDeviceMappings"] if "Ebs" in m]
+        return m["Ebs"]
+
+    assert ebs(plain)["Encrypted"] is False
+    assert ebs(sealed)["Encrypted"] is True
+    assert ebs(sealed)["KmsKeyId"] == "alias/prod-amis"
+    snap = west.describe_snapshots(SnapshotIds=[ebs(sealed)["SnapshotId"]])["Snapshots"][0]
+    assert snap["Encrypted"] is True
+    assert ec2.describe_images(ImageIds=[local_ec2.source_ami])["Images"][0]["State"] == "available"

@@ -34,6 +34,8 @@ pub const EC2_KEYS: &[&str] = &[
     "region_kms_key_ids",
     "refresh",
     "kms_key_id",
+    "account_id",
+    "role_arn",
 ];
 
 const ROOT_VOLUME_KEYS: &[&str] = &["size_gb", "type", "encrypted", "kms_key_id"];
@@ -61,6 +63,7 @@ pub fn settings(w: &mut Walker, t: &Tbl<'_, '_>) -> Ec2Settings {
         Some(b.value)
     });
     let ami_regions = ami_regions(w, t, region.as_ref());
+    let (account_id, role_arn) = account(w, t);
     Ec2Settings {
         region: region.map(|r| r.value),
         instance_type: s(w, "instance_type"),
@@ -88,12 +91,96 @@ pub fn settings(w: &mut Walker, t: &Tbl<'_, '_>) -> Ec2Settings {
             .str(w, "kms_key_id")
             .filter(|k| check_kms_key(w, k))
             .map(|k| k.value),
+        account_id,
+        role_arn,
     }
+}
+
+/// An AWS account id: 12 digits.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.chars().all(|c| c.is_ascii_digit())
+}
+
+/// The account of an IAM role ARN (`arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`), `None`
+/// when it is not one.
+pub fn role_account(arn: &str) -> Option<&str> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [arn, partition, "iam", "", account, resource] = parts[..] else {
+        return None;
+    };
+    let name = resource.strip_prefix("role/")?.rsplit('/').next()?;
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+    (arn == "arn" && partition.starts_with("aws") && is_account_id(account) && name_ok)
+        .then_some(account)
+}
+
+/// `account_id` and `role_arn`, which come together: the account a cross-account promotion
+/// shares the AMI with, and the role in that same account pipe assumes there.
+fn account(w: &mut Walker, t: &Tbl<'_, '_>) -> (Option<String>, Option<String>) {
+    let account = t.str(w, "account_id").filter(|a| {
+        let ok = is_account_id(a);
+        if !ok {
+            w.error_hint(
+                format!("invalid AWS account id `{}`", a.value),
+                a.span,
+                "12 digits, e.g. `account_id = \"123456789012\"` (as a string: leading zeros count)",
+            );
+        }
+        ok
+    });
+    let role = t.str(w, "role_arn").filter(|r| match role_account(r) {
+        None => {
+            w.error_hint(
+                format!("invalid role ARN `{}`", r.value),
+                r.span,
+                "an IAM role ARN, `arn:aws:iam::123456789012:role/NAME`",
+            );
+            false
+        }
+        Some(of) => match &account {
+            Some(a) if a.value != of => {
+                w.error_hint(
+                    format!(
+                        "role `{}` is in account {of}, not in `account_id` {}",
+                        r.value, a.value
+                    ),
+                    r.span,
+                    "pipe assumes a role in the account the environment runs in: use a role of that account",
+                );
+                false
+            }
+            _ => true,
+        },
+    });
+    match (&account, &role) {
+        (Some(a), None) if !t.has("role_arn") => w.error_hint(
+            "`account_id` needs `role_arn`".to_string(),
+            t.key_span("account_id").unwrap_or(a.span),
+            format!(
+                "the role pipe assumes in account {} for the promotion's Auto Scaling, launch template and SSM calls, e.g. `role_arn = \"arn:aws:iam::{}:role/pipe-promote\"`",
+                a.value, a.value
+            ),
+        ),
+        (None, Some(r)) if !t.has("account_id") => w.error_hint(
+            "`role_arn` needs `account_id`".to_string(),
+            t.key_span("role_arn").unwrap_or(r.span),
+            format!(
+                "the account that gets launch permission on the release's AMI: `account_id = \"{}\"`",
+                role_account(r).unwrap_or_default()
+            ),
+        ),
+        _ => {}
+    }
+    (account.map(|a| a.value), role.map(|r| r.value))
 }
 
 /// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-4`: letters, then dashes,
 /// ending in a number.
-fn is_region(s: &str) -> bool {
+pub fn is_region(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() >= 3
         && parts[..parts.len() - 1]

@@ -33,6 +33,8 @@ pub struct ImageInfo {
     pub root_device_name: Option<String>,
     /// Deregistration protection is on (`enabled`, or enabled with a cooldown).
     pub protected: bool,
+    /// One of its EBS snapshots is encrypted (another account needs a KMS grant to use it).
+    pub encrypted: bool,
 }
 
 /// An instance.
@@ -143,6 +145,10 @@ fn image_info(i: &aws_sdk_ec2::types::Image) -> ImageInfo {
         protected: i
             .deregistration_protection()
             .is_some_and(|p| p.starts_with("enabled")),
+        encrypted: i
+            .block_device_mappings()
+            .iter()
+            .any(|b| b.ebs().and_then(|e| e.encrypted()) == Some(true)),
     }
 }
 

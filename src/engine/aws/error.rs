@@ -8,6 +8,9 @@ pub enum AwsError {
     /// No credentials in the standard chain (environment, profile, SSO, instance role).
     #[error("no AWS credentials found ({0})")]
     NoCredentials(String),
+    /// STS did not give pipe the credentials of a role (AssumeRole failed).
+    #[error("assuming role {role} failed: {detail}")]
+    AssumeRole { role: String, detail: String },
     /// An API call failed (after the SDK's retries).
     #[error("{operation} failed: {detail}")]
     Api {
@@ -46,6 +49,9 @@ impl AwsError {
             AwsError::NoCredentials(_) => Some(
                 "set AWS_PROFILE (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or run `aws configure`; for the local EC2 any dummy keys do".into(),
             ),
+            AwsError::AssumeRole { role, .. } => Some(format!(
+                "the role's trust policy must let this account's credentials assume it (sts:AssumeRole), and {role} must exist: see the README (\"Cross-account promotion\")"
+            )),
             AwsError::Api { code: Some(c), .. } if c.contains("AuthFailure") || c.contains("UnauthorizedOperation") => {
                 Some("check the credentials and the IAM permissions listed in the README (\"Baking on EC2\")".into())
             }

@@ -1,5 +1,5 @@
 //! A synchronous AWS client (the AWS SDK for Rust on a small tokio runtime it owns), with just
-//! the EC2 calls pipe makes (and the S3 calls of the shared ledger), as
+//! the EC2 (and Auto Scaling, SSM, SNS, and the shared ledger's S3) calls pipe makes, as
 //! [`super::docker::DockerClient`] is for the Docker engine.
 //!
 //! - **Connect** ([`AwsClient::connect`]): the standard credential chain, profile and region,
@@ -16,12 +16,14 @@ mod client;
 mod ec2;
 mod error;
 mod s3;
+mod share;
+mod sns;
 mod ssm;
 mod templates;
 pub mod wait;
 
 pub use autoscaling::{GroupInfo, GroupInstance, RefreshInfo, RefreshStart, TemplateRef};
-pub use client::{AwsClient, AwsSettings};
+pub use client::{AssumedRole, AwsClient, AwsSettings};
 pub use ec2::{
     ImageInfo, InstanceInfo, InstanceLaunch, RootVolumeSpec, Tagged, filter_tags,
     is_loopback_endpoint,

@@ -23,7 +23,7 @@ pub fn status(
     current: Option<&Release>,
 ) -> Result<FleetStatus> {
     let expected = match current {
-        Some(rel) => release_ami(client, pipeline, rel)?,
+        Some(rel) => release_ami(client.home(), pipeline, rel)?,
         None => None,
     };
     let mut rows: Vec<(String, String)> = Vec::new();

@@ -17,6 +17,8 @@
 //! - [`promote`]: an environment's Auto Scaling group moved to a release's AMI (launch
 //!   template version, instance refresh with auto-rollback, SSM parameter), as the target's
 //!   [`crate::targets::fleet::Fleet`].
+//! - [`share`]: an environment in another account gets the AMI shared before a promotion
+//!   names it there; the promotion's calls in that account assume its role.
 
 mod copies;
 mod drift;
@@ -24,6 +26,7 @@ mod image;
 mod launch;
 pub mod promote;
 mod prune;
+mod share;
 mod sweep;
 mod target;
 

@@ -47,6 +47,9 @@ pub struct Rollout {
     pub wait: Duration,
     /// Encrypts the copy when the release's AMI is brought into this region.
     pub kms_key_id: Option<String>,
+    /// The account the environment runs in, when not the one that bakes (it gets the AMI
+    /// shared: [`super::share`]).
+    pub account_id: Option<String>,
 }
 
 impl Rollout {
@@ -82,6 +85,7 @@ impl Rollout {
             alarms: s.refresh.alarms.clone(),
             wait: s.wait_timeout.map_or(REFRESH_WAIT, Duration::from_secs),
             kms_key_id: s.kms_key_id.clone(),
+            account_id: s.account_id.clone(),
         })
     }
 
@@ -306,7 +310,9 @@ pub fn plan(
     release: &Release,
 ) -> Result<FleetPlan> {
     let c = current(client, r)?;
-    let (ami, copy) = match release_ami(client, &pf.pipeline.name.value, release)? {
+    let found = release_ami(client.home(), &pf.pipeline.name.value, release)?;
+    let share = super::share::plan(client, r.account_id.as_deref(), found.as_deref())?;
+    let (ami, copy) = match found {
         Some(ami) => (ami, None),
         None => {
             let from = release
@@ -337,6 +343,7 @@ pub fn plan(
         lock_name(&pf.pipeline.name.value, env)
     )];
     steps.extend(copy);
+    steps.extend(share);
     steps.extend([
         format!(
             "create version {next} of launch template {} from its default version {} with only the image changed: {} -> {ami}",
@@ -372,6 +379,7 @@ pub fn plan(
             "version_next": next,
             "refresh": r.settings_json(),
             "ssm_parameter": r.ssm_parameter,
+            "account_id": r.account_id,
         }),
     })
 }
@@ -397,6 +405,7 @@ pub fn roll_out(
         endpoint: endpoint.clone(),
         name: lock_name(pipeline, env),
         run: run.clone(),
+        role: client.role().map(str::to_string),
     };
     runner.step(&format!("lock promotions of `{env}`"), |runner| {
         resource::create(runner, destroyer(), &lock, || {
@@ -405,7 +414,11 @@ pub fn roll_out(
     })?;
 
     let ami = runner.step(&format!("the release's AMI in {region}"), |runner| {
-        bring_ami(runner, client, pipeline, r, release, printer)
+        // The account that baked owns the AMI and its copies; another account gets it shared.
+        let ami = bring_ami(runner, client.home(), pipeline, r, release, printer)?;
+        let account = r.account_id.as_deref();
+        super::share::grant(client, pf, env, account, release, &ami, printer)?;
+        Ok(ami)
     })?;
     let c = runner.step(
         &format!("read group {} and launch template {}", r.group, r.template),
@@ -418,6 +431,7 @@ pub fn roll_out(
         endpoint: endpoint.clone(),
         template_id: c.template.id.clone(),
         run: run.clone(),
+        role: client.role().map(str::to_string),
     };
     let version = runner.step(
         &format!(
@@ -450,6 +464,7 @@ pub fn roll_out(
         region: region.clone(),
         endpoint: endpoint.clone(),
         group: r.group.clone(),
+        role: client.role().map(str::to_string),
     };
     let start = RefreshStart {
         group: r.group.clone(),
@@ -503,7 +518,7 @@ pub fn roll_out(
     );
     finish(
         format!("protecting {ami} from deregistration"),
-        client.protect_image(&ami).map_err(Error::from),
+        client.home().protect_image(&ami).map_err(Error::from),
     );
     if let Some(p) = &r.ssm_parameter {
         finish(
@@ -525,6 +540,7 @@ pub fn roll_out(
         "version": version,
         "refresh": refreshed.id,
         "ssm_parameter": r.ssm_parameter,
+        "account_id": r.account_id,
         "unfinished": unfinished,
     });
     Ok(RolledOut {

@@ -164,7 +164,8 @@ pub fn remove(pf: &Pipelinefile, release: &Release, images: &[PrunedImage]) -> R
     Ok(())
 }
 
-/// The AMI of every version of each environment's launch template, with the version.
+/// The AMI of every version of each environment's launch template (in the environment's
+/// account), with the version.
 pub fn images_in_use(pf: &Pipelinefile) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (name, env) in &pf.envs {
@@ -174,7 +175,10 @@ pub fn images_in_use(pf: &Pipelinefile) -> Result<BTreeMap<String, String>> {
         let Some(template) = &s.launch_template else {
             continue;
         };
-        let client = AwsClient::connect(&crate::plan::aws_settings(pf, name))?;
+        // An environment in another account has its template there.
+        let mut settings = crate::plan::aws_settings(pf, name);
+        settings.role = super::share::role(&pf.pipeline.name.value, name, s);
+        let client = AwsClient::connect(&settings)?;
         let what = || format!("reading launch template {template} of env `{name}`");
         let hint = "is ec2:DescribeLaunchTemplateVersions allowed? pipe prune leaves every AMI a version refers to";
         let Some(t) = client

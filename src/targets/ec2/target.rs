@@ -495,9 +495,12 @@ impl Target for Ec2Target {
 }
 
 impl Ec2Target {
-    /// A client for `env`'s region and endpoint (not the bake's).
+    /// A client for `env`'s region and endpoint (not the bake's), with its `role_arn`
+    /// assumed when it runs in another account.
     fn env_client(&self, pf: &Pipelinefile, env: &str) -> Result<AwsClient> {
-        Ok(AwsClient::connect(&crate::plan::aws_settings(pf, env))?)
+        let mut settings = crate::plan::aws_settings(pf, env);
+        settings.role = super::share::role(&pf.pipeline.name.value, env, &self.settings(env));
+        Ok(AwsClient::connect(&settings)?)
     }
 }
 
