@@ -3,6 +3,7 @@
 pub mod confine;
 pub mod diagnostic;
 pub mod duration;
+pub mod keys;
 mod known;
 pub mod model;
 pub mod parse;
