@@ -88,6 +88,8 @@ pub enum Command {
     Init(InitArgs),
     /// Check the Pipelinefile and report every problem at once
     Validate(ValidateArgs),
+    /// Print the Pipelinefile's JSON Schema (for editors: the `#:schema` line pipe init writes)
+    Schema,
     /// Bring up a local machine provisioned exactly like the environment's image
     Up(UpArgs),
     /// Re-run the app provisioners in the running machine

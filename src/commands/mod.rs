@@ -56,6 +56,11 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Validate(args) => validate::run(&ctx, args),
+        Command::Schema => {
+            let text = config::schema::render();
+            printer.result("schema", config::schema::schema(), &text);
+            Ok(())
+        }
         Command::Completions(args) => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

@@ -7,6 +7,7 @@ pub mod keys;
 mod known;
 pub mod model;
 pub mod parse;
+pub mod schema;
 mod suggest;
 pub mod template;
 mod validate;
