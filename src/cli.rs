@@ -20,7 +20,7 @@ Exit codes:
   0    success
   1    runtime failure (a step failed; pipe cleaned up and said what failed)
   2    usage error (bad flags or arguments; no Pipelinefile, or not a readable file)
-  3    Pipelinefile error (every problem is listed with file:line:column)
+  3    Pipelinefile or lint error (every problem is listed with file:line:column)
   4    verification failed (the release is recorded and cannot be promoted)
   5    a promotion gate refused (not verified, rejected, min_soak, approval, already current, lock held)
   69   not implemented yet
@@ -90,6 +90,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print the Pipelinefile's JSON Schema (for editors: the `#:schema` line pipe init writes)
     Schema,
+    /// Check the provisioning code without a machine: shellcheck, ansible-playbook
+    /// --syntax-check, [verify] ports and service users (pipe bake runs it first)
+    Lint,
     /// Bring up a local machine provisioned exactly like the environment's image
     Up(UpArgs),
     /// Re-run the app provisioners in the running machine
@@ -209,6 +212,9 @@ pub struct BakeArgs {
     /// On a failure keep the build machine for debugging
     #[arg(long)]
     pub keep_on_error: bool,
+    /// Do not run `pipe lint` first
+    #[arg(long)]
+    pub no_lint: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ pub mod error;
 pub mod interrupt;
 pub mod layers;
 pub mod ledger;
+pub mod lint;
 pub mod plan;
 pub mod process;
 pub mod provisioners;

@@ -237,3 +237,98 @@ fn services_that_never_listen_fail_verification_with_their_log() {
     assert!(r.stderr.contains("web refuses to start"), "{}", r.stderr);
     assert!(p.containers().is_empty());
 }
+
+/// `pipe lint` finds an unquoted expansion (SC2086) in a script file at the script's line, and
+/// in an inline command at the command's line in the Pipelinefile; `pipe bake` runs the same
+/// checks first and stops on them before any machine exists. Without shellcheck on PATH, lint
+/// says so and the bake is not stopped by it.
+#[test]
+fn lint_finds_unquoted_variables_and_bake_stops_before_a_machine() {
+    let p = project("lint", "hello");
+    let source = std::fs::read_to_string(p.path().join("Pipelinefile.toml")).unwrap();
+    p.write(
+        "Pipelinefile.toml",
+        &source.replace(
+            r#"provision = [ { shell = "base.sh" } ]"#,
+            "provision = [\n  { shell = \"base.sh\" },\n  { inline = [\"mkdir -p /srv/www\", \"ls $HOME\"] },\n]",
+        ),
+    );
+    p.write(
+        "base.sh",
+        "#!/bin/sh\nset -e\ntarget=\"${BASE_FILE:-/base.txt}\"\necho base-layer | tee $target\n",
+    );
+    let pf = std::fs::read_to_string(p.path().join("Pipelinefile.toml")).unwrap();
+    let inline_line = pf.lines().position(|l| l.contains("ls $HOME")).unwrap() + 1;
+
+    let r = p.pipe(&["lint"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    // The script's finding: its own file and line (4), the caret under `$target`.
+    assert!(
+        r.stderr
+            .contains("error: SC2086: Double quote to prevent globbing"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains(" --> base.sh:4:23\n"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("4 | echo base-layer | tee $target\n"),
+        "{}",
+        r.stderr
+    );
+    // The inline command's finding: the Pipelinefile's line and the column of `$HOME`.
+    let col = pf
+        .lines()
+        .nth(inline_line - 1)
+        .unwrap()
+        .find("$HOME")
+        .unwrap()
+        + 1;
+    assert!(
+        r.stderr
+            .contains(&format!(" --> Pipelinefile.toml:{inline_line}:{col}\n")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("lint: 2 errors, 0 warnings"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("error: lint found 2 errors"),
+        "{}",
+        r.stderr
+    );
+
+    // --json: one diagnostic event per finding, with its severity.
+    let j = p.pipe(&["lint", "--json"]);
+    let events: Vec<serde_json::Value> = j
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "diagnostic")
+        .collect();
+    assert_eq!(events.len(), 2, "{}", j.stdout);
+    assert_eq!(events[0]["file"], "Pipelinefile.toml");
+    assert_eq!(events[0]["line"], inline_line);
+    assert_eq!(events[1]["file"], "base.sh");
+    assert_eq!(events[1]["line"], 4);
+    assert_eq!(events[1]["severity"], "error");
+
+    let bake = p.pipe(&["bake", "--env", "dev", "--no-progress"]);
+    assert_eq!(bake.code, 3, "{}", bake.all());
+    assert!(bake.stderr.contains(" --> base.sh:4:23"), "{}", bake.stderr);
+    assert!(bake.stderr.contains("--no-lint"), "{}", bake.stderr);
+    assert!(p.containers().is_empty(), "{:?}", p.containers());
+    assert!(p.layer_images().is_empty(), "{:?}", p.layer_images());
+    assert!(p.ledger_lines().is_empty());
+
+    // Without shellcheck: a note, no findings, exit 0.
+    let no_tools = p.pipe_env(&["lint"], &[("PATH", "/nonexistent")]);
+    no_tools.ok();
+    assert!(
+        no_tools.stderr.contains("shellcheck is not installed"),
+        "{}",
+        no_tools.stderr
+    );
+}

@@ -9,6 +9,7 @@ mod gates;
 mod history;
 mod init;
 mod lifecycle;
+mod lint;
 mod local;
 mod logs;
 mod promote;
@@ -56,6 +57,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Validate(args) => validate::run(&ctx, args),
+        Command::Lint => lint::run(&ctx),
         Command::Schema => {
             let text = config::schema::render();
             printer.result("schema", config::schema::schema(), &text);
@@ -144,6 +146,7 @@ fn diagnostic_events(diagnostics: &[config::Diagnostic], rendered: &str) -> Vec<
             column,
             message: d.message.clone(),
             hint: d.hint.clone(),
+            severity: None,
         })
         .collect()
 }
