@@ -88,6 +88,9 @@ pub enum Command {
     Init(InitArgs),
     /// Check the Pipelinefile and report every problem at once
     Validate(ValidateArgs),
+    /// Write a Pipelinefile from other tools' templates
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Print the Pipelinefile's JSON Schema (for editors: the `#:schema` line pipe init writes)
     Schema,
     /// Check the provisioning code without a machine: shellcheck, ansible-playbook
@@ -292,6 +295,29 @@ pub struct CleanArgs {
     /// Only list what would be removed
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Packer JSON templates: one, or a base and an app template chained by a source-AMI
+    /// variable; what has no equivalent is listed at the top of the file and printed
+    Packer(ImportPackerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportPackerArgs {
+    /// The templates (`primal.json carnivore.json`); paths in them are relative to here
+    #[arg(required = true, num_args = 1..=2, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Where to write the Pipelinefile
+    #[arg(short, long, default_value = "Pipelinefile.toml", value_name = "PATH")]
+    pub output: PathBuf,
+    /// Pipeline name (default: from the AMI names, else this folder's name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Overwrite an existing output file
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ pub mod communicators;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod import;
 pub mod interrupt;
 pub mod layers;
 pub mod ledger;

@@ -14,8 +14,8 @@ use super::Ctx;
 const TEMPLATE: &str = include_str!("init_template.toml");
 
 /// The box recipe the starter file uses (`box = "debian-12"`): the repository's own.
-const BOX_RECIPE: &str = include_str!("../../boxes/debian-12.toml");
-const BOX_PATH: &str = "boxes/debian-12.toml";
+pub(super) const BOX_RECIPE: &str = include_str!("../../boxes/debian-12.toml");
+pub(super) const BOX_PATH: &str = "boxes/debian-12.toml";
 
 pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     let path = ctx.cwd.join(FILE_NAME);

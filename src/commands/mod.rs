@@ -7,6 +7,7 @@ mod clean;
 mod exec;
 mod gates;
 mod history;
+mod import;
 mod init;
 mod lifecycle;
 mod lint;
@@ -58,6 +59,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
         Command::Init(args) => init::run(&ctx, args),
         Command::Validate(args) => validate::run(&ctx, args),
         Command::Lint => lint::run(&ctx),
+        Command::Import(cmd) => import::run(&ctx, cmd),
         Command::Schema => {
             let text = config::schema::render();
             printer.result("schema", config::schema::schema(), &text);
