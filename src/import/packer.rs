@@ -1052,6 +1052,73 @@ mod tests {
         assert_eq!(key("a.b"), "\"a.b\"");
     }
 
+    /// One template with docker and qemu builders, inline commands and an ansible-local
+    /// playbook: [app] alone, a box and an environment per builder, and a note for each
+    /// thing without an equivalent.
+    #[test]
+    fn one_template_with_docker_qemu_inline_and_ansible() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.json");
+        std::fs::write(
+            &path,
+            r#"{
+              "variables": { "greeting": "hi", "home": "{{env `HOME`}}", "db_password": null },
+              "sensitive-variables": ["db_password"],
+              "builders": [
+                { "type": "docker", "image": "debian:bookworm", "commit": true, "changes": ["EXPOSE 80"] },
+                { "type": "qemu", "iso_url": "https://example.org/debian.qcow2", "iso_checksum": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "disk_image": true, "cpus": 2, "disk_size": 4096 },
+                { "type": "virtualbox-iso" }
+              ],
+              "provisioners": [
+                { "type": "shell", "inline": ["echo {{user `greeting`}} > /greeting", "date +{{isotime}}"], "environment_vars": ["PASS={{user `db_password`}}"], "execute_command": "sudo {{.Path}}" },
+                { "type": "ansible-local", "playbook_file": "site.yml", "extra_arguments": ["--extra-vars", "who={{user `greeting`}}"] },
+                { "type": "powershell", "inline": ["dir"] }
+              ],
+              "post-processors": [{ "type": "docker-tag" }]
+            }"#,
+        )
+        .unwrap();
+        let imported = import(&[path], Some("web"), "x").unwrap();
+        let t = &imported.text;
+        for line in [
+            "[pipeline]\nname = \"web\"",
+            "greeting = \"hi\"",
+            "home = { env = \"HOME\" }",
+            "db_password = { env = \"db_password\", sensitive = true }",
+            "docker = { image = \"debian:bookworm\" }",
+            "qemu = { image = \"https://example.org/debian.qcow2\", checksum = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\" }",
+            "[app]\nprovision = [",
+            "  { inline = [\"echo {{ vars.greeting }} > /greeting\", \"date +\"], env = { PASS = \"{{ vars.db_password }}\" } },",
+            "  { ansible = \"site.yml\", extra_vars = { who = \"{{ vars.greeting }}\" } },",
+            "[env.dev]\ntarget = \"docker\"",
+            "[env.vm]\ntarget = \"qemu\"\ncpus = 2\ndisk_size = \"4096M\"",
+        ] {
+            assert!(t.contains(line), "{line}\n---\n{t}");
+        }
+        assert!(!t.contains("\n[base]\n"), "{t}");
+        assert!(
+            imported.box_recipes.is_empty(),
+            "{:?}",
+            imported.box_recipes
+        );
+        let notes = imported.notes.join("\n");
+        for said in [
+            "one template becomes [app]",
+            "docker option `changes`",
+            "the `virtualbox-iso` builder has no equivalent",
+            "`{{isotime}}` has no equivalent",
+            "`execute_command` has no equivalent",
+            "the `powershell` provisioner has no equivalent",
+            "post-processors (1)",
+        ] {
+            assert!(notes.contains(said), "{said}\n---\n{notes}");
+        }
+        // Every note is in the file's header too.
+        for n in &imported.notes {
+            assert!(t.contains(&format!("#   - {n}\n")), "{n}");
+        }
+    }
+
     #[test]
     fn extra_arguments() {
         let p: Map<String, Value> = serde_json::from_str(
