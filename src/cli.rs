@@ -20,7 +20,7 @@ Exit codes:
   0    success
   1    runtime failure (a step failed; pipe cleaned up and said what failed)
   2    usage error (bad flags or arguments; no Pipelinefile, or not a readable file)
-  3    Pipelinefile error (every problem is listed with file:line:column)
+  3    Pipelinefile or lint error (every problem is listed with file:line:column)
   4    verification failed (the release is recorded and cannot be promoted)
   5    a promotion gate refused (not verified, rejected, min_soak, approval, already current, lock held)
   69   not implemented yet
@@ -88,6 +88,14 @@ pub enum Command {
     Init(InitArgs),
     /// Check the Pipelinefile and report every problem at once
     Validate(ValidateArgs),
+    /// Write a Pipelinefile from other tools' templates
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Print the Pipelinefile's JSON Schema (for editors: the `#:schema` line pipe init writes)
+    Schema,
+    /// Check the provisioning code without a machine: shellcheck, ansible-playbook
+    /// --syntax-check, [verify] ports and service users (pipe bake runs it first)
+    Lint,
     /// Bring up a local machine provisioned exactly like the environment's image
     Up(UpArgs),
     /// Re-run the app provisioners in the running machine
@@ -210,6 +218,9 @@ pub struct BakeArgs {
     /// On a failure keep the build machine for debugging
     #[arg(long)]
     pub keep_on_error: bool,
+    /// Do not run `pipe lint` first
+    #[arg(long)]
+    pub no_lint: bool,
 }
 
 #[derive(Debug, Args)]
@@ -295,6 +306,29 @@ pub enum LedgerCommand {
     /// Move the local ledger (.pipe/ledger.jsonl) into the shared ledger `[ledger]` names;
     /// the file is kept as .pipe/ledger.jsonl.pushed
     Push,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Packer JSON templates: one, or a base and an app template chained by a source-AMI
+    /// variable; what has no equivalent is listed at the top of the file and printed
+    Packer(ImportPackerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportPackerArgs {
+    /// The templates (`primal.json carnivore.json`); paths in them are relative to here
+    #[arg(required = true, num_args = 1..=2, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Where to write the Pipelinefile
+    #[arg(short, long, default_value = "Pipelinefile.toml", value_name = "PATH")]
+    pub output: PathBuf,
+    /// Pipeline name (default: from the AMI names, else this folder's name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Overwrite an existing output file
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -43,6 +43,9 @@ pub enum Error {
     },
     #[error("interrupted")]
     Interrupted,
+    /// `pipe lint` found errors; they were printed as diagnostics already.
+    #[error("lint found {} error{}", .0, if *.0 == 1 { "" } else { "s" })]
+    Lint(usize),
     /// A command run on the machine exited with this code (`pipe exec`); nothing to print.
     #[error("the command exited with code {0}")]
     Exit(i32),
@@ -113,6 +116,7 @@ impl Error {
             Error::VerifyFailed(_) => exit::VERIFY_FAILED,
             Error::Gate { .. } => exit::GATE,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::Lint(_) => exit::CONFIG,
             Error::Exit(code) => *code,
             Error::NotImplemented(_) => exit::NOT_IMPLEMENTED,
             Error::Cleanup { error, .. } => error.as_ref().map_or(exit::FAILURE, |e| e.exit_code()),
@@ -128,6 +132,10 @@ impl Error {
             Error::NotImplemented(_) => {
                 Some("this command is planned; see the README's command tour".into())
             }
+            Error::Lint(_) => Some(
+                "fix them (each names its file and line), or bake with --no-lint to skip the checks"
+                    .into(),
+            ),
             _ => None,
         }
     }

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
         "services",
     ],
     &["error", "state"],
-    &["layers", "ledger"],
+    &["layers", "ledger", "lint", "import"],
     &["communicators"],
     &["ui"],
     &["boxes", "provisioners", "runner"],

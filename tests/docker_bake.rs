@@ -237,3 +237,210 @@ fn services_that_never_listen_fail_verification_with_their_log() {
     assert!(r.stderr.contains("web refuses to start"), "{}", r.stderr);
     assert!(p.containers().is_empty());
 }
+
+/// `pipe lint` finds an unquoted expansion (SC2086) in a script file at the script's line, and
+/// in an inline command at the command's line in the Pipelinefile; `pipe bake` runs the same
+/// checks first and stops on them before any machine exists. Without shellcheck on PATH, lint
+/// says so and the bake is not stopped by it.
+#[test]
+fn lint_finds_unquoted_variables_and_bake_stops_before_a_machine() {
+    let p = project("lint", "hello");
+    let source = std::fs::read_to_string(p.path().join("Pipelinefile.toml")).unwrap();
+    p.write(
+        "Pipelinefile.toml",
+        &source.replace(
+            r#"provision = [ { shell = "base.sh" } ]"#,
+            "provision = [\n  { shell = \"base.sh\" },\n  { inline = [\"mkdir -p /srv/www\", \"ls $HOME\"] },\n]",
+        ),
+    );
+    p.write(
+        "base.sh",
+        "#!/bin/sh\nset -e\ntarget=\"${BASE_FILE:-/base.txt}\"\necho base-layer | tee $target\n",
+    );
+    let pf = std::fs::read_to_string(p.path().join("Pipelinefile.toml")).unwrap();
+    let inline_line = pf.lines().position(|l| l.contains("ls $HOME")).unwrap() + 1;
+
+    let r = p.pipe(&["lint"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    // The script's finding: its own file and line (4), the caret under `$target`.
+    assert!(
+        r.stderr
+            .contains("error: SC2086: Double quote to prevent globbing"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains(" --> base.sh:4:23\n"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("4 | echo base-layer | tee $target\n"),
+        "{}",
+        r.stderr
+    );
+    // The inline command's finding: the Pipelinefile's line and the column of `$HOME`.
+    let col = pf
+        .lines()
+        .nth(inline_line - 1)
+        .unwrap()
+        .find("$HOME")
+        .unwrap()
+        + 1;
+    assert!(
+        r.stderr
+            .contains(&format!(" --> Pipelinefile.toml:{inline_line}:{col}\n")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("lint: 2 errors, 0 warnings"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("error: lint found 2 errors"),
+        "{}",
+        r.stderr
+    );
+
+    // --json: one diagnostic event per finding, with its severity.
+    let j = p.pipe(&["lint", "--json"]);
+    let events: Vec<serde_json::Value> = j
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "diagnostic")
+        .collect();
+    assert_eq!(events.len(), 2, "{}", j.stdout);
+    assert_eq!(events[0]["file"], "Pipelinefile.toml");
+    assert_eq!(events[0]["line"], inline_line);
+    assert_eq!(events[1]["file"], "base.sh");
+    assert_eq!(events[1]["line"], 4);
+    assert_eq!(events[1]["severity"], "error");
+
+    let bake = p.pipe(&["bake", "--env", "dev", "--no-progress"]);
+    assert_eq!(bake.code, 3, "{}", bake.all());
+    assert!(bake.stderr.contains(" --> base.sh:4:23"), "{}", bake.stderr);
+    assert!(bake.stderr.contains("--no-lint"), "{}", bake.stderr);
+    assert!(p.containers().is_empty(), "{:?}", p.containers());
+    assert!(p.layer_images().is_empty(), "{:?}", p.layer_images());
+    assert!(p.ledger_lines().is_empty());
+
+    // Without shellcheck: a note, no findings, exit 0.
+    let no_tools = p.pipe_env(&["lint"], &[("PATH", "/nonexistent")]);
+    no_tools.ok();
+    assert!(
+        no_tools.stderr.contains("shellcheck is not installed"),
+        "{}",
+        no_tools.stderr
+    );
+}
+
+/// Copies `tests/fixtures/NAME` into the project, keeping file modes (scripts stay executable).
+fn copy_fixture(name: &str, to: &std::path::Path) {
+    let from = common::repo().join("tests/fixtures").join(name);
+    for entry in walkdir::WalkDir::new(&from) {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.path().strip_prefix(&from).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Two Packer templates shaped like seed 2's `primal.json` and `carnivore.json` (user
+/// variables, amazon-ebs, file and shell provisioners, the app template taking the base AMI as
+/// `SOURCE_ID`, a sensitive variable, a post-processor) become one Pipelinefile with [base] and
+/// [app], which validates, passes lint and bakes on docker with `--local`; what has no
+/// equivalent is listed at its top and printed. An HCL2 template is refused with a hint.
+#[test]
+fn packer_templates_import_validate_and_bake() {
+    ensure_box();
+    let p = Project::new("import", "", &[]);
+    std::fs::remove_file(p.path().join("Pipelinefile.toml")).unwrap();
+    copy_fixture("packer", p.path());
+
+    let r = p.pipe(&[
+        "import",
+        "packer",
+        "primal.json",
+        "carnivore.json",
+        "--name",
+        &p.name,
+    ]);
+    r.ok();
+    assert!(
+        r.stdout.starts_with("wrote Pipelinefile.toml for pipeline"),
+        "{}",
+        r.stdout
+    );
+    for said in [
+        "post-processors (1)",
+        "`SOURCE_ID` (the base AMI)",
+        "ami_name `ponyfoo-primal {{timestamp}}`",
+    ] {
+        assert!(r.stderr.contains(said), "{said}: {}", r.stderr);
+    }
+    let pf = std::fs::read_to_string(p.path().join("Pipelinefile.toml")).unwrap();
+    assert!(
+        pf.starts_with(
+            "# Imported by `pipe import packer` from primal.json (base) and carnivore.json (app).\n"
+        ),
+        "{pf}"
+    );
+    assert!(
+        pf.contains("#   - carnivore.json: post-processors (1) have no equivalent"),
+        "{pf}"
+    );
+    for line in [
+        "node_env = \"staging\"",
+        "api_token = { env = \"API_TOKEN\", sensitive = true }",
+        "ec2 = { ami = \"ami-22de994a\" }",
+        "  { file = \"deploy/mailtube/\", to = \"/tmp/mailtube\" },",
+        "  { shell = \"deploy/templates/primal\", env = { NVM_VERSION = \"{{ vars.nvm_version }}\", NODE_VERSION = \"{{ vars.node_version }}\" } },",
+        "NAME = \"ponyfoo-{{ vars.node_env }}\"",
+        "[env.staging]\ntarget = \"ec2\"",
+        "ssh_username = \"admin\"",
+    ] {
+        assert!(pf.contains(line), "{line}\n---\n{pf}");
+    }
+    let base = pf.find("[base]").unwrap();
+    let app = pf.find("[app]").unwrap();
+    assert!(base < pf.find("deploy/templates/primal").unwrap());
+    assert!(app < pf.find("deploy/templates/carnivore").unwrap());
+    assert!(!pf.contains("source_id"), "{pf}");
+    p.pipe(&["validate"]).ok();
+
+    // Checks the user adds: what the two scripts made, with the vars they were given.
+    std::fs::write(
+        p.path().join("Pipelinefile.toml"),
+        format!(
+            "{pf}\n[verify]\ncommands = [\n  \"grep -qx NODE_VERSION=0.10 /opt/primal/versions\",\n  \"test -f /opt/primal/mailtube/package.json\",\n  \"grep -qx NAME=ponyfoo-staging /opt/app/env\",\n  \"grep -qx 'server_name example.org;' /opt/app/site.conf\",\n  \"grep -qx 12 /opt/app/token-length\",\n]\ntimeout = 5\n"
+        ),
+    )
+    .unwrap();
+    let token = "tok-3f9a2c71";
+    let bake = p.pipe_env(
+        &[
+            "bake",
+            "--env",
+            "staging",
+            "--local",
+            "--var",
+            "server_name=example.org",
+            "--no-progress",
+        ],
+        &[("API_TOKEN", token)],
+    );
+    bake.ok();
+    assert!(bake.stdout.contains("verified"), "{}", bake.stdout);
+    assert!(!bake.all().contains(token));
+    assert!(!p.ledger_lines().concat().contains(token));
+    assert_eq!(p.layer_images().len(), 2, "a base and an app layer");
+    assert!(p.containers().is_empty(), "{:?}", p.containers());
+
+    p.write("app.pkr.hcl", "source \"amazon-ebs\" \"app\" {}\n");
+    let hcl = p.pipe(&["import", "packer", "app.pkr.hcl", "--output", "other.toml"]);
+    assert_eq!(hcl.code, 2, "{}", hcl.all());
+    assert!(hcl.stderr.contains("HCL2 template"), "{}", hcl.stderr);
+    assert!(hcl.stderr.contains("hcl2_upgrade"), "{}", hcl.stderr);
+}

@@ -522,7 +522,7 @@ fn a_sensitive_value_reaches_only_the_commands_and_services_that_use_it() {
     let p = project_with(
         "ec2secret",
         &r#"
-  { inline = ["test \"$(printf %s \"$TOKEN\" | sha256sum | cut -c1-64)\" = HASH", "echo token is $TOKEN"], env = { TOKEN = "{{ vars.token }}" } },"#
+  { inline = ["test \"$(printf %s \"$TOKEN\" | sha256sum | cut -c1-64)\" = HASH", "echo token is \"$TOKEN\""], env = { TOKEN = "{{ vars.token }}" } },"#
             .replace("HASH", &hash),
     );
     edit(

@@ -27,10 +27,20 @@ fn init_then_validate_then_init_again() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "wrote Pipelinefile.toml and boxes/debian-12.toml for pipeline `my-site`; next: pipe validate, then pipe up --local\n"
+        "wrote Pipelinefile.toml, boxes/debian-12.toml and pipelinefile.schema.json for pipeline `my-site`; next: pipe validate, then pipe up --local\n"
     );
     let written = std::fs::read_to_string(dir.join("Pipelinefile.toml")).unwrap();
     assert!(written.contains("name = \"my-site\""));
+    // Editors find the schema through taplo's `#:schema` line, on the file's first line.
+    assert!(
+        written.starts_with("#:schema ./pipelinefile.schema.json\n"),
+        "{written}"
+    );
+    let schema = std::fs::read_to_string(dir.join("pipelinefile.schema.json")).unwrap();
+    assert_eq!(
+        schema,
+        String::from_utf8(pipe(&dir, &["schema"]).stdout).unwrap()
+    );
     assert!(dir.join("boxes/debian-12.toml").is_file());
 
     let out = pipe(&dir, &["validate"]);
@@ -67,7 +77,7 @@ fn init_keeps_an_existing_box_recipe_and_takes_a_name() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "wrote Pipelinefile.toml for pipeline `shop`; next: pipe validate, then pipe up --local\n"
+        "wrote Pipelinefile.toml and pipelinefile.schema.json for pipeline `shop`; next: pipe validate, then pipe up --local\n"
     );
     assert_eq!(
         std::fs::read_to_string(tmp.path().join("boxes/debian-12.toml")).unwrap(),

@@ -18,6 +18,10 @@ use super::{Ctx, local};
 
 pub fn run(ctx: &Ctx, args: BakeArgs) -> Result<()> {
     let pf = ctx.pipelinefile()?;
+    // Before anything starts: a finding of error severity stops the bake here.
+    if !args.no_lint {
+        super::lint::check(ctx, &pf)?;
+    }
     let sel = local::selection(ctx, args.local, args.target.clone());
     let plan = crate::plan::make(&pf, &sel, ctx.printer)?;
     let target =

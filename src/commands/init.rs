@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::cli::InitArgs;
 use crate::config::FILE_NAME;
+use crate::config::schema::FILE_NAME as SCHEMA_NAME;
 use crate::error::{Error, Result};
 
 use super::Ctx;
@@ -13,8 +14,8 @@ use super::Ctx;
 const TEMPLATE: &str = include_str!("init_template.toml");
 
 /// The box recipe the starter file uses (`box = "debian-12"`): the repository's own.
-const BOX_RECIPE: &str = include_str!("../../boxes/debian-12.toml");
-const BOX_PATH: &str = "boxes/debian-12.toml";
+pub(super) const BOX_RECIPE: &str = include_str!("../../boxes/debian-12.toml");
+pub(super) const BOX_PATH: &str = "boxes/debian-12.toml";
 
 pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     let path = ctx.cwd.join(FILE_NAME);
@@ -58,15 +59,27 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     if wrote_recipe {
         files.push(BOX_PATH);
     }
+    // The schema the `#:schema` line points at, for editors; refreshed by `pipe schema`.
+    std::fs::write(ctx.cwd.join(SCHEMA_NAME), crate::config::schema::render())?;
+    files.push(SCHEMA_NAME);
     ctx.printer.result(
         "init",
         serde_json::json!({ "file": FILE_NAME, "files": files, "pipeline": name }),
         &format!(
             "wrote {} for pipeline `{name}`; next: pipe validate, then pipe up --local",
-            files.join(" and ")
+            list(&files)
         ),
     );
     Ok(())
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn list(files: &[&str]) -> String {
+    match files {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
 }
 
 /// Lowercase letters, digits and dashes: valid in image names, tags and AWS names.

@@ -7,9 +7,11 @@ mod clean;
 mod exec;
 mod gates;
 mod history;
+mod import;
 mod init;
 mod ledger;
 mod lifecycle;
+mod lint;
 mod local;
 mod lock;
 mod logs;
@@ -59,6 +61,13 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Validate(args) => validate::run(&ctx, args),
+        Command::Lint => lint::run(&ctx),
+        Command::Import(cmd) => import::run(&ctx, cmd),
+        Command::Schema => {
+            let text = config::schema::render();
+            printer.result("schema", config::schema::schema(), &text);
+            Ok(())
+        }
         Command::Completions(args) => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -143,6 +152,7 @@ fn diagnostic_events(diagnostics: &[config::Diagnostic], rendered: &str) -> Vec<
             column,
             message: d.message.clone(),
             hint: d.hint.clone(),
+            severity: None,
         })
         .collect()
 }

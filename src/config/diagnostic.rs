@@ -90,6 +90,22 @@ impl<'a> LineIndex<'a> {
         let (line, col, _, _) = self.locate(offset);
         (line, col)
     }
+
+    /// The byte offset of a 1-based line and column (in characters), clamped to the line
+    /// (a tool that reports lines and columns, such as shellcheck, back to a span).
+    pub fn offset(&self, line: usize, col: usize) -> usize {
+        let Some(&start) = self.starts.get(line.max(1) - 1) else {
+            return self.source.len();
+        };
+        let end = self
+            .starts
+            .get(line.max(1))
+            .map_or(self.source.len(), |next| next - 1);
+        self.source[start..end]
+            .char_indices()
+            .nth(col.max(1) - 1)
+            .map_or(end, |(i, _)| start + i)
+    }
 }
 
 /// Renders diagnostics for `display_path` (as the user should see it), one after the other,
@@ -101,7 +117,7 @@ pub fn render(diagnostics: &[Diagnostic], display_path: &Path, source: &str) -> 
         if i > 0 {
             out.push('\n');
         }
-        render_one(&mut out, d, display_path, &index);
+        render_one(&mut out, "error", d, display_path, &index);
     }
     if !diagnostics.is_empty() {
         let n = diagnostics.len();
@@ -115,9 +131,18 @@ pub fn render(diagnostics: &[Diagnostic], display_path: &Path, source: &str) -> 
     out
 }
 
-fn render_one(out: &mut String, d: &Diagnostic, path: &Path, index: &LineIndex<'_>) {
+/// Renders one diagnostic about `source` (the file shown as `path`) under `level` (`error`,
+/// `warning`): the same shape for every file pipe points into, the Pipelinefile or a
+/// provisioner's script (`pipe lint`).
+pub fn render_one(
+    out: &mut String,
+    level: &str,
+    d: &Diagnostic,
+    path: &Path,
+    index: &LineIndex<'_>,
+) {
     let source = index.source;
-    let _ = writeln!(out, "error: {}", d.message);
+    let _ = writeln!(out, "{level}: {}", d.message);
     let Some(span) = d.span else {
         let _ = writeln!(out, "  --> {}", path.display());
         if let Some(hint) = &d.hint {

@@ -3,9 +3,11 @@
 pub mod confine;
 pub mod diagnostic;
 pub mod duration;
+pub mod keys;
 mod known;
 pub mod model;
 pub mod parse;
+pub mod schema;
 mod suggest;
 pub mod template;
 mod validate;

@@ -23,16 +23,11 @@ pub use pipeline::{is_valid_name, sanitize_name};
 use toml::de::DeTable;
 
 use super::diagnostic::Diagnostic;
+use super::keys::SECTIONS;
 use super::known::Known;
 use super::model::{LayerName, Pipelinefile, Span};
 use super::validate;
 use super::walk::{self, Tbl, Walker};
-
-/// The top-level keys of a Pipelinefile.
-const SECTIONS: &[&str] = &[
-    "pipeline", "vars", "box", "build", "base", "app", "service", "verify", "env", "ledger",
-    "notify",
-];
 
 /// Parses and validates; on failure returns every diagnostic and the source back.
 pub fn parse(path: &Path, source: String) -> Result<Pipelinefile, (Vec<Diagnostic>, String)> {

@@ -49,7 +49,7 @@ pub enum Event {
         stream: &'static str,
         line: String,
     },
-    /// A Pipelinefile problem.
+    /// A Pipelinefile problem, or a `pipe lint` finding in the project's files.
     Diagnostic {
         file: String,
         line: usize,
@@ -57,6 +57,10 @@ pub enum Event {
         message: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         hint: Option<String>,
+        /// `error` or `warning`; only lint findings have it (a Pipelinefile problem is always
+        /// an error).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        severity: Option<&'static str>,
     },
     /// A command's result, machine-readable.
     Result {

@@ -8,10 +8,9 @@ use crate::config::model::{BoxSource, Boxes, BuildSettings, ProxyMode, Spanned, 
 use crate::config::suggest;
 use crate::config::walk::{self, Tbl, Walker};
 
-const BOX_KEYS: &[&str] = &["box", "image", "ami", "ami_filter"];
-/// A qemu box may also pin its downloaded `image` with a checksum.
-const QEMU_BOX_KEYS: &[&str] = &["box", "image", "ami", "ami_filter", "checksum"];
-const KINDS: &[&str] = &["docker", "qemu", "ec2"];
+use crate::config::keys::{
+    AMI_FILTER_KEYS, BOX_KEYS, BUILD_KEYS, PROXY_KEYS, QEMU_BOX_KEYS, TARGET_KINDS as KINDS,
+};
 
 /// `[box]`.
 pub fn boxes(w: &mut Walker, root: &Tbl<'_, '_>, root_dir: &Path) -> Boxes {
@@ -148,7 +147,7 @@ fn box_entry(
         "ami" => Some(BoxSource::Ami(t.str(w, "ami")?.value)),
         _ => {
             let f = t.table(w, "ami_filter", Some(format!("`ami_filter` in {}", t.name)))?;
-            f.check_keys(w, &["name", "owners"]);
+            f.check_keys(w, AMI_FILTER_KEYS);
             let name = f.req_str(w, "name");
             if !f.has("owners") {
                 f.missing(
@@ -302,10 +301,7 @@ pub fn build(w: &mut Walker, root: &Tbl<'_, '_>, root_dir: &Path) -> BuildSettin
     let Some(t) = walk::table(w, v, "`build`", "[build]") else {
         return out;
     };
-    t.check_keys(
-        w,
-        &["ca_certificates", "proxy", "keep_build_trust", "host_paths"],
-    );
+    t.check_keys(w, BUILD_KEYS);
     if let Some(paths) = t.str_array(w, "host_paths") {
         for p in paths {
             if Path::new(&p.value).is_absolute() {
@@ -355,7 +351,7 @@ pub fn build(w: &mut Walker, root: &Tbl<'_, '_>, root_dir: &Path) -> BuildSettin
             },
             DeValue::Table(_) => match walk::table(w, v, "`proxy`", "`proxy` in [build]") {
                 Some(p) => {
-                    p.check_keys(w, &["http", "https", "no_proxy"]);
+                    p.check_keys(w, PROXY_KEYS);
                     ProxyMode::Explicit {
                         http: p.str(w, "http").map(|s| s.value),
                         https: p.str(w, "https").map(|s| s.value),

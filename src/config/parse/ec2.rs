@@ -9,39 +9,9 @@ use crate::config::model::{
 use crate::config::suggest;
 use crate::config::walk::{self, Tbl, Walker};
 
-/// Every key an ec2 environment may have.
-pub const EC2_KEYS: &[&str] = &[
-    "region",
-    "instance_type",
-    "subnet_id",
-    "ssh_username",
-    "auto_scaling_group",
-    "launch_template",
-    "ssm_parameter",
-    "endpoint_url",
-    "wait_timeout",
-    "ssh_timeout",
-    "security_group_ids",
-    "iam_instance_profile",
-    "associate_public_ip",
-    "root_volume",
-    "ssh_cidrs",
-    "ssh_interface",
-    "ssh_host",
-    "ssh_port",
-    "bastion",
-    "ami_regions",
-    "region_kms_key_ids",
-    "refresh",
-    "kms_key_id",
-    "account_id",
-    "role_arn",
-];
-
-const ROOT_VOLUME_KEYS: &[&str] = &["size_gb", "type", "encrypted", "kms_key_id"];
-const BASTION_KEYS: &[&str] = &["host", "port", "user", "key"];
-const VOLUME_TYPES: &[&str] = &["gp3", "gp2", "io1", "io2", "st1", "sc1", "standard"];
-const SSH_INTERFACES: &[&str] = &["public_ip", "private_ip"];
+use crate::config::keys::{
+    BASTION_KEYS, REFRESH_KEYS, ROOT_VOLUME_KEYS, SSH_INTERFACES, VOLUME_TYPES,
+};
 
 /// The settings of an ec2 environment; problems become diagnostics.
 pub fn settings(w: &mut Walker, t: &Tbl<'_, '_>) -> Ec2Settings {
@@ -537,14 +507,6 @@ fn positive_seconds(w: &mut Walker, t: &Tbl<'_, '_>, key: &str) -> Option<u64> {
     }
     Some(n.value as u64)
 }
-
-const REFRESH_KEYS: &[&str] = &[
-    "min_healthy_percentage",
-    "max_healthy_percentage",
-    "instance_warmup",
-    "checkpoints",
-    "alarms",
-];
 
 /// `refresh = { ... }`: how a promotion's instance refresh replaces instances, in the ranges
 /// AWS accepts, checked here rather than by a failed StartInstanceRefresh.

@@ -12,17 +12,10 @@ use crate::config::model::{
 use crate::config::suggest;
 use crate::config::walk::{self, Tbl, Walker};
 
-const COMMON_KEYS: &[&str] = &[
-    "target",
-    "vars",
-    "promote_from",
-    "min_soak",
-    "require_approval",
-];
-const DOCKER_KEYS: &[&str] = &["container_name"];
-const QEMU_KEYS: &[&str] = &["cpus", "memory", "accel", "disk_size"];
-use super::ec2::EC2_KEYS;
-const KINDS: &[&str] = &["docker", "qemu", "ec2"];
+use crate::config::keys::{
+    ACCELS, DOCKER_ENV_KEYS as DOCKER_KEYS, EC2_ENV_KEYS as EC2_KEYS, QEMU_ENV_KEYS as QEMU_KEYS,
+    TARGET_KINDS as KINDS, env_keys,
+};
 
 fn keys_of(kind: TargetKind) -> &'static [&'static str] {
     match kind {
@@ -69,8 +62,7 @@ fn environment(
     name: Spanned<String>,
     known: &Known,
 ) -> Option<Environment> {
-    let all: Vec<&str> = [COMMON_KEYS, DOCKER_KEYS, QEMU_KEYS, EC2_KEYS].concat();
-    t.check_keys(w, &all);
+    t.check_keys(w, &env_keys());
     if !t.has("target") {
         t.missing(
             w,
@@ -232,12 +224,12 @@ fn qemu(w: &mut Walker, t: &Tbl<'_, '_>) -> QemuSettings {
         out.memory = memory;
     }
     if let Some(accel) = t.str(w, "accel") {
-        let modes = ["auto", "kvm", "tcg"];
-        if modes.contains(&accel.as_str()) {
+        let modes = ACCELS.iter().copied();
+        if ACCELS.contains(&accel.as_str()) {
             out.accel = accel.value;
         } else {
             let hint = suggest::did_you_mean(&accel, modes)
-                .unwrap_or_else(|| format!("use {}", suggest::list(modes)));
+                .unwrap_or_else(|| format!("use {}", suggest::list(ACCELS.iter().copied())));
             w.error_hint(format!("unknown accel `{}`", accel.value), accel.span, hint);
         }
     }

@@ -9,18 +9,10 @@ use crate::config::model::{
 use crate::config::suggest;
 use crate::config::walk::{self, Tbl, Walker};
 
-/// The keys that name a provisioner's kind.
-const KINDS: &[&str] = &["file", "shell", "inline", "ansible"];
-const FILE_KEYS: &[&str] = &["file", "to", "owner", "restart_only"];
-const SHELL_SETTINGS: &[&str] = &[
-    "env",
-    "run_as",
-    "workdir",
-    "retries",
-    "valid_exit_codes",
-    "timeout",
-];
-const ANSIBLE_KEYS: &[&str] = &["ansible", "extra_vars", "env"];
+use crate::config::keys::{
+    ANSIBLE_KEYS, FILE_KEYS, INLINE_KEY, LAYER_KEYS, PRECACHE_KEYS, PROVISIONER_KINDS as KINDS,
+    SHELL_KEY, SHELL_SETTINGS,
+};
 
 /// `[base]` or `[app]`.
 pub fn layer(w: &mut Walker, root: &Tbl<'_, '_>, which: LayerName) -> Layer {
@@ -32,7 +24,7 @@ pub fn layer(w: &mut Walker, root: &Tbl<'_, '_>, which: LayerName) -> Layer {
     let Some(t) = walk::table(w, v, &format!("`{which}`"), name.clone()) else {
         return out;
     };
-    t.check_keys(w, &["precache", "provision"]);
+    t.check_keys(w, LAYER_KEYS);
     if let Some(v) = t.get("precache") {
         match which {
             LayerName::Base => {
@@ -60,7 +52,7 @@ pub fn layer(w: &mut Walker, root: &Tbl<'_, '_>, which: LayerName) -> Layer {
 }
 
 fn precache(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<Precache> {
-    t.check_keys(w, &["files", "to", "run", "env"]);
+    t.check_keys(w, PRECACHE_KEYS);
     if !t.has("files") {
         t.missing(
             w,
@@ -139,8 +131,8 @@ fn allowed_keys(kind: &str) -> Vec<&'static str> {
     match kind {
         "file" => FILE_KEYS.to_vec(),
         "ansible" => ANSIBLE_KEYS.to_vec(),
-        "shell" => [&["shell"], SHELL_SETTINGS].concat(),
-        _ => [&["inline"], SHELL_SETTINGS].concat(),
+        "shell" => [&[SHELL_KEY.name], SHELL_SETTINGS].concat(),
+        _ => [&[INLINE_KEY.name], SHELL_SETTINGS].concat(),
     }
 }
 

@@ -3,8 +3,8 @@
 use crate::config::model::{LedgerSettings, S3LedgerSettings};
 use crate::config::walk::{self, Tbl, Walker};
 
-const KEYS: &[&str] = &["backend", "bucket", "prefix", "region", "endpoint_url"];
-const BACKENDS: &[&str] = &["local", "s3"];
+use crate::config::keys::LEDGER_BACKENDS as BACKENDS;
+use crate::config::keys::LEDGER_KEYS as KEYS;
 
 /// `[ledger]`; the local file when the table is absent (or wrong: the diagnostic is recorded).
 pub fn ledger(w: &mut Walker, root: &Tbl<'_, '_>) -> LedgerSettings {

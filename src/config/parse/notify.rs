@@ -12,7 +12,7 @@ pub fn notify(w: &mut Walker, root: &Tbl<'_, '_>) -> Notify {
     let Some(t) = walk::table(w, v, "`notify`", "[notify]") else {
         return out;
     };
-    t.check_keys(w, &["sns_topic_arn"]);
+    t.check_keys(w, crate::config::keys::NOTIFY_KEYS);
     out.sns_topic_arn = t.str(w, "sns_topic_arn").and_then(|arn| {
         if topic_region(&arn).is_some() {
             return Some(arn.value);

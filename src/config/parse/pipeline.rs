@@ -6,6 +6,7 @@ use indexmap::IndexMap;
 use toml::de::DeValue;
 
 use crate::config::diagnostic::Diagnostic;
+use crate::config::keys::{PIPELINE_KEYS, VAR_KEYS};
 use crate::config::model::{Pipeline, Span, Spanned, VarDef, VarSource};
 use crate::config::walk::{self, Tbl, Walker};
 
@@ -32,7 +33,7 @@ pub fn pipeline(w: &mut Walker, root: &Tbl<'_, '_>, root_dir: &Path) -> Pipeline
     let Some(t) = walk::table(w, v, "`pipeline`", "[pipeline]") else {
         return out;
     };
-    t.check_keys(w, &["name", "description"]);
+    t.check_keys(w, PIPELINE_KEYS);
     if !t.has("name") {
         t.missing(w, "name", Some(format!("add `name = \"{suggested}\"`")));
     } else if let Some(name) = t.str(w, "name") {
@@ -81,8 +82,6 @@ fn is_var_name(s: &str) -> bool {
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
-
-const VAR_KEYS: &[&str] = &["value", "env", "default", "sensitive", "description"];
 
 /// `[vars]`.
 pub fn vars(w: &mut Walker, root: &Tbl<'_, '_>) -> IndexMap<String, VarDef> {

@@ -3,16 +3,7 @@
 use crate::config::model::{HttpCheck, Service, Spanned, Verify};
 use crate::config::walk::{self, Tbl, Walker};
 
-const SERVICE_KEYS: &[&str] = &[
-    "name",
-    "command",
-    "user",
-    "workdir",
-    "env",
-    "port",
-    "host_port",
-    "publish",
-];
+use crate::config::keys::{HTTP_CHECK_KEYS, SERVICE_KEYS, VERIFY_KEYS};
 
 /// Default seconds `[verify]` keeps retrying.
 pub const DEFAULT_VERIFY_TIMEOUT: u64 = 60;
@@ -144,7 +135,7 @@ pub fn verify(w: &mut Walker, root: &Tbl<'_, '_>) -> Verify {
     let Some(t) = walk::table(w, v, "`verify`", "[verify]") else {
         return out;
     };
-    t.check_keys(w, &["commands", "http", "timeout"]);
+    t.check_keys(w, VERIFY_KEYS);
     out.commands = t.template_array(w, "commands").unwrap_or_default();
     if let Some(items) = t.array(w, "http") {
         for item in items {
@@ -173,7 +164,7 @@ pub fn verify(w: &mut Walker, root: &Tbl<'_, '_>) -> Verify {
 }
 
 fn http_check(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<HttpCheck> {
-    t.check_keys(w, &["url", "status", "contains"]);
+    t.check_keys(w, HTTP_CHECK_KEYS);
     let url = t.req_template(w, "url");
     let status = t.int(w, "status").and_then(|s| {
         if (100..=599).contains(&s.value) {
