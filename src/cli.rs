@@ -128,6 +128,9 @@ pub enum Command {
     /// Manage boxes (base OS images)
     #[command(subcommand, name = "box")]
     Box(BoxCommand),
+    /// Manage the package caches (apt, npm, pip) that build machines share, one per box
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -315,6 +318,20 @@ pub struct BoxRemoveArgs {
     /// Target kind
     #[arg(long, default_value = "docker", value_name = "KIND")]
     pub target: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the package caches with their size
+    List,
+    /// Remove the package caches (all of them, or one box's)
+    Clear(CacheClearArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheClearArgs {
+    /// The cache to remove, as `pipe cache list` names it (e.g. docker-debian-12)
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

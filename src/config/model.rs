@@ -198,6 +198,9 @@ pub struct BuildSettings {
     /// Absolute host paths outside the project that the Pipelinefile may read (see
     /// [`super::confine`]).
     pub host_paths: Vec<PathBuf>,
+    /// Mount the box's package cache (apt, npm, pip) into build machines of local targets
+    /// while provisioning (see [`crate::provisioners::cache`]); never part of a layer or digest.
+    pub package_cache: bool,
 }
 
 impl Default for BuildSettings {
@@ -207,6 +210,7 @@ impl Default for BuildSettings {
             proxy: ProxyMode::Inherit,
             keep_build_trust: false,
             host_paths: Vec::new(),
+            package_cache: true,
         }
     }
 }

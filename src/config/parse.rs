@@ -278,7 +278,7 @@ fn home_of(key: &str) -> Option<&'static str> {
         "commands" | "http" => "[verify]",
         "target" | "promote_from" => "an [env.NAME] table",
         "command" | "port" => "a [[service]] table",
-        "proxy" | "ca_certificates" | "keep_build_trust" => "[build]",
+        "proxy" | "ca_certificates" | "keep_build_trust" | "package_cache" => "[build]",
         _ => return None,
     })
 }

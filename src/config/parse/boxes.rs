@@ -304,7 +304,13 @@ pub fn build(w: &mut Walker, root: &Tbl<'_, '_>, root_dir: &Path) -> BuildSettin
     };
     t.check_keys(
         w,
-        &["ca_certificates", "proxy", "keep_build_trust", "host_paths"],
+        &[
+            "ca_certificates",
+            "proxy",
+            "keep_build_trust",
+            "host_paths",
+            "package_cache",
+        ],
     );
     if let Some(paths) = t.str_array(w, "host_paths") {
         for p in paths {
@@ -372,6 +378,9 @@ pub fn build(w: &mut Walker, root: &Tbl<'_, '_>, root_dir: &Path) -> BuildSettin
     }
     if let Some(keep) = t.bool(w, "keep_build_trust") {
         out.keep_build_trust = keep;
+    }
+    if let Some(cache) = t.bool(w, "package_cache") {
+        out.package_cache = cache;
     }
     out
 }
