@@ -40,14 +40,26 @@ fi
 
 # Move, as the article does: the app layer keeps one copy, and a second run finds the modules
 # already in place. npm then only fetches what the lock file gained since the base was built.
+adopted=no
 if [ -d "$PRECACHE_DIR/node_modules" ] && [ ! -e "$APP_DIR/node_modules" ]; then
   echo "carnivore: adopting precached node_modules from $PRECACHE_DIR"
   mv "$PRECACHE_DIR/node_modules" "$APP_DIR/node_modules"
+  adopted=yes
 fi
 
-echo "carnivore: npm install --omit=dev (NODE_ENV=$NODE_ENV)"
-npm install --prefix "$APP_DIR" --omit=dev --prefer-offline \
-  --no-audit --no-fund --no-update-notifier --loglevel=warn
+# The manifests the base layer precached from are still in $PRECACHE_DIR: when the app's are the
+# same, the node_modules just adopted are exactly what `npm install` would make, and npm (seconds
+# even with nothing to do) is skipped. That is the common case of an app edit. (A second run, as
+# `pipe provision` does, always asks npm: an earlier run may have changed node_modules.)
+if [ "$adopted" = yes ] &&
+  cmp -s "$APP_DIR/package.json" "$PRECACHE_DIR/package.json" &&
+  cmp -s "$APP_DIR/package-lock.json" "$PRECACHE_DIR/package-lock.json"; then
+  echo "carnivore: package.json and package-lock.json as precached: node_modules is complete"
+else
+  echo "carnivore: npm install --omit=dev (NODE_ENV=$NODE_ENV)"
+  npm install --prefix "$APP_DIR" --omit=dev --prefer-offline \
+    --no-audit --no-fund --no-update-notifier --loglevel=warn
+fi
 
 # The code stays root-owned: the service user can read and run it, not rewrite it.
 chmod -R u+rwX,go+rX,go-w "$APP_DIR"

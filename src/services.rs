@@ -191,7 +191,7 @@ pub fn container_command() -> Vec<String> {
         "/bin/sh".into(),
         "-c".into(),
         format!(
-            "trap 'exit 0' TERM INT; while [ ! -f {RUN_DIR}/supervise ]; do sleep 0.2; done; exec /bin/sh {RUN_DIR}/supervise"
+            "trap 'exit 0' TERM INT; while [ ! -f {RUN_DIR}/supervise ]; do sleep 0.1; done; exec /bin/sh {RUN_DIR}/supervise"
         ),
     ]
 }

@@ -331,9 +331,7 @@ fn apply(
         removed += c.removed.len();
     }
     if !sync.rerun.is_empty() {
-        plan.trust.install(&pctx)?;
-        provisioners::rerun(LayerName::App, &pf.app, &sync.rerun, &pctx)?;
-        plan.trust.remove(&pctx)?;
+        provisioners::rerun(LayerName::App, &pf.app, &sync.rerun, &pctx, &plan.trust)?;
     }
     if crate::interrupt::requested() {
         return Err(Error::Interrupted);
