@@ -47,19 +47,29 @@ if [ -d "$PRECACHE_DIR/node_modules" ] && [ ! -e "$APP_DIR/node_modules" ]; then
   adopted=yes
 fi
 
-# The manifests the base layer precached from are still in $PRECACHE_DIR: when the app's are the
-# same, the node_modules just adopted are exactly what `npm install` would make, and npm (seconds
-# even with nothing to do) is skipped. That is the common case of an app edit. (A second run, as
-# `pipe provision` does, always asks npm: an earlier run may have changed node_modules.)
+# npm takes seconds even with nothing to do, so it is skipped when node_modules was made from
+# the app's very package.json and package-lock.json: just adopted from a precache of the same
+# manifests (the common case of an app edit), or installed by an earlier run of this script
+# (`pipe provision`, `pipe up --watch`), which leaves a copy of the manifests in node_modules.
+stamp="$APP_DIR/node_modules/.carnivore-manifests"
+manifests() { cat "$1/package.json" "$1/package-lock.json" 2>/dev/null; }
 if [ "$adopted" = yes ] &&
   cmp -s "$APP_DIR/package.json" "$PRECACHE_DIR/package.json" &&
   cmp -s "$APP_DIR/package-lock.json" "$PRECACHE_DIR/package-lock.json"; then
-  echo "carnivore: package.json and package-lock.json as precached: node_modules is complete"
+  current=yes
+elif [ -f "$stamp" ] && manifests "$APP_DIR" | cmp -s - "$stamp"; then
+  current=yes
+else
+  current=no
+fi
+if [ "$current" = yes ]; then
+  echo "carnivore: node_modules matches package.json and package-lock.json: no npm install"
 else
   echo "carnivore: npm install --omit=dev (NODE_ENV=$NODE_ENV)"
   npm install --prefix "$APP_DIR" --omit=dev --prefer-offline \
     --no-audit --no-fund --no-update-notifier --loglevel=warn
 fi
+if [ -d "$APP_DIR/node_modules" ]; then manifests "$APP_DIR" >"$stamp"; fi
 
 # The code stays root-owned: the service user can read and run it, not rewrite it.
 chmod -R u+rwX,go+rX,go-w "$APP_DIR"
