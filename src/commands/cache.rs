@@ -1,10 +1,10 @@
 //! `pipe cache list|clear`: the package caches (apt, npm, pip) kept on the host per box and
-//! mounted into build machines (see [`crate::provisioners::cache`]).
+//! mounted into build machines (see [`crate::boxes::package_cache`]).
 
 use super::Ctx;
+use crate::boxes::package_cache::{self as cache, CacheEntry};
 use crate::cli::{CacheClearArgs, CacheCommand};
 use crate::error::{Error, Result};
-use crate::provisioners::cache::{self, CacheEntry};
 
 pub fn run(ctx: &Ctx, cmd: CacheCommand) -> Result<()> {
     match cmd {

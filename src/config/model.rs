@@ -199,7 +199,7 @@ pub struct BuildSettings {
     /// [`super::confine`]).
     pub host_paths: Vec<PathBuf>,
     /// Mount the box's package cache (apt, npm, pip) into build machines of local targets
-    /// while provisioning (see [`crate::provisioners::cache`]); never part of a layer or digest.
+    /// while provisioning (see [`crate::boxes::package_cache`]); never part of a layer or digest.
     pub package_cache: bool,
 }
 

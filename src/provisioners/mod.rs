@@ -2,7 +2,6 @@
 //! talk only to a [`Communicator`], so the same layer is built the same way on every target.
 
 mod ansible;
-pub mod cache;
 mod file;
 pub mod output;
 mod precache;

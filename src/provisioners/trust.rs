@@ -209,6 +209,33 @@ mod tests {
     }
 
     #[test]
+    fn trust_goes_in_and_out_by_copies_unless_kept() {
+        let mut t = BuildTrust {
+            certificates: vec![("corp".into(), b"PEM".to_vec())],
+            ..Default::default()
+        };
+        let files = t.files();
+        assert_eq!(files[0], ("corp.crt".to_string(), b"PEM".to_vec()));
+        assert_eq!(files[1], ("bundle.pem".to_string(), b"PEM\n".to_vec()));
+        let install = t.install_script().unwrap();
+        assert!(install.contains(&format!("cp -p {SYSTEM_BUNDLE} {ORIGINAL}")));
+        assert!(!install.contains("update-ca-certificates"));
+        let remove = t.remove_script().unwrap();
+        assert!(remove.contains(&format!("cat {ORIGINAL} > {SYSTEM_BUNDLE}")));
+        // Regenerated meanwhile: made again without them.
+        assert!(remove.contains("update-ca-certificates --fresh"));
+        t.keep = true;
+        assert!(
+            t.install_script()
+                .unwrap()
+                .contains("update-ca-certificates")
+        );
+        assert!(t.remove_script().is_none());
+        assert!(BuildTrust::default().install_script().is_none());
+        assert!(BuildTrust::default().files().is_empty());
+    }
+
+    #[test]
     fn a_missing_default_folder_is_fine_but_no_proxy_means_none() {
         let settings = BuildSettings {
             ca_certificates: vec![PathBuf::from("/nonexistent-pipe-test/x")],

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::boxes::package_cache::{self as cache, CacheRun, PackageCache};
 use crate::communicators::Communicator;
 use crate::communicators::docker::DockerExec;
 use crate::config::{LayerName, Pipelinefile, TargetKind};
@@ -16,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::layers::digest::Digest;
 use crate::ledger::Release;
 use crate::plan::Plan;
-use crate::provisioners::cache::{self, CacheRun, PackageCache};
 use crate::provisioners::trace::Traced;
 use crate::runner::{Resource, Runner};
 use crate::services::{self, RenderedService};

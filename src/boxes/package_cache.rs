@@ -51,7 +51,7 @@ pub struct CacheEntry {
 
 /// Every box's cache lives under here: `$XDG_CACHE_HOME/pipe/packages`.
 pub fn root() -> PathBuf {
-    crate::boxes::cache_dir().join("packages")
+    super::cache_dir().join("packages")
 }
 
 impl PackageCache {
@@ -214,6 +214,25 @@ mod tests {
             "docker-image-registry_5000_debian_bookworm"
         );
         assert!(k(BoxSource::Ami("ami-1".into())).is_none());
+    }
+
+    #[test]
+    fn the_setting_turns_it_off_and_a_box_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |build: &str| {
+            let text = format!(
+                "[pipeline]\nname = \"demo\"\n\n[box]\ndocker = {{ image = \"debian:bookworm\" }}\n\n{build}[env.dev]\ntarget = \"docker\"\n"
+            );
+            std::fs::write(dir.path().join("Pipelinefile.toml"), text).unwrap();
+            crate::config::load(&dir.path().join("Pipelinefile.toml"), dir.path())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let on = PackageCache::for_build(&load(""), TargetKind::Docker).unwrap();
+        assert!(on.dir.ends_with("packages/docker-image-debian_bookworm"));
+        let off = load("[build]\npackage_cache = false\n\n");
+        assert!(PackageCache::for_build(&off, TargetKind::Docker).is_none());
+        // No qemu box: no cache for qemu.
+        assert!(PackageCache::for_build(&load(""), TargetKind::Qemu).is_none());
     }
 
     #[test]
