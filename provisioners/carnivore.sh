@@ -40,14 +40,36 @@ fi
 
 # Move, as the article does: the app layer keeps one copy, and a second run finds the modules
 # already in place. npm then only fetches what the lock file gained since the base was built.
+adopted=no
 if [ -d "$PRECACHE_DIR/node_modules" ] && [ ! -e "$APP_DIR/node_modules" ]; then
   echo "carnivore: adopting precached node_modules from $PRECACHE_DIR"
   mv "$PRECACHE_DIR/node_modules" "$APP_DIR/node_modules"
+  adopted=yes
 fi
 
-echo "carnivore: npm install --omit=dev (NODE_ENV=$NODE_ENV)"
-npm install --prefix "$APP_DIR" --omit=dev --prefer-offline \
-  --no-audit --no-fund --no-update-notifier --loglevel=warn
+# npm takes seconds even with nothing to do, so it is skipped when node_modules was made from
+# the app's very package.json and package-lock.json: just adopted from a precache of the same
+# manifests (the common case of an app edit), or installed by an earlier run of this script
+# (`pipe provision`, `pipe up --watch`), which leaves a copy of the manifests in node_modules.
+stamp="$APP_DIR/node_modules/.carnivore-manifests"
+manifests() { cat "$1/package.json" "$1/package-lock.json" 2>/dev/null; }
+if [ "$adopted" = yes ] &&
+  cmp -s "$APP_DIR/package.json" "$PRECACHE_DIR/package.json" &&
+  cmp -s "$APP_DIR/package-lock.json" "$PRECACHE_DIR/package-lock.json"; then
+  current=yes
+elif [ -f "$stamp" ] && manifests "$APP_DIR" | cmp -s - "$stamp"; then
+  current=yes
+else
+  current=no
+fi
+if [ "$current" = yes ]; then
+  echo "carnivore: node_modules matches package.json and package-lock.json: no npm install"
+else
+  echo "carnivore: npm install --omit=dev (NODE_ENV=$NODE_ENV)"
+  npm install --prefix "$APP_DIR" --omit=dev --prefer-offline \
+    --no-audit --no-fund --no-update-notifier --loglevel=warn
+fi
+if [ -d "$APP_DIR/node_modules" ]; then manifests "$APP_DIR" >"$stamp"; fi
 
 # The code stays root-owned: the service user can read and run it, not rewrite it.
 chmod -R u+rwX,go+rX,go-w "$APP_DIR"

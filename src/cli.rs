@@ -139,6 +139,9 @@ pub enum Command {
     /// Manage the ledger's backend (`[ledger]` in the Pipelinefile)
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Manage the package caches (apt, npm, pip) that build machines share, one per box
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -360,6 +363,20 @@ pub struct BoxRemoveArgs {
     /// Target kind
     #[arg(long, default_value = "docker", value_name = "KIND")]
     pub target: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the package caches with their size
+    List,
+    /// Remove the package caches (all of them, or one box's)
+    Clear(CacheClearArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheClearArgs {
+    /// The cache to remove, as `pipe cache list` names it (e.g. docker-debian-12)
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -23,7 +23,9 @@ fn main() {
         cli.global.color,
         cli.global.no_progress,
     );
-    let code = match commands::run(cli, &printer) {
+    let result = commands::run(cli, &printer);
+    printer.profile_report();
+    let code = match result {
         Ok(()) => error::exit::OK,
         Err(err) => commands::report_error(&printer, &err),
     };

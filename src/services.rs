@@ -152,7 +152,15 @@ supervise() {
     (
       set -a; [ -f "/run/pipe/env/$name" ] && . "/run/pipe/env/$name"; set +a
       [ -n "$dir" ] && cd "$dir"
-      if [ -n "$user" ] && [ "$user" != root ]; then
+      if [ -n "$user" ] && [ "$user" != root ] && command -v setpriv >/dev/null; then
+        # setpriv execs the service itself, as systemd's User= does; runuser would stay in
+        # between and sleep 2 s on every stop before it passes SIGKILL on.
+        entry=$(getent passwd "$user") || { echo "pipe: no user $user" >&2; exit 1; }
+        HOME=$(echo "$entry" | cut -d: -f6) SHELL=$(echo "$entry" | cut -d: -f7)
+        USER=$user LOGNAME=$user
+        export HOME SHELL USER LOGNAME
+        exec setpriv --reuid="$user" --regid="$(echo "$entry" | cut -d: -f4)" --init-groups -- sh -c "$cmd"
+      elif [ -n "$user" ] && [ "$user" != root ]; then
         exec runuser -u "$user" -- sh -c "$cmd"
       else
         exec sh -c "$cmd"
@@ -191,7 +199,7 @@ pub fn container_command() -> Vec<String> {
         "/bin/sh".into(),
         "-c".into(),
         format!(
-            "trap 'exit 0' TERM INT; while [ ! -f {RUN_DIR}/supervise ]; do sleep 0.2; done; exec /bin/sh {RUN_DIR}/supervise"
+            "trap 'exit 0' TERM INT; while [ ! -f {RUN_DIR}/supervise ]; do sleep 0.1; done; exec /bin/sh {RUN_DIR}/supervise"
         ),
     ]
 }

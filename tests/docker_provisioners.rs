@@ -276,3 +276,114 @@ fn ansible_without_ansible_installed_says_what_to_do() {
     );
     assert!(p.containers().is_empty());
 }
+
+/// The package cache: a base rebuild after a change (here: the switch to `--no-download`, with
+/// which apt fails rather than fetch a package it lacks) downloads nothing it has in the cache,
+/// even though the first build ran `apt-get clean`; npm's and pip's cache folders are the
+/// host's; and nothing of the cache is in the committed layer. (npm and pip themselves are not
+/// installed here: npm alone is hundreds of Debian packages, too slow for CI.)
+#[test]
+fn the_package_cache_serves_a_base_rebuild_and_never_enters_a_layer() {
+    ensure_box();
+    // A cache of its own: other builds of the same box may run at the same time.
+    let xdg = tempfile::tempdir().unwrap();
+    let env = [("XDG_CACHE_HOME", xdg.path().to_str().unwrap())];
+    let base = |apt: &str| {
+        format!(
+            r#"{{ inline = ["apt-get update -qq", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {apt} hello >/tmp/apt.log", "grep -E '^(Get:|Need to get)' /tmp/apt.log || true", "hello", "echo npm > \"$npm_config_cache/pipe-test\"", "echo pip > \"$PIP_CACHE_DIR/pipe-test\"", "apt-get clean"] }},"#
+        )
+    };
+    let p = Project::new(
+        "pkgcache",
+        &pf(&base(""), r#"{ inline = ["true"] }"#, ""),
+        &[],
+    );
+    let first = p.pipe_env(&["bake", "--env", "dev", "--skip-verify"], &env);
+    first.ok();
+    assert!(
+        first.stderr.contains("Get:") && first.stderr.contains("hello"),
+        "the first build downloads: {}",
+        first.stderr
+    );
+    let cache = xdg.path().join("pipe/packages/docker-debian-12");
+    let store = cache.join("apt/debs");
+    let debs = |what: &str| -> Vec<(String, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(&store)
+            .unwrap_or_else(|e| panic!("{what}: {}: {e}", store.display()))
+            .map(|e| e.unwrap())
+            .map(|e| {
+                let m = e.metadata().unwrap().modified().unwrap();
+                (e.file_name().to_string_lossy().into_owned(), m)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = debs("after the first build");
+    assert!(
+        before.iter().any(|(n, _)| n.starts_with("hello_")),
+        "apt's archives are kept even though the build ran apt-get clean: {before:?}"
+    );
+    for tool in ["npm", "pip"] {
+        let f = cache.join(tool).join("pipe-test");
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), format!("{tool}\n"));
+    }
+    assert!(
+        !cache.join("apt/runs").read_dir().unwrap().any(|_| true),
+        "a build's own archives folder goes with its build machine"
+    );
+    let list = p.pipe_env(&["cache", "list"], &env);
+    list.ok();
+    assert!(list.stdout.contains("docker-debian-12"), "{}", list.stdout);
+
+    // Offline for apt: it may not download a single package.
+    p.write(
+        "Pipelinefile.toml",
+        &pf(&base("--no-download"), r#"{ inline = ["true"] }"#, "").replace("@NAME@", &p.name),
+    );
+    let second = p.pipe_env(&["bake", "--env", "dev", "--skip-verify"], &env);
+    second.ok();
+    assert!(second.stderr.contains("Hello, world!"), "{}", second.stderr);
+    assert!(
+        !second.stderr.contains("Get:"),
+        "the second build downloaded: {}",
+        second.stderr
+    );
+    assert_eq!(
+        debs("after the second build"),
+        before,
+        "nothing new, nothing rewritten"
+    );
+
+    // The newest base layer holds nothing of the cache: only the empty mount point.
+    let client = pipe::engine::docker::DockerClient::connect().unwrap();
+    let mut bases = client
+        .images_by_labels(&[&format!("pipe.pipeline={}", p.name), "pipe.layer=base"])
+        .unwrap();
+    bases.sort_by_key(|i| std::cmp::Reverse(i.created));
+    let container = common::docker(&["create", &bases[0].id, "true"]);
+    let listing = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker export {} | tar -t", container.trim()))
+        .output()
+        .unwrap();
+    common::docker(&["rm", container.trim()]);
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.lines().any(|l| l == "usr/bin/hello"),
+        "hello is installed"
+    );
+    let leaked: Vec<&str> = listing
+        .lines()
+        .filter(|l| {
+            (l.starts_with("var/cache/pipe-build/") && *l != "var/cache/pipe-build/")
+                || l.ends_with(".deb")
+                || l.ends_with("pipe-test")
+        })
+        .collect();
+    assert!(leaked.is_empty(), "cached files in the layer: {leaked:?}");
+
+    let cleared = p.pipe_env(&["cache", "clear", "docker-debian-12"], &env);
+    cleared.ok();
+    assert!(!cache.exists(), "pipe cache clear removed it");
+}

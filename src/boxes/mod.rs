@@ -9,6 +9,7 @@ pub mod cloud;
 pub mod docker;
 mod error;
 pub mod mirror;
+pub mod package_cache;
 pub mod qemu;
 pub mod recipe;
 pub mod rootfs;

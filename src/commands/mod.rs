@@ -3,6 +3,7 @@
 mod approve;
 mod bake;
 mod boxes;
+mod cache;
 mod clean;
 mod exec;
 mod gates;
@@ -94,6 +95,7 @@ pub fn run(cli: Cli, printer: &Printer) -> Result<()> {
         Command::Clean(args) => clean::run(&ctx, args),
         Command::Box(cmd) => boxes::run(&ctx, cmd),
         Command::Ledger(cmd) => ledger::run(&ctx, cmd),
+        Command::Cache(cmd) => cache::run(&ctx, cmd),
     }
 }
 

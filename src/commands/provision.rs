@@ -51,11 +51,7 @@ fn provision_app(
     let step = ctx
         .printer
         .step(format!("provision app layer in {machine}"));
-    let provisioned = (|| {
-        plan.trust.install(&pctx)?;
-        provisioners::run_layer(LayerName::App, &pf.app, &pctx)?;
-        plan.trust.remove(&pctx)
-    })();
+    let provisioned = provisioners::run_layer(LayerName::App, &pf.app, &pctx, &plan.trust);
     if let Err(e) = provisioned {
         step.failed(None);
         return Err(e.into());

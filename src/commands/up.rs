@@ -15,7 +15,10 @@ pub fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
     let env = crate::plan::pick_env(&pf, sel.env.as_deref())?;
     let kind = crate::plan::effective_target(&pf, &env, &sel)?;
     let target = crate::targets::open_local(kind, &pf, "up")?;
-    let plan = crate::plan::make(&pf, &sel, ctx.printer)?;
+    let plan = {
+        let _p = ctx.printer.phase("plan and digests");
+        crate::plan::make(&pf, &sel, ctx.printer)?
+    };
     let up = target.up(&plan, args.keep_on_error, ctx.printer)?;
     let mut st = State::load(&pf.root);
     st.machines.insert(plan.env.clone(), up.state.clone());

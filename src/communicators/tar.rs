@@ -56,22 +56,33 @@ pub fn write_tree(src: &Path, name: &str, out: impl Write) -> io::Result<()> {
 
 /// Writes `data` as a tar holding the one file `name` with `mode`.
 pub fn write_bytes(data: &[u8], name: &str, mode: u32, out: impl Write) -> io::Result<()> {
-    check_name(name)?;
-    let mut builder = tar::Builder::new(out);
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(mode & 0o7777);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    );
-    header.set_size(data.len() as u64);
-    builder.append_data(&mut header, name, data)?;
-    builder.into_inner()?.flush()
+    write_files(&[(name, data, mode)], out)
+}
+
+/// Writes a tar of files, each `(relative path, bytes, mode)`, owned by root, in order (so a
+/// `tar -x` on the machine creates them in that order).
+pub fn write_files(files: &[(&str, &[u8], u32)], mut out: impl Write) -> io::Result<()> {
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut builder = tar::Builder::new(&mut out);
+    for (name, data, mode) in files {
+        for part in name.split('/') {
+            check_name(part)?;
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(mode & 0o7777);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(mtime);
+        header.set_size(data.len() as u64);
+        builder.append_data(&mut header, name, *data)?;
+    }
+    builder.finish()?;
+    drop(builder);
+    out.flush()
 }
 
 /// Unpacks a tar whose top entry is one file or folder (as `docker cp` and `tar -c -C parent

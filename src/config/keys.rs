@@ -172,6 +172,7 @@ keys!(
         "proxy": Ty::AnyOf(&[Ty::OneOf(&["inherit", "none"]), Ty::Table(PROXY_SHAPE)]), "`inherit` (the host's HTTP(S)_PROXY), `none`, or explicit values.";
         "keep_build_trust": BOOL, "Keep the injected certificates and proxy settings in committed layers.";
         "host_paths": STRINGS, "Absolute host paths outside the project that the Pipelinefile may read.";
+        "package_cache": BOOL, "Share apt, npm and pip caches kept on the host with build machines (default true).";
     }
 );
 

@@ -231,6 +231,9 @@ pub struct BuildSettings {
     /// Absolute host paths outside the project that the Pipelinefile may read (see
     /// [`super::confine`]).
     pub host_paths: Vec<PathBuf>,
+    /// Mount the box's package cache (apt, npm, pip) into build machines of local targets
+    /// while provisioning (see [`crate::boxes::package_cache`]); never part of a layer or digest.
+    pub package_cache: bool,
 }
 
 impl Default for BuildSettings {
@@ -240,6 +243,7 @@ impl Default for BuildSettings {
             proxy: ProxyMode::Inherit,
             keep_build_trust: false,
             host_paths: Vec::new(),
+            package_cache: true,
         }
     }
 }

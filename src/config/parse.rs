@@ -281,7 +281,7 @@ fn home_of(key: &str) -> Option<&'static str> {
         "commands" | "http" => "[verify]",
         "target" | "promote_from" => "an [env.NAME] table",
         "command" | "port" => "a [[service]] table",
-        "proxy" | "ca_certificates" | "keep_build_trust" => "[build]",
+        "proxy" | "ca_certificates" | "keep_build_trust" | "package_cache" => "[build]",
         "backend" | "bucket" | "prefix" => "[ledger]",
         _ => return None,
     })

@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::ui::Printer;
 
 use output::LineSink;
+use trust::BuildTrust;
 
 /// Where pipe keeps scripts and uploads on the machine while provisioning; removed after.
 pub const WORK_DIR: &str = "/tmp/pipe-provision";
@@ -151,13 +152,15 @@ pub fn describe(layer: LayerName, index: usize, p: &Provisioner) -> String {
     format!("{layer}/{what}")
 }
 
-/// Runs a layer: its provisioners in order, then its precache step (base only).
+/// Runs a layer: build trust in, its provisioners in order, then its precache step (base
+/// only), and build trust out.
 pub fn run_layer(
     name: LayerName,
     layer: &Layer,
     ctx: &ProvisionContext,
+    trust: &BuildTrust,
 ) -> Result<(), ProvisionError> {
-    in_work_dir(name, ctx, || {
+    in_work_dir(name, ctx, trust, || {
         for (i, p) in layer.provision.iter().enumerate() {
             run_one(name, i, p, ctx)?;
         }
@@ -171,14 +174,16 @@ pub fn run_layer(
 }
 
 /// Runs some of a layer's provisioners again (by index, in order) on a running machine, without
-/// its precache step: `pipe up --watch` after an input of theirs changed.
+/// its precache step, with build trust in and out: `pipe up --watch` after an input of theirs
+/// changed.
 pub fn rerun(
     name: LayerName,
     layer: &Layer,
     indices: &[usize],
     ctx: &ProvisionContext,
+    trust: &BuildTrust,
 ) -> Result<(), ProvisionError> {
-    in_work_dir(name, ctx, || {
+    in_work_dir(name, ctx, trust, || {
         for (i, p) in layer.provision.iter().enumerate() {
             if indices.contains(&i) {
                 run_one(name, i, p, ctx)?;
@@ -227,6 +232,7 @@ fn run_one(
             unreachable: false,
         });
     }
+    let _p = ctx.printer.phase(source.clone());
     match &p.kind {
         ProvisionerKind::File {
             source: src,
@@ -244,27 +250,60 @@ fn run_one(
 }
 
 /// Runs `work` with pipe's work folder on the machine, removed after (it never stays in an
-/// image).
+/// image), and the build trust in place meanwhile. Making the folder and trusting are one exec,
+/// as are removing both: each exec is a round trip.
 fn in_work_dir(
     name: LayerName,
     ctx: &ProvisionContext,
+    trust: &BuildTrust,
     work: impl FnOnce() -> Result<(), ProvisionError>,
 ) -> Result<(), ProvisionError> {
-    let mkdir = ExecRequest {
-        argv: vec!["mkdir".into(), "-p".into(), WORK_DIR.into()],
-        ..Default::default()
-    };
-    ctx.run_checked(&format!("{name}/setup"), &mkdir)?;
+    {
+        let _p = ctx.printer.phase(format!("{name}/setup (build trust in)"));
+        let mut setup = ExecRequest::shell(format!("mkdir -p {WORK_DIR}"));
+        if let Some(install) = trust.install_script() {
+            // The certificates arrive as a tar on stdin: no upload round trips.
+            let files = trust.files();
+            let files: Vec<(&str, &[u8], u32)> = files
+                .iter()
+                .map(|(name, pem)| (name.as_str(), pem.as_slice(), 0o644))
+                .collect();
+            let mut archive = Vec::new();
+            crate::communicators::tar::write_files(&files, &mut archive).map_err(|e| {
+                ProvisionError {
+                    provisioner: "build-trust".into(),
+                    what: format!("packing the certificates: {e}"),
+                    exit_code: None,
+                    tail: Vec::new(),
+                    interrupted: false,
+                    unreachable: false,
+                }
+            })?;
+            setup = ExecRequest {
+                stdin: Some(archive),
+                ..ExecRequest::shell(format!(
+                    "mkdir -p {WORK_DIR} {CA_DIR} && tar -x -f - -C {CA_DIR} --no-same-owner && {{ {install}; }}",
+                    CA_DIR = trust::CA_DIR
+                ))
+            };
+        }
+        ctx.run_checked(&format!("{name}/setup"), &setup)?;
+    }
     let result = work();
     // The connection broke: the layer fails and is not committed, and tidying up would first
     // wait up to the whole SSH timeout for a new connection.
     if matches!(&result, Err(e) if e.unreachable) {
         return result;
     }
-    let rm = ExecRequest {
-        argv: vec!["rm".into(), "-rf".into(), WORK_DIR.into()],
-        ..Default::default()
+    let mut cleanup = format!("rm -rf {WORK_DIR}");
+    if let Some(remove) = trust.remove_script() {
+        cleanup = format!("{cleanup} && {{ {remove}; }}");
+    }
+    let cleaned = {
+        let _p = ctx
+            .printer
+            .phase(format!("{name}/cleanup (build trust out)"));
+        ctx.run_checked(&format!("{name}/cleanup"), &ExecRequest::shell(cleanup))
     };
-    let cleaned = ctx.run_checked(&format!("{name}/cleanup"), &rm);
     result.and(cleaned)
 }

@@ -9,15 +9,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::communicators::ExecRequest;
 use crate::config::{BuildSettings, DEFAULT_CA_DIR, ProxyMode};
-
-use super::{ProvisionContext, ProvisionError};
 
 /// Where injected certificates go on the machine.
 pub const CA_DIR: &str = "/usr/local/share/ca-certificates/pipe-build";
 /// One PEM bundle of the injected certificates, for tools that take a file.
 pub const CA_BUNDLE: &str = "/usr/local/share/ca-certificates/pipe-build/bundle.pem";
+/// The system's bundle, which OpenSSL, GnuTLS, curl, apt and pip read.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// The system bundle as it was before the build trust went in.
+const ORIGINAL: &str = "/usr/local/share/ca-certificates/pipe-build/system-bundle.orig";
 
 /// What a build injects.
 #[derive(Debug, Clone, Default)]
@@ -97,12 +98,13 @@ impl BuildTrust {
         env
     }
 
-    /// Installs the certificates on the machine.
-    pub fn install(&self, ctx: &ProvisionContext) -> Result<(), ProvisionError> {
+    /// The files that go into [`CA_DIR`]: each certificate as `NAME.crt` and their bundle
+    /// (`bundle.pem`); none without certificates.
+    pub fn files(&self) -> Vec<(String, Vec<u8>)> {
         if self.certificates.is_empty() {
-            return Ok(());
+            return Vec::new();
         }
-        let source = "build-trust";
+        let mut out = Vec::new();
         let mut bundle = Vec::new();
         for (name, pem) in &self.certificates {
             let crt = if name.ends_with(".crt") {
@@ -110,35 +112,60 @@ impl BuildTrust {
             } else {
                 format!("{name}.crt")
             };
-            ctx.comm
-                .upload_bytes(pem, &format!("{CA_DIR}/{crt}"), 0o644)
-                .map_err(|e| ctx.transport(source, e))?;
+            out.push((crt, pem.clone()));
             bundle.extend_from_slice(pem);
             if !pem.ends_with(b"\n") {
                 bundle.push(b'\n');
             }
         }
-        ctx.comm
-            .upload_bytes(&bundle, CA_BUNDLE, 0o644)
-            .map_err(|e| ctx.transport(source, e))?;
-        // Without update-ca-certificates (no ca-certificates package yet), append to the
-        // system bundle directly so curl, apt and pip trust the proxy too.
-        let script = format!(
-            "if command -v update-ca-certificates >/dev/null; then update-ca-certificates >/dev/null 2>&1; \
-             else mkdir -p /etc/ssl/certs && cat {CA_BUNDLE} >> /etc/ssl/certs/ca-certificates.crt; fi"
-        );
-        ctx.run_checked(source, &ExecRequest::shell(script))
+        let bundle_name = CA_BUNDLE.rsplit('/').next().expect("a file name");
+        out.push((bundle_name.to_string(), bundle));
+        out
     }
 
-    /// Removes the certificates again (unless `keep`), before a layer is committed.
-    pub fn remove(&self, ctx: &ProvisionContext) -> Result<(), ProvisionError> {
-        if self.certificates.is_empty() || self.keep {
-            return Ok(());
+    /// The shell that makes the machine trust the certificates in [`CA_DIR`], if any.
+    ///
+    /// Kept certificates are registered with `update-ca-certificates` (hash links, its hooks)
+    /// as a system administrator would. Otherwise the bundle is appended to the system bundle
+    /// (what curl, apt, pip, git and OpenSSL read) and a copy of the original is kept, so that
+    /// taking it out again is a copy too: `update-ca-certificates` takes seconds each way.
+    pub fn install_script(&self) -> Option<String> {
+        if self.certificates.is_empty() {
+            return None;
         }
-        let script = format!(
-            "rm -rf {CA_DIR}; if command -v update-ca-certificates >/dev/null; then update-ca-certificates --fresh >/dev/null 2>&1; fi"
-        );
-        ctx.run_checked("build-trust", &ExecRequest::shell(script))
+        if self.keep {
+            // Without update-ca-certificates (no ca-certificates package yet), append to the
+            // system bundle directly so curl, apt and pip trust the proxy too.
+            return Some(format!(
+                "if command -v update-ca-certificates >/dev/null; then update-ca-certificates >/dev/null 2>&1; \
+                 else mkdir -p /etc/ssl/certs && cat {CA_BUNDLE} >> {SYSTEM_BUNDLE}; fi"
+            ));
+        }
+        Some(format!(
+            "if [ -f {SYSTEM_BUNDLE} ]; then cp -p {SYSTEM_BUNDLE} {ORIGINAL}; \
+             else mkdir -p /etc/ssl/certs && : > {SYSTEM_BUNDLE}; fi; \
+             cat {CA_BUNDLE} >> {SYSTEM_BUNDLE}"
+        ))
+    }
+
+    /// The shell that removes the certificates again (none with `keep`), before a layer is
+    /// committed: the original system bundle comes back (in place, so its mode and owner
+    /// stay), or goes when there was none. When a provisioner regenerated the bundle meanwhile
+    /// (installed or upgraded ca-certificates), `update-ca-certificates --fresh` makes it again
+    /// without them.
+    pub fn remove_script(&self) -> Option<String> {
+        if self.certificates.is_empty() || self.keep {
+            return None;
+        }
+        Some(format!(
+            "if [ -f {ORIGINAL} ] && cat {ORIGINAL} {CA_BUNDLE} | cmp -s - {SYSTEM_BUNDLE}; then \
+               cat {ORIGINAL} > {SYSTEM_BUNDLE}; rm -rf {CA_DIR}; \
+             elif [ ! -f {ORIGINAL} ] && cmp -s {CA_BUNDLE} {SYSTEM_BUNDLE}; then \
+               rm -f {SYSTEM_BUNDLE}; rm -rf {CA_DIR}; \
+             else rm -rf {CA_DIR}; \
+               if command -v update-ca-certificates >/dev/null; then update-ca-certificates --fresh >/dev/null 2>&1; fi; \
+             fi"
+        ))
     }
 }
 
@@ -179,6 +206,33 @@ mod tests {
         assert_eq!(t.proxy_env["https_proxy"], "http://127.0.0.1:3128");
         assert!(!t.proxy_env.contains_key("HTTP_PROXY"));
         assert_eq!(t.env()["NODE_EXTRA_CA_CERTS"], CA_BUNDLE);
+    }
+
+    #[test]
+    fn trust_goes_in_and_out_by_copies_unless_kept() {
+        let mut t = BuildTrust {
+            certificates: vec![("corp".into(), b"PEM".to_vec())],
+            ..Default::default()
+        };
+        let files = t.files();
+        assert_eq!(files[0], ("corp.crt".to_string(), b"PEM".to_vec()));
+        assert_eq!(files[1], ("bundle.pem".to_string(), b"PEM\n".to_vec()));
+        let install = t.install_script().unwrap();
+        assert!(install.contains(&format!("cp -p {SYSTEM_BUNDLE} {ORIGINAL}")));
+        assert!(!install.contains("update-ca-certificates"));
+        let remove = t.remove_script().unwrap();
+        assert!(remove.contains(&format!("cat {ORIGINAL} > {SYSTEM_BUNDLE}")));
+        // Regenerated meanwhile: made again without them.
+        assert!(remove.contains("update-ca-certificates --fresh"));
+        t.keep = true;
+        assert!(
+            t.install_script()
+                .unwrap()
+                .contains("update-ca-certificates")
+        );
+        assert!(t.remove_script().is_none());
+        assert!(BuildTrust::default().install_script().is_none());
+        assert!(BuildTrust::default().files().is_empty());
     }
 
     #[test]

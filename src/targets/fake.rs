@@ -4,7 +4,7 @@
 //! No Docker, no QEMU; each case runs in milliseconds.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,6 +92,7 @@ impl FakeTarget {
             }),
             resources: vec![res],
             login: format!("fake login {name}"),
+            build_env: BTreeMap::new(),
         }
     }
 }

@@ -126,7 +126,11 @@ pub fn build_layer(
     };
     // Another run building the same layer: wait for it, then reuse its result.
     let _lock = target.lock_layer(plan, name, &digest)?;
-    if let Some(found) = target.find_layer(plan, name, &digest)? {
+    let found = {
+        let _p = printer.phase(format!("{name}: find layer"));
+        target.find_layer(plan, name, &digest)?
+    };
+    if let Some(found) = found {
         let step = printer.step(format!("{name} layer"));
         step.skipped(Some(format!("reusing {} (digest unchanged)", found.shown)));
         return Ok(found.reference);
@@ -136,24 +140,28 @@ pub fn build_layer(
         kind => format!(" on {kind}"),
     };
     runner.step(&format!("build {name} layer {}{on}", digest.short()), |r| {
-        let machine = target.start_build_machine(r, plan, name, parent, printer)?;
+        let machine = {
+            let _p = printer.phase(format!("{name}: build machine"));
+            target.start_build_machine(r, plan, name, parent, printer)?
+        };
+        let mut build_env = plan.trust.env();
+        build_env.extend(machine.build_env.clone());
         let pctx = ProvisionContext {
             comm: &*machine.comm,
             printer,
             root: &plan.pf.root,
             template: &plan.template,
-            build_env: plan.trust.env(),
+            build_env,
         };
-        let provisioned = (|| {
-            plan.trust.install(&pctx)?;
-            provisioners::run_layer(name, layer, &pctx)?;
-            plan.trust.remove(&pctx)
-        })()
-        .map_err(Error::from);
-        let committed = provisioned
-            .and_then(|()| target.commit_layer(r, plan, &machine, name, &digest, parent));
+        let provisioned =
+            provisioners::run_layer(name, layer, &pctx, &plan.trust).map_err(Error::from);
+        let committed = provisioned.and_then(|()| {
+            let _p = printer.phase(format!("{name}: commit"));
+            target.commit_layer(r, plan, &machine, name, &digest, parent)
+        });
         match committed {
             Ok(reference) => {
+                let _p = printer.phase(format!("{name}: remove build machine"));
                 machine.dispose(r)?;
                 Ok(reference)
             }

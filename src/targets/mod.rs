@@ -54,6 +54,9 @@ pub struct Machine {
     pub resources: Vec<Resource>,
     /// How a person gets in (`docker exec -it ...`, `ssh -i ...`), for messages.
     pub login: String,
+    /// Environment a build machine adds to every provisioning command (the package cache's
+    /// settings); empty on other machines.
+    pub build_env: BTreeMap<String, String>,
 }
 
 impl Machine {

@@ -313,7 +313,10 @@ fn apply(
 ) -> Result<String> {
     let started = Instant::now();
     // First: a machine half synced is changed by watch too.
-    target.mark_watched(pf, &plan.env, m, &chrono::Utc::now().to_rfc3339())?;
+    {
+        let _p = printer.phase("watch: mark the machine");
+        target.mark_watched(pf, &plan.env, m, &chrono::Utc::now().to_rfc3339())?;
+    }
     let pctx = ProvisionContext {
         comm: &*m.comm,
         printer,
@@ -325,20 +328,22 @@ fn apply(
     for (index, c) in &sync.uploads {
         let p = &pf.app.provision[*index];
         let source = provisioners::describe(LayerName::App, *index, p);
+        let _p = printer.phase(format!("watch: sync {source}"));
         provisioners::sync_file(&source, p, &c.upserts, &c.removed, &pctx)?;
         added += c.added;
         changed += c.upserts.len() - c.added;
         removed += c.removed.len();
     }
     if !sync.rerun.is_empty() {
-        plan.trust.install(&pctx)?;
-        provisioners::rerun(LayerName::App, &pf.app, &sync.rerun, &pctx)?;
-        plan.trust.remove(&pctx)?;
+        provisioners::rerun(LayerName::App, &pf.app, &sync.rerun, &pctx, &plan.trust)?;
     }
     if crate::interrupt::requested() {
         return Err(Error::Interrupted);
     }
-    target.restart_services(pf, plan, m)?;
+    {
+        let _p = printer.phase("watch: restart services (stop, start, ready)");
+        target.restart_services(pf, plan, m)?;
+    }
     let mut what = vec![];
     for (n, word) in [(changed, "changed"), (added, "new"), (removed, "deleted")] {
         if n > 0 {

@@ -67,6 +67,11 @@ pub enum Event {
         command: String,
         data: serde_json::Value,
     },
+    /// Where a command's time went (`PIPE_PROFILE=1`), once at its end.
+    Profile {
+        phases: Vec<super::profile::PhaseTime>,
+        total_ms: u64,
+    },
     /// The error a command ended with.
     Error {
         message: String,

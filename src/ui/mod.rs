@@ -4,6 +4,7 @@
 
 mod event;
 mod printer;
+pub mod profile;
 pub mod redact;
 pub mod table;
 

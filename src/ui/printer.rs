@@ -40,6 +40,8 @@ struct Inner {
     lock: Mutex<()>,
     /// When set (tests), every line goes here instead of the terminal.
     capture: Option<Mutex<Vec<String>>>,
+    /// Phase times, when `PIPE_PROFILE` asks for them.
+    profile: Option<super::profile::Profile>,
 }
 
 /// Prints events. Cheap to clone; clones share the terminal and the secrets.
@@ -134,6 +136,11 @@ impl Printer {
                 redactor: Redactor::default(),
                 lock: Mutex::new(()),
                 capture: capture.then(Mutex::default),
+                profile: if capture {
+                    None
+                } else {
+                    super::profile::Profile::from_env()
+                },
             }),
         }
     }
@@ -237,6 +244,9 @@ impl Printer {
                     Style::new().dim().apply_to(format!("[{source}]"))
                 )
             }
+            Event::Profile { phases, total_ms } => super::profile::render(phases, *total_ms)
+                .trim_end()
+                .to_string(),
             Event::Diagnostic { .. } => return,
             Event::Result { .. } => return,
             Event::Error { message, hint, .. } => {
@@ -388,6 +398,31 @@ impl Printer {
         }
     }
 
+    /// Times a phase for `PIPE_PROFILE` until the guard drops; nothing when not profiling.
+    pub fn phase(&self, name: impl Into<String>) -> PhaseGuard {
+        PhaseGuard {
+            printer: self.inner.profile.is_some().then(|| self.clone()),
+            name: name.into(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Prints where the command's time went, when profiling (shown even with `-q`).
+    pub fn profile_report(&self) {
+        if let Some(profile) = &self.inner.profile {
+            let (phases, total_ms) = profile.snapshot();
+            let event = Event::Profile { phases, total_ms };
+            match self.inner.mode {
+                OutputMode::Json => self.emit_json(&event),
+                OutputMode::Human { .. } => {
+                    if let Event::Profile { phases, total_ms } = &event {
+                        self.line_stderr(super::profile::render(phases, *total_ms).trim_end());
+                    }
+                }
+            }
+        }
+    }
+
     /// Starts a step: a spinner on a terminal, a `==>` line otherwise.
     pub fn step(&self, name: impl Into<String>) -> StepHandle {
         let name = name.into();
@@ -415,6 +450,24 @@ impl Printer {
             started: Instant::now(),
             bar,
             finished: false,
+        }
+    }
+}
+
+/// A phase being timed (see [`Printer::phase`]); records its time when dropped.
+pub struct PhaseGuard {
+    /// Set only when profiling.
+    printer: Option<Printer>,
+    name: String,
+    started: Instant,
+}
+
+impl Drop for PhaseGuard {
+    fn drop(&mut self) {
+        if let Some(p) = &self.printer
+            && let Some(profile) = &p.inner.profile
+        {
+            profile.record(std::mem::take(&mut self.name), self.started.elapsed());
         }
     }
 }

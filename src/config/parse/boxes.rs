@@ -369,6 +369,9 @@ pub fn build(w: &mut Walker, root: &Tbl<'_, '_>, root_dir: &Path) -> BuildSettin
     if let Some(keep) = t.bool(w, "keep_build_trust") {
         out.keep_build_trust = keep;
     }
+    if let Some(cache) = t.bool(w, "package_cache") {
+        out.package_cache = cache;
+    }
     out
 }
 

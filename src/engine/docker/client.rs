@@ -108,6 +108,9 @@ pub struct ContainerSpec {
     pub ports: Vec<PortSpec>,
     /// Mount point -> mount options (`""`, or e.g. `"rw,size=64m"`).
     pub tmpfs: BTreeMap<String, String>,
+    /// Bind mounts, `host path:container path[:options]`. A commit never includes what is
+    /// mounted, only the mount point.
+    pub binds: Vec<String>,
     /// Run a tiny init as PID 1 that reaps zombies and forwards signals.
     pub init: bool,
     pub hostname: Option<String>,
@@ -125,6 +128,7 @@ impl ContainerSpec {
             labels: BTreeMap::new(),
             ports: Vec::new(),
             tmpfs: BTreeMap::new(),
+            binds: Vec::new(),
             init: true,
             hostname: None,
             workdir: None,
@@ -406,6 +410,7 @@ impl DockerClient {
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             tmpfs: (!spec.tmpfs.is_empty())
                 .then(|| spec.tmpfs.clone().into_iter().collect::<HashMap<_, _>>()),
+            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
             ..Default::default()
         };
         let body = ContainerCreateBody {

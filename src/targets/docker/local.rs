@@ -140,10 +140,14 @@ impl LocalTarget for DockerTarget {
         let journal = Journal::start(&crate::state::dir(&pf.root), "up", &pf.pipeline.name.value)?;
         let mut runner = Runner::new(journal, printer);
         let result = (|| {
-            let box_image = self.prepare_box(plan, printer)?;
+            let box_image = {
+                let _p = printer.phase("box");
+                self.prepare_box(plan, printer)?
+            };
             let (_, app) =
                 build_layers(&mut runner, self, plan, &box_image, keep_on_error, printer)?;
             if let Some(old) = &existing {
+                let _p = printer.phase("remove the old machine");
                 runner.step(&format!("remove the old machine {}", old.name), |_| {
                     client.remove_container(&old.id)?;
                     Ok(())

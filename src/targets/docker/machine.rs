@@ -111,23 +111,32 @@ pub fn start_machine(
     } else {
         Vec::new()
     };
-    let res = create_container(
-        runner,
-        client,
-        MachineRequest {
-            name: spec.name.clone(),
-            image: spec.image,
-            labels,
-            ports,
-        },
-    )?;
+    let printer = runner.printer().clone();
+    let res = {
+        let _p = printer.phase("machine: create and start");
+        create_container(
+            runner,
+            client,
+            MachineRequest {
+                name: spec.name.clone(),
+                image: spec.image,
+                labels,
+                ports,
+            },
+        )?
+    };
     let comm = Traced::boxed(
         Box::new(DockerExec::new(client.clone(), spec.name.clone())),
-        runner.printer(),
+        &printer,
     );
     let rendered = plan.services();
-    deliver_services(&*comm, &rendered)?;
+    {
+        let _p = printer.phase("machine: deliver services");
+        deliver_services(&*comm, &rendered)?;
+    }
+    let _p = printer.phase("machine: services ready");
     wait_ready(&*comm, &rendered, READY_TIMEOUT)?;
+    drop(_p);
     let info = client.inspect_container(&spec.name)?.ok_or_else(|| {
         Error::runtime(
             format!("container {} vanished right after it started", spec.name),
@@ -173,49 +182,56 @@ pub fn create_container(
 }
 
 /// Writes the services' environments and the supervisor into `/run/pipe` (a tmpfs: Docker's
-/// archive API cannot write there, so the bytes go through an exec's stdin — never its argv).
+/// archive API cannot write there, so the bytes go through an exec's stdin — never its argv),
+/// all in one exec: a tar unpacked beside them, then moved into place, the supervisor last (the
+/// container starts services as soon as it appears).
 pub fn deliver_services(comm: &dyn Communicator, rendered: &[RenderedService]) -> Result<()> {
-    for s in rendered {
-        write_file(
-            comm,
-            &format!("{RUN_DIR}/env/{}", s.name),
-            services::env_file(s).as_bytes(),
-            0o600,
-        )?;
-    }
-    // The supervisor goes last: the container starts services as soon as it appears.
-    write_file(
-        comm,
-        &format!("{RUN_DIR}/supervise"),
-        services::supervisor_script(rendered).as_bytes(),
-        0o755,
-    )
+    let envs: Vec<(String, String)> = rendered
+        .iter()
+        .map(|s| (format!("env/{}", s.name), services::env_file(s)))
+        .collect();
+    let supervisor = services::supervisor_script(rendered);
+    let mut files: Vec<(&str, &[u8], u32)> = envs
+        .iter()
+        .map(|(path, text)| (path.as_str(), text.as_bytes(), 0o600))
+        .collect();
+    files.push(("supervise", supervisor.as_bytes(), 0o755));
+    let mut archive = Vec::new();
+    crate::communicators::tar::write_files(&files, &mut archive)
+        .map_err(|e| Error::runtime(format!("packing the services' files: {e}"), None))?;
+    let staging = format!("{RUN_DIR}/.deliver");
+    let script = format!(
+        "umask 077 && rm -rf {staging} && mkdir -p {staging} {RUN_DIR}/env && tar -x -f - -C {staging} && \
+         for f in {staging}/env/*; do [ -e \"$f\" ] || continue; mv -f \"$f\" {RUN_DIR}/env/; done && \
+         mv -f {staging}/supervise {RUN_DIR}/supervise && rm -rf {staging}"
+    );
+    run_with_stdin(comm, &format!("{RUN_DIR} (services)"), script, archive)
 }
 
-/// Writes a file on the machine through `cat` (works on tmpfs and over any communicator),
-/// atomically: a temp file renamed into place.
-pub fn write_file(comm: &dyn Communicator, path: &str, data: &[u8], mode: u32) -> Result<()> {
-    let q = services::sh_quote(path);
-    let script = format!(
-        "umask 077 && mkdir -p \"$(dirname {q})\" && cat > {q}.tmp && chmod {mode:o} {q}.tmp && mv {q}.tmp {q}"
-    );
+/// Runs a shell script that writes `what` from its stdin; a failure names it and shows stderr.
+fn run_with_stdin(
+    comm: &dyn Communicator,
+    what: &str,
+    script: String,
+    stdin: Vec<u8>,
+) -> Result<()> {
     let mut sink = Collect::default();
     let code = comm
         .exec(
             &ExecRequest {
-                stdin: Some(data.to_vec()),
+                stdin: Some(stdin),
                 ..ExecRequest::shell(script)
             },
             &mut sink,
         )
         .map_err(|e| match e {
             crate::communicators::ExecError::Interrupted => Error::Interrupted,
-            e => Error::runtime(format!("writing {path} on {}: {e}", comm.describe()), None),
+            e => Error::runtime(format!("writing {what} on {}: {e}", comm.describe()), None),
         })?;
     if code != 0 {
         return Err(Error::runtime(
             format!(
-                "writing {path} on {} failed (exit code {code}): {}",
+                "writing {what} on {} failed (exit code {code}): {}",
                 comm.describe(),
                 String::from_utf8_lossy(&sink.stderr).trim()
             ),
@@ -243,5 +259,5 @@ pub fn wait_ready(
         },
         title: "last lines of its log",
     };
-    wait_listening(comm, rendered, timeout, Duration::from_millis(250), &log)
+    wait_listening(comm, rendered, timeout, Duration::from_millis(100), &log)
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::boxes::package_cache::{self as cache, CacheRun, PackageCache};
 use crate::communicators::Communicator;
 use crate::communicators::docker::DockerExec;
 use crate::config::{LayerName, Pipelinefile, TargetKind};
@@ -74,6 +75,32 @@ impl DockerTarget {
         Ok(res)
     }
 
+    /// Prepares a build's use of the box's package cache: its own apt archives folder,
+    /// journaled so that it goes with the build machine.
+    fn package_cache(
+        &self,
+        runner: &mut Runner<'_>,
+        cache: &PackageCache,
+        layer: LayerName,
+    ) -> Result<(Resource, CacheRun)> {
+        let run_dir = cache.run_dir(&runner.run_id(), layer.as_str());
+        let res = Resource::Path {
+            path: run_dir.clone(),
+        };
+        let run = resource::create(runner, Destroyer::default(), &res, || {
+            cache.prepare(&run_dir).map_err(|e| {
+                Error::runtime(
+                    format!("preparing the package cache {}: {e}", cache.dir.display()),
+                    Some(
+                        "check that the folder is writable, or turn the cache off with `package_cache = false` in [build]"
+                            .to_string(),
+                    ),
+                )
+            })
+        })?;
+        Ok((res, run))
+    }
+
     fn machine(&self, name: &str, res: Resource, printer: &Printer) -> Machine {
         Machine {
             name: name.to_string(),
@@ -83,6 +110,7 @@ impl DockerTarget {
             ),
             resources: vec![res],
             login: format!("docker exec -it {name} bash"),
+            build_env: BTreeMap::new(),
         }
     }
 }
@@ -148,12 +176,27 @@ impl Target for DockerTarget {
             (label::ROLE.into(), "build".into()),
             (label::LAYER.into(), layer.to_string()),
         ]);
+        // The box's package cache, mounted while provisioning (a commit leaves mounts out).
+        let cache = match PackageCache::for_build(plan.pf, TargetKind::Docker) {
+            Some(cache) => Some(self.package_cache(runner, &cache, layer)?),
+            None => None,
+        };
+        if let Some((_, run)) = &cache {
+            spec.binds
+                .push(format!("{}:{}", run.mount_source.display(), cache::MOUNT));
+        }
         let res = self.journaled_container(runner, &name, || {
             let id = self.client.create_container(&spec)?;
             self.client.start_container(&id)?;
             Ok(id)
         })?;
-        Ok(self.machine(&name, res, printer))
+        let mut machine = self.machine(&name, res, printer);
+        if let Some((dir, run)) = cache {
+            // Removed after the container, in reverse order.
+            machine.resources.insert(0, dir);
+            machine.build_env = run.env;
+        }
+        Ok(machine)
     }
 
     fn kept_build_machine(&self, machine: &Machine) -> (String, String) {

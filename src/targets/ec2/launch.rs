@@ -205,6 +205,7 @@ pub fn launch(
             },
             l.ssh_username
         ),
+        build_env: BTreeMap::new(),
     };
     Ok((machine, launched.id))
 }

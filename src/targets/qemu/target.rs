@@ -131,6 +131,7 @@ impl QemuTarget {
                 dir.join("id_ed25519").display(),
                 started.ssh_port
             ),
+            build_env: std::collections::BTreeMap::new(),
         };
         Ok((machine, started, took.as_secs_f64()))
     }
