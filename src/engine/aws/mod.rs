@@ -14,6 +14,7 @@ mod autoscaling;
 mod client;
 mod ec2;
 mod error;
+mod groups;
 mod ssm;
 mod templates;
 pub mod wait;
@@ -25,5 +26,6 @@ pub use ec2::{
     is_loopback_endpoint,
 };
 pub use error::AwsError;
+pub use groups::GroupSpec;
 pub use ssm::{IMAGE_DATA_TYPE, ParameterInfo};
 pub use templates::{TemplateInfo, TemplateVersion};
