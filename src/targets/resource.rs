@@ -154,6 +154,16 @@ impl Destroyer {
                 REFRESH_GONE,
                 &crate::interrupt::abandoned,
             )?),
+            Resource::Ec2Group {
+                region,
+                endpoint,
+                name,
+            } => Ok(crate::targets::ec2::bluegreen::undo(
+                &self.aws(region, endpoint)?,
+                name,
+                REFRESH_GONE,
+                &crate::interrupt::abandoned,
+            )?),
             Resource::PromotionLock {
                 region,
                 endpoint,

@@ -16,8 +16,10 @@
 //!
 //! - [`promote`]: an environment's Auto Scaling group moved to a release's AMI (launch
 //!   template version, instance refresh with auto-rollback, SSM parameter), as the target's
-//!   [`crate::targets::fleet::Fleet`].
+//!   [`crate::targets::fleet::Fleet`]; [`bluegreen`]: the other strategy, a new group per
+//!   promotion, the old one scaled to zero and kept for rollback.
 
+pub mod bluegreen;
 mod copies;
 mod drift;
 mod image;

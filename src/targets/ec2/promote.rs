@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::config::{Ec2Settings, Pipelinefile, TargetKind};
+use crate::config::{Ec2Settings, Pipelinefile, Strategy, TargetKind};
 use crate::engine::aws::{
     AwsClient, GroupInfo, IMAGE_DATA_TYPE, RefreshInfo, RefreshStart, TemplateInfo,
 };
@@ -47,6 +47,12 @@ pub struct Rollout {
     pub wait: Duration,
     /// Encrypts the copy when the release's AMI is brought into this region.
     pub kms_key_id: Option<String>,
+    pub strategy: Strategy,
+    /// Blue/green: groups kept at zero after a promotion.
+    pub keep_previous: u32,
+    /// Blue/green: how long the incoming group may take to be healthy (and the old one to
+    /// drain).
+    pub healthy_wait: Duration,
 }
 
 impl Rollout {
@@ -82,6 +88,13 @@ impl Rollout {
             alarms: s.refresh.alarms.clone(),
             wait: s.wait_timeout.map_or(REFRESH_WAIT, Duration::from_secs),
             kms_key_id: s.kms_key_id.clone(),
+            strategy: s.strategy,
+            keep_previous: s
+                .keep_previous
+                .unwrap_or(super::bluegreen::DEFAULT_KEEP),
+            healthy_wait: s
+                .wait_timeout
+                .map_or(super::bluegreen::HEALTHY_WAIT, Duration::from_secs),
         })
     }
 
@@ -163,7 +176,7 @@ pub fn release_ami(
 /// The release's AMI in `client`'s region; copied there from the region it was baked in
 /// (encrypted with `kms_key_id` when set, tagged like the original, journaled) when it is
 /// not there yet.
-fn bring_ami(
+pub(super) fn bring_ami(
     runner: &mut Runner<'_>,
     client: &AwsClient,
     pipeline: &str,
@@ -297,16 +310,15 @@ fn current(client: &AwsClient, r: &Rollout) -> Result<Current> {
     })
 }
 
-/// What promoting `release` into `env` would do.
-pub fn plan(
+/// The release's AMI in the client's region for a plan, or what it will be: `a copy of
+/// ami-...`, with the copy step.
+pub(super) fn planned_ami(
     client: &AwsClient,
-    pf: &Pipelinefile,
-    env: &str,
+    pipeline: &str,
     r: &Rollout,
     release: &Release,
-) -> Result<FleetPlan> {
-    let c = current(client, r)?;
-    let (ami, copy) = match release_ami(client, &pf.pipeline.name.value, release)? {
+) -> Result<(String, Option<String>)> {
+    Ok(match release_ami(client, pipeline, release)? {
         Some(ami) => (ami, None),
         None => {
             let from = release
@@ -329,7 +341,19 @@ pub fn plan(
                 )),
             )
         }
-    };
+    })
+}
+
+/// What promoting `release` into `env` would do.
+pub fn plan(
+    client: &AwsClient,
+    pf: &Pipelinefile,
+    env: &str,
+    r: &Rollout,
+    release: &Release,
+) -> Result<FleetPlan> {
+    let c = current(client, r)?;
+    let (ami, copy) = planned_ami(client, &pf.pipeline.name.value, r, release)?;
     let now = c.group_image.clone().unwrap_or_else(|| "nothing".into());
     let next = c.template.latest_version + 1;
     let mut steps = vec![format!(
@@ -392,17 +416,7 @@ pub fn roll_out(
     let run = runner.run_id();
     let pipeline = &pf.pipeline.name.value;
 
-    let lock = Resource::PromotionLock {
-        region: region.clone(),
-        endpoint: endpoint.clone(),
-        name: lock_name(pipeline, env),
-        run: run.clone(),
-    };
-    runner.step(&format!("lock promotions of `{env}`"), |runner| {
-        resource::create(runner, destroyer(), &lock, || {
-            acquire(client, &lock_name(pipeline, env), &run, env, release)
-        })
-    })?;
+    let lock = take_lock(runner, client, pipeline, env, release)?;
 
     let ami = runner.step(&format!("the release's AMI in {region}"), |runner| {
         bring_ami(runner, client, pipeline, r, release, printer)
@@ -501,16 +515,7 @@ pub fn roll_out(
             .set_default_version(&c.template.id, version)
             .map_err(Error::from),
     );
-    finish(
-        format!("protecting {ami} from deregistration"),
-        client.protect_image(&ami).map_err(Error::from),
-    );
-    if let Some(p) = &r.ssm_parameter {
-        finish(
-            format!("writing {ami} to SSM parameter {p}"),
-            write_parameter(client, p, &ami, pipeline, env, release),
-        );
-    }
+    follow_ups(client, pipeline, env, r, release, &ami, &mut finish);
     runner.dispose(&lock)?;
     let summary = format!(
         "group {} runs {ami} (launch template {} version {version}, refresh {})",
@@ -532,6 +537,53 @@ pub fn roll_out(
         json,
         unfinished,
     })
+}
+
+/// Takes the environment's lock (journaled: released by the run's cleanup); the resource to
+/// dispose of when the promotion is done.
+pub(super) fn take_lock(
+    runner: &mut Runner<'_>,
+    client: &AwsClient,
+    pipeline: &str,
+    env: &str,
+    release: &Release,
+) -> Result<Resource> {
+    let run = runner.run_id();
+    let lock = Resource::PromotionLock {
+        region: client.region().to_string(),
+        endpoint: client.endpoint().map(str::to_string),
+        name: lock_name(pipeline, env),
+        run: run.clone(),
+    };
+    runner.step(&format!("lock promotions of `{env}`"), |runner| {
+        resource::create(runner, Destroyer::with_aws(client.clone()), &lock, || {
+            acquire(client, &lock_name(pipeline, env), &run, env, release)
+        })
+    })?;
+    Ok(lock)
+}
+
+/// After the fleet runs the release: the AMI protected from deregistration, and the SSM
+/// parameter written and read back; each failure goes to `finish` (the promotion stands).
+pub(super) fn follow_ups(
+    client: &AwsClient,
+    pipeline: &str,
+    env: &str,
+    r: &Rollout,
+    release: &Release,
+    ami: &str,
+    finish: &mut dyn FnMut(String, Result<()>),
+) {
+    finish(
+        format!("protecting {ami} from deregistration"),
+        client.protect_image(ami).map_err(Error::from),
+    );
+    if let Some(p) = &r.ssm_parameter {
+        finish(
+            format!("writing {ami} to SSM parameter {p}"),
+            write_parameter(client, p, ami, pipeline, env, release),
+        );
+    }
 }
 
 /// Takes the environment's lock: an SSM parameter written only if absent, naming the run.
