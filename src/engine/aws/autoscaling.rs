@@ -205,7 +205,6 @@ impl AwsClient {
         }
     }
 
-
     /// Starts an instance refresh to the explicit template version, with auto-rollback;
     /// returns its id. AWS refuses a second one while one runs (`InstanceRefreshInProgress`).
     pub fn start_refresh(&self, s: &RefreshStart) -> Result<String, AwsError> {

@@ -131,9 +131,7 @@ impl AwsClient {
             self.autoscaling
                 .create_or_update_tags()
                 .set_tags(Some(
-                    tags.iter()
-                        .map(|(k, v)| tag(group, k, v, false))
-                        .collect(),
+                    tags.iter().map(|(k, v)| tag(group, k, v, false)).collect(),
                 ))
                 .send(),
         )

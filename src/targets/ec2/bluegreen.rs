@@ -26,7 +26,7 @@ use crate::engine::aws::{AwsClient, AwsError, GroupInfo, GroupSpec};
 use crate::error::{Error, Result};
 use crate::ledger::Release;
 use crate::runner::{Resource, Runner};
-use crate::targets::fleet::{FleetPlan, RolledOut};
+use crate::targets::fleet::{FleetPlan, RolledOut, Running};
 use crate::targets::resource::{self, Destroyer};
 use crate::ui::Printer;
 
@@ -122,10 +122,7 @@ pub fn serving(family: &[GroupInfo]) -> Serving<'_> {
         .iter()
         .filter(|g| g.desired > 0 && g.tag(TAG_STATE) != Some("launching"))
         .collect();
-    Serving {
-        serving,
-        launching,
-    }
+    Serving { serving, launching }
 }
 
 /// The one group serving the environment, or why there is not exactly one.
@@ -219,7 +216,10 @@ pub fn plan(
         )),
         None => {
             let template = client.launch_template(&r.template)?.ok_or_else(|| {
-                Error::runtime(format!("launch template {} does not exist", r.template), None)
+                Error::runtime(
+                    format!("launch template {} does not exist", r.template),
+                    None,
+                )
             })?;
             steps.push(format!(
                 "create version {} of launch template {} from its default version {} with only the image changed to {ami}",
@@ -403,10 +403,7 @@ pub fn roll_out(
         None => {
             let template = client.launch_template(&r.template)?.ok_or_else(|| {
                 Error::runtime(
-                    format!(
-                        "launch template {} does not exist in {region}",
-                        r.template
-                    ),
+                    format!("launch template {} does not exist in {region}", r.template),
                     None,
                 )
             })?;
@@ -519,7 +516,10 @@ pub fn roll_out(
         &format!("take group {} out of the target groups", old.name),
         |_| {
             let now = chrono::Utc::now().timestamp().to_string();
-            client.tag_group(&old.name, &[(TAG_CAPACITY, &cap.tag()), (TAG_RETIRED, &now)])?;
+            client.tag_group(
+                &old.name,
+                &[(TAG_CAPACITY, &cap.tag()), (TAG_RETIRED, &now)],
+            )?;
             client.detach_target_groups(&old.name, &tgs)?;
             wait_drained(
                 client,
@@ -543,7 +543,10 @@ pub fn roll_out(
                 r.healthy_wait,
                 &crate::interrupt::requested,
             )
-            .map_err(interrupted_or(format!("scaling group {} to zero", old.name)))
+            .map_err(interrupted_or(format!(
+                "scaling group {} to zero",
+                old.name
+            )))
         },
     )?;
     runner.pause_point("old group scaled to zero");
@@ -633,7 +636,9 @@ pub fn undo(
     }
     let tgs = incoming.target_groups.clone();
     let replaced = incoming.tag(TAG_REPLACES).map(str::to_string);
-    let capacity = incoming.tag(TAG_REPLACES_CAPACITY).and_then(Capacity::parse);
+    let capacity = incoming
+        .tag(TAG_REPLACES_CAPACITY)
+        .and_then(Capacity::parse);
     if let (Some(old), Some(cap)) = (&replaced, capacity)
         && let Some(g) = client.group(old)?
     {
@@ -671,7 +676,7 @@ pub fn roll_back_running(
     r: &Rollout,
     dry_run: bool,
     printer: &Printer,
-) -> Result<Option<String>> {
+) -> Result<Option<Running>> {
     let fam = family(client, pipeline, r)?;
     let Some(g) = serving(&fam).launching.first().map(|g| g.name.clone()) else {
         return Ok(None);
@@ -688,7 +693,10 @@ pub fn roll_back_running(
         undo(client, &g, r.healthy_wait, &crate::interrupt::requested)
             .map_err(interrupted_or(format!("rolling back group {g}")))?;
     }
-    Ok(Some(g))
+    Ok(Some(Running {
+        what: format!("the promotion bringing in group {g}"),
+        id: g,
+    }))
 }
 
 /// Waits until group `name` has `desired` instances InService and Healthy, each healthy at
@@ -749,12 +757,14 @@ fn wait_serving(
         if healthy_everywhere.len() >= desired as usize {
             return Ok(());
         }
-        pause(&mut interval, started, limit, stop, || AwsError::WaitTimeout {
-            what: "Auto Scaling group",
-            id: name.to_string(),
-            state: format!("serving ({desired} instances healthy at every target group)"),
-            last: line.clone(),
-            waited: started.elapsed(),
+        pause(&mut interval, started, limit, stop, || {
+            AwsError::WaitTimeout {
+                what: "Auto Scaling group",
+                id: name.to_string(),
+                state: format!("serving ({desired} instances healthy at every target group)"),
+                last: line.clone(),
+                waited: started.elapsed(),
+            }
         })?;
     }
 }
@@ -786,12 +796,14 @@ fn wait_drained(
         if still == 0 {
             return Ok(());
         }
-        pause(&mut interval, started, limit, stop, || AwsError::WaitTimeout {
-            what: "Auto Scaling group",
-            id: name.to_string(),
-            state: "drained from its target groups".into(),
-            last: format!("{still} registered"),
-            waited: started.elapsed(),
+        pause(&mut interval, started, limit, stop, || {
+            AwsError::WaitTimeout {
+                what: "Auto Scaling group",
+                id: name.to_string(),
+                state: "drained from its target groups".into(),
+                last: format!("{still} registered"),
+                waited: started.elapsed(),
+            }
         })?;
     }
 }
@@ -809,7 +821,10 @@ fn wait_empty(
         let left = client.group(name)?.map_or(0, |g| g.instances.len());
         let stray = client
             .instances(&[
-                ("tag:aws:autoscaling:groupName".into(), vec![name.to_string()]),
+                (
+                    "tag:aws:autoscaling:groupName".into(),
+                    vec![name.to_string()],
+                ),
                 (
                     "instance-state-name".into(),
                     ["pending", "running", "stopping", "stopped", "shutting-down"]
@@ -821,12 +836,14 @@ fn wait_empty(
         if left == 0 && stray == 0 {
             return Ok(());
         }
-        pause(&mut interval, started, limit, stop, || AwsError::WaitTimeout {
-            what: "Auto Scaling group",
-            id: name.to_string(),
-            state: "without instances".into(),
-            last: format!("{} instances", left + stray),
-            waited: started.elapsed(),
+        pause(&mut interval, started, limit, stop, || {
+            AwsError::WaitTimeout {
+                what: "Auto Scaling group",
+                id: name.to_string(),
+                state: "without instances".into(),
+                last: format!("{} instances", left + stray),
+                waited: started.elapsed(),
+            }
         })?;
     }
 }
@@ -938,7 +955,12 @@ mod tests {
         )
         .unwrap();
         let fam = vec![
-            group("web-b", 2, 30, &[(TAG_FAMILY, "web"), (TAG_STATE, "serving")]),
+            group(
+                "web-b",
+                2,
+                30,
+                &[(TAG_FAMILY, "web"), (TAG_STATE, "serving")],
+            ),
             group("web", 0, 10, &[]),
         ];
         assert_eq!(the_serving("production", &r, &fam).unwrap().name, "web-b");
@@ -946,7 +968,9 @@ mod tests {
         let e = the_serving("production", &r, &two).unwrap_err().to_string();
         assert!(e.contains("2 groups") && e.contains("web-b (2)"), "{e}");
         let none = vec![group("web", 0, 10, &[])];
-        let e = the_serving("production", &r, &none).unwrap_err().to_string();
+        let e = the_serving("production", &r, &none)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no group"), "{e}");
         let flight = vec![
             group("web-c", 2, 40, &[(TAG_STATE, "launching")]),

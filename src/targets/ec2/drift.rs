@@ -60,7 +60,8 @@ pub fn status(
                         "{} ({}, {})",
                         g.name,
                         g.desired,
-                        g.tag(super::bluegreen::TAG_STATE).unwrap_or("not made by pipe")
+                        g.tag(super::bluegreen::TAG_STATE)
+                            .unwrap_or("not made by pipe")
                     )
                 })
                 .collect::<Vec<_>>()

@@ -89,9 +89,7 @@ impl Rollout {
             wait: s.wait_timeout.map_or(REFRESH_WAIT, Duration::from_secs),
             kms_key_id: s.kms_key_id.clone(),
             strategy: s.strategy,
-            keep_previous: s
-                .keep_previous
-                .unwrap_or(super::bluegreen::DEFAULT_KEEP),
+            keep_previous: s.keep_previous.unwrap_or(super::bluegreen::DEFAULT_KEEP),
             healthy_wait: s
                 .wait_timeout
                 .map_or(super::bluegreen::HEALTHY_WAIT, Duration::from_secs),

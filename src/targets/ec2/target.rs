@@ -10,9 +10,7 @@ use super::launch::{self, Launch};
 use super::{DEFAULT_INSTANCE_TYPE, DEFAULT_SSH_USERNAME};
 use crate::communicators::Communicator;
 use crate::communicators::ssh::DEFAULT_SSH_TIMEOUT;
-use crate::config::{
-    Ec2Settings, LayerName, Pipelinefile, Strategy, TargetKind, TargetSettings,
-};
+use crate::config::{Ec2Settings, LayerName, Pipelinefile, Strategy, TargetKind, TargetSettings};
 use crate::engine::aws::{AwsClient, AwsSettings};
 use crate::error::{Error, Result};
 use crate::layers::digest::Digest;
@@ -20,7 +18,7 @@ use crate::ledger::{PrunedImage, Release, artifact_key};
 use crate::plan::Plan;
 use crate::runner::Runner;
 use crate::services::RenderedService;
-use crate::targets::fleet::{Fleet, FleetPlan, FleetStatus, LockHolder, RolledOut};
+use crate::targets::fleet::{Fleet, FleetPlan, FleetStatus, LockHolder, RolledOut, Running};
 use crate::targets::{
     Artifacts, FoundLayer, Machine, MachineSpec, PrunePlan, Role, Serving, Swept, Target, suffix,
 };
@@ -534,7 +532,7 @@ impl Fleet for Ec2Target {
         env: &str,
         dry_run: bool,
         printer: &Printer,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<Running>> {
         let r = super::promote::Rollout::of(env, &self.settings(env))?;
         let client = self.env_client(pf, env)?;
         if r.strategy == Strategy::BlueGreen {
@@ -557,7 +555,10 @@ impl Fleet for Ec2Target {
             crate::interrupt::install();
             client.roll_back_refresh(&r.group, r.wait, &crate::interrupt::requested)?;
         }
-        Ok(Some(running.id))
+        Ok(Some(Running {
+            what: format!("instance refresh {}", running.id),
+            id: running.id,
+        }))
     }
 
     fn roll_out(
