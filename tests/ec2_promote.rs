@@ -596,7 +596,7 @@ fn two_id(p: &Project) -> String {
 fn blue_green_pipelinefile() -> String {
     let text = pipelinefile().replacen(
         "refresh = { min_healthy_percentage = 100, max_healthy_percentage = 200, instance_warmup = 10 }",
-        "strategy = \"blue-green\"\nkeep_previous = 1\nwait_timeout = 60",
+        "strategy = \"blue-green\"\nkeep_previous = 1\nwait_timeout = 30",
         1,
     );
     assert!(text.contains("blue-green"));
@@ -695,6 +695,8 @@ fn ends_on(seen: &[(u16, String)], page: &str, n: usize) -> bool {
 #[test]
 fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_step() {
     let ec2 = local_ec2::hold();
+    let t0 = Instant::now();
+    let at = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
     ec2.ctl("POST", "/_local_ec2/timing", r#"{"scale": 0.1}"#);
     common::ensure_box();
     let p = Project::new(
@@ -720,6 +722,7 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
     );
     let url = made["url"].as_str().unwrap().to_string();
 
+    at("stack made");
     // --plan names the groups and changes nothing.
     let recorded = ec2.actions().len();
     let plan = p.pipe_env(&["promote", "production", "--plan"], &env.with(&[]));
@@ -743,6 +746,7 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
         .collect();
     assert_eq!(mutating, Vec::<String>::new(), "--plan only reads");
 
+    at("plan checked");
     // The first promotion moves release one from Terraform's group into a group of its own;
     // Terraform's is kept at zero (pipe never deletes a group it did not make).
     let hammer = Hammer::start(&url);
@@ -754,6 +758,7 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
     assert_eq!(g[&base].0, 0, "{g:?}");
     assert_eq!(g[&g_one], (2, 2, "serving".into()), "{g:?}");
 
+    at("first promotion");
     // Release two: a new group serves, with not one failed request; one's group is kept.
     let two = bake(&p, &env, "two", true);
     let g_two = format!("{base}-{}", alias_of(&p, "two"));
@@ -775,6 +780,7 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
     assert_eq!(row(&st, "instances").matches(&two).count(), 2, "{st}");
     assert!(row(&st, "group").starts_with(&g_two), "{st}");
 
+    at("promoted two");
     // Rollback scales one's kept group back up and switches to it: no failed request.
     let hammer = Hammer::start(&url);
     let r = p.pipe_env(&["rollback", "production", "--no-progress"], &env.with(&[]));
@@ -795,6 +801,7 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
     let st = status(&p, &env);
     assert_eq!(st["drift"], serde_json::json!([]), "{st}");
 
+    at("rolled back");
     // A release that never gets healthy: its group is removed, one's never stopped serving,
     // the template version is deleted, the promotion is recorded as failed.
     let versions = template_versions(&ec2, &base);
@@ -818,18 +825,18 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
         (Some("promote"), Some(false))
     );
 
-    // Ctrl-C (and SIGTERM) at each step of a promotion of a fourth release: release one
-    // serves afterwards from its group alone, nothing of four's group or version is left, and
-    // not one request failed. At the last pause, `pipe rollback` from another terminal undoes
-    // it instead.
+    at("never-healthy done");
+    // At each step of a promotion of a fourth release, the promotion is stopped: by `pipe
+    // rollback` from another terminal (then SIGINT), by SIGTERM, by Ctrl-C. Release one serves
+    // afterwards from its group alone, nothing of four's group, instances or template version
+    // is left, and not one request failed.
     bake(&p, &env, "four", true);
     let g_four = format!("{base}-{}", alias_of(&p, "four"));
     let steps = [
-        ("incoming group created", Some(libc::SIGINT)),
+        ("incoming group created", None),
         ("incoming group healthy", Some(libc::SIGTERM)),
         ("old group detached", Some(libc::SIGINT)),
         ("old group scaled to zero", Some(libc::SIGTERM)),
-        ("incoming group healthy", None),
     ];
     for (step, signal) in steps {
         let hammer = Hammer::start(&url);
@@ -844,8 +851,14 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
             None => {
                 let r = p.pipe_env(&["rollback", "production"], &env.with(&[]));
                 r.ok();
-                assert!(r.stdout.contains(&g_four), "{}", r.all());
-                child.signal(libc::SIGTERM);
+                assert!(
+                    r.stdout.contains(&format!(
+                        "rolled back the promotion bringing in group {g_four}"
+                    )),
+                    "{}",
+                    r.all()
+                );
+                child.signal(libc::SIGINT);
             }
         }
         let (code, stderr) = child.finish();
@@ -872,8 +885,10 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
         assert_eq!(template_versions(&ec2, &base), versions, "{step}");
         let st = status(&p, &env);
         assert_eq!(st["drift"], serde_json::json!([]), "{step}: {st}");
+        at(step);
     }
 
+    at("ctrl-c steps done");
     // Four, to the end: keep_previous = 1 keeps one's group (it served last) and deletes
     // two's; Terraform's group stays.
     let r = p.pipe_env(&["promote", "production", "--no-progress"], &env.with(&[]));

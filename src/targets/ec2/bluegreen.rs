@@ -483,7 +483,7 @@ pub fn roll_out(
             number.to_string()
         }
     };
-    runner.pause_point("incoming group created");
+    checkpoint(runner, "incoming group created")?;
 
     runner.step(
         &format!("wait until group {name} is healthy at every target group"),
@@ -510,7 +510,7 @@ pub fn roll_out(
             })
         },
     )?;
-    runner.pause_point("incoming group healthy");
+    checkpoint(runner, "incoming group healthy")?;
 
     runner.step(
         &format!("take group {} out of the target groups", old.name),
@@ -531,7 +531,7 @@ pub fn roll_out(
             .map_err(interrupted_or(format!("draining group {}", old.name)))
         },
     )?;
-    runner.pause_point("old group detached");
+    checkpoint(runner, "old group detached")?;
 
     runner.step(
         &format!("scale group {} to zero and keep it", old.name),
@@ -549,7 +549,7 @@ pub fn roll_out(
             )))
         },
     )?;
-    runner.pause_point("old group scaled to zero");
+    checkpoint(runner, "old group scaled to zero")?;
 
     // The incoming group serves alone now: what made it so stays.
     client.tag_group(&name, &[(TAG_STATE, "serving")])?;
@@ -609,6 +609,16 @@ pub fn roll_out(
         json,
         unfinished,
     })
+}
+
+/// A pause point for the signal tests, and a look at Ctrl-C between steps: until the old
+/// group is at zero and the new one marked serving, an interrupt undoes the promotion.
+fn checkpoint(runner: &Runner<'_>, name: &str) -> Result<()> {
+    runner.pause_point(name);
+    if crate::interrupt::requested() {
+        return Err(Error::Interrupted);
+    }
+    Ok(())
 }
 
 fn interrupted_or(what: String) -> impl FnOnce(AwsError) -> Error {
