@@ -158,8 +158,7 @@ impl Destroyer {
                 region,
                 endpoint,
                 name,
-            } => Ok(crate::targets::ec2::bluegreen::undo(
-                &self.aws(region, endpoint)?,
+            } => Ok(self.aws(region, endpoint)?.undo_incoming_group(
                 name,
                 REFRESH_GONE,
                 &crate::interrupt::abandoned,

@@ -16,6 +16,7 @@ mod ec2;
 mod error;
 mod groups;
 mod ssm;
+pub mod switch;
 mod templates;
 pub mod wait;
 

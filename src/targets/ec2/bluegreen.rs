@@ -12,16 +12,17 @@
 //! those tagged `pipe:blue-green = <that name>` by the pipeline. What a promotion in flight
 //! must undo is written on the incoming group's tags (`pipe:state = launching`, the group it
 //! replaces and the capacity that group served with), so the journaled group's cleanup
-//! ([`undo`]), `pipe clean` after SIGKILL and `pipe rollback` from another terminal all bring
+//! ([`AwsClient::undo_incoming_group`]), `pipe clean` after SIGKILL and `pipe rollback` from another terminal all bring
 //! the old group back first, wait until it serves, and only then remove the incoming one:
 //! whatever is interrupted, one of the two groups serves, and no half-made group stays.
-
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::promote::{self, Rollout};
 use crate::config::Pipelinefile;
+use crate::engine::aws::switch::{
+    Capacity, TAG_CAPACITY, TAG_REPLACES, TAG_REPLACES_CAPACITY, TAG_RETIRED, TAG_REUSED, TAG_STATE,
+};
 use crate::engine::aws::{AwsClient, AwsError, GroupInfo, GroupSpec};
 use crate::error::{Error, Result};
 use crate::ledger::Release;
@@ -32,62 +33,9 @@ use crate::ui::Printer;
 
 /// On a group pipe made: the name of the group the environment names (its family).
 pub const TAG_FAMILY: &str = "pipe:blue-green";
-/// `launching` while a promotion brings the group in, `serving` once it serves, `previous`
-/// once it was scaled to zero and kept.
-pub const TAG_STATE: &str = "pipe:state";
-/// On an incoming group: the group it replaces, and that group's `min/max/desired`.
-pub const TAG_REPLACES: &str = "pipe:replaces";
-pub const TAG_REPLACES_CAPACITY: &str = "pipe:replaces-capacity";
-/// On a group scaled to zero: the `min/max/desired` it served with, and when it stopped
-/// serving (seconds since the epoch; retention keeps the latest).
-pub const TAG_CAPACITY: &str = "pipe:capacity";
-pub const TAG_RETIRED: &str = "pipe:retired-at";
-/// On an incoming group that was kept before (a rollback): cleanup scales it to zero again
-/// instead of deleting it.
-pub const TAG_REUSED: &str = "pipe:reused";
 /// The release and AMI a group pipe made runs.
 pub const TAG_RELEASE: &str = "pipe:release";
 pub const TAG_IMAGE: &str = "pipe:image";
-
-/// Groups kept after a promotion when `keep_previous` is not set.
-pub const DEFAULT_KEEP: u32 = 1;
-/// How long new instances may take to be healthy everywhere when `wait_timeout` is not set.
-pub const HEALTHY_WAIT: Duration = Duration::from_secs(900);
-const POLL_FIRST: Duration = Duration::from_millis(500);
-const POLL_MAX: Duration = Duration::from_secs(10);
-
-/// A group's capacity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capacity {
-    pub min: i32,
-    pub max: i32,
-    pub desired: i32,
-}
-
-impl Capacity {
-    fn of(g: &GroupInfo) -> Self {
-        Self {
-            min: g.min,
-            max: g.max,
-            desired: g.desired,
-        }
-    }
-
-    fn tag(&self) -> String {
-        format!("{}/{}/{}", self.min, self.max, self.desired)
-    }
-
-    /// Reads `min/max/desired`.
-    pub fn parse(s: &str) -> Option<Self> {
-        let mut it = s.split('/').map(|n| n.trim().parse::<i32>().ok());
-        let (min, max, desired) = (it.next()??, it.next()??, it.next()??);
-        (it.next().is_none() && min <= desired && desired <= max && min >= 0).then_some(Self {
-            min,
-            max,
-            desired,
-        })
-    }
-}
 
 /// The environment's groups: the one it names and those the pipeline made for it.
 pub fn family(client: &AwsClient, pipeline: &str, r: &Rollout) -> Result<Vec<GroupInfo>> {
@@ -488,15 +436,15 @@ pub fn roll_out(
     runner.step(
         &format!("wait until group {name} is healthy at every target group"),
         |_| {
-            wait_serving(
-                client,
-                &name,
-                cap.desired,
-                &tgs,
-                r.healthy_wait,
-                &crate::interrupt::requested,
-                Some(printer),
-            )
+            client
+                .wait_group_serving(
+                    &name,
+                    cap.desired,
+                    &tgs,
+                    r.healthy_wait,
+                    &crate::interrupt::requested,
+                    &mut |line| printer.info(format!("group {name}: {line}")),
+                )
             .map_err(|e| match e {
                 AwsError::Interrupted => Error::Interrupted,
                 e => Error::runtime(
@@ -521,14 +469,14 @@ pub fn roll_out(
                 &[(TAG_CAPACITY, &cap.tag()), (TAG_RETIRED, &now)],
             )?;
             client.detach_target_groups(&old.name, &tgs)?;
-            wait_drained(
-                client,
-                &old.name,
-                &tgs,
-                r.healthy_wait,
-                &crate::interrupt::requested,
-            )
-            .map_err(interrupted_or(format!("draining group {}", old.name)))
+            client
+                .wait_group_drained(
+                    &old.name,
+                    &tgs,
+                    r.healthy_wait,
+                    &crate::interrupt::requested,
+                )
+                .map_err(interrupted_or(format!("draining group {}", old.name)))
         },
     )?;
     checkpoint(runner, "old group detached")?;
@@ -537,16 +485,12 @@ pub fn roll_out(
         &format!("scale group {} to zero and keep it", old.name),
         |_| {
             client.set_capacity(&old.name, 0, cap.max, 0)?;
-            wait_empty(
-                client,
-                &old.name,
-                r.healthy_wait,
-                &crate::interrupt::requested,
-            )
-            .map_err(interrupted_or(format!(
-                "scaling group {} to zero",
-                old.name
-            )))
+            client
+                .wait_group_empty(&old.name, r.healthy_wait, &crate::interrupt::requested)
+                .map_err(interrupted_or(format!(
+                    "scaling group {} to zero",
+                    old.name
+                )))
         },
     )?;
     checkpoint(runner, "old group scaled to zero")?;
@@ -628,56 +572,6 @@ fn interrupted_or(what: String) -> impl FnOnce(AwsError) -> Error {
     }
 }
 
-/// Brings back the group an incoming group `name` was to replace and waits until it serves,
-/// then removes the incoming group (deleted, or scaled to zero again when it was a kept one);
-/// false when there was nothing to undo. A group that finished coming in (`serving`) is left
-/// alone.
-pub fn undo(
-    client: &AwsClient,
-    name: &str,
-    limit: Duration,
-    stop: &dyn Fn() -> bool,
-) -> std::result::Result<bool, AwsError> {
-    let Some(incoming) = client.group(name)? else {
-        return Ok(false);
-    };
-    if incoming.tag(TAG_STATE) != Some("launching") {
-        return Ok(false);
-    }
-    let tgs = incoming.target_groups.clone();
-    let replaced = incoming.tag(TAG_REPLACES).map(str::to_string);
-    let capacity = incoming
-        .tag(TAG_REPLACES_CAPACITY)
-        .and_then(Capacity::parse);
-    if let (Some(old), Some(cap)) = (&replaced, capacity)
-        && let Some(g) = client.group(old)?
-    {
-        let missing: Vec<String> = tgs
-            .iter()
-            .filter(|t| !g.target_groups.contains(t))
-            .cloned()
-            .collect();
-        client.attach_target_groups(old, &missing)?;
-        if g.desired < cap.desired || g.min != cap.min {
-            client.set_capacity(old, cap.min, cap.max.max(g.max), cap.desired)?;
-        }
-        wait_serving(client, old, cap.desired, &tgs, limit, stop, None)?;
-        if g.tag(TAG_STATE).is_some() {
-            client.tag_group(old, &[(TAG_STATE, "serving")])?;
-        }
-    }
-    client.detach_target_groups(name, &tgs)?;
-    wait_drained(client, name, &tgs, limit, stop)?;
-    if incoming.tag(TAG_REUSED) == Some("yes") {
-        client.set_capacity(name, 0, incoming.max, 0)?;
-        client.tag_group(name, &[(TAG_STATE, "previous")])?;
-    } else {
-        client.delete_group(name)?;
-    }
-    wait_empty(client, name, limit, stop)?;
-    Ok(true)
-}
-
 /// Rolls back a blue/green promotion of the family that is still bringing a group in (from
 /// another terminal, or a dead run): the name of the group it was bringing in.
 pub fn roll_back_running(
@@ -700,185 +594,14 @@ pub fn roll_back_running(
                 .unwrap_or("the group it replaces")
         ));
         crate::interrupt::install();
-        undo(client, &g, r.healthy_wait, &crate::interrupt::requested)
+        client
+            .undo_incoming_group(&g, r.healthy_wait, &crate::interrupt::requested)
             .map_err(interrupted_or(format!("rolling back group {g}")))?;
     }
     Ok(Some(Running {
         what: format!("the promotion bringing in group {g}"),
         id: g,
     }))
-}
-
-/// Waits until group `name` has `desired` instances InService and Healthy, each healthy at
-/// every target group in `tgs`; shows progress when given a printer.
-fn wait_serving(
-    client: &AwsClient,
-    name: &str,
-    desired: i32,
-    tgs: &[String],
-    limit: Duration,
-    stop: &dyn Fn() -> bool,
-    printer: Option<&Printer>,
-) -> std::result::Result<(), AwsError> {
-    let started = Instant::now();
-    let mut interval = POLL_FIRST;
-    let mut shown = String::new();
-    loop {
-        let Some(g) = client.group(name)? else {
-            return Err(AwsError::WaitTimeout {
-                what: "Auto Scaling group",
-                id: name.to_string(),
-                state: format!("serving ({desired} instances healthy at every target group)"),
-                last: "gone".into(),
-                waited: started.elapsed(),
-            });
-        };
-        let in_service: Vec<&str> = g
-            .instances
-            .iter()
-            .filter(|i| i.lifecycle == "InService" && i.health == "Healthy")
-            .map(|i| i.id.as_str())
-            .collect();
-        let mut healthy_everywhere = in_service.clone();
-        let mut line = format!(
-            "{}/{desired} InService",
-            in_service.len().min(desired as usize)
-        );
-        for tg in tgs {
-            let health = client.target_health(tg)?;
-            let ok: Vec<&str> = in_service
-                .iter()
-                .copied()
-                .filter(|id| health.iter().any(|(t, s)| t == id && s == "healthy"))
-                .collect();
-            line.push_str(&format!(
-                ", {}/{desired} healthy at {}",
-                ok.len().min(desired as usize),
-                tg.split('/').nth(1).unwrap_or(tg)
-            ));
-            healthy_everywhere.retain(|id| ok.contains(id));
-        }
-        if let Some(p) = printer
-            && line != shown
-        {
-            p.info(format!("group {name}: {line}"));
-            shown = line.clone();
-        }
-        if healthy_everywhere.len() >= desired as usize {
-            return Ok(());
-        }
-        pause(&mut interval, started, limit, stop, || {
-            AwsError::WaitTimeout {
-                what: "Auto Scaling group",
-                id: name.to_string(),
-                state: format!("serving ({desired} instances healthy at every target group)"),
-                last: line.clone(),
-                waited: started.elapsed(),
-            }
-        })?;
-    }
-}
-
-/// Waits until no instance of group `name` is registered with a target group in `tgs` (the
-/// deregistration delay has passed).
-fn wait_drained(
-    client: &AwsClient,
-    name: &str,
-    tgs: &[String],
-    limit: Duration,
-    stop: &dyn Fn() -> bool,
-) -> std::result::Result<(), AwsError> {
-    let started = Instant::now();
-    let mut interval = POLL_FIRST;
-    loop {
-        let ids: Vec<String> = client
-            .group(name)?
-            .map(|g| g.instances.into_iter().map(|i| i.id).collect())
-            .unwrap_or_default();
-        let mut still = 0;
-        for tg in tgs {
-            still += client
-                .target_health(tg)?
-                .iter()
-                .filter(|(t, _)| ids.contains(t))
-                .count();
-        }
-        if still == 0 {
-            return Ok(());
-        }
-        pause(&mut interval, started, limit, stop, || {
-            AwsError::WaitTimeout {
-                what: "Auto Scaling group",
-                id: name.to_string(),
-                state: "drained from its target groups".into(),
-                last: format!("{still} registered"),
-                waited: started.elapsed(),
-            }
-        })?;
-    }
-}
-
-/// Waits until group `name` has no instance (or is gone).
-fn wait_empty(
-    client: &AwsClient,
-    name: &str,
-    limit: Duration,
-    stop: &dyn Fn() -> bool,
-) -> std::result::Result<(), AwsError> {
-    let started = Instant::now();
-    let mut interval = POLL_FIRST;
-    loop {
-        let left = client.group(name)?.map_or(0, |g| g.instances.len());
-        let stray = client
-            .instances(&[
-                (
-                    "tag:aws:autoscaling:groupName".into(),
-                    vec![name.to_string()],
-                ),
-                (
-                    "instance-state-name".into(),
-                    ["pending", "running", "stopping", "stopped", "shutting-down"]
-                        .map(String::from)
-                        .to_vec(),
-                ),
-            ])?
-            .len();
-        if left == 0 && stray == 0 {
-            return Ok(());
-        }
-        pause(&mut interval, started, limit, stop, || {
-            AwsError::WaitTimeout {
-                what: "Auto Scaling group",
-                id: name.to_string(),
-                state: "without instances".into(),
-                last: format!("{} instances", left + stray),
-                waited: started.elapsed(),
-            }
-        })?;
-    }
-}
-
-/// Sleeps the interval (growing it), looking at `stop` every 100 ms; the error when past
-/// `limit`, `Interrupted` when stopped.
-fn pause(
-    interval: &mut Duration,
-    started: Instant,
-    limit: Duration,
-    stop: &dyn Fn() -> bool,
-    timeout: impl FnOnce() -> AwsError,
-) -> std::result::Result<(), AwsError> {
-    if started.elapsed() > limit {
-        return Err(timeout());
-    }
-    let until = Instant::now() + *interval;
-    while Instant::now() < until {
-        if stop() {
-            return Err(AwsError::Interrupted);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    *interval = interval.mul_f64(1.5).min(POLL_MAX);
-    Ok(())
 }
 
 #[cfg(test)]
@@ -903,19 +626,6 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string(), false))
                 .collect(),
             created,
-        }
-    }
-
-    #[test]
-    fn capacity_reads_back_what_it_writes_and_refuses_nonsense() {
-        let c = Capacity {
-            min: 1,
-            max: 4,
-            desired: 2,
-        };
-        assert_eq!(Capacity::parse(&c.tag()), Some(c));
-        for bad in ["", "1/2", "1/4/2/3", "3/4/2", "a/b/c", "-1/4/2", "1/2/4"] {
-            assert_eq!(Capacity::parse(bad), None, "{bad}");
         }
     }
 

@@ -60,7 +60,7 @@ pub fn status(
                         "{} ({}, {})",
                         g.name,
                         g.desired,
-                        g.tag(super::bluegreen::TAG_STATE)
+                        g.tag(crate::engine::aws::switch::TAG_STATE)
                             .unwrap_or("not made by pipe")
                     )
                 })

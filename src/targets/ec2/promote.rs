@@ -27,6 +27,11 @@ use crate::ui::Printer;
 
 /// `min_healthy_percentage` when the environment does not set it (AWS's own default).
 pub const DEFAULT_MIN_HEALTHY: i32 = 90;
+/// Blue/green: groups kept at zero after a promotion when `keep_previous` is not set.
+pub const DEFAULT_KEEP_PREVIOUS: u32 = 1;
+/// Blue/green: how long new instances may take to be healthy everywhere when
+/// `wait_timeout` is not set.
+pub const BLUE_GREEN_WAIT: Duration = Duration::from_secs(900);
 /// How long a refresh may take, by default.
 const REFRESH_WAIT: Duration = Duration::from_secs(3600);
 /// First and longest pause between looks at a refresh.
@@ -89,10 +94,8 @@ impl Rollout {
             wait: s.wait_timeout.map_or(REFRESH_WAIT, Duration::from_secs),
             kms_key_id: s.kms_key_id.clone(),
             strategy: s.strategy,
-            keep_previous: s.keep_previous.unwrap_or(super::bluegreen::DEFAULT_KEEP),
-            healthy_wait: s
-                .wait_timeout
-                .map_or(super::bluegreen::HEALTHY_WAIT, Duration::from_secs),
+            keep_previous: s.keep_previous.unwrap_or(DEFAULT_KEEP_PREVIOUS),
+            healthy_wait: s.wait_timeout.map_or(BLUE_GREEN_WAIT, Duration::from_secs),
         })
     }
 
