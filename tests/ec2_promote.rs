@@ -827,18 +827,23 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
 
     at("never-healthy done");
     // At each step of a promotion of a fourth release, the promotion is stopped: by `pipe
-    // rollback` from another terminal (then SIGINT), by SIGTERM, by Ctrl-C. Release one serves
-    // afterwards from its group alone, nothing of four's group, instances or template version
-    // is left, and not one request failed.
+    // rollback` from another terminal (then Ctrl-C), by Ctrl-C, by SIGKILL and `pipe clean`,
+    // by SIGTERM. Release one serves afterwards from its group alone, nothing of four's group,
+    // instances or template version is left, the lock is free, and not one request failed.
     bake(&p, &env, "four", true);
     let g_four = format!("{base}-{}", alias_of(&p, "four"));
+    enum Stop {
+        RollbackThenInt,
+        Signal(i32),
+        KillThenClean,
+    }
     let steps = [
-        ("incoming group created", None),
-        ("incoming group healthy", Some(libc::SIGTERM)),
-        ("old group detached", Some(libc::SIGINT)),
-        ("old group scaled to zero", Some(libc::SIGTERM)),
+        ("incoming group created", Stop::RollbackThenInt),
+        ("incoming group healthy", Stop::Signal(libc::SIGINT)),
+        ("old group detached", Stop::KillThenClean),
+        ("old group scaled to zero", Stop::Signal(libc::SIGTERM)),
     ];
-    for (step, signal) in steps {
+    for (step, stop) in steps {
         let hammer = Hammer::start(&url);
         let mut child = spawn_pipe(
             p.path(),
@@ -846,9 +851,12 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
             &env.with(&[("PIPE_TEST_PAUSE_AT", step)]),
         );
         child.wait_for(&format!("test hook: paused at `{step}`"), 300);
-        match signal {
-            Some(sig) => child.signal(sig),
-            None => {
+        let expected = match stop {
+            Stop::Signal(sig) => {
+                child.signal(sig);
+                130
+            }
+            Stop::RollbackThenInt => {
                 let r = p.pipe_env(&["rollback", "production"], &env.with(&[]));
                 r.ok();
                 assert!(
@@ -859,12 +867,22 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
                     r.all()
                 );
                 child.signal(libc::SIGINT);
+                130
             }
-        }
+            Stop::KillThenClean => {
+                child.signal(libc::SIGKILL);
+                128 + libc::SIGKILL
+            }
+        };
         let (code, stderr) = child.finish();
+        if code == 128 + libc::SIGKILL {
+            let r = p.pipe_env(&["clean"], &env.with(&[]));
+            r.ok();
+            assert!(r.stdout.contains(&g_four), "{}", r.all());
+        }
         std::thread::sleep(Duration::from_secs(1));
         let seen = hammer.finish();
-        assert_eq!(code, 130, "{step}: {stderr}");
+        assert_eq!(code, expected, "{step}: {stderr}");
         assert!(!stderr.contains("cleanup also failed"), "{step}: {stderr}");
         assert_eq!(
             failures(&seen),
