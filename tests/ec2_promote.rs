@@ -830,3 +830,330 @@ fn two_id(p: &Project) -> String {
         .map(|e| e["release"]["id"].as_str().unwrap().to_string())
         .unwrap()
 }
+
+/// The production environment as blue/green: a new group per promotion, the old one kept.
+fn blue_green_pipelinefile() -> String {
+    let text = pipelinefile().replacen(
+        "refresh = { min_healthy_percentage = 100, max_healthy_percentage = 200, instance_warmup = 10 }",
+        "strategy = \"blue-green\"\nkeep_previous = 1\nwait_timeout = 30",
+        1,
+    );
+    assert!(text.contains("blue-green"));
+    text
+}
+
+/// The groups of the family named `base` (it and `base-*`): name -> (desired, instances,
+/// `pipe:state`).
+fn groups(
+    ec2: &local_ec2::LocalEc2,
+    base: &str,
+) -> std::collections::BTreeMap<String, (i64, usize, String)> {
+    let all = ec2.call(
+        "autoscaling",
+        "us-east-1",
+        "describe_auto_scaling_groups",
+        "{}",
+    );
+    all["AutoScalingGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| {
+            let n = g["AutoScalingGroupName"].as_str().unwrap();
+            n == base || n.starts_with(&format!("{base}-"))
+        })
+        .map(|g| {
+            let state = g["Tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["Key"] == "pipe:state")
+                .map_or("-".to_string(), |t| {
+                    t["Value"].as_str().unwrap().to_string()
+                });
+            (
+                g["AutoScalingGroupName"].as_str().unwrap().to_string(),
+                (
+                    g["DesiredCapacity"].as_i64().unwrap(),
+                    g["Instances"].as_array().unwrap().len(),
+                    state,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Instances not terminated that a group launched (by its `aws:autoscaling:groupName` tag).
+fn live_instances_of(ec2: &local_ec2::LocalEc2, group: &str) -> usize {
+    let out = ec2.ec2(
+        "describe_instances",
+        &serde_json::json!({"Filters": [
+            {"Name": "tag:aws:autoscaling:groupName", "Values": [group]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped", "shutting-down"]},
+        ]})
+        .to_string(),
+    );
+    out["Reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Instances"].as_array().unwrap().len())
+        .sum()
+}
+
+fn template_versions(ec2: &local_ec2::LocalEc2, name: &str) -> usize {
+    ec2.ec2(
+        "describe_launch_template_versions",
+        &serde_json::json!({"LaunchTemplateName": name}).to_string(),
+    )["LaunchTemplateVersions"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+/// The alias of the ledger's bake whose page says `greeting`.
+fn alias_of(p: &Project, greeting: &str) -> String {
+    let n = ["one", "two", "three", "four"]
+        .iter()
+        .position(|g| *g == greeting)
+        .unwrap();
+    p.ledger_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "bake")
+        .nth(n)
+        .map(|e| e["release"]["alias"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+/// The last `n` answers all show `page`: the responses moved there.
+fn ends_on(seen: &[(u16, String)], page: &str, n: usize) -> bool {
+    seen.len() >= n && seen[seen.len() - n..].iter().all(|(_, b)| b == page)
+}
+
+#[test]
+fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_step() {
+    let ec2 = local_ec2::hold();
+    let t0 = Instant::now();
+    let at = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+    ec2.ctl("POST", "/_local_ec2/timing", r#"{"scale": 0.1}"#);
+    common::ensure_box();
+    let p = Project::new(
+        "ec2bg",
+        &blue_green_pipelinefile(),
+        &[("www/health", "ok\n")],
+    );
+    let env = Env::of(&ec2);
+    let base = p.name.clone();
+    let one = bake(&p, &env, "one", true);
+    let made = stack(
+        &ec2,
+        &[
+            "--name",
+            &base,
+            "--ami",
+            &one,
+            "--capacity",
+            "2",
+            "--path",
+            "/health",
+        ],
+    );
+    let url = made["url"].as_str().unwrap().to_string();
+
+    at("stack made");
+    // --plan names the groups and changes nothing.
+    let recorded = ec2.actions().len();
+    let plan = p.pipe_env(&["promote", "production", "--plan"], &env.with(&[]));
+    plan.ok();
+    let g_one = format!("{base}-{}", alias_of(&p, "one"));
+    assert!(
+        plan.stdout.contains(&format!("create group {g_one}")),
+        "{}",
+        plan.all()
+    );
+    assert!(
+        plan.stdout.contains(&format!("detach group {base}")),
+        "{}",
+        plan.all()
+    );
+    let mutating: Vec<String> = ec2
+        .actions()
+        .into_iter()
+        .skip(recorded)
+        .filter(|a| !a.starts_with("Describe") && !a.starts_with("Get"))
+        .collect();
+    assert_eq!(mutating, Vec::<String>::new(), "--plan only reads");
+
+    at("plan checked");
+    // The first promotion moves release one from Terraform's group into a group of its own;
+    // Terraform's is kept at zero (pipe never deletes a group it did not make).
+    let hammer = Hammer::start(&url);
+    let r = p.pipe_env(&["promote", "production", "--no-progress"], &env.with(&[]));
+    let seen = hammer.finish();
+    r.ok();
+    assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{}", r.all());
+    let g = groups(&ec2, &base);
+    assert_eq!(g[&base].0, 0, "{g:?}");
+    assert_eq!(g[&g_one], (2, 2, "serving".into()), "{g:?}");
+
+    at("first promotion");
+    // Release two: a new group serves, with not one failed request; one's group is kept.
+    let two = bake(&p, &env, "two", true);
+    let g_two = format!("{base}-{}", alias_of(&p, "two"));
+    let hammer = Hammer::start(&url);
+    let r = p.pipe_env(&["promote", "production", "--no-progress"], &env.with(&[]));
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = hammer.finish();
+    r.ok();
+    assert!(seen.len() > 50, "the client kept sending: {}", seen.len());
+    assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{}", r.all());
+    assert_eq!(pages(&seen), ["release one", "release two"], "{}", r.all());
+    assert!(ends_on(&seen, "release two", 20), "{}", r.all());
+    let g = groups(&ec2, &base);
+    assert_eq!(g[&g_two], (2, 2, "serving".into()), "{g:?}");
+    assert_eq!(g[&g_one], (0, 0, "previous".into()), "{g:?}");
+    assert_eq!(live_instances_of(&ec2, &g_one), 0);
+    let st = status(&p, &env);
+    assert_eq!(st["drift"], serde_json::json!([]), "{st}");
+    assert_eq!(row(&st, "instances").matches(&two).count(), 2, "{st}");
+    assert!(row(&st, "group").starts_with(&g_two), "{st}");
+
+    at("promoted two");
+    // Rollback scales one's kept group back up and switches to it: no failed request.
+    let hammer = Hammer::start(&url);
+    let r = p.pipe_env(&["rollback", "production", "--no-progress"], &env.with(&[]));
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = hammer.finish();
+    r.ok();
+    assert!(
+        r.stdout.contains(&format!("group {g_one} serves")),
+        "{}",
+        r.all()
+    );
+    assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{}", r.all());
+    assert_eq!(pages(&seen), ["release two", "release one"], "{}", r.all());
+    assert!(ends_on(&seen, "release one", 20), "{}", r.all());
+    let g = groups(&ec2, &base);
+    assert_eq!(g[&g_one], (2, 2, "serving".into()), "{g:?}");
+    assert_eq!(g[&g_two], (0, 0, "previous".into()), "{g:?}");
+    let st = status(&p, &env);
+    assert_eq!(st["drift"], serde_json::json!([]), "{st}");
+
+    at("rolled back");
+    // A release that never gets healthy: its group is removed, one's never stopped serving,
+    // the template version is deleted, the promotion is recorded as failed.
+    let versions = template_versions(&ec2, &base);
+    bake(&p, &env, "three", false);
+    let g_three = format!("{base}-{}", alias_of(&p, "three"));
+    let hammer = Hammer::start(&url);
+    let r = p.pipe_env(&["promote", "production", "--no-progress"], &env.with(&[]));
+    let seen = hammer.finish();
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("never served"), "{}", r.all());
+    assert!(!r.stderr.contains("cleanup also failed"), "{}", r.all());
+    assert_eq!(failures(&seen), Vec::<&(u16, String)>::new(), "{}", r.all());
+    assert_eq!(pages(&seen), ["release one"], "{}", r.all());
+    let g = groups(&ec2, &base);
+    assert!(!g.contains_key(&g_three), "{g:?}");
+    assert_eq!(live_instances_of(&ec2, &g_three), 0);
+    assert_eq!(template_versions(&ec2, &base), versions);
+    let last: Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["ok"].as_bool()),
+        (Some("promote"), Some(false))
+    );
+
+    at("never-healthy done");
+    // At each step of a promotion of a fourth release, the promotion is stopped: by `pipe
+    // rollback` from another terminal (then Ctrl-C), by Ctrl-C, by SIGKILL and `pipe clean`,
+    // by SIGTERM. Release one serves afterwards from its group alone, nothing of four's group,
+    // instances or template version is left, the lock is free, and not one request failed.
+    bake(&p, &env, "four", true);
+    let g_four = format!("{base}-{}", alias_of(&p, "four"));
+    enum Stop {
+        RollbackThenInt,
+        Signal(i32),
+        KillThenClean,
+    }
+    let steps = [
+        ("incoming group created", Stop::RollbackThenInt),
+        ("incoming group healthy", Stop::Signal(libc::SIGINT)),
+        ("old group detached", Stop::KillThenClean),
+        ("old group scaled to zero", Stop::Signal(libc::SIGTERM)),
+    ];
+    for (step, stop) in steps {
+        let hammer = Hammer::start(&url);
+        let mut child = spawn_pipe(
+            p.path(),
+            &["promote", "production", "--no-progress"],
+            &env.with(&[("PIPE_TEST_PAUSE_AT", step)]),
+        );
+        child.wait_for(&format!("test hook: paused at `{step}`"), 300);
+        let expected = match stop {
+            Stop::Signal(sig) => {
+                child.signal(sig);
+                130
+            }
+            Stop::RollbackThenInt => {
+                let r = p.pipe_env(&["rollback", "production"], &env.with(&[]));
+                r.ok();
+                assert!(
+                    r.stdout.contains(&format!(
+                        "rolled back the promotion bringing in group {g_four}"
+                    )),
+                    "{}",
+                    r.all()
+                );
+                child.signal(libc::SIGINT);
+                130
+            }
+            Stop::KillThenClean => {
+                child.signal(libc::SIGKILL);
+                128 + libc::SIGKILL
+            }
+        };
+        let (code, stderr) = child.finish();
+        if code == 128 + libc::SIGKILL {
+            let r = p.pipe_env(&["clean"], &env.with(&[]));
+            r.ok();
+            assert!(r.stdout.contains(&g_four), "{}", r.all());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let seen = hammer.finish();
+        assert_eq!(code, expected, "{step}: {stderr}");
+        assert!(!stderr.contains("cleanup also failed"), "{step}: {stderr}");
+        assert_eq!(
+            failures(&seen),
+            Vec::<&(u16, String)>::new(),
+            "{step}: {stderr}"
+        );
+        assert!(
+            ends_on(&seen, "release one", 10),
+            "{step}: {:?}",
+            pages(&seen)
+        );
+        let g = groups(&ec2, &base);
+        assert!(!g.contains_key(&g_four), "{step}: {g:?}");
+        assert_eq!(live_instances_of(&ec2, &g_four), 0, "{step}");
+        assert_eq!(g[&g_one], (2, 2, "serving".into()), "{step}: {g:?}");
+        let serving: Vec<&String> = g.iter().filter(|(_, v)| v.0 > 0).map(|(k, _)| k).collect();
+        assert_eq!(serving, [&g_one], "{step}: {g:?}");
+        assert_eq!(template_versions(&ec2, &base), versions, "{step}");
+        let st = status(&p, &env);
+        assert_eq!(st["drift"], serde_json::json!([]), "{step}: {st}");
+        at(step);
+    }
+
+    at("ctrl-c steps done");
+    // Four, to the end: keep_previous = 1 keeps one's group (it served last) and deletes
+    // two's; Terraform's group stays.
+    let r = p.pipe_env(&["promote", "production", "--no-progress"], &env.with(&[]));
+    r.ok();
+    let g = groups(&ec2, &base);
+    assert_eq!(g[&g_four], (2, 2, "serving".into()), "{g:?}");
+    assert_eq!(g[&g_one].0, 0, "{g:?}");
+    assert!(!g.contains_key(&g_two), "{g:?}");
+    assert!(g.contains_key(&base), "{g:?}");
+    assert_eq!(get(url.trim_start_matches("http://")).1, "release four");
+}

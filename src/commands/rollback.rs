@@ -21,18 +21,19 @@ pub fn run(ctx: &Ctx, args: RollbackArgs) -> Result<()> {
     // During a roll-out (another terminal's promotion, or one that died), rolling back means
     // stopping it: what ran before runs again, and the ledger never said otherwise.
     if let Some(fleet) = target.fleet()
-        && let Some(id) = fleet.roll_back_running(&pf, env, args.plan, ctx.printer)?
+        && let Some(running) = fleet.roll_back_running(&pf, env, args.plan, ctx.printer)?
     {
+        let what = &running.what;
         let human = if args.plan {
             format!(
-                "would roll back instance refresh {id} of `{env}`, which is in progress\nnothing was changed (--plan)"
+                "would roll back {what} of `{env}`, which is in progress\nnothing was changed (--plan)"
             )
         } else {
-            format!("rolled back instance refresh {id} of `{env}`: it runs what it ran before")
+            format!("rolled back {what} of `{env}`: it runs what it ran before")
         };
         ctx.printer.result(
             "roll back",
-            serde_json::json!({"env": env, "in_progress": id, "plan": args.plan}),
+            serde_json::json!({"env": env, "in_progress": running.id, "plan": args.plan}),
             &human,
         );
         return Ok(());

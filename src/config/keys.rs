@@ -60,6 +60,8 @@ pub const TARGET_KINDS: &[&str] = &["docker", "qemu", "ec2"];
 pub const ACCELS: &[&str] = &["auto", "kvm", "tcg"];
 /// `root_volume.type` of an ec2 environment.
 pub const VOLUME_TYPES: &[&str] = &["gp3", "gp2", "io1", "io2", "st1", "sc1", "standard"];
+/// `strategy` of an ec2 environment.
+pub const STRATEGIES: &[&str] = &["refresh", "blue-green"];
 /// `ssh_interface` of an ec2 environment.
 pub const SSH_INTERFACES: &[&str] = &["public_ip", "private_ip"];
 
@@ -339,6 +341,8 @@ keys!(
         "kms_key_id": STR, "The KMS key a promoted AMI copied into this region is encrypted with.";
         "account_id": STR, "The AWS account the environment runs in, when not the baking one (12 digits).";
         "role_arn": STR, "The role pipe assumes in `account_id` to promote there.";
+        "strategy": Ty::OneOf(STRATEGIES), "How a promotion moves the environment: `refresh` (an instance refresh of one group, the default) or `blue-green` (a new group per promotion).";
+        "keep_previous": Ty::Int { min: 0, max: Some(10) }, "Blue/green: groups that served before kept at zero for rollback (default 1).";
     }
 );
 

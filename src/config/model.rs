@@ -524,6 +524,11 @@ pub struct Ec2Settings {
     pub ami_regions: Vec<String>,
     /// KMS key per copy region: that copy is encrypted with it.
     pub region_kms_key_ids: std::collections::BTreeMap<String, String>,
+    /// How a promotion moves the environment to a release.
+    pub strategy: Strategy,
+    /// Blue/green: how many groups that served before stay (scaled to zero) for `pipe
+    /// rollback` (default 1).
+    pub keep_previous: Option<u32>,
     /// How a promotion's instance refresh replaces the group's instances.
     pub refresh: RefreshSettings,
     /// The KMS key a release's AMI is encrypted with when a promotion copies it into this
@@ -535,6 +540,17 @@ pub struct Ec2Settings {
     /// The role in `account_id` pipe assumes for the promotion's Auto Scaling, launch
     /// template and SSM calls there.
     pub role_arn: Option<String>,
+}
+
+/// `strategy` of an ec2 environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// A launch template version and an instance refresh of the one group (default).
+    #[default]
+    Refresh,
+    /// A new group per promotion beside the serving one; the old one is scaled to zero and
+    /// kept for rollback (`"blue-green"`).
+    BlueGreen,
 }
 
 /// `[env.NAME].refresh`: the instance refresh's preferences (AWS's defaults when unset).

@@ -73,6 +73,19 @@ pub enum Resource {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<String>,
     },
+    /// An Auto Scaling group a blue/green promotion brings in (made, or a kept one scaled
+    /// back up), by name. Cleanup brings back the group it was to replace (its capacity and
+    /// target groups, as the incoming group's tags say) and waits until that serves, then
+    /// detaches the incoming group and deletes it (a kept one is scaled to zero again).
+    Ec2Group {
+        region: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        name: String,
+        /// The role its account is reached through (an environment in another account).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+    },
     /// An environment's promotion lock (an SSM parameter written only if absent). Cleanup
     /// deletes it only while it still names this run.
     PromotionLock {
@@ -132,6 +145,9 @@ impl std::fmt::Display for Resource {
             ),
             Resource::Ec2Refresh { region, group, .. } => {
                 write!(f, "instance refresh of group {group} ({region})")
+            }
+            Resource::Ec2Group { region, name, .. } => {
+                write!(f, "Auto Scaling group {name} ({region})")
             }
             Resource::PromotionLock { region, name, .. } => {
                 write!(f, "promotion lock {name} ({region})")

@@ -32,6 +32,16 @@ pub struct RolledOut {
     pub unfinished: Vec<String>,
 }
 
+/// A roll-out in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    /// Its id (an instance refresh's id, the incoming group's name).
+    pub id: String,
+    /// What it is, as a person reads it (`instance refresh 1a2b`, `the promotion bringing in
+    /// group web-3f`).
+    pub what: String,
+}
+
 /// What an environment's fleet runs, against the ledger.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetStatus {
@@ -57,14 +67,14 @@ pub trait Fleet {
 
     /// Rolls back a roll-out of `env` that is still running (started by a promotion in
     /// another terminal, or by one that died), and waits until what ran before runs again;
-    /// the id of what was rolled back, `None` when nothing was running. `dry_run` only looks.
+    /// what was rolled back, `None` when nothing was running. `dry_run` only looks.
     fn roll_back_running(
         &self,
         pf: &Pipelinefile,
         env: &str,
         dry_run: bool,
         printer: &Printer,
-    ) -> Result<Option<String>>;
+    ) -> Result<Option<Running>>;
 
     /// Moves `env` to the release. On a failure, Ctrl-C or SIGTERM, what serves runs the
     /// previous release again before this returns (the error says why).

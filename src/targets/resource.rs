@@ -175,6 +175,16 @@ impl Destroyer {
                 REFRESH_GONE,
                 &crate::interrupt::abandoned,
             )?),
+            Resource::Ec2Group {
+                region,
+                endpoint,
+                name,
+                role,
+            } => Ok(self.aws_as(region, endpoint, role)?.undo_incoming_group(
+                name,
+                REFRESH_GONE,
+                &crate::interrupt::abandoned,
+            )?),
             Resource::PromotionLock {
                 region,
                 endpoint,

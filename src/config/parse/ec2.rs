@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use crate::config::model::{
-    Ec2Bastion, Ec2Settings, RefreshSettings, RootVolume, Spanned, SshInterface,
+    Ec2Bastion, Ec2Settings, RefreshSettings, RootVolume, Spanned, SshInterface, Strategy,
 };
 use crate::config::suggest;
 use crate::config::walk::{self, Tbl, Walker};
 
 use crate::config::keys::{
-    BASTION_KEYS, REFRESH_KEYS, ROOT_VOLUME_KEYS, SSH_INTERFACES, VOLUME_TYPES,
+    BASTION_KEYS, REFRESH_KEYS, ROOT_VOLUME_KEYS, SSH_INTERFACES, STRATEGIES, VOLUME_TYPES,
 };
 
 /// The settings of an ec2 environment; problems become diagnostics.
@@ -34,6 +34,8 @@ pub fn settings(w: &mut Walker, t: &Tbl<'_, '_>) -> Ec2Settings {
     });
     let ami_regions = ami_regions(w, t, region.as_ref());
     let (account_id, role_arn) = account(w, t);
+    let strategy = strategy(w, t);
+    let keep_previous = keep_previous(w, t, strategy);
     Ec2Settings {
         region: region.map(|r| r.value),
         instance_type: s(w, "instance_type"),
@@ -56,6 +58,8 @@ pub fn settings(w: &mut Walker, t: &Tbl<'_, '_>) -> Ec2Settings {
         bastion: bastion(w, t),
         region_kms_key_ids: region_kms_key_ids(w, t, &ami_regions),
         ami_regions: ami_regions.into_iter().map(|r| r.value).collect(),
+        keep_previous,
+        strategy: strategy.unwrap_or_default(),
         refresh: refresh(w, t),
         kms_key_id: t
             .str(w, "kms_key_id")
@@ -421,6 +425,58 @@ fn ssh_interface(w: &mut Walker, t: &Tbl<'_, '_>) -> SshInterface {
                 });
             w.error_hint(format!("unknown ssh_interface `{}`", i.value), i.span, hint);
             SshInterface::default()
+        }
+    }
+}
+
+/// `strategy = "refresh" | "blue-green"` (`None` when the value is not one of them);
+/// `refresh = { ... }` belongs to the first.
+fn strategy(w: &mut Walker, t: &Tbl<'_, '_>) -> Option<Strategy> {
+    let Some(v) = t.str(w, "strategy") else {
+        return (!t.has("strategy")).then_some(Strategy::default());
+    };
+    let strategy = match v.as_str() {
+        "refresh" => Strategy::Refresh,
+        "blue-green" => Strategy::BlueGreen,
+        _ => {
+            let hint = suggest::did_you_mean(&v, STRATEGIES.iter().copied())
+                .unwrap_or_else(|| format!("use {}", suggest::list(STRATEGIES.iter().copied())));
+            w.error_hint(format!("unknown strategy `{}`", v.value), v.span, hint);
+            return None;
+        }
+    };
+    if strategy == Strategy::BlueGreen
+        && let Some(span) = t.key_span("refresh")
+    {
+        w.error_hint(
+            "`refresh` settings do not apply to strategy = \"blue-green\"".to_string(),
+            span,
+            "a blue/green promotion makes a new group instead of refreshing one: remove `refresh`, or use strategy = \"refresh\"",
+        );
+    }
+    Some(strategy)
+}
+
+/// `keep_previous`: 0 to 10 groups kept after a blue/green promotion; only with that strategy.
+fn keep_previous(w: &mut Walker, t: &Tbl<'_, '_>, strategy: Option<Strategy>) -> Option<u32> {
+    let n = t.int(w, "keep_previous")?;
+    if strategy == Some(Strategy::Refresh) {
+        w.error_hint(
+            "`keep_previous` applies to strategy = \"blue-green\"".to_string(),
+            t.key_span("keep_previous").unwrap_or(n.span),
+            "add `strategy = \"blue-green\"`, or remove `keep_previous` (a refresh keeps no old group)",
+        );
+        return None;
+    }
+    match u32::try_from(n.value) {
+        Ok(k) if k <= 10 => Some(k),
+        _ => {
+            w.error_hint(
+                format!("`keep_previous` must be between 0 and 10, found {}", n.value),
+                n.span,
+                "the number of groups that served before which stay, scaled to zero, for `pipe rollback` (default 1)",
+            );
+            None
         }
     }
 }

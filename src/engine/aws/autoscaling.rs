@@ -40,6 +40,26 @@ pub struct GroupInfo {
     pub template: Option<TemplateRef>,
     pub target_groups: Vec<String>,
     pub instances: Vec<GroupInstance>,
+    /// Subnets, comma-separated (`VPCZoneIdentifier`), when the group names them.
+    pub subnets: Option<String>,
+    pub zones: Vec<String>,
+    /// `EC2` or `ELB`.
+    pub health_check_type: Option<String>,
+    pub health_check_grace: Option<i32>,
+    /// The group's tags: key, value, and whether instances launched by it get the tag.
+    pub tags: Vec<(String, String, bool)>,
+    /// When the group was made, seconds since the epoch.
+    pub created: i64,
+}
+
+impl GroupInfo {
+    /// The value of the group's tag `key`.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, v, _)| v.as_str())
+    }
 }
 
 /// An instance refresh, as DescribeInstanceRefreshes shows it.
@@ -107,6 +127,49 @@ fn refresh_info(r: &aws_sdk_autoscaling::types::InstanceRefresh) -> RefreshInfo 
     }
 }
 
+fn group_info(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> GroupInfo {
+    GroupInfo {
+        name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
+        desired: g.desired_capacity().unwrap_or_default(),
+        min: g.min_size().unwrap_or_default(),
+        max: g.max_size().unwrap_or_default(),
+        template: g.launch_template().map(template_ref),
+        target_groups: g.target_group_arns().to_vec(),
+        instances: g
+            .instances()
+            .iter()
+            .map(|i| GroupInstance {
+                id: i.instance_id().unwrap_or_default().to_string(),
+                lifecycle: i
+                    .lifecycle_state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                health: i.health_status().unwrap_or_default().to_string(),
+                template: i.launch_template().map(template_ref),
+            })
+            .collect(),
+        subnets: g
+            .vpc_zone_identifier()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        zones: g.availability_zones().to_vec(),
+        health_check_type: g.health_check_type().map(str::to_string),
+        health_check_grace: g.health_check_grace_period(),
+        tags: g
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                    t.propagate_at_launch().unwrap_or(false),
+                )
+            })
+            .collect(),
+        created: g.created_time().map_or(0, |t| t.secs()),
+    }
+}
+
 impl AwsClient {
     /// The group named `name`; `None` when there is none.
     pub fn group(&self, name: &str) -> Result<Option<GroupInfo>, AwsError> {
@@ -118,27 +181,28 @@ impl AwsClient {
                     .send(),
             )
             .map_err(|e| AwsError::api("DescribeAutoScalingGroups", e))?;
-        Ok(out.auto_scaling_groups().first().map(|g| GroupInfo {
-            name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
-            desired: g.desired_capacity().unwrap_or_default(),
-            min: g.min_size().unwrap_or_default(),
-            max: g.max_size().unwrap_or_default(),
-            template: g.launch_template().map(template_ref),
-            target_groups: g.target_group_arns().to_vec(),
-            instances: g
-                .instances()
-                .iter()
-                .map(|i| GroupInstance {
-                    id: i.instance_id().unwrap_or_default().to_string(),
-                    lifecycle: i
-                        .lifecycle_state()
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_default(),
-                    health: i.health_status().unwrap_or_default().to_string(),
-                    template: i.launch_template().map(template_ref),
-                })
-                .collect(),
-        }))
+        Ok(out.auto_scaling_groups().first().map(group_info))
+    }
+
+    /// Every group of the region (paged).
+    pub fn groups(&self) -> Result<Vec<GroupInfo>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .block(
+                    self.autoscaling
+                        .describe_auto_scaling_groups()
+                        .set_next_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| AwsError::api("DescribeAutoScalingGroups", e))?;
+            out.extend(page.auto_scaling_groups().iter().map(group_info));
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// Starts an instance refresh to the explicit template version, with auto-rollback;

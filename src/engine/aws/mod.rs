@@ -15,10 +15,12 @@ mod autoscaling;
 mod client;
 mod ec2;
 mod error;
+mod groups;
 mod s3;
 mod share;
 mod sns;
 mod ssm;
+pub mod switch;
 mod templates;
 pub mod wait;
 
@@ -29,6 +31,7 @@ pub use ec2::{
     is_loopback_endpoint,
 };
 pub use error::AwsError;
+pub use groups::GroupSpec;
 pub use s3::S3Object;
 pub use ssm::{IMAGE_DATA_TYPE, ParameterInfo};
 pub use templates::{TemplateInfo, TemplateVersion};

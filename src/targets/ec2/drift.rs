@@ -46,6 +46,55 @@ pub fn status(
         },
     ));
 
+    // Blue/green: the group to look at is the one of the family that serves.
+    let blue_green;
+    let r = if r.strategy == crate::config::Strategy::BlueGreen {
+        let family = super::bluegreen::family(client, pipeline, r)?;
+        let s = super::bluegreen::serving(&family);
+        rows.push((
+            "groups".into(),
+            family
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{} ({}, {})",
+                        g.name,
+                        g.desired,
+                        g.tag(crate::engine::aws::switch::TAG_STATE)
+                            .unwrap_or("not made by pipe")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+        for g in &s.launching {
+            drift.push(format!(
+                "group {} is being brought in by a promotion that has not finished (`pipe rollback` or `pipe clean` undoes it)",
+                g.name
+            ));
+        }
+        if s.serving.len() > 1 {
+            drift.push(format!(
+                "{} groups serve at once: {}",
+                s.serving.len(),
+                s.serving
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        blue_green = Rollout {
+            group: s
+                .serving
+                .first()
+                .map_or_else(|| r.group.clone(), |g| g.name.clone()),
+            ..r.clone()
+        };
+        &blue_green
+    } else {
+        r
+    };
     let group = client.group(&r.group)?;
     let template = client.launch_template(&r.template)?;
     match &template {

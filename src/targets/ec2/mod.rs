@@ -19,7 +19,10 @@
 //!   [`crate::targets::fleet::Fleet`].
 //! - [`share`]: an environment in another account gets the AMI shared before a promotion
 //!   names it there; the promotion's calls in that account assume its role.
+//!   [`crate::targets::fleet::Fleet`]; [`bluegreen`]: the other strategy, a new group per
+//!   promotion, the old one scaled to zero and kept for rollback.
 
+pub mod bluegreen;
 mod copies;
 mod drift;
 mod image;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::config::{Ec2Settings, Pipelinefile, TargetKind};
+use crate::config::{Ec2Settings, Pipelinefile, Strategy, TargetKind};
 use crate::engine::aws::{
     AwsClient, GroupInfo, IMAGE_DATA_TYPE, RefreshInfo, RefreshStart, TemplateInfo,
 };
@@ -27,6 +27,11 @@ use crate::ui::Printer;
 
 /// `min_healthy_percentage` when the environment does not set it (AWS's own default).
 pub const DEFAULT_MIN_HEALTHY: i32 = 90;
+/// Blue/green: groups kept at zero after a promotion when `keep_previous` is not set.
+pub const DEFAULT_KEEP_PREVIOUS: u32 = 1;
+/// Blue/green: how long new instances may take to be healthy everywhere when
+/// `wait_timeout` is not set.
+pub const BLUE_GREEN_WAIT: Duration = Duration::from_secs(900);
 /// How long a refresh may take, by default.
 const REFRESH_WAIT: Duration = Duration::from_secs(3600);
 /// First and longest pause between looks at a refresh.
@@ -50,6 +55,12 @@ pub struct Rollout {
     /// The account the environment runs in, when not the one that bakes (it gets the AMI
     /// shared: [`super::share`]).
     pub account_id: Option<String>,
+    pub strategy: Strategy,
+    /// Blue/green: groups kept at zero after a promotion.
+    pub keep_previous: u32,
+    /// Blue/green: how long the incoming group may take to be healthy (and the old one to
+    /// drain).
+    pub healthy_wait: Duration,
 }
 
 impl Rollout {
@@ -86,6 +97,9 @@ impl Rollout {
             wait: s.wait_timeout.map_or(REFRESH_WAIT, Duration::from_secs),
             kms_key_id: s.kms_key_id.clone(),
             account_id: s.account_id.clone(),
+            strategy: s.strategy,
+            keep_previous: s.keep_previous.unwrap_or(DEFAULT_KEEP_PREVIOUS),
+            healthy_wait: s.wait_timeout.map_or(BLUE_GREEN_WAIT, Duration::from_secs),
         })
     }
 
@@ -167,7 +181,7 @@ pub fn release_ami(
 /// The release's AMI in `client`'s region; copied there from the region it was baked in
 /// (encrypted with `kms_key_id` when set, tagged like the original, journaled) when it is
 /// not there yet.
-fn bring_ami(
+pub(super) fn bring_ami(
     runner: &mut Runner<'_>,
     client: &AwsClient,
     pipeline: &str,
@@ -301,16 +315,16 @@ fn current(client: &AwsClient, r: &Rollout) -> Result<Current> {
     })
 }
 
-/// What promoting `release` into `env` would do.
-pub fn plan(
+/// The release's AMI in the client's region for a plan, or what it will be (`a copy of
+/// ami-...`), with the steps that bring it there: a copy, sharing with the environment's
+/// account.
+pub(super) fn planned_ami(
     client: &AwsClient,
-    pf: &Pipelinefile,
-    env: &str,
+    pipeline: &str,
     r: &Rollout,
     release: &Release,
-) -> Result<FleetPlan> {
-    let c = current(client, r)?;
-    let found = release_ami(client.home(), &pf.pipeline.name.value, release)?;
+) -> Result<(String, Vec<String>)> {
+    let found = release_ami(client.home(), pipeline, release)?;
     let share = super::share::plan(client, r.account_id.as_deref(), found.as_deref())?;
     let (ami, copy) = match found {
         Some(ami) => (ami, None),
@@ -336,14 +350,50 @@ pub fn plan(
             )
         }
     };
+    Ok((ami, copy.into_iter().chain(share).collect()))
+}
+
+/// The step that brings the release's AMI into the client's region (the account that baked
+/// owns the AMI and its copies) and shares it with the environment's account when that is
+/// another one; the AMI id.
+pub(super) fn release_ami_step(
+    runner: &mut Runner<'_>,
+    client: &AwsClient,
+    pf: &Pipelinefile,
+    env: &str,
+    r: &Rollout,
+    release: &Release,
+    printer: &Printer,
+) -> Result<String> {
+    let pipeline = &pf.pipeline.name.value;
+    runner.step(
+        &format!("the release's AMI in {}", client.region()),
+        |runner| {
+            let ami = bring_ami(runner, client.home(), pipeline, r, release, printer)?;
+            let account = r.account_id.as_deref();
+            super::share::grant(client, pf, env, account, release, &ami, printer)?;
+            Ok(ami)
+        },
+    )
+}
+
+/// What promoting `release` into `env` would do.
+pub fn plan(
+    client: &AwsClient,
+    pf: &Pipelinefile,
+    env: &str,
+    r: &Rollout,
+    release: &Release,
+) -> Result<FleetPlan> {
+    let c = current(client, r)?;
+    let (ami, before) = planned_ami(client, &pf.pipeline.name.value, r, release)?;
     let now = c.group_image.clone().unwrap_or_else(|| "nothing".into());
     let next = c.template.latest_version + 1;
     let mut steps = vec![format!(
         "take the promotion lock {} (an SSM parameter)",
         lock_name(&pf.pipeline.name.value, env)
     )];
-    steps.extend(copy);
-    steps.extend(share);
+    steps.extend(before);
     steps.extend([
         format!(
             "create version {next} of launch template {} from its default version {} with only the image changed: {} -> {ami}",
@@ -400,26 +450,9 @@ pub fn roll_out(
     let run = runner.run_id();
     let pipeline = &pf.pipeline.name.value;
 
-    let lock = Resource::PromotionLock {
-        region: region.clone(),
-        endpoint: endpoint.clone(),
-        name: lock_name(pipeline, env),
-        run: run.clone(),
-        role: client.role().map(str::to_string),
-    };
-    runner.step(&format!("lock promotions of `{env}`"), |runner| {
-        resource::create(runner, destroyer(), &lock, || {
-            acquire(client, &lock_name(pipeline, env), &run, env, release)
-        })
-    })?;
+    let lock = take_lock(runner, client, pipeline, env, release)?;
 
-    let ami = runner.step(&format!("the release's AMI in {region}"), |runner| {
-        // The account that baked owns the AMI and its copies; another account gets it shared.
-        let ami = bring_ami(runner, client.home(), pipeline, r, release, printer)?;
-        let account = r.account_id.as_deref();
-        super::share::grant(client, pf, env, account, release, &ami, printer)?;
-        Ok(ami)
-    })?;
+    let ami = release_ami_step(runner, client, pf, env, r, release, printer)?;
     let c = runner.step(
         &format!("read group {} and launch template {}", r.group, r.template),
         |_| current(client, r),
@@ -516,16 +549,7 @@ pub fn roll_out(
             .set_default_version(&c.template.id, version)
             .map_err(Error::from),
     );
-    finish(
-        format!("protecting {ami} from deregistration"),
-        client.home().protect_image(&ami).map_err(Error::from),
-    );
-    if let Some(p) = &r.ssm_parameter {
-        finish(
-            format!("writing {ami} to SSM parameter {p}"),
-            write_parameter(client, p, &ami, pipeline, env, release),
-        );
-    }
+    follow_ups(client, pipeline, env, r, release, &ami, &mut finish);
     runner.dispose(&lock)?;
     let summary = format!(
         "group {} runs {ami} (launch template {} version {version}, refresh {})",
@@ -548,6 +572,54 @@ pub fn roll_out(
         json,
         unfinished,
     })
+}
+
+/// Takes the environment's lock (journaled: released by the run's cleanup); the resource to
+/// dispose of when the promotion is done.
+pub(super) fn take_lock(
+    runner: &mut Runner<'_>,
+    client: &AwsClient,
+    pipeline: &str,
+    env: &str,
+    release: &Release,
+) -> Result<Resource> {
+    let run = runner.run_id();
+    let lock = Resource::PromotionLock {
+        region: client.region().to_string(),
+        endpoint: client.endpoint().map(str::to_string),
+        name: lock_name(pipeline, env),
+        run: run.clone(),
+        role: client.role().map(str::to_string),
+    };
+    runner.step(&format!("lock promotions of `{env}`"), |runner| {
+        resource::create(runner, Destroyer::with_aws(client.clone()), &lock, || {
+            acquire(client, &lock_name(pipeline, env), &run, env, release)
+        })
+    })?;
+    Ok(lock)
+}
+
+/// After the fleet runs the release: the AMI protected from deregistration, and the SSM
+/// parameter written and read back; each failure goes to `finish` (the promotion stands).
+pub(super) fn follow_ups(
+    client: &AwsClient,
+    pipeline: &str,
+    env: &str,
+    r: &Rollout,
+    release: &Release,
+    ami: &str,
+    finish: &mut dyn FnMut(String, Result<()>),
+) {
+    finish(
+        format!("protecting {ami} from deregistration"),
+        client.home().protect_image(ami).map_err(Error::from),
+    );
+    if let Some(p) = &r.ssm_parameter {
+        finish(
+            format!("writing {ami} to SSM parameter {p}"),
+            write_parameter(client, p, ami, pipeline, env, release),
+        );
+    }
 }
 
 /// Takes the environment's lock: an SSM parameter written only if absent, naming the run.

@@ -181,6 +181,25 @@ pub fn images_in_use(pf: &Pipelinefile) -> Result<BTreeMap<String, String>> {
         let client = AwsClient::connect(&settings)?;
         let what = || format!("reading launch template {template} of env `{name}`");
         let hint = "is ec2:DescribeLaunchTemplateVersions allowed? pipe prune leaves every AMI a version refers to";
+        // A blue/green group, serving or kept for rollback, runs its AMI whatever its
+        // template version says.
+        if s.strategy == crate::config::Strategy::BlueGreen {
+            let r = super::promote::Rollout::of(name, s)?;
+            let groups = super::bluegreen::family(&client, &pf.pipeline.name.value, &r)
+                .map_err(|e| {
+                    Error::runtime(
+                        format!("reading the Auto Scaling groups of env `{name}`: {e}"),
+                        Some("is autoscaling:DescribeAutoScalingGroups allowed? pipe prune leaves every AMI a blue/green group runs".into()),
+                    )
+                })?;
+            for g in &groups {
+                if let Some(image) = g.tag(super::bluegreen::TAG_IMAGE) {
+                    out.entry(image.to_string()).or_insert_with(|| {
+                        format!("blue/green group {} (env `{name}`) runs it", g.name)
+                    });
+                }
+            }
+        }
         let Some(t) = client
             .launch_template(template)
             .map_err(failed(what(), hint))?

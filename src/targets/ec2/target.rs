@@ -10,7 +10,7 @@ use super::launch::{self, Launch};
 use super::{DEFAULT_INSTANCE_TYPE, DEFAULT_SSH_USERNAME};
 use crate::communicators::Communicator;
 use crate::communicators::ssh::DEFAULT_SSH_TIMEOUT;
-use crate::config::{Ec2Settings, LayerName, Pipelinefile, TargetKind, TargetSettings};
+use crate::config::{Ec2Settings, LayerName, Pipelinefile, Strategy, TargetKind, TargetSettings};
 use crate::engine::aws::{AwsClient, AwsSettings};
 use crate::error::{Error, Result};
 use crate::layers::digest::Digest;
@@ -18,7 +18,7 @@ use crate::ledger::{PrunedImage, Release, artifact_key};
 use crate::plan::Plan;
 use crate::runner::Runner;
 use crate::services::RenderedService;
-use crate::targets::fleet::{Fleet, FleetPlan, FleetStatus, LockHolder, RolledOut};
+use crate::targets::fleet::{Fleet, FleetPlan, FleetStatus, LockHolder, RolledOut, Running};
 use crate::targets::{
     Artifacts, FoundLayer, Machine, MachineSpec, PrunePlan, Role, Serving, Swept, Target, suffix,
 };
@@ -507,7 +507,11 @@ impl Ec2Target {
 impl Fleet for Ec2Target {
     fn plan(&self, pf: &Pipelinefile, env: &str, release: &Release) -> Result<FleetPlan> {
         let r = super::promote::Rollout::of(env, &self.settings(env))?;
-        super::promote::plan(&self.env_client(pf, env)?, pf, env, &r, release)
+        let client = self.env_client(pf, env)?;
+        match r.strategy {
+            Strategy::Refresh => super::promote::plan(&client, pf, env, &r, release),
+            Strategy::BlueGreen => super::bluegreen::plan(&client, pf, env, &r, release),
+        }
     }
 
     fn status(
@@ -531,9 +535,18 @@ impl Fleet for Ec2Target {
         env: &str,
         dry_run: bool,
         printer: &Printer,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<Running>> {
         let r = super::promote::Rollout::of(env, &self.settings(env))?;
         let client = self.env_client(pf, env)?;
+        if r.strategy == Strategy::BlueGreen {
+            return super::bluegreen::roll_back_running(
+                &client,
+                &pf.pipeline.name.value,
+                &r,
+                dry_run,
+                printer,
+            );
+        }
         let Some(running) = client.running_refresh(&r.group)? else {
             return Ok(None);
         };
@@ -545,7 +558,10 @@ impl Fleet for Ec2Target {
             crate::interrupt::install();
             client.roll_back_refresh(&r.group, r.wait, &crate::interrupt::requested)?;
         }
-        Ok(Some(running.id))
+        Ok(Some(Running {
+            what: format!("instance refresh {}", running.id),
+            id: running.id,
+        }))
     }
 
     fn roll_out(
@@ -558,6 +574,13 @@ impl Fleet for Ec2Target {
     ) -> Result<RolledOut> {
         let r = super::promote::Rollout::of(env, &self.settings(env))?;
         let client = self.env_client(pf, env)?;
-        super::promote::roll_out(runner, &client, pf, env, &r, release, printer)
+        match r.strategy {
+            Strategy::Refresh => {
+                super::promote::roll_out(runner, &client, pf, env, &r, release, printer)
+            }
+            Strategy::BlueGreen => {
+                super::bluegreen::roll_out(runner, &client, pf, env, &r, release, printer)
+            }
+        }
     }
 }
