@@ -13,7 +13,10 @@
 //! from there too. `/run` is a tmpfs: the key never reaches the disk, so no layer or baked
 //! image ever carries a key, and nothing needs scrubbing before a bake (Vagrant's insecure-key
 //! swap and cloud-init both leave a key on disk). The same unit creates SSH host keys on first
-//! boot (`ssh-keygen -A`): the box ships none, so machines never share host keys.
+//! boot: the box ships none, so machines never share host keys. Only ed25519 and ECDSA keys
+//! ([`HOST_KEY_TYPES`]): `ssh-keygen -A` would add an RSA key, whose prime search takes seconds
+//! of CPU on every first boot (tens of seconds under TCG) and delays sshd for a key type that
+//! pipe's client and current OpenSSH clients do not pick first.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,13 +30,18 @@ use super::{BoxError, BoxTarget, Recipe, cache_dir, lock_file};
 use crate::ui::Printer;
 
 /// Bumped whenever what this module adds to a rootfs changes.
-pub const QEMU_BOX_VERSION: u32 = 2;
+pub const QEMU_BOX_VERSION: u32 = 4;
 /// The ext4 label of the root file system (and what /etc/fstab mounts).
 pub const ROOT_LABEL: &str = "pipe-root";
 /// The kernel command line parameter carrying the login key (base64 of the public key line).
 pub const KEY_PARAM: &str = "pipe.ssh_key";
 /// Where the box's unit writes the login key for sshd.
 pub const KEY_DIR: &str = "/run/pipe-ssh";
+/// Units a Debian package enables that have nothing to do on a box's machines, disabled in
+/// the image (when the recipe installs them) so they cost no boot time.
+const UNNEEDED_AT_BOOT: &[&str] = &["e2scrub_reap.service"];
+/// The SSH host key types a machine makes at first boot (and the only ones sshd offers).
+pub const HOST_KEY_TYPES: &[&str] = &["ed25519", "ecdsa"];
 
 /// A built qemu box.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,7 +291,9 @@ fn configure_qemu(root: &Path, recipe: &Recipe) -> std::io::Result<()> {
 # pipe: before sshd starts, make missing host keys and install the login key pipe handed
 # over on the kernel command line ({KEY_PARAM}=<base64>) into {KEY_DIR} (a tmpfs).
 set -e
-ssh-keygen -A
+for t in {types}; do
+  [ -f /etc/ssh/ssh_host_${{t}}_key ] || ssh-keygen -q -t "$t" -N '' -f /etc/ssh/ssh_host_${{t}}_key
+done
 key=
 for w in $(cat /proc/cmdline); do
   case "$w" in {KEY_PARAM}=*) key=${{w#{KEY_PARAM}=}} ;; esac
@@ -294,7 +304,8 @@ chmod 0755 {KEY_DIR}
 umask 077
 printf '%s' "$key" | base64 -d > {KEY_DIR}/root.new
 mv {KEY_DIR}/root.new {KEY_DIR}/root
-"#
+"#,
+            types = HOST_KEY_TYPES.join(" ")
         ),
         0o755,
     )?;
@@ -303,20 +314,45 @@ mv {KEY_DIR}/root.new {KEY_DIR}/root
         "[Unit]\nDescription=pipe: SSH host keys and login key\nBefore=ssh.service\nAfter=local-fs.target\nDefaultDependencies=no\n\n[Service]\nType=oneshot\nExecStart=/usr/local/lib/pipe/ssh-setup\nRemainAfterExit=yes\n\n[Install]\nWantedBy=multi-user.target ssh.service\n",
         0o644,
     )?;
+    let host_keys: String = HOST_KEY_TYPES
+        .iter()
+        .map(|t| format!("HostKey /etc/ssh/ssh_host_{t}_key\n"))
+        .collect();
     write(
         "etc/ssh/sshd_config.d/pipe.conf",
         &format!(
-            "# pipe: the per-machine login key lives in {KEY_DIR} (tmpfs), see pipe-ssh-setup.service.\nAuthorizedKeysFile .ssh/authorized_keys {KEY_DIR}/%u\nUseDNS no\n"
+            "# pipe: the per-machine login key lives in {KEY_DIR} (tmpfs), see pipe-ssh-setup.service.\nAuthorizedKeysFile .ssh/authorized_keys {KEY_DIR}/%u\nUseDNS no\n# The host keys pipe-ssh-setup.service makes at first boot (no RSA key).\n{host_keys}"
         ),
         0o644,
     )?;
     let mut units: Vec<String> = recipe.qemu.services.clone();
     units.push("pipe-ssh-setup.service".into());
+    systemctl_in(root, "enable", &units)?;
+    // e2fsprogs enables e2scrub_reap.service, which looks for stale snapshots of LVM volumes
+    // at every boot. The box's root is plain ext4 on a virtio disk, so it finds none, but it
+    // runs as sshd starts and costs seconds of CPU there (more than 10 s under TCG).
+    let unneeded: Vec<&str> = UNNEEDED_AT_BOOT
+        .iter()
+        .copied()
+        .filter(|u| root.join("lib/systemd/system").join(u).is_file())
+        .collect();
+    if !unneeded.is_empty() {
+        systemctl_in(root, "disable", &unneeded)?;
+    }
+    Ok(())
+}
+
+/// `systemctl --root=ROOT VERB UNITS...`: enables or disables units in the image, offline.
+fn systemctl_in(
+    root: &Path,
+    verb: &str,
+    units: &[impl AsRef<std::ffi::OsStr>],
+) -> std::io::Result<()> {
     crate::process::run(
         Command::new("systemctl")
             .arg(format!("--root={}", root.display()))
-            .arg("enable")
-            .args(&units),
+            .arg(verb)
+            .args(units),
     )?;
     Ok(())
 }
