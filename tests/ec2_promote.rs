@@ -1156,4 +1156,43 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
     assert!(!g.contains_key(&g_two), "{g:?}");
     assert!(g.contains_key(&base), "{g:?}");
     assert_eq!(get(url.trim_start_matches("http://")).1, "release four");
+
+    // Retention: two's group went with its template version; prune may remove three's AMI
+    // (it never served), and keeps what serves, what a rollback would bring back, and two's
+    // (protected from deregistration when it was promoted).
+    let images: Vec<String> = ec2.ec2(
+        "describe_launch_template_versions",
+        &serde_json::json!({"LaunchTemplateName": base}).to_string(),
+    )["LaunchTemplateVersions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            v["LaunchTemplateData"]["ImageId"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(!images.contains(&two), "{images:?}");
+    let plan = p.pipe_env(
+        &["prune", "--env", "staging", "--keep", "0", "--plan"],
+        &env.with(&[]),
+    );
+    plan.ok();
+    for want in [
+        format!("would remove {}", alias_of(&p, "three")),
+        format!("keep {}: current in `production`", alias_of(&p, "four")),
+        format!("keep {}: previous in `production`", alias_of(&p, "one")),
+        format!(
+            "keep {}: its AMI {two} in us-east-1 is protected",
+            alias_of(&p, "two")
+        ),
+    ] {
+        assert!(
+            plan.stdout.contains(&want),
+            "missing {want:?} in:\n{}",
+            plan.all()
+        );
+    }
 }

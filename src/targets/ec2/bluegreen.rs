@@ -266,6 +266,17 @@ fn to_delete(family: &[GroupInfo], retiring: &str, incoming: &str, keep: u32) ->
         .collect()
 }
 
+/// The explicit template version number group `name` ran, when no other group of the family
+/// runs it and it is not `default` (the version just made the template's default).
+fn version_of_deleted(family: &[GroupInfo], name: &str, default: &str) -> Option<i64> {
+    let version = |g: &GroupInfo| g.template.as_ref().and_then(|t| t.version.clone());
+    let v = family.iter().find(|g| g.name == name).and_then(version)?;
+    let shared = family
+        .iter()
+        .any(|g| g.name != name && version(g).as_deref() == Some(v.as_str()));
+    (!shared && v != default).then(|| v.parse().ok()).flatten()
+}
+
 /// When the group stopped serving (seconds since the epoch), else when it was made.
 fn retired_at(g: &GroupInfo) -> i64 {
     g.tag(TAG_RETIRED)
@@ -514,6 +525,13 @@ pub fn roll_out(
             .tag_group(&old.name, &[(TAG_STATE, "previous")])
             .map_err(Error::from),
     );
+    let template = client.launch_template(&r.template)?;
+    if let (Some(t), Ok(n)) = (&template, version.parse::<i64>()) {
+        finish(
+            format!("making version {n} the default of {}", r.template),
+            client.set_default_version(&t.id, n).map_err(Error::from),
+        );
+    }
     let fresh = family(client, pipeline, r).unwrap_or(fam);
     let doomed = to_delete(&fresh, &name, &name, r.keep_previous);
     for g in &doomed {
@@ -521,13 +539,17 @@ pub fn roll_out(
             format!("deleting group {g} (keep_previous = {})", r.keep_previous),
             client.delete_group(g).map(|_| ()).map_err(Error::from),
         );
-    }
-    let template = client.launch_template(&r.template)?;
-    if let (Some(t), Ok(n)) = (&template, version.parse::<i64>()) {
-        finish(
-            format!("making version {n} the default of {}", r.template),
-            client.set_default_version(&t.id, n).map_err(Error::from),
-        );
+        // Its template version goes with it (so `pipe prune` can remove its AMI), unless it
+        // is the default or another group runs it.
+        if let (Some(t), Some(n)) = (&template, version_of_deleted(&fresh, g, &version)) {
+            finish(
+                format!("deleting version {n} of {} (group {g}'s)", r.template),
+                client
+                    .delete_template_version(&t.id, n)
+                    .map(|_| ())
+                    .map_err(Error::from),
+            );
+        }
     }
     promote::follow_ups(client, pipeline, env, r, release, &ami, &mut finish);
     runner.dispose(&lock)?;
@@ -662,6 +684,33 @@ mod tests {
             group("web", 0, 10, &[]),
         ];
         assert_eq!(to_delete(&after, "web-new", "web-new", 1), vec!["web-c"]);
+    }
+
+    #[test]
+    fn a_deleted_groups_version_goes_unless_another_group_or_the_default_has_it() {
+        let with = |name: &str, v: &str| GroupInfo {
+            template: Some(crate::engine::aws::TemplateRef {
+                id: Some("lt-1".into()),
+                name: None,
+                version: Some(v.into()),
+            }),
+            ..group(name, 0, 0, &[])
+        };
+        let fam = vec![
+            with("web-c", "3"),
+            with("web-b", "2"),
+            with("web-a", "2"),
+            with("web", "$Default"),
+        ];
+        assert_eq!(version_of_deleted(&fam, "web-c", "4"), Some(3));
+        assert_eq!(version_of_deleted(&fam, "web-c", "3"), None, "the default");
+        assert_eq!(
+            version_of_deleted(&fam, "web-b", "4"),
+            None,
+            "web-a runs it too"
+        );
+        assert_eq!(version_of_deleted(&fam, "web", "4"), None, "not a number");
+        assert_eq!(version_of_deleted(&fam, "gone", "4"), None);
     }
 
     #[test]
