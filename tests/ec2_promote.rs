@@ -835,7 +835,7 @@ fn two_id(p: &Project) -> String {
 fn blue_green_pipelinefile() -> String {
     let text = pipelinefile().replacen(
         "refresh = { min_healthy_percentage = 100, max_healthy_percentage = 200, instance_warmup = 10 }",
-        "strategy = \"blue-green\"\nkeep_previous = 1\nwait_timeout = 30",
+        "strategy = \"blue-green\"\nkeep_previous = 1\nwait_timeout = 45",
         1,
     );
     assert!(text.contains("blue-green"));
