@@ -4,8 +4,10 @@
 //!
 //! shellcheck's `error`, `warning` and `info` findings are errors here (`info` holds the
 //! unquoted expansions, SC2086, that split and glob a value at run time); `style` findings
-//! are warnings. SC1091 (a sourced file that is not on the host) is left out: the file lives
-//! on the machine. A finding a script means to keep is silenced the usual way, with a
+//! are warnings, and so is SC2154 (a variable used but not assigned): the environment a
+//! provisioner runs in (its `env`, and what pipe sets there: `npm_config_cache`, the proxy
+//! settings) is not visible to shellcheck. SC1091 (a sourced file that is not on the host) is
+//! left out: the file lives on the machine. A finding a script means to keep is silenced the usual way, with a
 //! `# shellcheck disable=SC2086` comment above the line.
 
 use std::path::Path;
@@ -102,7 +104,7 @@ fn script(shellcheck: &Path, file: &Path, report: &mut Report) {
             start
         };
         report.add(
-            severity(&c.level),
+            severity(c.code, &c.level),
             file,
             &text,
             diagnostic(&c, Span::new(start, end.max(start))),
@@ -143,7 +145,7 @@ fn inline(pf: &Pipelinefile, shellcheck: &Path, lines: &[Template], report: &mut
             start
         };
         report.add(
-            severity(&c.level),
+            severity(c.code, &c.level),
             &pf.path,
             &pf.source,
             diagnostic(&c, Span::new(start, end.max(start))),
@@ -182,9 +184,9 @@ fn pipelinefile_offset(source: &str, t: &Template, line: usize, column: usize) -
     base + index.offset(line + 1, column)
 }
 
-fn severity(level: &str) -> Severity {
-    match level {
-        "style" => Severity::Warning,
+fn severity(code: u32, level: &str) -> Severity {
+    match (code, level) {
+        (_, "style") | (2154, _) => Severity::Warning,
         _ => Severity::Error,
     }
 }
@@ -249,6 +251,15 @@ fn run(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn unquoted_expansions_stop_a_bake_and_the_environment_is_not_judged() {
+        assert_eq!(severity(2086, "info"), Severity::Error);
+        assert_eq!(severity(2034, "warning"), Severity::Error);
+        assert_eq!(severity(2154, "warning"), Severity::Warning);
+        assert_eq!(severity(2250, "style"), Severity::Warning);
+    }
+
     use super::*;
 
     #[test]
