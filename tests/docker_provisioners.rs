@@ -301,7 +301,10 @@ fn the_package_cache_serves_a_base_rebuild_and_never_enters_a_layer() {
     let first = p.pipe_env(&["bake", "--env", "dev", "--skip-verify"], &env);
     first.ok();
     assert!(
-        first.stderr.contains("Get:") && first.stderr.contains("hello"),
+        first
+            .stderr
+            .lines()
+            .any(|l| l.contains("[base/inline") && l.contains("Get:") && l.contains("hello")),
         "the first build downloads: {}",
         first.stderr
     );
@@ -344,8 +347,12 @@ fn the_package_cache_serves_a_base_rebuild_and_never_enters_a_layer() {
     let second = p.pipe_env(&["bake", "--env", "dev", "--skip-verify"], &env);
     second.ok();
     assert!(second.stderr.contains("Hello, world!"), "{}", second.stderr);
+    // apt's own lines (lint's warning above them quotes the Pipelinefile, which says Get: too).
     assert!(
-        !second.stderr.contains("Get:"),
+        !second
+            .stderr
+            .lines()
+            .any(|l| l.contains("[base/inline") && l.contains("Get:")),
         "the second build downloaded: {}",
         second.stderr
     );
