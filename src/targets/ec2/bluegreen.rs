@@ -297,7 +297,6 @@ pub fn roll_out(
     let region = client.region().to_string();
     let endpoint = client.endpoint().map(str::to_string);
     let destroyer = || Destroyer::with_aws(client.clone());
-    let run = runner.run_id();
     let pipeline = &pf.pipeline.name.value;
 
     let lock = promote::take_lock(runner, client, pipeline, env, release)?;
@@ -365,32 +364,8 @@ pub fn roll_out(
                     None,
                 )
             })?;
-            let res = Resource::Ec2TemplateVersion {
-                region: region.clone(),
-                endpoint: endpoint.clone(),
-                template_id: template.id.clone(),
-                run: run.clone(),
-                role: client.role().map(str::to_string),
-            };
-            let number = runner.step(
-                &format!(
-                    "create a version of launch template {} with {ami}",
-                    r.template
-                ),
-                |runner| {
-                    let description = format!(
-                        "pipe {pipeline}: release {} into {env} (run {run})",
-                        release.alias
-                    );
-                    resource::create(runner, destroyer(), &res, || {
-                        Ok(client.create_template_version(
-                            &template.id,
-                            template.default_version,
-                            &ami,
-                            &description,
-                        )?)
-                    })
-                },
+            let (number, res) = promote::new_template_version(
+                runner, client, pipeline, env, r, release, &template, &ami,
             )?;
             version_res = Some(res);
             let mut tags: Vec<(String, String, bool)> = old

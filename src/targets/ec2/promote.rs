@@ -447,7 +447,6 @@ pub fn roll_out(
     let region = client.region().to_string();
     let endpoint = client.endpoint().map(str::to_string);
     let destroyer = || Destroyer::with_aws(client.clone());
-    let run = runner.run_id();
     let pipeline = &pf.pipeline.name.value;
 
     let lock = take_lock(runner, client, pipeline, env, release)?;
@@ -459,33 +458,8 @@ pub fn roll_out(
     )?;
     let before = c.group_image.clone().unwrap_or_else(|| "nothing".into());
 
-    let version_res = Resource::Ec2TemplateVersion {
-        region: region.clone(),
-        endpoint: endpoint.clone(),
-        template_id: c.template.id.clone(),
-        run: run.clone(),
-        role: client.role().map(str::to_string),
-    };
-    let version = runner.step(
-        &format!(
-            "create a version of launch template {} with {ami}",
-            r.template
-        ),
-        |runner| {
-            let description = format!(
-                "pipe {pipeline}: release {} into {env} (run {run})",
-                release.alias
-            );
-            resource::create(runner, destroyer(), &version_res, || {
-                Ok(client.create_template_version(
-                    &c.template.id,
-                    c.template.default_version,
-                    &ami,
-                    &description,
-                )?)
-            })
-        },
-    )?;
+    let (version, version_res) =
+        new_template_version(runner, client, pipeline, env, r, release, &c.template, &ami)?;
     printer.info(format!(
         "launch template {} version {version}: {ami} (from version {}, {})",
         r.template,
@@ -572,6 +546,51 @@ pub fn roll_out(
         json,
         unfinished,
     })
+}
+
+/// A version of the environment's launch template made from its default version with only
+/// the image changed to `ami`, journaled (deleted by the run's cleanup unless kept); its
+/// number and the journaled resource.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn new_template_version(
+    runner: &mut Runner<'_>,
+    client: &AwsClient,
+    pipeline: &str,
+    env: &str,
+    r: &Rollout,
+    release: &Release,
+    template: &TemplateInfo,
+    ami: &str,
+) -> Result<(i64, Resource)> {
+    let run = runner.run_id();
+    let res = Resource::Ec2TemplateVersion {
+        region: client.region().to_string(),
+        endpoint: client.endpoint().map(str::to_string),
+        template_id: template.id.clone(),
+        run: run.clone(),
+        role: client.role().map(str::to_string),
+    };
+    let number = runner.step(
+        &format!(
+            "create a version of launch template {} with {ami}",
+            r.template
+        ),
+        |runner| {
+            let description = format!(
+                "pipe {pipeline}: release {} into {env} (run {run})",
+                release.alias
+            );
+            resource::create(runner, Destroyer::with_aws(client.clone()), &res, || {
+                Ok(client.create_template_version(
+                    &template.id,
+                    template.default_version,
+                    ami,
+                    &description,
+                )?)
+            })
+        },
+    )?;
+    Ok((number, res))
 }
 
 /// Takes the environment's lock (journaled: released by the run's cleanup); the resource to
