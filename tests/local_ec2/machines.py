@@ -479,6 +479,9 @@ class Machines:
                     c.remove(force=True)
                 except docker.errors.NotFound:
                     pass
+                except docker.errors.APIError as e:
+                    # Another server (or Docker itself) is removing it already: not ours to fail on.
+                    log(f"warning: removing {c.name}: {e}")
 
     def to_json(self) -> list[dict]:
         with self.lock:

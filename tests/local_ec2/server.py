@@ -167,9 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     reconciler = Reconciler(machines, targets, groups, refreshes, balancers, timing)
     sources = SourceAmis(images)
 
-    machines.sweep_dead()
-    images.sweep_dead()
-    _sweep_state_dirs(server_id)
+    # What dead servers left is swept best-effort: a sweep that fails (a container another
+    # server is removing right now) must not keep this one from starting.
+    for sweep in (machines.sweep_dead, images.sweep_dead, lambda: _sweep_state_dirs(server_id)):
+        try:
+            sweep()
+        except Exception as e:  # noqa: BLE001
+            log(f"warning: sweeping what dead servers left: {e}")
     images.build_source_in_background(args.wait_box)
 
     def on_image_from_instance(ami, instance) -> None:

@@ -49,27 +49,59 @@ pub fn hold() -> Held {
     Held { ec2, _guard: guard }
 }
 
+/// Starts the server; a start that fails is tried once more (a server that exits before its
+/// ready line is a harness hiccup, not what the test is about), and the panic quotes its log.
 fn start() -> LocalEc2 {
+    let mut failures = Vec::new();
+    for attempt in 1..=2 {
+        match try_start(attempt) {
+            Ok(ec2) => return ec2,
+            Err(e) => {
+                failures.push(e);
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+        }
+    }
+    panic!("local EC2 did not become ready:\n{}", failures.join("\n\n"));
+}
+
+fn try_start(attempt: u32) -> Result<LocalEc2, String> {
+    // The server's log goes to a file next to the test binary's scratch space, so that a start
+    // that fails says why.
+    let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("local-ec2-{}-{attempt}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).expect("create the local EC2's log file");
     let mut child = Command::new(repo().join("scripts/local-ec2"))
         .args(["--port", "0", "--exit-with-parent"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start scripts/local-ec2 (scripts/setup makes its venv)");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("local EC2 did not become ready ({e}): {line:?}"));
+    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    let ready: Value = match serde_json::from_str(&line) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = child.kill();
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!(
+                "attempt {attempt}: {e}: {line:?} ({status}); the end of {}:\n{}",
+                log_path.display(),
+                tail.join("\n")
+            ));
+        }
+    };
     let endpoint = ready["endpoint"].as_str().unwrap().to_string();
     let port = endpoint.rsplit(':').next().unwrap().parse().unwrap();
-    LocalEc2 {
+    Ok(LocalEc2 {
         endpoint,
         source_ami: ready["source_ami"].as_str().unwrap_or_default().to_string(),
         port,
         _child: Mutex::new(child),
-    }
+    })
 }
 
 impl LocalEc2 {
