@@ -132,63 +132,127 @@ pub fn log_path(name: &str) -> String {
 }
 
 /// The container supervisor: starts every service, restarts one that dies (with a capped
-/// back-off), appends its output to `/var/log/pipe/<name>.log`, and stops them all on TERM.
+/// back-off), and restarts one at once on SIGHUP (`pipe up --watch`, [`restart_script`]).
+/// Each service runs in its own process group (`setsid`), so a stop or a restart reaches
+/// whatever the service started, as systemd's control group does on VMs and EC2. Each
+/// service's supervising shell writes its pid to `RUN_DIR/supervisors/NAME` and the pid of
+/// the service's current process to `RUN_DIR/started/NAME`.
 pub fn supervisor_script(services: &[RenderedService]) -> String {
-    let mut s = String::from(
+    let mut s = format!(
         r#"#!/bin/sh
 # Written by pipe at container start: supervises the Pipelinefile's [[service]] entries.
-mkdir -p /var/log/pipe
+mkdir -p /var/log/pipe {RUN_DIR}/supervisors {RUN_DIR}/started
 pids=""
-stop() { for p in $pids; do kill -TERM "$p" 2>/dev/null; done; wait $pids; exit 0; }
+stop() {{ for p in $pids; do kill -TERM "$p" 2>/dev/null; done; wait $pids; exit 0; }}
 trap stop TERM INT
-supervise() {
+# The service's process group (its own, with setsid), or the process alone without setsid.
+signal_child() {{ kill "-$1" "-$child" 2>/dev/null || kill "-$1" "$child" 2>/dev/null; }}
+supervise() {{
   name=$1; user=$2; dir=$3; cmd=$4
   log=/var/log/pipe/$name.log
-  delay=1
-  trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM
+  delay=1; now=""
+  trap 'signal_child TERM; wait "$child"; exit 0' TERM
+  # SIGHUP: restart now (pipe up --watch synced new files).
+  trap 'now=1; signal_child TERM' HUP
   while :; do
     echo "pipe: starting $name" >>"$log"
     started=$(date +%s)
     (
-      set -a; [ -f "/run/pipe/env/$name" ] && . "/run/pipe/env/$name"; set +a
+      set -a; [ -f "{RUN_DIR}/env/$name" ] && . "{RUN_DIR}/env/$name"; set +a
       [ -n "$dir" ] && cd "$dir"
+      sid=""; command -v setsid >/dev/null && sid=setsid
       if [ -n "$user" ] && [ "$user" != root ] && command -v setpriv >/dev/null; then
         # setpriv execs the service itself, as systemd's User= does; runuser would stay in
         # between and sleep 2 s on every stop before it passes SIGKILL on.
-        entry=$(getent passwd "$user") || { echo "pipe: no user $user" >&2; exit 1; }
+        entry=$(getent passwd "$user") || {{ echo "pipe: no user $user" >&2; exit 1; }}
         HOME=$(echo "$entry" | cut -d: -f6) SHELL=$(echo "$entry" | cut -d: -f7)
         USER=$user LOGNAME=$user
         export HOME SHELL USER LOGNAME
-        exec setpriv --reuid="$user" --regid="$(echo "$entry" | cut -d: -f4)" --init-groups -- sh -c "$cmd"
+        exec $sid setpriv --reuid="$user" --regid="$(echo "$entry" | cut -d: -f4)" --init-groups -- sh -c "$cmd"
       elif [ -n "$user" ] && [ "$user" != root ]; then
-        exec runuser -u "$user" -- sh -c "$cmd"
+        exec $sid runuser -u "$user" -- sh -c "$cmd"
       else
-        exec sh -c "$cmd"
+        exec $sid sh -c "$cmd"
       fi
     ) >>"$log" 2>&1 &
     child=$!
+    echo "$child" >"{RUN_DIR}/started/$name"
     wait "$child"
     code=$?
-    echo "pipe: $name exited with code $code; restarting in ${delay}s" >>"$log"
+    # A signal ends the wait early: wait for the service itself to be gone.
+    while kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done
+    if [ -n "$now" ]; then
+      now=""; delay=1
+      echo "pipe: restarting $name (asked to)" >>"$log"
+      continue
+    fi
+    echo "pipe: $name exited with code $code; restarting in ${{delay}}s" >>"$log"
     if [ $(( $(date +%s) - started )) -gt 30 ]; then delay=1; fi
     sleep "$delay"
     delay=$(( delay * 2 )); [ "$delay" -gt 30 ] && delay=30
   done
-}
-"#,
+}}
+"#
     );
     for svc in services {
         s.push_str(&format!(
-            "supervise {} {} {} {} &\npids=\"$pids $!\"\n",
-            sh_quote(&svc.name),
+            "supervise {name} {} {} {} &\npids=\"$pids $!\"\necho $! >{RUN_DIR}/supervisors/{name}\n",
             sh_quote(svc.user.as_deref().unwrap_or("")),
             sh_quote(svc.workdir.as_deref().unwrap_or("")),
             sh_quote(&svc.command),
+            name = sh_quote(&svc.name),
         ));
     }
     // Stay up even with no services (a machine without [[service]] is still a machine); the
     // TERM trap interrupts the wait.
     s.push_str("while :; do sleep 86400 & wait $!; done\n");
+    s
+}
+
+/// A script that restarts every service of a running container in place, through the
+/// supervisor (SIGHUP), once each returns a new process (at most `timeout_s` seconds).
+/// `staging` holds what [`supervisor_script`] and the env files would deliver now: when its
+/// supervisor is the one the container runs, the env files move into place and the services
+/// restart; otherwise (another command, a machine started by an older pipe) the script exits
+/// 3 and changes nothing, and the caller restarts the container.
+pub fn restart_script(services: &[RenderedService], staging: &str, timeout_s: u32) -> String {
+    let mut s = format!(
+        r#"set -u
+s={staging}
+in_place() {{
+  cmp -s "$s/supervise" {RUN_DIR}/supervise || return 1
+"#
+    );
+    for svc in services {
+        let n = sh_quote(&svc.name);
+        s.push_str(&format!(
+            "  [ -f {RUN_DIR}/started/{n} ] && kill -0 \"$(cat {RUN_DIR}/supervisors/{n} 2>/dev/null)\" 2>/dev/null || return 1\n"
+        ));
+    }
+    s.push_str(&format!(
+        r#"}}
+in_place || {{ rm -rf "$s"; exit 3; }}
+for f in "$s"/env/*; do [ -e "$f" ] || continue; mv -f "$f" {RUN_DIR}/env/; done
+rm -rf "$s"
+tries=$(( {timeout_s} * 50 ))
+restarted() {{
+  while [ "$(cat {RUN_DIR}/started/"$1")" = "$2" ]; do
+    tries=$(( tries - 1 ))
+    [ "$tries" -gt 0 ] || {{ echo "service $1 did not restart within {timeout_s}s" >&2; exit 1; }}
+    sleep 0.02
+  done
+}}
+"#
+    ));
+    for (i, svc) in services.iter().enumerate() {
+        let n = sh_quote(&svc.name);
+        s.push_str(&format!(
+            "old{i}=$(cat {RUN_DIR}/started/{n}); kill -HUP \"$(cat {RUN_DIR}/supervisors/{n})\"\n"
+        ));
+    }
+    for (i, svc) in services.iter().enumerate() {
+        s.push_str(&format!("restarted {} \"$old{i}\"\n", sh_quote(&svc.name)));
+    }
     s
 }
 

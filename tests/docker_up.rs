@@ -116,13 +116,53 @@ fn an_app_edit_rebuilds_only_the_app_layer() {
     };
     let base_before = base_of(&p);
     p.write("www/index.html", "<h1>changed</h1>\n");
+    // With PIPE_PROFILE=1 and --json: one `profile` event at the end, with the app-edit
+    // path's phases (the base only found, the app layer built, the machine replaced).
+    let json = p.pipe_env(&["--json", "up", "--local"], &[("PIPE_PROFILE", "1")]);
+    json.ok();
+    let events: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .chain(json.stderr.lines())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let profiles: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["event"] == "profile").collect();
+    assert_eq!(profiles.len(), 1, "{}", json.all());
+    let phases: Vec<&str> = profiles[0]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    for want in [
+        "plan and digests",
+        "base: find layer",
+        "app: build machine",
+        "app: commit",
+        "remove the old machine",
+        "machine: create and start",
+        "machine: services ready",
+    ] {
+        assert!(phases.contains(&want), "{want} not in {phases:?}");
+    }
+    let total = profiles[0]["total_ms"].as_u64().unwrap();
+    let summed: u64 = profiles[0]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ms"].as_u64().unwrap())
+        .sum();
+    assert!(total > 0 && summed <= total + 5, "{total} {summed}");
+    // Undo that build's effect on what follows: this edit is the one checked below.
+    p.write("www/index.html", "<h1>changed again</h1>\n");
     let r = p.pipe(&["up", "--local"]);
     r.ok();
     assert!(r.stdout.contains("replaced"), "{}", r.stdout);
     assert!(r.stderr.contains("reusing"), "base reused: {}", r.stderr);
     assert_eq!(base_of(&p), base_before, "base layer untouched");
     let after = p.layer_images();
-    assert_eq!(after.len(), 3, "one new app image next to the old ones");
+    assert_eq!(after.len(), 4, "two new app images next to the old ones");
     assert!(before.iter().all(|i| after.contains(i)));
     let (_, body) = http_get_retry(port, "/", 30);
     assert!(body.contains("changed"), "{body}");

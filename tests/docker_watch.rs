@@ -1,7 +1,8 @@
 //! `pipe up --watch` against the real Docker engine: edits, new and deleted files of the app
 //! layer's inputs reach the running machine (and the page it serves on 127.0.0.1), ignored
-//! ones do not, provisioners run again unless the upload is `restart_only`, Ctrl-C leaves the
-//! machine running, and `pipe status` says watch changed it.
+//! ones do not, provisioners run again unless `restart_only` covers the change, the services
+//! restart in place (the container keeps running, nothing of the old service is left), Ctrl-C
+//! leaves the machine running, and `pipe status` says watch changed it.
 
 mod common;
 
@@ -21,8 +22,8 @@ docker = {{ box = "debian-12" }}
 [app]
 provision = [
   {{ file = "www/", to = "/srv/www" }},
+  {{ file = "conf/", to = "/etc/web", restart_only = ["*.conf"] }},
   {{ shell = "stamp.sh" }},
-  {{ file = "conf/", to = "/etc/web", restart_only = true }},
 ]
 
 [[service]]
@@ -99,7 +100,32 @@ fn watch_syncs_edits_into_the_running_machine_until_ctrl_c() {
     let runs = p.pipe(&["exec", "--", "cat", "/srv/runs"]);
     assert_eq!(runs.stdout, "ran\nran\n", "stamp.sh ran again");
 
-    // A `restart_only` upload: synced, services restarted, no provisioner.
+    // The services restarted in place: the same container, a new service process, and only
+    // one server left (the supervisor stops the service's whole process group).
+    let name = format!("pipe-{}-dev", p.name);
+    let started_at = || docker(&["inspect", "-f", "{{.State.StartedAt}}", &name]);
+    let service_pid = || {
+        p.pipe(&["exec", "--", "cat", "/run/pipe/started/web"])
+            .stdout
+    };
+    let container_started = started_at();
+    let pid = service_pid();
+    let servers = || {
+        p.pipe(&["exec", "--", "sh", "-c", "ps -e -o args | grep -c '^perl'"])
+            .stdout
+            .trim()
+            .to_string()
+    };
+    assert_eq!(servers(), "1");
+    let log = p.pipe(&["exec", "--", "cat", "/var/log/pipe/web.log"]);
+    assert!(
+        log.stdout.contains("pipe: restarting web (asked to)"),
+        "{}",
+        log.stdout
+    );
+
+    // A `restart_only` upload whose pattern matches: synced, services restarted, no
+    // provisioner.
     p.write("conf/web.conf", "b\n");
     w.wait_for("synced", 60);
     let line = w.stderr.last().unwrap().clone();
@@ -110,6 +136,40 @@ fn watch_syncs_edits_into_the_running_machine_until_ctrl_c() {
     );
     let conf = p.pipe(&["exec", "--", "cat", "/etc/web/web.conf", "/srv/runs"]);
     assert_eq!(conf.stdout, "b\nran\nran\n");
+    assert_ne!(service_pid(), pid, "the service restarted");
+    assert_eq!(
+        started_at(),
+        container_started,
+        "the container did not restart"
+    );
+    assert_eq!(servers(), "1");
+
+    // A change the pattern does not cover runs the provisioners after the upload again.
+    p.write("conf/notes.txt", "n\n");
+    w.wait_for("synced", 60);
+    let line = w.stderr.last().unwrap().clone();
+    assert!(
+        line.contains("1 new file(s)") && line.contains("re-ran 1 provisioner(s)"),
+        "{line}"
+    );
+    let runs = p.pipe(&["exec", "--", "cat", "/srv/runs"]);
+    assert_eq!(runs.stdout, "ran\nran\nran\n", "stamp.sh ran again");
+
+    // A container whose supervisor is not the one pipe would deliver now (started by another
+    // pipe, say) is restarted whole, and serves again.
+    p.pipe(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "echo '# other' >> /run/pipe/supervise",
+    ])
+    .ok();
+    p.write("conf/web.conf", "c\n");
+    w.wait_for("synced", 60);
+    assert_ne!(started_at(), container_started, "the container restarted");
+    page_shows(port, "<h1>two</h1>");
+    assert_eq!(servers(), "1");
 
     let status = p.pipe(&["status"]);
     status.ok();
@@ -130,7 +190,6 @@ fn watch_syncs_edits_into_the_running_machine_until_ctrl_c() {
         stdout.contains("image is behind the machine until the next `pipe up`"),
         "{stdout}"
     );
-    let name = format!("pipe-{}-dev", p.name);
     let running = docker(&["inspect", "-f", "{{.State.Running}}", &name]);
     assert_eq!(running.trim(), "true");
     page_shows(port, "<h1>two</h1>");

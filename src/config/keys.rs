@@ -214,7 +214,7 @@ keys!(
         "file": STR, "A file or folder relative to the Pipelinefile (a trailing `/` uploads the folder's contents).";
         "to": STR, "Where it goes on the machine.";
         "owner": STR, "The owner of what is uploaded.";
-        "restart_only": BOOL, "`pipe up --watch` syncs it and restarts services without running provisioners again.";
+        "restart_only": Ty::AnyOf(&[BOOL, STRINGS]), "`pipe up --watch` syncs its changes (`true`, or those to paths these gitignore-style patterns match) and restarts services without running provisioners again.";
     }
 );
 

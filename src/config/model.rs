@@ -322,6 +322,19 @@ pub struct Provisioner {
     pub span: Span,
 }
 
+/// A `file` provisioner's `restart_only`: which of its changes need no provisioning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RestartOnly {
+    /// Every change runs the provisioners after it again (the default, `false`).
+    #[default]
+    No,
+    /// No change does (`true`).
+    All,
+    /// Changes to paths these patterns match do not (gitignore syntax, relative to the
+    /// source): `restart_only = ["*.js", "public/"]`.
+    Paths(Vec<String>),
+}
+
 /// The provisioner kinds.
 #[derive(Debug, Clone)]
 pub enum ProvisionerKind {
@@ -331,9 +344,9 @@ pub enum ProvisionerKind {
         source: Spanned<String>,
         to: Template,
         owner: Option<String>,
-        /// `restart_only = true`: `pipe up --watch` syncs its changes and restarts the
-        /// services without running provisioners again (not part of the layer digest).
-        restart_only: bool,
+        /// What of its changes `pipe up --watch` only syncs and restarts the services for,
+        /// without running provisioners again (not part of the layer digest).
+        restart_only: RestartOnly,
     },
     /// `{ shell = "script.sh" }` or `{ inline = ["cmd", ...] }`.
     Shell(ShellProvisioner),

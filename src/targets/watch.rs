@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{Layer, LayerName, Pipelinefile, ProvisionerKind, ShellSource};
+use crate::config::{Layer, LayerName, Pipelinefile, ProvisionerKind, RestartOnly, ShellSource};
 use crate::error::{Error, Result};
 use crate::layers::tree::{self, EntryKind};
 use crate::plan::Plan;
@@ -23,11 +23,12 @@ use crate::ui::Printer;
 
 use super::local::{LocalTarget, Running};
 
-/// How often the inputs are scanned.
-pub const POLL: Duration = Duration::from_millis(250);
+/// How often the inputs are scanned (a scan of an app's inputs takes a millisecond or two).
+pub const POLL: Duration = Duration::from_millis(100);
 
-/// How long the inputs must stay unchanged before a burst of saves is applied.
-pub const QUIET: Duration = Duration::from_millis(200);
+/// How long the inputs must stay unchanged before a burst of saves is applied: an editor's
+/// save (write, rename, chmod) is over within it; a `git checkout` is a few such bursts.
+pub const QUIET: Duration = Duration::from_millis(100);
 
 /// What an app provisioner reads from the project.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +38,8 @@ pub struct Input {
     pub path: PathBuf,
     /// A `file` provisioner's source: synced into the machine, not uploaded again whole.
     pub upload: bool,
-    /// A `file` provisioner with `restart_only = true`: its changes need no provisioning.
-    pub restart_only: bool,
+    /// A `file` provisioner's `restart_only`: which of its changes need no provisioning.
+    pub restart_only: RestartOnly,
 }
 
 /// The app layer's inputs under the project (`root`), one per provisioner that reads any.
@@ -53,16 +54,20 @@ pub fn inputs(root: &std::path::Path, app: &Layer) -> Vec<Input> {
             } => (
                 root.join(source.value.trim_end_matches('/')),
                 true,
-                *restart_only,
+                restart_only.clone(),
             ),
             ProvisionerKind::Shell(s) => match &s.source {
-                ShellSource::Script(path) => (root.join(&path.value), false, false),
+                ShellSource::Script(path) => (root.join(&path.value), false, RestartOnly::No),
                 ShellSource::Inline(_) => continue,
             },
             // The playbook's folder is what the provisioner uploads.
             ProvisionerKind::Ansible { playbook, .. } => {
                 let abs = root.join(&playbook.value);
-                (abs.parent().unwrap_or(root).to_path_buf(), false, false)
+                (
+                    abs.parent().unwrap_or(root).to_path_buf(),
+                    false,
+                    RestartOnly::No,
+                )
             }
         };
         out.push(Input {
@@ -126,6 +131,8 @@ pub fn scan(inputs: &[Input], skip: &std::path::Path) -> Vec<Entries> {
 pub struct Changes {
     /// New or changed entries, sorted (a folder before what is in it).
     pub upserts: Vec<String>,
+    /// Which of `upserts` are folders.
+    pub folders: Vec<String>,
     /// How many of `upserts` are new.
     pub added: usize,
     /// Entries that are gone (or changed kind), topmost only.
@@ -142,6 +149,10 @@ impl Changes {
 pub fn diff(old: &Entries, new: &Entries) -> Changes {
     let mut c = Changes::default();
     for (rel, seen) in new {
+        let changed = old.get(rel) != Some(seen);
+        if changed && seen.0.kind == EntryKind::Dir {
+            c.folders.push(rel.clone());
+        }
         match old.get(rel) {
             None => {
                 c.upserts.push(rel.clone());
@@ -198,7 +209,7 @@ pub fn plan_sync(app: &Layer, inputs: &[Input], changes: &[Changes]) -> Sync {
         if input.upload {
             sync.uploads.push((input.index, c.clone()));
         }
-        if !input.restart_only {
+        if !needs_no_provisioning(&input.restart_only, c) {
             first = Some(first.map_or(input.index, |f| f.min(input.index)));
         }
     }
@@ -212,6 +223,38 @@ pub fn plan_sync(app: &Layer, inputs: &[Input], changes: &[Changes]) -> Sync {
             .collect();
     }
     sync
+}
+
+/// Whether `restart_only` covers every change of an upload: each new or changed file (a new
+/// folder is only where files go) and each removed path matches a pattern (or an ancestor
+/// folder does).
+fn needs_no_provisioning(restart_only: &RestartOnly, c: &Changes) -> bool {
+    let patterns = match restart_only {
+        RestartOnly::No => return false,
+        RestartOnly::All => return true,
+        RestartOnly::Paths(p) => p,
+    };
+    let mut b = ignore::gitignore::GitignoreBuilder::new("/");
+    for p in patterns {
+        // The parser checked each pattern.
+        let _ = b.add_line(None, p);
+    }
+    let Ok(matcher) = b.build() else {
+        return false;
+    };
+    let covered = |rel: &str, dir: bool| {
+        !rel.is_empty()
+            && matcher
+                .matched_path_or_any_parents(std::path::Path::new("/").join(rel), dir)
+                .is_ignore()
+    };
+    c.upserts
+        .iter()
+        .filter(|u| !c.folders.contains(u))
+        .all(|u| covered(u, false))
+        && c.removed
+            .iter()
+            .all(|r| covered(r, false) || covered(r, true))
 }
 
 /// How a watch ended.
@@ -238,8 +281,17 @@ pub fn run(target: &dyn LocalTarget, plan: &Plan, printer: &Printer) -> Result<W
     let mut latest = applied.clone();
     let mut changed_at = Instant::now();
     let mut syncs = 0;
+    let mut marked = false;
     while !crate::interrupt::requested() {
-        nap(POLL);
+        // Right after a change, look again once it has been quiet for QUIET.
+        let pending = latest != applied;
+        nap(if pending {
+            QUIET
+                .saturating_sub(changed_at.elapsed())
+                .max(Duration::from_millis(10))
+        } else {
+            POLL
+        });
         if crate::interrupt::requested() {
             break;
         }
@@ -259,7 +311,7 @@ pub fn run(target: &dyn LocalTarget, plan: &Plan, printer: &Printer) -> Result<W
             .collect();
         applied = latest.clone();
         let sync = plan_sync(&pf.app, &inputs, &changes);
-        match apply(target, pf, plan, &machine, &sync, printer) {
+        match apply(target, pf, plan, &machine, &sync, &mut marked, printer) {
             Ok(line) => {
                 syncs += 1;
                 printer.info(line);
@@ -309,13 +361,16 @@ fn apply(
     plan: &Plan,
     m: &Running,
     sync: &Sync,
+    marked: &mut bool,
     printer: &Printer,
 ) -> Result<String> {
     let started = Instant::now();
-    // First: a machine half synced is changed by watch too.
-    {
+    // First: a machine half synced is changed by watch too. Once is enough: the mark says
+    // since when the machine is ahead of its image.
+    if !*marked {
         let _p = printer.phase("watch: mark the machine");
         target.mark_watched(pf, &plan.env, m, &chrono::Utc::now().to_rfc3339())?;
+        *marked = true;
     }
     let pctx = ProvisionContext {
         comm: &*m.comm,
@@ -376,7 +431,7 @@ mod tests {
                 index: 0,
                 path: root.to_path_buf(),
                 upload: true,
-                restart_only: false,
+                restart_only: RestartOnly::No,
             }],
             &root.join(".pipe"),
         )
@@ -438,6 +493,7 @@ mod tests {
     fn changed() -> Changes {
         Changes {
             upserts: vec!["f".into()],
+            folders: vec![],
             added: 0,
             removed: vec![],
         }
@@ -473,5 +529,29 @@ mod tests {
         let s = plan_sync(&app, &ins, &[changed()]);
         assert_eq!(s.uploads, vec![(0, changed())]);
         assert!(s.rerun.is_empty());
+    }
+
+    #[test]
+    fn restart_only_patterns_cover_the_paths_they_match_and_nothing_else() {
+        let app = layer(
+            r#"{ file = "www/", to = "/srv", restart_only = ["*.js", "public/"] }, { inline = ["true"] }"#,
+        );
+        let ins = inputs(std::path::Path::new("/p"), &app);
+        let c = |upserts: &[&str], folders: &[&str], removed: &[&str]| Changes {
+            upserts: upserts.iter().map(|s| s.to_string()).collect(),
+            folders: folders.iter().map(|s| s.to_string()).collect(),
+            added: 0,
+            removed: removed.iter().map(|s| s.to_string()).collect(),
+        };
+        let reran = |ch: Changes| plan_sync(&app, &ins, &[ch]).rerun;
+        // Matched files, a new folder with a matched file in it, a removed matched folder.
+        assert!(reran(c(&["server.js", "lib", "lib/a.js"], &["lib"], &[])).is_empty());
+        assert!(reran(c(&["public/css/site.css"], &[], &["public/old"])).is_empty());
+        assert!(reran(c(&[], &[], &["public"])).is_empty());
+        // One file the patterns do not match is enough to provision again.
+        assert_eq!(reran(c(&["server.js", "package.json"], &[], &[])), vec![1]);
+        assert_eq!(reran(c(&[], &[], &["nginx/site.conf"])), vec![1]);
+        // A removed folder might have held anything.
+        assert_eq!(reran(c(&[], &[], &["lib"])), vec![1]);
     }
 }

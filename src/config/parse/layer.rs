@@ -3,7 +3,7 @@
 use indexmap::IndexMap;
 
 use crate::config::model::{
-    DEFAULT_PRECACHE_DIR, Layer, LayerName, Precache, Provisioner, ProvisionerKind,
+    DEFAULT_PRECACHE_DIR, Layer, LayerName, Precache, Provisioner, ProvisionerKind, RestartOnly,
     ShellProvisioner, ShellSource,
 };
 use crate::config::suggest;
@@ -219,7 +219,7 @@ fn provisioner(w: &mut Walker, mut t: Tbl<'_, '_>) -> Option<ProvisionerKind> {
                 super::names::check_machine_path(w, "`to`", to);
             }
             let owner = t.str(w, "owner").map(|o| o.value);
-            let restart_only = t.bool(w, "restart_only").unwrap_or(false);
+            let restart_only = restart_only(w, &t);
             Some(ProvisionerKind::File {
                 source: source?,
                 to: to?,
@@ -322,4 +322,47 @@ fn shell_settings(w: &mut Walker, t: &Tbl<'_, '_>) -> ShellProvisioner {
         valid_exit_codes: valid_exit_codes.unwrap_or_else(|| vec![0]),
         timeout,
     }
+}
+
+/// `restart_only = true | false | ["pattern", ...]`: each pattern in gitignore syntax.
+fn restart_only(w: &mut Walker, t: &Tbl<'_, '_>) -> RestartOnly {
+    let Some(v) = t.get("restart_only") else {
+        return RestartOnly::No;
+    };
+    if let toml::de::DeValue::Boolean(b) = v.get_ref() {
+        return if *b {
+            RestartOnly::All
+        } else {
+            RestartOnly::No
+        };
+    }
+    if !matches!(v.get_ref(), toml::de::DeValue::Array(_)) {
+        walk::type_error(
+            w,
+            v,
+            "`true`, `false` or an array of path patterns (`[\"*.js\", \"public/\"]`)",
+            "`restart_only`",
+        );
+        return RestartOnly::No;
+    }
+    let Some(patterns) = t.str_array(w, "restart_only") else {
+        return RestartOnly::No;
+    };
+    let mut out = Vec::new();
+    for p in patterns {
+        let mut b = ignore::gitignore::GitignoreBuilder::new("/");
+        let checked = b
+            .add_line(None, &p.value)
+            .and_then(|b| b.build().map(|_| ()));
+        if let Err(e) = checked {
+            w.error_hint(
+                format!("`restart_only` pattern {:?} is not valid: {e}", p.value),
+                p.span,
+                "patterns use .gitignore syntax, relative to the uploaded folder: `*.js`, `public/`",
+            );
+            continue;
+        }
+        out.push(p.value);
+    }
+    RestartOnly::Paths(out)
 }

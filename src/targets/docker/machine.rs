@@ -186,6 +186,66 @@ pub fn create_container(
 /// all in one exec: a tar unpacked beside them, then moved into place, the supervisor last (the
 /// container starts services as soon as it appears).
 pub fn deliver_services(comm: &dyn Communicator, rendered: &[RenderedService]) -> Result<()> {
+    let staging = format!("{RUN_DIR}/.deliver");
+    let script = format!(
+        "{} && \
+         for f in {staging}/env/*; do [ -e \"$f\" ] || continue; mv -f \"$f\" {RUN_DIR}/env/; done && \
+         mv -f {staging}/supervise {RUN_DIR}/supervise && rm -rf {staging}",
+        unpack(&staging)
+    );
+    run_with_stdin(
+        comm,
+        &format!("{RUN_DIR} (services)"),
+        script,
+        services_archive(rendered)?,
+    )
+}
+
+/// Restarts the services of a running container in place (`pipe up --watch`): the
+/// supervisor restarts each at once, and nothing else of the container changes. `Ok(false)`
+/// when its supervisor cannot (another command, a container started by an older pipe): the
+/// caller restarts the container instead.
+pub fn restart_in_place(comm: &dyn Communicator, rendered: &[RenderedService]) -> Result<bool> {
+    let staging = format!("{RUN_DIR}/.restart");
+    let script = format!(
+        "{} || exit 1\n{}",
+        unpack(&staging),
+        services::restart_script(rendered, &staging, 10)
+    );
+    let mut sink = Collect::default();
+    let code = comm
+        .exec(
+            &ExecRequest {
+                stdin: Some(services_archive(rendered)?),
+                ..ExecRequest::shell(script)
+            },
+            &mut sink,
+        )
+        .map_err(|e| match e {
+            crate::communicators::ExecError::Interrupted => Error::Interrupted,
+            e => Error::runtime(
+                format!("restarting the services on {}: {e}", comm.describe()),
+                None,
+            ),
+        })?;
+    match code {
+        0 => Ok(true),
+        3 => Ok(false),
+        _ => Err(Error::runtime(
+            format!(
+                "restarting the services on {} failed (exit code {code}): {}",
+                comm.describe(),
+                String::from_utf8_lossy(&sink.stderr).trim()
+            ),
+            Some(
+                "`pipe logs` shows the services' output; `pipe up` makes the machine again".into(),
+            ),
+        )),
+    }
+}
+
+/// The services' env files and the supervisor, as a tar for an exec's stdin.
+fn services_archive(rendered: &[RenderedService]) -> Result<Vec<u8>> {
     let envs: Vec<(String, String)> = rendered
         .iter()
         .map(|s| (format!("env/{}", s.name), services::env_file(s)))
@@ -199,13 +259,14 @@ pub fn deliver_services(comm: &dyn Communicator, rendered: &[RenderedService]) -
     let mut archive = Vec::new();
     crate::communicators::tar::write_files(&files, &mut archive)
         .map_err(|e| Error::runtime(format!("packing the services' files: {e}"), None))?;
-    let staging = format!("{RUN_DIR}/.deliver");
-    let script = format!(
-        "umask 077 && rm -rf {staging} && mkdir -p {staging} {RUN_DIR}/env && tar -x -f - -C {staging} && \
-         for f in {staging}/env/*; do [ -e \"$f\" ] || continue; mv -f \"$f\" {RUN_DIR}/env/; done && \
-         mv -f {staging}/supervise {RUN_DIR}/supervise && rm -rf {staging}"
-    );
-    run_with_stdin(comm, &format!("{RUN_DIR} (services)"), script, archive)
+    Ok(archive)
+}
+
+/// Unpacks the tar on stdin into `staging` (made afresh, private), with `RUN_DIR/env` made.
+fn unpack(staging: &str) -> String {
+    format!(
+        "umask 077 && rm -rf {staging} && mkdir -p {staging} {RUN_DIR}/env && tar -x -f - -C {staging}"
+    )
 }
 
 /// Runs a shell script that writes `what` from its stdin; a failure names it and shows stderr.
