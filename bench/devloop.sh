@@ -23,7 +23,9 @@
 #   base        the dependency manifest changes (package.json's `description`, so the precache
 #               step and the base digest change; no new package): `pipe up --local` rebuilds the
 #               base and the app layer, once with `package_cache = false`, once with the cache
-#               (warm since the setup's first build). Timed until the page answers.
+#               (warm since the setup's first build). Timed until the page answers, each
+#               with PIPE_PROFILE=1; then apt's download and install in primal.sh's box are
+#               timed apart, in a throwaway container, to show what a cache can save.
 #
 # Targets (issue 13): pipe up after an app edit <= 2.5 s, --watch edit-to-serving <= 1 s, warm
 # cache <= 0.5x cache off. One run, as the project's rule for benchmarks says: the figures move
@@ -107,7 +109,7 @@ cleanup() {
   if [[ -f $work/vagrant/Vagrantfile ]]; then
     vagrant destroy -f >>"$logs/cleanup.log" 2>&1 || true
   fi
-  docker rm -f "$packer_container" "$vagrant_container" >/dev/null 2>&1 || true
+  docker rm -f "$packer_container" "$vagrant_container" pipe-devloop-apt >/dev/null 2>&1 || true
   local tool c
   for tool in packer vagrant; do
     for c in $(docker ps -aq --filter "label=pipe-bench.tool=$tool"); do
@@ -322,7 +324,7 @@ set_cache() {
   printf '\n[build]\npackage_cache = %s\n\n' "$1" >>"$pipeline/Pipelinefile.toml"
 }
 base_rebuild() {
-  (cd "$pipeline" && run "pipe-base-$1.log" "$pipe" up --local --no-progress)
+  (cd "$pipeline" && PIPE_PROFILE=1 run "pipe-base-$1.log" "$pipe" up --local --no-progress)
   wait_page "$pipe_port" "<h1>ponyfoo"
 }
 cache_size=$(cd "$pipeline" && "$pipe" cache list --json | jq -r 'select(.event == "result") | .data[] | "\(.key) \(.files) files \(.bytes) bytes"')
@@ -334,6 +336,27 @@ set_cache true
 bump "on-$(date +%s)"
 timed "base: cache warm" base_rebuild on
 grep -h "Need to get" "$logs/pipe-base-off.log" "$logs/pipe-base-on.log" >"$logs/apt-need.txt" || true
+
+# Where a base rebuild's time goes inside primal.sh: apt's download against its install, timed
+# apart in a throwaway container of the same box (the packages are primal.sh's). What the cache
+# can save is the download part.
+apt_split() {
+  local box
+  box=$(docker images --format '{{.Repository}}:{{.Tag}}' pipe-box/debian-12 | head -n 1)
+  [[ -n $box ]] || return 0
+  docker run --rm --name pipe-devloop-apt "$box" sh -c '
+    export DEBIAN_FRONTEND=noninteractive
+    rm -f /etc/apt/apt.conf.d/docker-clean
+    printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    ms() { echo $(( $(date +%s%N) / 1000000 )); }
+    pkgs="nginx nodejs npm curl ca-certificates"
+    t0=$(ms); apt-get update -qq >/dev/null
+    t1=$(ms); apt-get install -y -qq --download-only --no-install-recommends $pkgs >/dev/null
+    t2=$(ms); apt-get install -y -qq --no-install-recommends $pkgs >/dev/null 2>&1
+    t3=$(ms)
+    echo "update $((t1 - t0)) ms, download $((t2 - t1)) ms ($(du -sm /var/cache/apt/archives | cut -f1) MB), install $((t3 - t2)) ms"'
+}
+apt_line=$(apt_split 2>>"$logs/apt-split.log" || true)
 
 # --- report ---------------------------------------------------------------------------------------
 
@@ -360,3 +383,7 @@ printf '  %-28s %8s\n' "package_cache = false" "$off"
 printf '  %-28s %8s   %s\n' "package cache warm" "$on" "$(ratio "$on" "$off") of cache off, target <= 0.5x: $(awk -v a="$on" -v b="$off" 'BEGIN { print (a <= 0.5 * b) ? "met" : "missed" }')"
 echo "  cache before the rebuilds: ${cache_size:-empty}"
 sed 's/^/  apt: /' "$logs/apt-need.txt"
+echo "  apt in primal.sh's box, timed apart (no cache): ${apt_line:-(not measured)}"
+echo
+echo "the warm-cache rebuild, phase by phase (PIPE_PROFILE=1):"
+sed -n '/^profile (PIPE_PROFILE):/,$p' "$logs/pipe-base-on.log" | tail -n +2
