@@ -179,8 +179,15 @@ supervise() {{
     echo "$child" >"{RUN_DIR}/started/$name"
     wait "$child"
     code=$?
-    # A signal ends the wait early: wait for the service itself to be gone.
+    # A signal ends the wait early: wait for the service itself to be gone, then for the rest
+    # of its process group (a port it held is free again), killing what is left after 10 s.
     while kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done
+    left=500
+    while kill -0 "-$child" 2>/dev/null; do
+      left=$(( left - 1 )); [ "$left" -eq 0 ] && kill -KILL "-$child" 2>/dev/null
+      [ "$left" -lt -250 ] && break
+      sleep 0.02
+    done
     if [ -n "$now" ]; then
       now=""; delay=1
       echo "pipe: restarting $name (asked to)" >>"$log"
@@ -257,13 +264,15 @@ restarted() {{
 }
 
 /// The command a container runs: wait for pipe to deliver the supervisor, then run it. Until
-/// then (and in build containers, which never get one) it idles.
+/// then (and in build containers, which never get one) it idles: it looks every 20 ms for
+/// the first 2 s (pipe delivers right after the start, and services start as soon as it
+/// arrives), then every 200 ms.
 pub fn container_command() -> Vec<String> {
     vec![
         "/bin/sh".into(),
         "-c".into(),
         format!(
-            "trap 'exit 0' TERM INT; while [ ! -f {RUN_DIR}/supervise ]; do sleep 0.1; done; exec /bin/sh {RUN_DIR}/supervise"
+            "trap 'exit 0' TERM INT; i=0; while [ ! -f {RUN_DIR}/supervise ]; do if [ $i -lt 100 ]; then i=$((i+1)); sleep 0.02; else sleep 0.2; fi; done; exec /bin/sh {RUN_DIR}/supervise"
         ),
     ]
 }

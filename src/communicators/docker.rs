@@ -67,6 +67,27 @@ impl DockerExec {
         &self.container
     }
 
+    /// Puts a tar into the folder `parent`, making it first only when the engine says it is
+    /// missing: an upload into a folder that exists (nearly every one) is one request instead
+    /// of an exec and a request.
+    fn put_into<F>(&self, parent: &str, produce: F) -> Result<(), ExecError>
+    where
+        F: Fn(&mut dyn std::io::Write) -> std::io::Result<()> + Sync,
+    {
+        match self
+            .client
+            .put_archive(&self.container, parent, |w| produce(w))
+        {
+            Err(e) if e.is_not_found() => {
+                self.run_checked(&["mkdir", "-p", parent])?;
+                self.client
+                    .put_archive(&self.container, parent, |w| produce(w))
+                    .map_err(transport)
+            }
+            r => r.map_err(transport),
+        }
+    }
+
     /// Runs a helper command as root and fails with its stderr on a non-zero exit.
     fn run_checked(&self, argv: &[&str]) -> Result<(), ExecError> {
         let req = ExecRequest {
@@ -263,10 +284,7 @@ impl Communicator for DockerExec {
         std::fs::symlink_metadata(src).map_err(|e| {
             std::io::Error::new(e.kind(), format!("upload source {}: {e}", src.display()))
         })?;
-        self.run_checked(&["mkdir", "-p", &parent])?;
-        self.client
-            .put_archive(&self.container, &parent, |w| tar::write_tree(src, &name, w))
-            .map_err(transport)?;
+        self.put_into(&parent, |w| tar::write_tree(src, &name, w))?;
         if let Some(owner) = &opts.owner {
             let dest = format!("{parent}/{name}").replace("//", "/");
             self.run_checked(&["chown", "-R", &format!("{owner}:"), &dest])?;
@@ -276,12 +294,7 @@ impl Communicator for DockerExec {
 
     fn upload_bytes(&self, data: &[u8], dest: &str, mode: u32) -> Result<(), ExecError> {
         let (parent, name) = tar::split_dest(dest)?;
-        self.run_checked(&["mkdir", "-p", &parent])?;
-        self.client
-            .put_archive(&self.container, &parent, |w| {
-                tar::write_bytes(data, &name, mode, w)
-            })
-            .map_err(transport)
+        self.put_into(&parent, |w| tar::write_bytes(data, &name, mode, w))
     }
 
     fn download(&self, src: &str, dest: &Path) -> Result<(), ExecError> {

@@ -28,7 +28,19 @@ pub fn wait_listening(
         .iter()
         .filter_map(|s| s.port.map(|p| (s.name.as_str(), p)))
         .collect();
-    while !ports.is_empty() {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    // First the machine waits on itself: one round trip, and the services are seen listening
+    // within 20 ms. When that wait runs out (or the machine lacks grep or a fractional sleep),
+    // the polls below say which service and show its log.
+    let script = wait_script(&service_ports(rendered), timeout.as_secs().max(1));
+    match comm.exec(&ExecRequest::shell(script), &mut Collect::default()) {
+        Ok(0) => return Ok(()),
+        Err(ExecError::Interrupted) => return Err(Error::Interrupted),
+        _ => {}
+    }
+    loop {
         let mut sink = Collect::default();
         let code = comm
             .exec(
@@ -65,7 +77,31 @@ pub fn wait_listening(
         }
         std::thread::sleep(pause);
     }
-    Ok(())
+}
+
+/// The ports the services listen on inside the machine.
+pub fn service_ports(rendered: &[RenderedService]) -> Vec<u16> {
+    rendered.iter().filter_map(|s| s.port).collect()
+}
+
+/// A shell loop that exits 0 once every port listens (the state `0A` in `/proc/net/tcp*`, as
+/// [`listening_ports`] reads it), 4 after about `secs` seconds, 5 without grep or a fractional
+/// sleep.
+pub fn wait_script(ports: &[u16], secs: u64) -> String {
+    let hex: Vec<String> = ports.iter().map(|p| format!("{p:04X}")).collect();
+    format!(
+        r#"command -v grep >/dev/null && sleep 0.01 2>/dev/null || exit 5
+tries=$(( {secs} * 50 ))
+listens() {{ grep -qE "^ *[0-9]+: [0-9A-F]+:$1 [0-9A-F]+:[0-9A-F]+ 0A " /proc/net/tcp /proc/net/tcp6 2>/dev/null; }}
+for p in {hex}; do
+  while ! listens "$p"; do
+    tries=$(( tries - 1 )); [ "$tries" -gt 0 ] || exit 4
+    sleep 0.02
+  done
+done
+"#,
+        hex = hex.join(" ")
+    )
 }
 
 /// Ports in LISTEN state (`0A`) in `/proc/net/tcp` text.
@@ -94,5 +130,24 @@ mod tests {
     fn reads_listening_ports() {
         let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0\n   1: 0100007F:0050 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n";
         assert_eq!(listening_ports(text), vec![8080]);
+    }
+
+    #[test]
+    fn the_wait_script_sees_a_listening_port_and_gives_up_on_a_closed_one() {
+        // A real listener on the loopback: the script reads this machine's /proc/net/tcp.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let run = |ports: &[u16]| {
+            std::process::Command::new("sh")
+                .args(["-c", &wait_script(ports, 1)])
+                .status()
+                .unwrap()
+                .code()
+        };
+        assert_eq!(run(&[port]), Some(0));
+        drop(listener);
+        let started = Instant::now();
+        assert_eq!(run(&[port]), Some(4));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

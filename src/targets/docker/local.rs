@@ -228,10 +228,14 @@ impl LocalTarget for DockerTarget {
         let rendered = plan.services();
         // In place when the supervisor can (the same services as at start): a container
         // restart costs about half a second more.
-        if !machine::restart_in_place(&*m.comm, &rendered)? {
-            self.client().stop_container(&c.id, STOP_GRACE)?;
-            self.client().start_container(&c.id)?;
-            deliver_services(&*m.comm, &rendered)?;
+        match machine::restart_in_place(&*m.comm, &rendered, machine::READY_TIMEOUT)? {
+            machine::InPlace::Ready => return Ok(()),
+            machine::InPlace::Restarted => {}
+            machine::InPlace::No => {
+                self.client().stop_container(&c.id, STOP_GRACE)?;
+                self.client().start_container(&c.id)?;
+                deliver_services(&*m.comm, &rendered)?;
+            }
         }
         wait_ready(&*m.comm, &rendered, machine::READY_TIMEOUT)
     }

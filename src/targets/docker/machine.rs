@@ -201,16 +201,35 @@ pub fn deliver_services(comm: &dyn Communicator, rendered: &[RenderedService]) -
     )
 }
 
+/// How [`restart_in_place`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InPlace {
+    /// The services restarted and listen.
+    Ready,
+    /// The services restarted; whether they listen is for [`wait_ready`] to say.
+    Restarted,
+    /// The supervisor cannot restart them (another command, a container started by an older
+    /// pipe): nothing changed.
+    No,
+}
+
 /// Restarts the services of a running container in place (`pipe up --watch`): the
-/// supervisor restarts each at once, and nothing else of the container changes. `Ok(false)`
-/// when its supervisor cannot (another command, a container started by an older pipe): the
-/// caller restarts the container instead.
-pub fn restart_in_place(comm: &dyn Communicator, rendered: &[RenderedService]) -> Result<bool> {
+/// supervisor restarts each at once, nothing else of the container changes, and the same exec
+/// waits until they listen (at most `timeout`).
+pub fn restart_in_place(
+    comm: &dyn Communicator,
+    rendered: &[RenderedService],
+    timeout: Duration,
+) -> Result<InPlace> {
     let staging = format!("{RUN_DIR}/.restart");
     let script = format!(
-        "{} || exit 1\n{}",
+        "{} || exit 1\n{}\n{}",
         unpack(&staging),
-        services::restart_script(rendered, &staging, 10)
+        services::restart_script(rendered, &staging, 10),
+        crate::targets::ready::wait_script(
+            &crate::targets::ready::service_ports(rendered),
+            timeout.as_secs().max(1)
+        )
     );
     let mut sink = Collect::default();
     let code = comm
@@ -229,8 +248,9 @@ pub fn restart_in_place(comm: &dyn Communicator, rendered: &[RenderedService]) -
             ),
         })?;
     match code {
-        0 => Ok(true),
-        3 => Ok(false),
+        0 => Ok(InPlace::Ready),
+        3 => Ok(InPlace::No),
+        4 | 5 => Ok(InPlace::Restarted),
         _ => Err(Error::runtime(
             format!(
                 "restarting the services on {} failed (exit code {code}): {}",
