@@ -61,6 +61,7 @@ fn boot_box_vm() -> TestVm {
         memory: 1024,
         accel: accel(),
         forwards: Vec::new(),
+        package_cache: None,
     };
     let vm = vm::start(&spec).unwrap();
     TestVm { vm, _dir: dir }
@@ -128,6 +129,7 @@ fn a_boot_failure_shows_the_serial_console_and_its_path() {
         memory: 512,
         accel: accel(),
         forwards: Vec::new(),
+        package_cache: None,
     };
     let t = TestVm {
         vm: vm::start(&spec).unwrap(),
@@ -562,6 +564,7 @@ fn bake_makes_a_standalone_compressed_bootable_artifact() {
         memory: 1024,
         accel,
         forwards: Vec::new(),
+        package_cache: None,
     };
     let booted = TestVm {
         vm: vm::start(&spec).unwrap(),
