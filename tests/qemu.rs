@@ -361,7 +361,7 @@ fn up_builds_layers_serves_through_systemd_and_reuses_them() {
         .unwrap()
         .as_nanos();
     let t = QemuProject::new(&format!(
-        r#", "apt-get update -qq", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends hello >/tmp/apt.log", "grep -E '^(Get:|Need to get)' /tmp/apt.log || true", "hello", "apt-get clean", "echo {token} > /etc/pipe-test-token""#
+        r#", "apt-get update -qq -o Acquire::Languages=none", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends hello >/tmp/apt.log", "grep -E '^(Get:|Need to get)' /tmp/apt.log || true", "hello", "apt-get clean", "echo {token} > /etc/pipe-test-token""#
     ));
     // So that the first build has to download it (no other test installs hello on qemu).
     let hello_debs = || -> Vec<PathBuf> {

@@ -132,12 +132,16 @@ fn apt_config(archives: &str, store: &str) -> String {
     )
 }
 
-/// The cache folder's name for a box: the target kind and the recipe's name, or the image's
-/// name with anything but letters, digits, `.`, `_` and `-` made `_`.
+/// The cache folder's name for a box: the target kind and the recipe's name, the image's
+/// name, or a cloud image's file name, with anything but letters, digits, `.`, `_` and `-`
+/// made `_`.
 pub fn box_key(kind: TargetKind, source: &BoxSource) -> Option<String> {
     let name = match source {
         BoxSource::Recipe(name) => name.clone(),
         BoxSource::Image(image) => format!("image-{image}"),
+        BoxSource::CloudImage { image, .. } => {
+            format!("cloud-{}", image.rsplit('/').next().unwrap_or(image))
+        }
         _ => return None,
     };
     let clean: String = name
@@ -242,6 +246,17 @@ mod tests {
         assert_eq!(
             k(BoxSource::Image("registry:5000/debian:bookworm".into())).unwrap(),
             "docker-image-registry_5000_debian_bookworm"
+        );
+        assert_eq!(
+            box_key(
+                TargetKind::Qemu,
+                &BoxSource::CloudImage {
+                    image: "https://example.org/12/debian-12-genericcloud-amd64.qcow2".into(),
+                    checksum: None,
+                }
+            )
+            .unwrap(),
+            "qemu-cloud-debian-12-genericcloud-amd64.qcow2"
         );
         assert!(k(BoxSource::Ami("ami-1".into())).is_none());
     }

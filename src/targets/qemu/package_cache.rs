@@ -105,7 +105,7 @@ pub fn mount_command() -> String {
 /// holds it: the VM's shutdown finishes the job) and removes the mount point.
 pub fn unmount_command() -> String {
     format!(
-        "cd / && sync && if mountpoint -q {MOUNT}; then umount {MOUNT} || umount -l {MOUNT}; fi && rmdir {MOUNT}"
+        "cd / && sync && if mountpoint -q {MOUNT}; then umount {MOUNT} || umount -l {MOUNT}; fi && if [ -e {MOUNT} ]; then rmdir {MOUNT}; fi"
     )
 }
 
@@ -200,7 +200,7 @@ mod tests {
         assert!(
             mount_command().contains(&format!("-o noinit_itable,nosuid,nodev -L {LABEL} {MOUNT}"))
         );
-        assert!(unmount_command().ends_with(&format!("rmdir {MOUNT}")));
+        assert!(unmount_command().ends_with(&format!("then rmdir {MOUNT}; fi")));
     }
 
     /// A real image (mke2fs and debugfs, no mount): what is added to it comes back, the rest

@@ -297,12 +297,18 @@ impl Target for QemuTarget {
         if let Some((resources, env, _)) = cache {
             // Removed after the VM, in reverse order; the VM stays last (see `commit_layer`).
             machine.resources.splice(0..0, resources);
-            package_cache::in_guest(
+            // A cache only: a guest that cannot mount it builds without it.
+            match package_cache::in_guest(
                 &*machine.comm,
                 package_cache::mount_command(),
                 "mounting the package cache disk",
-            )?;
-            machine.build_env = env;
+            ) {
+                Ok(()) => machine.build_env = env,
+                Err(e) => printer.warn(
+                    format!("{name}: building without the package cache: {e}"),
+                    None,
+                ),
+            }
         }
         Ok(machine)
     }
