@@ -37,6 +37,14 @@ pub fn image_path(vm_dir: &Path) -> PathBuf {
     vm_dir.join("package-cache.img")
 }
 
+/// The host tool the cache disk needs that is missing (both come with e2fsprogs, which recipe
+/// boxes need anyway; a cloud image box does not).
+pub fn missing_tool() -> Option<&'static str> {
+    ["mke2fs", "debugfs"]
+        .into_iter()
+        .find(|t| !crate::boxes::rootfs::in_path(t))
+}
+
 /// `mke2fs` arguments for an image of `cache_dir`: no journal (the image is thrown away after
 /// the build) and inode tables left for the kernel, which [`mount_command`] tells not to
 /// initialise them (that would write gigabytes of zeros into the sparse file).

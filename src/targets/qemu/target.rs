@@ -262,7 +262,17 @@ impl Target for QemuTarget {
         };
         // The box's package cache: a disk of its own, made from the box's folder after this
         // build's apt archives folder is in it (see `package_cache`).
-        let cache = match PackageCache::for_build(plan.pf, TargetKind::Qemu) {
+        let cache = PackageCache::for_build(plan.pf, TargetKind::Qemu).filter(|_| {
+            let missing = package_cache::missing_tool();
+            if let Some(tool) = missing {
+                printer.warn(
+                    format!("{name}: building without the package cache: {tool} is not installed"),
+                    Some("install it: apt-get install e2fsprogs".into()),
+                );
+            }
+            missing.is_none()
+        });
+        let cache = match cache {
             Some(cache) => {
                 let (run_dir, run) = prepare_package_cache(runner, &cache, layer)?;
                 let image = package_cache::image_path(&dir);
