@@ -61,6 +61,7 @@ fn boot_box_vm() -> TestVm {
         memory: 1024,
         accel: accel(),
         forwards: Vec::new(),
+        package_cache: None,
     };
     let vm = vm::start(&spec).unwrap();
     TestVm { vm, _dir: dir }
@@ -128,6 +129,7 @@ fn a_boot_failure_shows_the_serial_console_and_its_path() {
         memory: 512,
         accel: accel(),
         forwards: Vec::new(),
+        package_cache: None,
     };
     let t = TestVm {
         vm: vm::start(&spec).unwrap(),
@@ -314,6 +316,18 @@ impl QemuProject {
             .unwrap_or_default()
     }
 
+    /// Package cache disks left in the project's VM folders.
+    fn cache_disks(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.p.path().join(".pipe/qemu"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| pipe::targets::qemu::package_cache::image_path(&e.path()))
+                    .filter(|p| p.exists())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn journals(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.p.path().join(".pipe/journal"))
             .map(|rd| rd.flatten().map(|e| e.path()).collect())
@@ -321,13 +335,69 @@ impl QemuProject {
     }
 }
 
+/// The qemu box's package cache on the host (shared with every other qemu build of the box).
+fn package_store() -> PathBuf {
+    pipe::boxes::package_cache::root().join("qemu-debian-12/apt/debs")
+}
+
+/// apt's own download lines in the app layer's provisioning output (lint's warnings quote
+/// the Pipelinefile, which says Get: too).
+fn apt_downloads(run: &common::Run) -> Vec<String> {
+    run.all()
+        .lines()
+        .filter(|l| l.contains("[app/inline") && l.contains("Get:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Also the package cache: the app layer installs `hello` with apt (a token makes its digest
+/// new on every run of this test, so both app builds below really build); the first build
+/// downloads it and brings it back to the host's cache, the second (after a change) downloads
+/// nothing, and the layer serving the machine holds nothing of the cache.
 #[test]
 fn up_builds_layers_serves_through_systemd_and_reuses_them() {
-    let t = QemuProject::new("");
+    let token = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let t = QemuProject::new(&format!(
+        r#", "apt-get update -qq -o Acquire::Languages=none", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends hello >/tmp/apt.log", "grep -E '^(Get:|Need to get)' /tmp/apt.log || true", "hello", "apt-get clean", "echo {token} > /etc/pipe-test-token""#
+    ));
+    // So that the first build has to download it (no other test installs hello on qemu).
+    let hello_debs = || -> Vec<PathBuf> {
+        std::fs::read_dir(package_store())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .unwrap()
+                            .to_string_lossy()
+                            .starts_with("hello_")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for deb in hello_debs() {
+        let _ = std::fs::remove_file(deb);
+    }
     let first = t.up();
     first.ok();
     let out = first.all();
     assert!(out.contains("SSH up"), "{out}");
+    assert!(
+        apt_downloads(&first).iter().any(|l| l.contains("hello")),
+        "the first build downloads hello: {out}"
+    );
+    assert!(out.contains("Hello, world!"), "{out}");
+    let cached = hello_debs();
+    assert_eq!(
+        cached.len(),
+        1,
+        "the build brought hello back to the cache: {out}"
+    );
+    let cached_at = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
     let (status, body) = common::http_get_retry(t.port, "/", 60);
     assert_eq!(status, 200);
     assert!(
@@ -359,6 +429,23 @@ fn up_builds_layers_serves_through_systemd_and_reuses_them() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "active\nGREETING=it's \"quoted\" $HOME\n"
+    );
+    // Its disk is the app layer: hello is installed, and nothing of the cache is there (no
+    // mount point, so no apt.conf; no archive; no cache disk on a serving machine).
+    let mut out = Collect::default();
+    let script = format!(
+        "test -x /usr/bin/hello; test ! -e {m}; ! grep -qs {m} /proc/mounts; ! grep -rqs {m} /etc; ! ls /var/cache/apt/archives/*.deb 2>/dev/null; ! grep -qs pipecache /sys/block/*/serial",
+        m = pipe::boxes::package_cache::MOUNT
+    );
+    let code = comm
+        .exec(&ExecRequest::shell(script.replace("; ", " && ")), &mut out)
+        .unwrap();
+    assert_eq!(
+        code,
+        0,
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     drop(comm);
 
@@ -395,9 +482,24 @@ fn up_builds_layers_serves_through_systemd_and_reuses_them() {
         "{out}"
     );
     assert!(out.contains("replaced"), "{out}");
+    // The app layer was built again, from the cache.
+    assert!(out.contains("build app layer"), "{out}");
+    assert!(out.contains("Hello, world!"), "{out}");
+    assert!(
+        apt_downloads(&changed).is_empty(),
+        "the second build downloaded: {:?}",
+        apt_downloads(&changed)
+    );
+    assert_eq!(hello_debs(), cached);
+    assert_eq!(
+        std::fs::metadata(&cached[0]).unwrap().modified().unwrap(),
+        cached_at,
+        "nothing rewritten"
+    );
     let (_, body) = common::http_get_retry(t.port, "/", 60);
     assert!(body.contains("<h1>changed</h1>"), "{body}");
     assert!(t.journals().is_empty(), "{:?}", t.journals());
+    assert!(t.cache_disks().is_empty(), "{:?}", t.cache_disks());
 }
 
 #[test]
@@ -415,6 +517,7 @@ fn a_provisioning_failure_leaves_no_qemu_process_or_overlay() {
         t.tmp_overlays(&out)
     );
     assert!(t.journals().is_empty(), "{:?}", t.journals());
+    assert!(t.cache_disks().is_empty(), "{:?}", t.cache_disks());
 }
 
 #[test]
@@ -489,6 +592,7 @@ fn sigint_during_a_qemu_build_cleans_up() {
         t.tmp_overlays(&seen)
     );
     assert!(t.journals().is_empty(), "{:?}", t.journals());
+    assert!(t.cache_disks().is_empty(), "{:?}", t.cache_disks());
 }
 
 #[test]
@@ -562,6 +666,7 @@ fn bake_makes_a_standalone_compressed_bootable_artifact() {
         memory: 1024,
         accel,
         forwards: Vec::new(),
+        package_cache: None,
     };
     let booted = TestVm {
         vm: vm::start(&spec).unwrap(),

@@ -291,6 +291,23 @@ fn a_cloud_image_is_downloaded_once_booted_with_a_nocloud_seed_layered_and_baked
     assert_eq!(server.requests(), 1, "one download");
     assert!(out.contains("build base layer"), "{out}");
     assert!(out.contains("build app layer"), "{out}");
+    // The build machines had the box's package cache (a disk a cloud image's guest mounts too).
+    assert!(!out.contains("without the package cache"), "{out}");
+    let key = pipe::boxes::package_cache::box_key(
+        pipe::config::TargetKind::Qemu,
+        &pipe::config::BoxSource::CloudImage {
+            image: server.url(),
+            checksum: None,
+        },
+    )
+    .unwrap();
+    let store = t
+        .cache
+        .path()
+        .join("pipe/packages")
+        .join(key)
+        .join("apt/debs");
+    assert!(store.is_dir(), "{}", store.display());
     // Kept in the cache by its checksum, as a qcow2 that stands alone.
     let cached = t.images_dir().join(&sum).join("disk.qcow2");
     assert!(cached.is_file(), "{}", cached.display());
@@ -326,6 +343,14 @@ fn a_cloud_image_is_downloaded_once_booted_with_a_nocloud_seed_layered_and_baked
             "{instance_id}\n{}\nbase-on-the-cloud-image\nstatus: done\n",
             key.trim()
         ),
+    );
+    // Nothing of the package cache in the layers (not even its mount point).
+    assert_eq!(
+        t.exec(&format!(
+            "test -e {} && echo there || echo gone",
+            pipe::boxes::package_cache::MOUNT
+        )),
+        "gone\n"
     );
     // disk_size: cloud-init's growpart and resizefs grew the root to the 3 GiB disk (the
     // image's is 2 GiB).

@@ -132,12 +132,16 @@ fn apt_config(archives: &str, store: &str) -> String {
     )
 }
 
-/// The cache folder's name for a box: the target kind and the recipe's name, or the image's
-/// name with anything but letters, digits, `.`, `_` and `-` made `_`.
+/// The cache folder's name for a box: the target kind and the recipe's name, the image's
+/// name, or a cloud image's file name, with anything but letters, digits, `.`, `_` and `-`
+/// made `_`.
 pub fn box_key(kind: TargetKind, source: &BoxSource) -> Option<String> {
     let name = match source {
         BoxSource::Recipe(name) => name.clone(),
         BoxSource::Image(image) => format!("image-{image}"),
+        BoxSource::CloudImage { image, .. } => {
+            format!("cloud-{}", image.rsplit('/').next().unwrap_or(image))
+        }
         _ => return None,
     };
     let clean: String = name
@@ -179,6 +183,36 @@ pub fn list() -> std::io::Result<Vec<CacheEntry>> {
     Ok(out)
 }
 
+/// Moves every file under `from` that `into` lacks, or holds with another size, to the same
+/// place under `into` (an atomic rename over the old one); returns how many moved. For a
+/// build machine's copy of the cache (qemu's cache disk), which started as a copy of `into`: a
+/// new archive comes back, and so does a grown npm index.
+pub fn merge_back(from: &Path, into: &Path) -> std::io::Result<u64> {
+    let mut moved = 0;
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(from)
+            .map_err(std::io::Error::other)?;
+        let to = into.join(rel);
+        let same = std::fs::metadata(&to)
+            .is_ok_and(|m| m.len() == entry.metadata().map_or(0, |e| e.len()));
+        if same {
+            continue;
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(entry.path(), &to)?;
+        moved += 1;
+    }
+    Ok(moved)
+}
+
 /// Bytes and files under `dir`, each hard-linked file counted once.
 fn usage(dir: &Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
@@ -213,6 +247,17 @@ mod tests {
             k(BoxSource::Image("registry:5000/debian:bookworm".into())).unwrap(),
             "docker-image-registry_5000_debian_bookworm"
         );
+        assert_eq!(
+            box_key(
+                TargetKind::Qemu,
+                &BoxSource::CloudImage {
+                    image: "https://example.org/12/debian-12-genericcloud-amd64.qcow2".into(),
+                    checksum: None,
+                }
+            )
+            .unwrap(),
+            "qemu-cloud-debian-12-genericcloud-amd64.qcow2"
+        );
         assert!(k(BoxSource::Ami("ami-1".into())).is_none());
     }
 
@@ -233,6 +278,28 @@ mod tests {
         assert!(PackageCache::for_build(&off, TargetKind::Docker).is_none());
         // No qemu box: no cache for qemu.
         assert!(PackageCache::for_build(&load(""), TargetKind::Qemu).is_none());
+    }
+
+    #[test]
+    fn merging_back_moves_what_is_new_or_changed_and_leaves_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, into) = (dir.path().join("from"), dir.path().join("into"));
+        for d in [&from.join("npm/index"), &into.join("npm/index")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(from.join("same.deb"), "same").unwrap();
+        std::fs::write(into.join("same.deb"), "SAME").unwrap();
+        std::fs::write(from.join("new.deb"), "new").unwrap();
+        std::fs::write(from.join("npm/index/ab"), "one\ntwo\n").unwrap();
+        std::fs::write(into.join("npm/index/ab"), "one\n").unwrap();
+        assert_eq!(merge_back(&from, &into).unwrap(), 2);
+        let read = |p: &str| std::fs::read_to_string(into.join(p)).unwrap();
+        // Same size: kept as it was (an archive's name says its version).
+        assert_eq!(read("same.deb"), "SAME");
+        assert_eq!(read("new.deb"), "new");
+        assert_eq!(read("npm/index/ab"), "one\ntwo\n");
+        // Nothing more to move.
+        assert_eq!(merge_back(&from, &into).unwrap(), 0);
     }
 
     #[test]

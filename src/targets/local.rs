@@ -5,13 +5,16 @@
 
 use std::process::Command;
 
+use crate::boxes::package_cache::{CacheRun, PackageCache};
 use crate::communicators::Communicator;
-use crate::config::{Pipelinefile, TargetKind};
-use crate::error::Result;
+use crate::config::{LayerName, Pipelinefile, TargetKind};
+use crate::error::{Error, Result};
 use crate::plan::Plan;
+use crate::runner::{Resource, Runner};
 use crate::state::MachineState;
 use crate::ui::Printer;
 
+use super::resource::{self, Destroyer};
 use super::{ServicePort, Target};
 
 /// What `pipe up` did.
@@ -111,4 +114,29 @@ pub trait LocalTarget: Target {
 /// The kinds of target that run machines on this host.
 pub fn kinds() -> [TargetKind; 2] {
     [TargetKind::Docker, TargetKind::Qemu]
+}
+
+/// Prepares a build's use of the box's package cache (see [`crate::boxes::package_cache`]):
+/// its own apt archives folder, journaled so that it goes with the build machine on every path.
+pub fn prepare_package_cache(
+    runner: &mut Runner<'_>,
+    cache: &PackageCache,
+    layer: LayerName,
+) -> Result<(Resource, CacheRun)> {
+    let run_dir = cache.run_dir(&runner.run_id(), layer.as_str());
+    let res = Resource::Path {
+        path: run_dir.clone(),
+    };
+    let run = resource::create(runner, Destroyer::default(), &res, || {
+        cache.prepare(&run_dir).map_err(|e| {
+            Error::runtime(
+                format!("preparing the package cache {}: {e}", cache.dir.display()),
+                Some(
+                    "check that the folder is writable, or turn the cache off with `package_cache = false` in [build]"
+                        .to_string(),
+                ),
+            )
+        })
+    })?;
+    Ok((res, run))
 }

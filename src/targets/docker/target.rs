@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::boxes::package_cache::{self as cache, CacheRun, PackageCache};
+use crate::boxes::package_cache::{self as cache, PackageCache};
 use crate::communicators::Communicator;
 use crate::communicators::docker::DockerExec;
 use crate::config::{LayerName, Pipelinefile, TargetKind};
@@ -20,6 +20,7 @@ use crate::plan::Plan;
 use crate::provisioners::trace::Traced;
 use crate::runner::{Resource, Runner};
 use crate::services::{self, RenderedService};
+use crate::targets::local::prepare_package_cache;
 use crate::targets::resource::{self, Destroyer};
 use crate::targets::{
     Artifacts, FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix,
@@ -73,32 +74,6 @@ impl DockerTarget {
             create,
         )?;
         Ok(res)
-    }
-
-    /// Prepares a build's use of the box's package cache: its own apt archives folder,
-    /// journaled so that it goes with the build machine.
-    fn package_cache(
-        &self,
-        runner: &mut Runner<'_>,
-        cache: &PackageCache,
-        layer: LayerName,
-    ) -> Result<(Resource, CacheRun)> {
-        let run_dir = cache.run_dir(&runner.run_id(), layer.as_str());
-        let res = Resource::Path {
-            path: run_dir.clone(),
-        };
-        let run = resource::create(runner, Destroyer::default(), &res, || {
-            cache.prepare(&run_dir).map_err(|e| {
-                Error::runtime(
-                    format!("preparing the package cache {}: {e}", cache.dir.display()),
-                    Some(
-                        "check that the folder is writable, or turn the cache off with `package_cache = false` in [build]"
-                            .to_string(),
-                    ),
-                )
-            })
-        })?;
-        Ok((res, run))
     }
 
     fn machine(&self, name: &str, res: Resource, printer: &Printer) -> Machine {
@@ -178,7 +153,7 @@ impl Target for DockerTarget {
         ]);
         // The box's package cache, mounted while provisioning (a commit leaves mounts out).
         let cache = match PackageCache::for_build(plan.pf, TargetKind::Docker) {
-            Some(cache) => Some(self.package_cache(runner, &cache, layer)?),
+            Some(cache) => Some(prepare_package_cache(runner, &cache, layer)?),
             None => None,
         };
         if let Some((_, run)) = &cache {

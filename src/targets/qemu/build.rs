@@ -44,6 +44,7 @@ impl QemuEnv<'_> {
             memory: self.settings.memory,
             accel: self.accel.accel,
             forwards,
+            package_cache: None,
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`accel`]: KVM only when a probe guest actually ran on it, else TCG, and pipe says which.
 //! - [`build`]: layers as qcow2 overlays named by digest in the cache, reused like images.
 //! - [`machine`]: `pipe up` machines with their `[[service]]`s as systemd units.
+//! - [`package_cache`]: the box's package cache as a second disk of build machines.
 //! - [`QemuTarget`]: the target interface; a serving VM is booted from a release's artifact.
 //!
 //! Every QEMU process and overlay a run creates is journaled first (`Resource::QemuMachine`),
@@ -21,6 +22,7 @@ pub mod build;
 pub mod disk;
 pub mod local;
 pub mod machine;
+pub mod package_cache;
 mod target;
 pub mod up;
 pub mod vm;

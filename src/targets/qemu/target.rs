@@ -15,8 +15,10 @@ use super::disk;
 use super::machine::{
     self, Forward, Identity, MachineRecord, deliver_units, machine_dir, wait_ready,
 };
+use super::package_cache;
 use super::up::{SSH_TIMEOUT, resolve_box};
 use super::vm;
+use crate::boxes::package_cache::PackageCache;
 use crate::boxes::qemu::QemuBox;
 use crate::communicators::Communicator;
 use crate::config::{LayerName, Pipelinefile, QemuSettings, TargetKind, TargetSettings};
@@ -27,6 +29,7 @@ use crate::plan::Plan;
 use crate::provisioners::trace::Traced;
 use crate::runner::{Resource, Runner};
 use crate::services::RenderedService;
+use crate::targets::local::prepare_package_cache;
 use crate::targets::resource::{self, Destroyer};
 use crate::targets::{
     Artifacts, FoundLayer, Machine, MachineSpec, Role, Serving, Swept, Target, suffix,
@@ -92,6 +95,7 @@ impl QemuTarget {
         backing: &Path,
         forwards: Vec<(u16, u16)>,
         own_folder: bool,
+        package_cache: Option<PathBuf>,
         printer: &Printer,
     ) -> Result<(Machine, vm::Vm, f64)> {
         let mut resources = Vec::new();
@@ -107,7 +111,8 @@ impl QemuTarget {
             overlay: overlay.to_path_buf(),
         };
         resources.push(res.clone());
-        let spec = qenv.spec(name, dir, overlay, forwards);
+        let mut spec = qenv.spec(name, dir, overlay, forwards);
+        spec.package_cache = package_cache;
         let disk_size = if own_folder {
             qenv.settings.disk_size.clone()
         } else {
@@ -255,9 +260,39 @@ impl Target for QemuTarget {
             settings,
             ssh_timeout: SSH_TIMEOUT,
         };
+        // The box's package cache: a disk of its own, made from the box's folder after this
+        // build's apt archives folder is in it (see `package_cache`).
+        let cache = PackageCache::for_build(plan.pf, TargetKind::Qemu).filter(|_| {
+            let missing = package_cache::missing_tool();
+            if let Some(tool) = missing {
+                printer.warn(
+                    format!("{name}: building without the package cache: {tool} is not installed"),
+                    Some("install it: apt-get install e2fsprogs".into()),
+                );
+            }
+            missing.is_none()
+        });
+        let cache = match cache {
+            Some(cache) => {
+                let (run_dir, run) = prepare_package_cache(runner, &cache, layer)?;
+                let image = package_cache::image_path(&dir);
+                let disk = Resource::Path {
+                    path: image.clone(),
+                };
+                journaled(runner, &disk, || {
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        Error::runtime(format!("creating {}: {e}", dir.display()), None)
+                            .caused_by(e)
+                    })?;
+                    package_cache::make_image(&cache.dir, &image)
+                })?;
+                Some((vec![run_dir, disk], run.env, image))
+            }
+            None => None,
+        };
         // Layers keep the box's size (a recipe's `[qemu] size`); `disk_size` is the machine's
         // disk, so one cached layer serves every environment.
-        let (machine, _, _) = self.boot(
+        let (mut machine, _, _) = self.boot(
             runner,
             &qenv,
             &name,
@@ -266,8 +301,25 @@ impl Target for QemuTarget {
             Path::new(parent),
             Vec::new(),
             false,
+            cache.as_ref().map(|(_, _, image)| image.clone()),
             printer,
         )?;
+        if let Some((resources, env, _)) = cache {
+            // Removed after the VM, in reverse order; the VM stays last (see `commit_layer`).
+            machine.resources.splice(0..0, resources);
+            // A cache only: a guest that cannot mount it builds without it.
+            match package_cache::in_guest(
+                &*machine.comm,
+                package_cache::mount_command(),
+                "mounting the package cache disk",
+            ) {
+                Ok(()) => machine.build_env = env,
+                Err(e) => printer.warn(
+                    format!("{name}: building without the package cache: {e}"),
+                    None,
+                ),
+            }
+        }
         Ok(machine)
     }
 
@@ -293,7 +345,7 @@ impl Target for QemuTarget {
 
     fn commit_layer(
         &self,
-        _: &mut Runner<'_>,
+        runner: &mut Runner<'_>,
         plan: &Plan,
         machine: &Machine,
         layer: LayerName,
@@ -305,6 +357,16 @@ impl Target for QemuTarget {
         };
         let dir = pidfile.parent().expect("in a VM folder").to_path_buf();
         let boot = &self.qbox.get().expect("resolved for the build").boot;
+        let image = package_cache::image_path(&dir);
+        let cache = PackageCache::for_build(plan.pf, TargetKind::Qemu).filter(|_| image.is_file());
+        if cache.is_some() {
+            // Nothing of the cache in the layer: not the mount, not the mount point.
+            package_cache::in_guest(
+                &*machine.comm,
+                package_cache::unmount_command(),
+                "unmounting the package cache disk",
+            )?;
+        }
         seal(&*machine.comm, boot, vm::public_key(&dir).as_deref())?;
         let path = layer_path(&plan.pf.pipeline.name.value, layer, digest);
         let running = vm::read_pid(pidfile).map(|pid| vm::Vm {
@@ -317,6 +379,19 @@ impl Target for QemuTarget {
             v.shutdown(SHUTDOWN_GRACE).map_err(|e| {
                 Error::runtime(format!("stopping {}: {e}", machine.name), None).caused_by(e)
             })?;
+        }
+        if let Some(cache) = cache {
+            // What this build downloaded, for the next one; a cache, so a failure only warns.
+            let scratch = cache.run_dir(&runner.run_id(), layer.as_str()).join("back");
+            if let Err(e) = package_cache::bring_back(&image, &cache.dir, &scratch) {
+                runner.printer().warn(
+                    format!(
+                        "{}: the package cache keeps nothing of this build: {e}",
+                        machine.name
+                    ),
+                    None,
+                );
+            }
         }
         std::fs::rename(overlay, &path).map_err(|e| {
             Error::runtime(format!("keeping {}: {e}", path.display()), None).caused_by(e)
@@ -349,7 +424,7 @@ impl Target for QemuTarget {
         let overlay = dir.join("disk.qcow2");
         let forwards = spec.ports.iter().map(|p| (p.host_port, p.port)).collect();
         let (machine, started, took) = self.boot(
-            runner, &qenv, &spec.name, &dir, &overlay, from, forwards, true, printer,
+            runner, &qenv, &spec.name, &dir, &overlay, from, forwards, true, None, printer,
         )?;
         if let Role::Serving { env, release } = spec.role {
             let id = Identity {

@@ -47,6 +47,8 @@ pub struct VmSpec {
     pub accel: Accel,
     /// (host port on 127.0.0.1, guest port), besides SSH.
     pub forwards: Vec<(u16, u16)>,
+    /// A build machine's package cache disk (see [`super::package_cache`]).
+    pub package_cache: Option<PathBuf>,
 }
 
 /// A started VM.
@@ -249,6 +251,11 @@ fn launch(spec: &VmSpec, ssh_port: u16, pubkey: &str) -> std::result::Result<i32
             &spec.memory.to_string(),
         ])
         .args(boot_args(spec, pubkey))
+        .args(
+            spec.package_cache
+                .iter()
+                .flat_map(|image| super::package_cache::drive_args(image)),
+        )
         .args(["-netdev", &net, "-device", "virtio-net-pci,netdev=n0"])
         .args(["-device", "virtio-rng-pci"])
         .arg("-chardev")
