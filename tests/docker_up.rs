@@ -397,9 +397,10 @@ fn an_image_box_is_used_as_is_and_a_missing_one_is_pulled() {
         "pipe-box/debian-12:latest",
         &format!("pipe-test/image-box:{tag}"),
     ]);
+    // A box made for this run: no package cache, which would keep an empty folder for it.
     let text = |image: &str| {
         format!(
-            "[pipeline]\nname = \"@NAME@\"\n[box]\ndocker = {{ image = \"{image}\" }}\n[base]\nprovision = [{{ inline = [\"echo from-image > /f\"] }}]\n[env.dev]\ntarget = \"docker\"\n"
+            "[pipeline]\nname = \"@NAME@\"\n[build]\npackage_cache = false\n[box]\ndocker = {{ image = \"{image}\" }}\n[base]\nprovision = [{{ inline = [\"echo from-image > /f\"] }}]\n[env.dev]\ntarget = \"docker\"\n"
         )
     };
     let p = Project::new(
