@@ -188,23 +188,41 @@ pub fn seal(comm: &dyn Communicator, cloud: bool, login_key: Option<&str>) -> Re
         );
     }
     script.push_str("rm -f /etc/ssh/ssh_host_*; : > /etc/machine-id; rm -f /var/lib/dbus/machine-id; fstrim -a >/dev/null 2>&1 || true; sync");
+    run_checked(
+        comm,
+        script,
+        Duration::from_secs(300),
+        "sealing the layer",
+        None,
+    )
+}
+
+/// Runs a shell script in the guest, bounded by `timeout`; an error names `what`, the exit
+/// code and stderr, with `hint`.
+pub fn run_checked(
+    comm: &dyn Communicator,
+    script: String,
+    timeout: Duration,
+    what: &str,
+    hint: Option<String>,
+) -> Result<()> {
     let mut out = Collect::default();
     let code = comm
         .exec(
             &ExecRequest {
-                timeout: Some(Duration::from_secs(300)),
+                timeout: Some(timeout),
                 ..ExecRequest::shell(script)
             },
             &mut out,
         )
-        .map_err(|e| Error::runtime(format!("sealing the layer: {e}"), None).caused_by(e))?;
+        .map_err(|e| Error::runtime(format!("{what}: {e}"), None).caused_by(e))?;
     if code != 0 {
         return Err(Error::runtime(
             format!(
-                "sealing the layer failed ({code}): {}",
+                "{what} failed ({code}): {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
-            None,
+            hint,
         ));
     }
     Ok(())

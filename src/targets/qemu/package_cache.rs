@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::boxes::package_cache::{MOUNT, merge_back};
-use crate::communicators::{Collect, Communicator, ExecRequest};
+use crate::communicators::Communicator;
 use crate::error::{Error, Result};
 use crate::process;
 
@@ -119,26 +119,13 @@ pub fn unmount_command() -> String {
 
 /// Runs a guest command of this module (`what` names it in the error).
 pub fn in_guest(comm: &dyn Communicator, script: String, what: &str) -> Result<()> {
-    let mut out = Collect::default();
-    let code = comm
-        .exec(
-            &ExecRequest {
-                timeout: Some(Duration::from_secs(120)),
-                ..ExecRequest::shell(script)
-            },
-            &mut out,
-        )
-        .map_err(|e| Error::runtime(format!("{what}: {e}"), None).caused_by(e))?;
-    if code != 0 {
-        return Err(Error::runtime(
-            format!(
-                "{what} failed ({code}): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Some("turn the cache off with `package_cache = false` in [build]".to_string()),
-        ));
-    }
-    Ok(())
+    crate::targets::guest::run_checked(
+        comm,
+        script,
+        Duration::from_secs(120),
+        what,
+        Some("turn the cache off with `package_cache = false` in [build]".to_string()),
+    )
 }
 
 /// Reads what the build added to the store out of the (no longer used) `image` into
