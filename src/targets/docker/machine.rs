@@ -231,37 +231,19 @@ pub fn restart_in_place(
             timeout.as_secs().max(1)
         )
     );
-    let mut sink = Collect::default();
-    let code = comm
-        .exec(
-            &ExecRequest {
-                stdin: Some(services_archive(rendered)?),
-                ..ExecRequest::shell(script)
-            },
-            &mut sink,
-        )
-        .map_err(|e| match e {
-            crate::communicators::ExecError::Interrupted => Error::Interrupted,
-            e => Error::runtime(
-                format!("restarting the services on {}: {e}", comm.describe()),
-                None,
-            ),
-        })?;
-    match code {
-        0 => Ok(InPlace::Ready),
-        3 => Ok(InPlace::No),
-        4 | 5 => Ok(InPlace::Restarted),
-        _ => Err(Error::runtime(
-            format!(
-                "restarting the services on {} failed (exit code {code}): {}",
-                comm.describe(),
-                String::from_utf8_lossy(&sink.stderr).trim()
-            ),
-            Some(
-                "`pipe logs` shows the services' output; `pipe up` makes the machine again".into(),
-            ),
-        )),
-    }
+    let code = exec_with_stdin(
+        comm,
+        "restarting the services",
+        script,
+        services_archive(rendered)?,
+        &[0, 3, 4, 5],
+        Some("`pipe logs` shows the services' output; `pipe up` makes the machine again"),
+    )?;
+    Ok(match code {
+        0 => InPlace::Ready,
+        3 => InPlace::No,
+        _ => InPlace::Restarted,
+    })
 }
 
 /// The services' env files and the supervisor, as a tar for an exec's stdin.
@@ -296,6 +278,19 @@ fn run_with_stdin(
     script: String,
     stdin: Vec<u8>,
 ) -> Result<()> {
+    exec_with_stdin(comm, &format!("writing {what}"), script, stdin, &[0], None).map(|_| ())
+}
+
+/// Runs a shell script with `stdin`; its exit code when one of `ok`, else an error that says
+/// what it was `doing`, the code and stderr, with `hint`.
+fn exec_with_stdin(
+    comm: &dyn Communicator,
+    doing: &str,
+    script: String,
+    stdin: Vec<u8>,
+    ok: &[i32],
+    hint: Option<&str>,
+) -> Result<i32> {
     let mut sink = Collect::default();
     let code = comm
         .exec(
@@ -307,19 +302,19 @@ fn run_with_stdin(
         )
         .map_err(|e| match e {
             crate::communicators::ExecError::Interrupted => Error::Interrupted,
-            e => Error::runtime(format!("writing {what} on {}: {e}", comm.describe()), None),
+            e => Error::runtime(format!("{doing} on {}: {e}", comm.describe()), None),
         })?;
-    if code != 0 {
+    if !ok.contains(&code) {
         return Err(Error::runtime(
             format!(
-                "writing {what} on {} failed (exit code {code}): {}",
+                "{doing} on {} failed (exit code {code}): {}",
                 comm.describe(),
                 String::from_utf8_lossy(&sink.stderr).trim()
             ),
-            None,
+            hint.map(str::to_string),
         ));
     }
-    Ok(())
+    Ok(code)
 }
 
 /// Waits until every service with a port listens; on timeout the error shows its log's tail.
