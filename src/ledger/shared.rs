@@ -29,6 +29,8 @@ use super::{ChainCheck, Entry, Event, GENESIS, Head, LedgerError, sha256_hex};
 
 /// How many times an append tries the next seq before it gives up.
 const APPEND_ATTEMPTS: u32 = 100;
+/// How often a push tries a seq that S3 said was being written, and then was not.
+const PUSH_ATTEMPTS: u32 = 8;
 /// How many times moving the head forward is tried.
 const HEAD_ATTEMPTS: u32 = 20;
 /// The zero-padded width of seqs in keys, so S3 lists entries in order.
@@ -407,12 +409,7 @@ impl SharedLedger {
     /// and moves the head; `Ok(false)` when one of those seqs was taken meanwhile.
     pub fn push(&self, lines: &[Vec<u8>], have: usize) -> Result<bool, LedgerError> {
         for (i, line) in lines.iter().enumerate().skip(have) {
-            let seq = i as u64 + 1;
-            let created = self
-                .store
-                .create(&self.entry_key(seq), line)
-                .map_err(|e| self.store_error(e))?;
-            if created.is_none() {
+            if !self.push_one(i as u64 + 1, line)? {
                 return Ok(false);
             }
         }
@@ -420,6 +417,29 @@ impl SharedLedger {
             self.move_head(lines.len() as u64, &sha256_hex(last))?;
         }
         Ok(true)
+    }
+
+    /// Writes `line` as entry `seq` unless it is there; false when another entry took `seq`.
+    /// A lost condition is looked at: S3 also answers `ConditionalRequestConflict` while
+    /// another write of the key is in flight, and that write may not land. The same bytes
+    /// there already (an earlier push's) count as written.
+    fn push_one(&self, seq: u64, line: &[u8]) -> Result<bool, LedgerError> {
+        let key = self.entry_key(seq);
+        for attempt in 0..PUSH_ATTEMPTS {
+            let created = self
+                .store
+                .create(&key, line)
+                .map_err(|e| self.store_error(e))?;
+            if created.is_some() {
+                return Ok(true);
+            }
+            match self.store.get(&key).map_err(|e| self.store_error(e))? {
+                Some(o) => return Ok(o.body == line),
+                None => std::thread::sleep(backoff(attempt)),
+            }
+        }
+        // Writes in flight every time: someone else is writing there.
+        Ok(false)
     }
 
     /// Takes `env`'s promotion lock with `value` (the holder, as JSON): `None` when taken,
@@ -531,6 +551,9 @@ pub(crate) mod memory {
         counter: Mutex<u64>,
         #[allow(clippy::type_complexity)]
         pub before_create: Mutex<Option<Box<dyn FnMut(&str) + Send>>>,
+        /// How many creates to answer as S3's `ConditionalRequestConflict` (409): lost,
+        /// with nothing written, as when a concurrent write of the key was in flight.
+        pub conflicts: Mutex<u32>,
     }
 
     impl MemoryStore {
@@ -563,6 +586,13 @@ pub(crate) mod memory {
             if let Some(mut hook) = hook {
                 hook(key);
                 *self.before_create.lock().unwrap() = Some(hook);
+            }
+            {
+                let mut conflicts = self.conflicts.lock().unwrap();
+                if *conflicts > 0 {
+                    *conflicts -= 1;
+                    return Ok(None);
+                }
             }
             let etag = self.etag();
             let mut objects = self.objects.lock().unwrap();
@@ -831,6 +861,40 @@ mod tests {
         let mut more = lines.clone();
         more.push(b"{}".to_vec());
         assert!(!t.push(&more, 3).unwrap());
+    }
+
+    /// S3's 409 for a write in flight that then did not land loses the condition with nothing
+    /// written: an append retries the same seq, a push writes it and goes on, and a push of an
+    /// entry that is already there (the same bytes) counts it as written.
+    #[test]
+    fn a_conflict_with_nothing_written_is_retried() {
+        let store = Arc::new(MemoryStore::default());
+        let l = ledger(&store);
+        l.append("me@here", reject("r0")).unwrap();
+        *store.conflicts.lock().unwrap() = 2;
+        let e = l.append("me@here", reject("r1")).unwrap();
+        assert_eq!(e.seq, 2);
+        assert_eq!(*store.conflicts.lock().unwrap(), 0);
+        let lines = l.raw_entries().unwrap();
+
+        let target = Arc::new(MemoryStore::default());
+        let t = ledger(&target);
+        *target.conflicts.lock().unwrap() = 3;
+        assert!(t.push(&lines, 0).unwrap());
+        assert_eq!(t.raw_entries().unwrap(), lines);
+        // Pushed again from the start (a push that died before renaming the local file).
+        assert!(t.push(&lines, 0).unwrap());
+        assert!(matches!(
+            t.verify().unwrap(),
+            ChainCheck::Intact { entries: 2, .. }
+        ));
+        // A conflict on every try ends the push (`pipe ledger push` says to run it again),
+        // with nothing written.
+        *target.conflicts.lock().unwrap() = u32::MAX;
+        let mut more = lines.clone();
+        more.push(b"{}".to_vec());
+        assert!(!t.push(&more, 2).unwrap());
+        assert_eq!(t.raw_entries().unwrap(), lines);
     }
 
     #[test]

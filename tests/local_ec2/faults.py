@@ -26,6 +26,7 @@ ERROR_STATUS = {
     "IncorrectInstanceState": 400,
     "InvalidAMIID.NotFound": 400,
     "UnauthorizedOperation": 403,
+    "ConditionalRequestConflict": 409,
 }
 
 ERROR_MESSAGE = {
@@ -33,6 +34,7 @@ ERROR_MESSAGE = {
     "InsufficientInstanceCapacity": "We currently do not have sufficient capacity in the Availability Zone you requested.",
     "ServiceUnavailable": "The service is unavailable. Please try again shortly.",
     "InternalError": "An internal error has occurred.",
+    "ConditionalRequestConflict": "A conflicting conditional operation is currently in progress against this resource. Please try again.",
 }
 
 # Namespaces of the query-protocol services' error documents.
