@@ -52,6 +52,21 @@ pub fn hold() -> Held {
 /// Starts the server; a start that fails is tried once more (a server that exits before its
 /// ready line is a harness hiccup, not what the test is about), and the panic quotes its log.
 fn start() -> LocalEc2 {
+    // Its source AMI is the debian-12 box's image: build it first (a no-op when it exists;
+    // box builds take a lock), so a test binary run alone on a fresh machine needs nothing
+    // else to have run before it.
+    let built = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["box", "build", "debian-12"])
+        .current_dir(repo())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pipe box build");
+    assert!(
+        built.status.success(),
+        "pipe box build debian-12 (the local EC2's source AMI) failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let mut failures = Vec::new();
     for attempt in 1..=2 {
         match try_start(attempt) {
