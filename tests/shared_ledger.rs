@@ -1,9 +1,10 @@
 //! The shared ledger (`[ledger] backend = "s3"`) against the local EC2's S3: a local ledger
-//! moved in with `pipe ledger push` and read from two working copies, 20 concurrent appends
-//! from both that keep one chain, a push refused when S3 holds another chain, an object edited
-//! behind pipe's back refused naming its seq, and (with Docker) two working copies promoting
-//! one environment at once: one holds the lock, the other is refused naming it until
-//! `pipe clean` on the killed holder's host removes it.
+//! moved in with `pipe ledger push` (through two 409 conflicts) and read from two working
+//! copies, 20 concurrent appends from both that keep one chain, a push refused when S3 holds
+//! another chain, an object edited behind pipe's back refused naming its seq, and (with
+//! Docker) two working copies promoting one environment at once: one holds the lock, the
+//! other is refused naming it until `pipe clean` on the killed holder's host removes it; and
+//! the README's CI jobs, run as written.
 
 mod common;
 #[path = "support/local_ec2.rs"]
@@ -185,8 +186,20 @@ fn a_moved_ledger_takes_twenty_concurrent_appends_and_refuses_edits() {
     );
     assert!(r.stderr.contains("pipe ledger push"), "{}", r.stderr);
 
+    // S3 answers 409 ConditionalRequestConflict, with nothing written, while another
+    // conditional write of the key is in flight: the push tries that seq again.
+    ec2.fault(
+        r#"{"fail": {"action": "PutObject", "service": "s3", "code": "ConditionalRequestConflict", "count": 2}}"#,
+    );
     let r = pipe(&a, &ec2, &["ledger", "push"]);
     r.ok();
+    let faults: serde_json::Value =
+        serde_json::from_str(&ec2.ctl("GET", "/_local_ec2/faults", "")).unwrap();
+    assert_eq!(
+        faults["fail"],
+        serde_json::json!([]),
+        "both conflicts were met"
+    );
     let location = format!("s3://{0}/teams/{0}", a.name);
     assert!(
         r.stdout
@@ -411,4 +424,259 @@ fn two_working_copies_promoting_one_environment_exclude_each_other() {
         ["bake", "promote", "destroy", "bake", "promote"],
         "{events:?}"
     );
+}
+
+/// The README's YAML block whose first line is `first`, parsed by PyYAML (in the local EC2's
+/// venv) into JSON, so a block that is not valid YAML fails here.
+fn readme_yaml(first: &str) -> serde_json::Value {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let start = readme
+        .find(&format!("```yaml\n{first}\n"))
+        .unwrap_or_else(|| panic!("README.md has no yaml block starting with {first:?}"))
+        + "```yaml\n".len();
+    let len = readme[start..].find("\n```\n").expect("the block ends");
+    let venv = std::env::var("PIPE_MOTO_VENV").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/pipe/moto-venv",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let mut child = std::process::Command::new(format!("{venv}/bin/python"))
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&readme.as_bytes()[start..start + len])
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "README.md's {first:?} block is not YAML: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs a CI job's `script` in `p` as its runner would: `args` name the shell (GitHub
+/// Actions runs `bash --noprofile --norc -eo pipefail FILE`), `pipe` is the one just built
+/// and on PATH, the AWS settings are the local EC2's (a runner's come from its role).
+fn ci_shell(
+    p: &Project,
+    ec2: &local_ec2::LocalEc2,
+    args: &[&str],
+    script: &str,
+    extra: &[(&str, &str)],
+) -> Run {
+    let file = p.path().join(".ci-step.sh");
+    std::fs::write(&file, script).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_pipe"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(args)
+        .arg(&file)
+        .current_dir(p.path())
+        .env("PATH", path)
+        .env("NO_COLOR", "1")
+        .env_remove("PIPE_DIGEST_KEY")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in ec2.env() {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let run: Run = cmd.output().unwrap().into();
+    std::fs::remove_file(&file).unwrap();
+    run
+}
+
+/// `key`'s value in `v`, as a string.
+fn text<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {key:?} in {v}"))
+}
+
+/// The README's CI examples, run as written (their `run:` scripts and CodeBuild commands; the
+/// checkout, credentials and `cargo install` steps are the runner's) against a docker project
+/// whose ledger is in the local EC2's S3: the GitHub Actions bake passes the release to the
+/// promote job through `$GITHUB_OUTPUT`, the promote job serves it, a second promotion of it
+/// exits 5 with `::error::` lines, a bake whose verify fails exits 4 and passes no release on;
+/// CodeBuild's bake exports `RELEASE` and its promote project serves that release.
+#[test]
+fn the_readme_ci_jobs_run_as_written() {
+    ensure_box();
+    let ec2 = local_ec2::hold();
+    let port = free_port();
+    let p = Project::new(
+        "ci",
+        &docker_pipelinefile(port),
+        &[("www/index.html", "shared, baked by GitHub Actions\n")],
+    );
+    create_bucket(&ec2, &p.name);
+    let gha = ["--noprofile", "--norc", "-eo", "pipefail"];
+
+    // GitHub Actions: the two jobs and how the release goes from one to the other.
+    let wf = readme_yaml("# .github/workflows/pipe.yml");
+    let bake_job = &wf["jobs"]["bake"];
+    let promote_job = &wf["jobs"]["promote"];
+    assert_eq!(
+        text(&bake_job["outputs"], "release"),
+        "${{ steps.bake.outputs.release }}"
+    );
+    assert_eq!(text(promote_job, "needs"), "bake");
+    assert_eq!(text(promote_job, "environment"), "production");
+    let step = |job: &serde_json::Value, key: &str, value: &str| -> serde_json::Value {
+        job["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s[key] == value)
+            .unwrap_or_else(|| panic!("no step with {key} = {value:?}"))
+            .clone()
+    };
+    let bake = step(bake_job, "id", "bake");
+    let promote = step(promote_job, "name", "Promote");
+    assert_eq!(
+        text(&promote["env"], "RELEASE"),
+        "${{ needs.bake.outputs.release }}"
+    );
+    let output = p.path().join(".github-output");
+    let github_output = output.to_str().unwrap();
+
+    // The bake job: the release id goes to $GITHUB_OUTPUT.
+    std::fs::write(&output, "").unwrap();
+    let r = ci_shell(
+        &p,
+        &ec2,
+        &gha,
+        text(&bake, "run"),
+        &[("GITHUB_OUTPUT", github_output)],
+    );
+    r.ok();
+    let outputs = std::fs::read_to_string(&output).unwrap();
+    let release = outputs
+        .strip_prefix("release=")
+        .and_then(|s| s.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("GITHUB_OUTPUT: {outputs:?}"))
+        .to_string();
+    let baked: Vec<String> = history(&p, &ec2)
+        .iter()
+        .filter(|e| e["event"] == "bake")
+        .map(|e| e["release"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(baked, std::slice::from_ref(&release));
+    assert!(p.path().join("bake.ndjson").exists());
+
+    // The promote job, with the bake job's output as RELEASE.
+    let with_release = [("RELEASE", release.as_str())];
+    let r = ci_shell(&p, &ec2, &gha, text(&promote, "run"), &with_release);
+    r.ok();
+    let (status, body) = http_get_retry(port, "/", 30);
+    assert_eq!(
+        (status, body.trim()),
+        (200, "shared, baked by GitHub Actions")
+    );
+
+    // The same job again: the release already serves, a refusal (5) with its error shown.
+    let r = ci_shell(&p, &ec2, &gha, text(&promote, "run"), &with_release);
+    assert_eq!(r.code, 5, "{}", r.all());
+    assert!(
+        r.stdout.contains("::error::a promotion gate refused"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("::error::") && l.contains("(hint: ")),
+        "{}",
+        r.all()
+    );
+
+    // A bake whose verify fails: exit 4, said so, and no release for the promote job.
+    p.write("www/index.html", "broken\n");
+    std::fs::write(&output, "").unwrap();
+    let r = ci_shell(
+        &p,
+        &ec2,
+        &gha,
+        text(&bake, "run"),
+        &[("GITHUB_OUTPUT", github_output)],
+    );
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("::error::verification failed: the release is recorded"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "");
+
+    // CodeBuild: one bash per phase list (commands share the shell, a failing one fails the
+    // build); the exported RELEASE is read after the build phase, as CodeBuild does.
+    let spec = readme_yaml("# buildspec.yml");
+    assert_eq!(text(&spec["env"], "shell"), "bash");
+    assert_eq!(
+        spec["env"]["exported-variables"],
+        serde_json::json!(["RELEASE"])
+    );
+    let commands = |spec: &serde_json::Value, phases: &[&str]| -> String {
+        let mut script = String::from("set -e\n");
+        for phase in phases {
+            for c in spec["phases"][phase]["commands"].as_array().unwrap() {
+                script.push_str(c.as_str().unwrap());
+                script.push('\n');
+            }
+        }
+        script
+    };
+    p.write("www/index.html", "shared, baked by CodeBuild\n");
+    let exported = p.path().join(".exported");
+    let script = format!(
+        "{}printf '%s' \"$RELEASE\" > {}\n",
+        commands(&spec, &["pre_build", "build"]),
+        exported.display()
+    );
+    let r = ci_shell(&p, &ec2, &[], &script, &[]);
+    r.ok();
+    let codebuild_release = std::fs::read_to_string(&exported).unwrap();
+    assert!(
+        r.stdout
+            .contains(&format!("baked release {codebuild_release}")),
+        "{}",
+        r.all()
+    );
+    assert_ne!(codebuild_release, release);
+
+    let promote_spec =
+        readme_yaml("# buildspec-promote.yml (RELEASE comes from the approved bake)");
+    let r = ci_shell(
+        &p,
+        &ec2,
+        &[],
+        &commands(&promote_spec, &["build"]),
+        &[("RELEASE", codebuild_release.as_str())],
+    );
+    r.ok();
+    let (status, body) = http_get_retry(port, "/", 30);
+    assert_eq!((status, body.trim()), (200, "shared, baked by CodeBuild"));
+    pipe(&p, &ec2, &["history", "--verify"]).ok();
 }
