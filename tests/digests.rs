@@ -354,6 +354,47 @@ fn a_precache_file_moves_base_and_app() {
     );
 }
 
+/// The base's checkpoint (its provisioners without the precache step) is what the base would
+/// be with no precache step: a precache input leaves it, a base provisioner moves it.
+#[test]
+fn the_checkpoint_is_the_base_without_its_precache_step() {
+    let p = Project::new();
+    let before = p.digests("dev");
+    let checkpoint = before.checkpoint.expect("the base has a precache step");
+    assert_ne!(checkpoint, before.base);
+
+    p.write(
+        "app/package.json",
+        "{\"name\": \"shop\", \"version\": \"2\"}\n",
+    );
+    let bumped = p.digests("dev");
+    assert_ne!(bumped.base, before.base);
+    assert_eq!(
+        bumped.checkpoint,
+        Some(checkpoint),
+        "a dependency bump keeps it"
+    );
+
+    p.edit(
+        r#"inline = ["echo base-two"]"#,
+        r#"inline = ["echo base-2"]"#,
+    );
+    let edited = p.digests("dev");
+    assert_ne!(
+        edited.checkpoint,
+        Some(checkpoint),
+        "a base provisioner moves it"
+    );
+
+    p.edit(
+        r#"precache = { files = ["app/package.json"], run = "npm ci --prefix /opt/precache" }"#,
+        "",
+    );
+    let without = p.digests("dev");
+    assert_eq!(without.checkpoint, None);
+    assert_eq!(Some(without.base), edited.checkpoint);
+}
+
 #[test]
 fn a_sensitive_var_enters_only_as_an_hmac() {
     let p = Project::new();

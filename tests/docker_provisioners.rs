@@ -146,13 +146,16 @@ fn file_uploads_keep_modes_owner_and_folder_conventions() {
     assert_eq!(sh("cat /etc/single.txt"), "one\n");
 }
 
+/// The precache step runs after the base's provisioners, in its folder; the provisioners are
+/// kept as a checkpoint, so a change of the precache files alone (a dependency bump) runs only
+/// the precache step on it.
 #[test]
 fn precache_runs_after_the_base_provisioners_in_its_folder() {
     ensure_box();
     let p = Project::new(
         "precache",
         &pf(
-            r#"{ inline = ["echo tool > /usr/local/bin/marker"] }"#,
+            r#"{ inline = ["echo tool > /usr/local/bin/marker", "cat /proc/sys/kernel/random/uuid > /base-run"] }"#,
             r#"{ inline = ["cp /opt/deps/installed.txt /app-deps.txt"] }"#,
             "[base.precache]\nfiles = [\"deps/manifest.txt\"]\nto = \"/opt/deps\"\nrun = \"test -f /usr/local/bin/marker && sort manifest.txt > installed.txt\"\n",
         ),
@@ -160,8 +163,36 @@ fn precache_runs_after_the_base_provisioners_in_its_folder() {
     );
     let up = p.pipe(&["up", "--local"]);
     up.ok();
+    assert!(up.all().contains("build base checkpoint"), "{}", up.all());
     let out = p.pipe(&["exec", "--", "cat", "/app-deps.txt"]);
     assert_eq!(out.stdout, "a\nb\n");
+    let base_run = p.pipe(&["exec", "--", "cat", "/base-run"]).stdout;
+    assert_eq!(base_run.trim().len(), 36, "{base_run:?}");
+
+    // A dependency bump: the checkpoint is reused, only the precache step runs on it.
+    p.write("deps/manifest.txt", "c\nb\na\n");
+    let up = p.pipe(&["up", "--local"]);
+    up.ok();
+    assert!(
+        up.all().contains("reusing pipe/") && up.all().contains("only the precache step runs"),
+        "{}",
+        up.all()
+    );
+    assert!(!up.all().contains("build base checkpoint"), "{}", up.all());
+    assert_eq!(
+        p.pipe(&["exec", "--", "cat", "/app-deps.txt"]).stdout,
+        "a\nb\nc\n"
+    );
+    assert_eq!(
+        p.pipe(&["exec", "--", "cat", "/base-run"]).stdout,
+        base_run,
+        "the base's provisioners did not run again"
+    );
+    // Three base-labelled images now: the checkpoint and two bases on it; destroy removes
+    // them all (children first).
+    let destroyed = p.pipe(&["destroy", "--layers"]);
+    destroyed.ok();
+    assert!(p.layer_images().is_empty(), "{:?}", p.layer_images());
 }
 
 #[test]

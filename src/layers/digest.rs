@@ -11,6 +11,8 @@
 //!   each base provisioner in order.
 //! - **app**: the format tag, the layer name, the base digest, the app provisioners in order, and
 //!   the services (sorted by name; on VMs they are baked as systemd units).
+//! - **checkpoint** (only when the base has a precache step): the base's input without its
+//!   precache step, i.e. the digest the base would have with no `[base.precache]`.
 //!
 //! A template enters as its raw text plus, for each distinct reference it makes, the value
 //! resolved for this environment; a sensitive variable only as an HMAC under the digest key.
@@ -49,6 +51,11 @@ pub use super::value::Digest;
 pub struct LayerDigests {
     pub base: Digest,
     pub app: Digest,
+    /// When the base has a precache step: the digest of the base without it (its provisioners
+    /// alone), hashed exactly as a base with no precache step would be. Targets that keep this
+    /// checkpoint build the base on it when only the precache inputs changed (a dependency
+    /// bump), instead of running every base provisioner again.
+    pub checkpoint: Option<Digest>,
 }
 
 /// The exact bytes each digest was computed from (for tests and debugging; file contents
@@ -213,8 +220,20 @@ fn run(
     };
 
     let mut enc = Encoder::new(keep);
-    h.base(&mut enc)?;
+    h.base(&mut enc, &pf.base)?;
     let (base, base_t) = enc.finish();
+    let checkpoint = match pf.base.precache {
+        Some(_) => {
+            let provisioners_only = Layer {
+                precache: None,
+                ..pf.base.clone()
+            };
+            let mut enc = Encoder::new(false);
+            h.base(&mut enc, &provisioners_only)?;
+            Some(enc.finish().0)
+        }
+        None => None,
+    };
 
     h.layer = LayerName::App;
     let mut enc = Encoder::new(keep);
@@ -224,7 +243,14 @@ fn run(
     let transcripts = base_t
         .zip(app_t)
         .map(|(base, app)| Transcripts { base, app });
-    Ok((LayerDigests { base, app }, transcripts))
+    Ok((
+        LayerDigests {
+            base,
+            app,
+            checkpoint,
+        },
+        transcripts,
+    ))
 }
 
 type R = Result<(), DigestError>;
@@ -238,14 +264,15 @@ struct Hashing<'a> {
 }
 
 impl Hashing<'_> {
-    fn base(&self, enc: &mut Encoder) -> R {
+    /// The base layer `base` (the Pipelinefile's, or it without its precache step).
+    fn base(&self, enc: &mut Encoder, base: &Layer) -> R {
         enc.str("format", FORMAT);
         enc.str("layer", LayerName::Base.as_str());
         let kind = self.inputs.target;
         enc.str("target", kind.as_str());
         self.box_identity(enc, kind)?;
         self.build_trust(enc, &self.pf.build)?;
-        self.layer_steps(enc, &self.pf.base)
+        self.layer_steps(enc, base)
     }
 
     fn app(&self, enc: &mut Encoder, base: &super::digest::Digest) -> R {

@@ -34,6 +34,10 @@ pub struct FakeTarget {
     /// Operation (a log line's prefix) and how it goes wrong.
     pub fault: Option<(String, Fault)>,
     pub layers: RefCell<BTreeSet<String>>,
+    /// (layer, parent) of every commit, in order.
+    pub parents: RefCell<Vec<(String, String)>>,
+    /// What [`Target::checkpoints_base`] answers (true unless a test says otherwise).
+    pub checkpoints: bool,
     pub serving: RefCell<Vec<Serving>>,
 }
 
@@ -43,6 +47,8 @@ impl FakeTarget {
             log: Arc::default(),
             fault: fault.map(|(op, f)| (op.to_string(), f)),
             layers: RefCell::default(),
+            parents: RefCell::default(),
+            checkpoints: true,
             serving: RefCell::default(),
         }
     }
@@ -139,6 +145,15 @@ impl Communicator for FakeComm {
     }
 }
 
+/// `checkpoint` for the base's checkpoint digest, else the layer's name.
+fn part(plan: &Plan, layer: LayerName, digest: &Digest) -> String {
+    if plan.digests.checkpoint == Some(*digest) {
+        "checkpoint".into()
+    } else {
+        layer.to_string()
+    }
+}
+
 impl Target for FakeTarget {
     fn kind(&self) -> TargetKind {
         TargetKind::Docker
@@ -157,12 +172,21 @@ impl Target for FakeTarget {
         Ok("box".into())
     }
 
+    fn checkpoints_base(&self) -> bool {
+        self.checkpoints
+    }
+
     fn lock_layer(&self, _: &Plan, _: LayerName, _: &Digest) -> Result<Option<std::fs::File>> {
         Ok(None)
     }
 
-    fn find_layer(&self, _: &Plan, layer: LayerName, _: &Digest) -> Result<Option<FoundLayer>> {
-        let name = format!("{layer}-layer");
+    fn find_layer(
+        &self,
+        plan: &Plan,
+        layer: LayerName,
+        digest: &Digest,
+    ) -> Result<Option<FoundLayer>> {
+        let name = format!("{}-layer", part(plan, layer, digest));
         Ok(self.layers.borrow().contains(&name).then(|| FoundLayer {
             reference: name.clone(),
             shown: name,
@@ -172,12 +196,13 @@ impl Target for FakeTarget {
     fn start_build_machine(
         &self,
         runner: &mut Runner<'_>,
-        _: &Plan,
+        plan: &Plan,
         layer: LayerName,
+        digest: &Digest,
         _: &str,
         _: &Printer,
     ) -> Result<Machine> {
-        let name = format!("build-{layer}");
+        let name = format!("build-{}", part(plan, layer, digest));
         let res = self.resource(runner, &name)?;
         self.op(format!("start {name}"))?;
         Ok(self.machine(&name, res))
@@ -190,13 +215,16 @@ impl Target for FakeTarget {
     fn commit_layer(
         &self,
         runner: &mut Runner<'_>,
-        _: &Plan,
+        plan: &Plan,
         _: &Machine,
         layer: LayerName,
-        _: &Digest,
-        _: &str,
+        digest: &Digest,
+        parent: &str,
     ) -> Result<String> {
-        let name = format!("{layer}-layer");
+        let name = format!("{}-layer", part(plan, layer, digest));
+        self.parents
+            .borrow_mut()
+            .push((name.clone(), parent.to_string()));
         let res = self.resource(runner, &name)?;
         self.op(format!("commit {name}"))?;
         runner.keep(&res)?;
@@ -369,8 +397,23 @@ promote_from = "dev"
     }
 
     fn setup() -> Setup {
+        setup_with(PIPELINEFILE)
+    }
+
+    /// The fake pipeline with a precache step in its base.
+    fn setup_precache() -> Setup {
+        let text = PIPELINEFILE.replace(
+            "[app]\n",
+            "[base.precache]\nfiles = [\"deps.txt\"]\nto = \"/opt/deps\"\nrun = \"cat deps.txt\"\n\n[app]\n",
+        );
+        assert_ne!(text, PIPELINEFILE);
+        setup_with(&text)
+    }
+
+    fn setup_with(pipelinefile: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("Pipelinefile.toml"), PIPELINEFILE).unwrap();
+        std::fs::write(dir.path().join("deps.txt"), "left-pad\n").unwrap();
+        std::fs::write(dir.path().join("Pipelinefile.toml"), pipelinefile).unwrap();
         let pf = crate::config::load(&dir.path().join("Pipelinefile.toml"), dir.path())
             .unwrap_or_else(|e| panic!("{e}"));
         Setup { dir, pf }
@@ -448,6 +491,121 @@ promote_from = "dev"
         let res = build_layers(&mut r, &t2, &plan, "box", false, &p);
         r.finish(res).unwrap();
         assert!(t2.lines().is_empty(), "{:?}", t2.lines());
+    }
+
+    /// A base with a precache step builds its provisioners as a checkpoint, then the precache
+    /// step on it; when only the precache inputs changed the checkpoint is reused and only the
+    /// precache step runs; a failure on the checkpoint keeps it for the next build.
+    #[test]
+    fn a_precache_base_builds_on_a_checkpoint_of_its_provisioners() {
+        let s = setup_precache();
+        let p = printer();
+        let plan = plan(&s, &p);
+        assert!(plan.digests.checkpoint.is_some());
+        let machines = |t: &FakeTarget| -> Vec<String> {
+            t.lines()
+                .into_iter()
+                .filter(|l| !l.starts_with("exec"))
+                .collect()
+        };
+        let execs = |t: &FakeTarget, machine: &str| -> String {
+            t.lines()
+                .into_iter()
+                .filter(|l| l.starts_with(&format!("exec {machine} ")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let t = FakeTarget::new(None);
+        let mut r = runner(&s, &p);
+        let res = build_layers(&mut r, &t, &plan, "box", false, &p);
+        r.finish(res).unwrap();
+        assert_eq!(
+            machines(&t),
+            [
+                "start build-checkpoint",
+                "commit checkpoint-layer",
+                "destroy build-checkpoint",
+                "start build-base",
+                "commit base-layer",
+                "destroy build-base",
+                "start build-app",
+                "commit app-layer",
+                "destroy build-app",
+            ]
+        );
+        let parents: Vec<(String, String)> = t.parents.borrow().clone();
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            parents,
+            [
+                pair("checkpoint-layer", "box"),
+                pair("base-layer", "checkpoint-layer"),
+                pair("app-layer", "base-layer"),
+            ]
+        );
+        assert!(!execs(&t, "build-checkpoint").contains("cat deps.txt"));
+        assert!(execs(&t, "build-base").contains("cat deps.txt"));
+        assert!(journal_left(&s).is_empty());
+
+        // A dependency bump: the base and app digests moved, the checkpoint's did not.
+        let t2 = FakeTarget::new(None);
+        t2.layers.borrow_mut().insert("checkpoint-layer".into());
+        let mut r = runner(&s, &p);
+        let res = build_layers(&mut r, &t2, &plan, "box", false, &p);
+        r.finish(res).unwrap();
+        assert_eq!(
+            machines(&t2),
+            [
+                "start build-base",
+                "commit base-layer",
+                "destroy build-base",
+                "start build-app",
+                "commit app-layer",
+                "destroy build-app",
+            ]
+        );
+        assert_eq!(
+            t2.parents.borrow()[0],
+            pair("base-layer", "checkpoint-layer")
+        );
+
+        // The precache step fails: the checkpoint stays (a layer), the rest is cleaned up.
+        for fault in [Fault::Fail, Fault::Interrupt] {
+            let t3 = FakeTarget::new(Some(("commit base-layer", fault)));
+            let mut r = runner(&s, &p);
+            let res = build_layers(&mut r, &t3, &plan, "box", false, &p);
+            assert!(r.finish(res).is_err());
+            let log = t3.lines();
+            assert!(
+                !log.contains(&"destroy checkpoint-layer".to_string()),
+                "{log:?}"
+            );
+            assert!(log.contains(&"destroy base-layer".to_string()), "{log:?}");
+            assert!(log.contains(&"destroy build-base".to_string()), "{log:?}");
+            assert_eq!(
+                t3.layers.borrow().iter().collect::<Vec<_>>(),
+                ["checkpoint-layer"]
+            );
+            assert!(journal_left(&s).is_empty());
+        }
+
+        // A target that does not keep checkpoints builds the base in one machine.
+        let one = FakeTarget {
+            checkpoints: false,
+            ..FakeTarget::new(None)
+        };
+        let mut r = runner(&s, &p);
+        let res = build_layers(&mut r, &one, &plan, "box", false, &p);
+        r.finish(res).unwrap();
+        assert_eq!(
+            &machines(&one)[..3],
+            [
+                "start build-base",
+                "commit base-layer",
+                "destroy build-base"
+            ]
+        );
+        assert!(execs(&one, "build-base").contains("cat deps.txt"));
     }
 
     /// A failure or an interrupt at each step of a build: the build machine of the failing

@@ -111,6 +111,12 @@ pub fn build_layers(
 }
 
 /// Builds one layer on `parent` unless the target has its digest; returns its reference.
+///
+/// A base with a precache step, on a target that [keeps checkpoints](Target::checkpoints_base),
+/// is built in two: its provisioners as a checkpoint layer (found again by the checkpoint
+/// digest, so a change of the precache inputs alone reuses it), then the precache step on the
+/// checkpoint. Both run in the same order as in one machine, with build trust in and out of
+/// each.
 pub fn build_layer(
     runner: &mut Runner<'_>,
     target: &dyn Target,
@@ -126,23 +132,123 @@ pub fn build_layer(
     };
     // Another run building the same layer: wait for it, then reuse its result.
     let _lock = target.lock_layer(plan, name, &digest)?;
-    let found = {
-        let _p = printer.phase(format!("{name}: find layer"));
-        target.find_layer(plan, name, &digest)?
-    };
-    if let Some(found) = found {
+    if let Some(found) = find(target, plan, name, &digest, printer)? {
         let step = printer.step(format!("{name} layer"));
         step.skipped(Some(format!("reusing {} (digest unchanged)", found.shown)));
         return Ok(found.reference);
     }
+    let checkpoint = plan
+        .digests
+        .checkpoint
+        .filter(|_| name == LayerName::Base && target.checkpoints_base());
+    let Some(checkpoint) = checkpoint else {
+        let part = Part {
+            name,
+            what: format!("{name} layer"),
+            phase: name.to_string(),
+            digest,
+            steps: layer,
+        };
+        return build(runner, target, plan, &part, parent, keep_on_error, printer);
+    };
+    let provisioners = Layer {
+        precache: None,
+        ..layer.clone()
+    };
+    let on_checkpoint = {
+        let _lock = target.lock_layer(plan, name, &checkpoint)?;
+        match find(target, plan, name, &checkpoint, printer)? {
+            Some(found) => {
+                let step = printer.step(format!("{name} checkpoint"));
+                step.skipped(Some(format!(
+                    "reusing {} (the base's provisioners are unchanged: only the precache step runs)",
+                    found.shown
+                )));
+                found.reference
+            }
+            None => {
+                let part = Part {
+                    name,
+                    what: format!("{name} checkpoint"),
+                    phase: format!("{name} checkpoint"),
+                    digest: checkpoint,
+                    steps: &provisioners,
+                };
+                build(runner, target, plan, &part, parent, keep_on_error, printer)?
+            }
+        }
+    };
+    let precache_only = Layer {
+        provision: Vec::new(),
+        ..layer.clone()
+    };
+    let part = Part {
+        name,
+        what: format!("{name} layer"),
+        phase: name.to_string(),
+        digest,
+        steps: &precache_only,
+    };
+    build(
+        runner,
+        target,
+        plan,
+        &part,
+        &on_checkpoint,
+        keep_on_error,
+        printer,
+    )
+}
+
+/// The layer with `digest`, if the target has it.
+fn find(
+    target: &dyn Target,
+    plan: &Plan,
+    name: LayerName,
+    digest: &Digest,
+    printer: &Printer,
+) -> Result<Option<super::FoundLayer>> {
+    let _p = printer.phase(format!("{name}: find layer"));
+    target.find_layer(plan, name, digest)
+}
+
+/// What one build machine makes: layer `name` committed as `digest`, by the steps of `steps`
+/// (all of the layer's, or a part of the base's); `what` names it in its step (`base layer`,
+/// `base checkpoint`), `phase` in `PIPE_PROFILE`'s phases (`base`, `base checkpoint`).
+struct Part<'a> {
+    name: LayerName,
+    what: String,
+    phase: String,
+    digest: Digest,
+    steps: &'a Layer,
+}
+
+/// Builds `part` on `parent`: a build machine, the provisioners, the commit.
+fn build(
+    runner: &mut Runner<'_>,
+    target: &dyn Target,
+    plan: &Plan,
+    part: &Part<'_>,
+    parent: &str,
+    keep_on_error: bool,
+    printer: &Printer,
+) -> Result<String> {
+    let Part {
+        name,
+        what,
+        phase,
+        digest,
+        steps,
+    } = part;
+    let (name, digest) = (*name, *digest);
     let on = match target.kind() {
         crate::config::TargetKind::Docker => String::new(),
         kind => format!(" on {kind}"),
     };
-    runner.step(&format!("build {name} layer {}{on}", digest.short()), |r| {
+    runner.step(&format!("build {what} {}{on}", digest.short()), |r| {
         let machine = {
-            let _p = printer.phase(format!("{name}: build machine"));
-            target.start_build_machine(r, plan, name, parent, printer)?
+            let _p = printer.phase(format!("{phase}: build machine"));
+            target.start_build_machine(r, plan, name, &digest, parent, printer)?
         };
         let mut build_env = plan.trust.env();
         build_env.extend(machine.build_env.clone());
@@ -154,14 +260,14 @@ pub fn build_layer(
             build_env,
         };
         let provisioned =
-            provisioners::run_layer(name, layer, &pctx, &plan.trust).map_err(Error::from);
+            provisioners::run_layer(name, steps, &pctx, &plan.trust).map_err(Error::from);
         let committed = provisioned.and_then(|()| {
-            let _p = printer.phase(format!("{name}: commit"));
+            let _p = printer.phase(format!("{phase}: commit"));
             target.commit_layer(r, plan, &machine, name, &digest, parent)
         });
         match committed {
             Ok(reference) => {
-                let _p = printer.phase(format!("{name}: remove build machine"));
+                let _p = printer.phase(format!("{phase}: remove build machine"));
                 machine.dispose(r)?;
                 Ok(reference)
             }

@@ -194,15 +194,26 @@ pub trait Target {
         digest: &Digest,
     ) -> Result<Option<FoundLayer>>;
 
-    /// Starts a machine to build `layer` on `parent`, reachable and ready for provisioners.
+    /// Starts a machine to build `layer` (to be committed as `digest`) on `parent`, reachable
+    /// and ready for provisioners.
     fn start_build_machine(
         &self,
         runner: &mut Runner<'_>,
         plan: &Plan,
         layer: LayerName,
+        digest: &Digest,
         parent: &str,
         printer: &Printer,
     ) -> Result<Machine>;
+
+    /// Whether a base with a precache step is built in two layers, its provisioners first (a
+    /// checkpoint, kept by the checkpoint digest) and the precache step on that, so that a
+    /// change of the precache inputs alone runs only the precache step. Worth it where a
+    /// layer costs little to keep; where each layer is one more image to store and pay for
+    /// (an AMI), the base is built in one machine.
+    fn checkpoints_base(&self) -> bool {
+        false
+    }
 
     /// Warning and hint for a build machine kept with `--keep-on-error`.
     fn kept_build_machine(&self, machine: &Machine) -> (String, String);

@@ -322,14 +322,29 @@ impl LocalTarget for DockerTarget {
 
     fn destroy_layers(&self, pf: &Pipelinefile) -> Result<Vec<String>> {
         let pipeline = &pf.pipeline.name.value;
-        let mut images = Vec::new();
+        let mut left = Vec::new();
         for layer in [LayerName::App, LayerName::Base] {
             let p = format!("{}={pipeline}", label::PIPELINE);
             let l = format!("{}={layer}", label::LAYER);
-            for img in self.client().images_by_labels(&[&p, &l])? {
-                if self.client().remove_image(&img.id, true)? {
-                    images.push(img.id.clone());
+            left.extend(self.client().images_by_labels(&[&p, &l])?);
+        }
+        // Docker removes no image another one is built on (an app on its base, a base on its
+        // checkpoint): newest first, and what was still built on goes in the next pass.
+        left.sort_by_key(|i| std::cmp::Reverse(i.created));
+        let mut images = Vec::new();
+        for pass in 0..3 {
+            let mut again = Vec::new();
+            for img in left {
+                match self.client().remove_image(&img.id, true) {
+                    Ok(true) => images.push(img.id.clone()),
+                    Ok(false) => {}
+                    Err(_) if pass < 2 => again.push(img),
+                    Err(e) => return Err(e.into()),
                 }
+            }
+            left = again;
+            if left.is_empty() {
+                break;
             }
         }
         Ok(images)

@@ -199,6 +199,7 @@ impl Target for Ec2Target {
         runner: &mut Runner<'_>,
         plan: &Plan,
         layer: LayerName,
+        _digest: &Digest,
         parent: &str,
         printer: &Printer,
     ) -> Result<Machine> {

@@ -198,6 +198,11 @@ impl Target for QemuTarget {
         Ok(self.qbox(plan, printer)?.disk.display().to_string())
     }
 
+    /// A qcow2 overlay costs only the blocks it changed; the precache build boots once more.
+    fn checkpoints_base(&self) -> bool {
+        true
+    }
+
     fn lock_layer(
         &self,
         plan: &Plan,
@@ -236,18 +241,14 @@ impl Target for QemuTarget {
         runner: &mut Runner<'_>,
         plan: &Plan,
         layer: LayerName,
+        digest: &Digest,
         parent: &str,
         printer: &Printer,
     ) -> Result<Machine> {
         let pipeline = plan.pf.pipeline.name.value.as_str();
         let run_id = runner.run_id();
         let suffix = suffix(&run_id);
-        let digest = match layer {
-            LayerName::Base => plan.digests.base,
-            LayerName::App => plan.digests.app,
-        };
-        let tmp =
-            layer_path(pipeline, layer, &digest).with_extension(format!("qcow2.tmp-{suffix}"));
+        let tmp = layer_path(pipeline, layer, digest).with_extension(format!("qcow2.tmp-{suffix}"));
         let dir = crate::state::dir(&plan.pf.root)
             .join("qemu")
             .join(format!("build-{layer}-{suffix}"));
