@@ -1,6 +1,6 @@
 //! The shared ledger (`[ledger] backend = "s3"`) against the local EC2's S3: a local ledger
 //! moved in with `pipe ledger push` (through two 409 conflicts) and read from two working
-//! copies, 20 concurrent appends from both that keep one chain, a push refused when S3 holds
+//! copies, 20 concurrent appends from both that keep one chain (read again from the entry cache), a push refused when S3 holds
 //! another chain, an object edited behind pipe's back refused naming its seq, and (with
 //! Docker) two working copies promoting one environment at once: one holds the lock, the
 //! other is refused naming it until `pipe clean` on the killed holder's host removes it; and
@@ -265,6 +265,22 @@ fn a_moved_ledger_takes_twenty_concurrent_appends_and_refuses_edits() {
     let entries = history(&b, &ec2);
     let seqs: BTreeSet<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=40).collect());
+    // B has read all 40 now (`--verify` above was A's): reading them again gets only the head,
+    // every entry comes from its cache, checked by the ETag the listing gives.
+    ec2.clear_requests();
+    assert_eq!(history(&b, &ec2).len(), 40);
+    let got: serde_json::Value =
+        serde_json::from_str(&ec2.ctl("GET", "/_local_ec2/requests?action=GetObject", "")).unwrap();
+    let paths: Vec<&str> = got["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        !paths.is_empty() && paths.iter().all(|p| p.ends_with("/head.json")),
+        "{paths:?}"
+    );
     let rejected: BTreeSet<&str> = entries
         .iter()
         .filter(|e| e["event"] == "reject")

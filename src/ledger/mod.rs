@@ -239,7 +239,7 @@ impl Ledger {
         let LedgerSettings::S3(s) = &pf.ledger else {
             return Ok(local);
         };
-        let shared = Self::connect(s)?;
+        let shared = Self::connect(s, &pf.root)?;
         if std::fs::metadata(&local.path).is_ok_and(|m| m.len() > 0) {
             return Err(LedgerError::NotMoved {
                 path: local.path.clone(),
@@ -255,14 +255,16 @@ impl Ledger {
     /// The shared ledger `[ledger]` names, whatever the local file holds (for moving it in).
     pub fn of_shared(pf: &Pipelinefile, s: &S3LedgerSettings) -> Result<Self, LedgerError> {
         let local = Self::open(&crate::state::dir(&pf.root));
-        let shared = Self::connect(s)?;
+        let shared = Self::connect(s, &pf.root)?;
         Ok(Self {
             path: local.path,
             shared: Some(shared),
         })
     }
 
-    fn connect(s: &S3LedgerSettings) -> Result<SharedLedger, LedgerError> {
+    /// The shared ledger `s` names, with its entries cached in the project's state folder
+    /// (`.pipe/ledger-cache/<hash of s3://bucket/prefix>/`).
+    fn connect(s: &S3LedgerSettings, root: &Path) -> Result<SharedLedger, LedgerError> {
         let location = s3_location(&s.bucket, &s.prefix);
         let client = AwsClient::connect(&AwsSettings {
             region: s.region.clone(),
@@ -278,11 +280,11 @@ impl Ledger {
             client,
             bucket: s.bucket.clone(),
         };
-        Ok(SharedLedger::new(
-            std::sync::Arc::new(store),
-            location,
-            &s.prefix,
-        ))
+        // Named by a hash of the location: a prefix is not a path on this host.
+        let cache = crate::state::dir(root)
+            .join("ledger-cache")
+            .join(&sha256_hex(location.as_bytes())[..16]);
+        Ok(SharedLedger::new(std::sync::Arc::new(store), location, &s.prefix).with_cache(cache))
     }
 
     /// The local file (with the S3 backend, where a local ledger would be).

@@ -2,7 +2,7 @@
 
 use crate::engine::aws::{AwsClient, AwsError, S3Object};
 
-use super::shared::ObjectStore;
+use super::shared::{Listed, ObjectStore};
 
 /// One bucket of S3, through a connected client.
 pub struct S3Store {
@@ -31,7 +31,12 @@ impl ObjectStore for S3Store {
         self.client.s3_delete_if(&self.bucket, key, etag)
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>, AwsError> {
-        self.client.s3_list(&self.bucket, prefix)
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, AwsError> {
+        Ok(self
+            .client
+            .s3_list(&self.bucket, prefix)?
+            .into_iter()
+            .map(|(key, etag)| Listed { key, etag })
+            .collect())
     }
 }

@@ -20,6 +20,7 @@
 //! local file, someone who can rewrite every object and the head is not stopped; S3 object
 //! versioning keeps what they overwrote.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,8 +52,15 @@ pub trait ObjectStore: Send + Sync {
     fn replace(&self, key: &str, body: &[u8], etag: &str) -> Result<Option<String>, AwsError>;
     /// Deletes `key` only if its ETag is `etag`; false when it changed or is gone.
     fn delete_if(&self, key: &str, etag: &str) -> Result<bool, AwsError>;
-    /// Every key under `prefix`.
-    fn list(&self, prefix: &str) -> Result<Vec<String>, AwsError>;
+    /// Every key under `prefix`, with its ETag.
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, AwsError>;
+}
+
+/// A key and its ETag (as S3 sends it, quotes included), as a listing gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub etag: String,
 }
 
 /// A ledger in an object store, under a prefix.
@@ -63,6 +71,9 @@ pub struct SharedLedger {
     location: String,
     /// The key prefix, empty or ending in `/`.
     prefix: String,
+    /// A folder of entries read before, each kept under its seq and ETag (see
+    /// [`SharedLedger::with_cache`]).
+    cache: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SharedLedger {
@@ -102,7 +113,40 @@ impl SharedLedger {
             } else {
                 format!("{prefix}/")
             },
+            cache: None,
         }
+    }
+
+    /// Keeps the entries it reads in `dir` and reads an entry from there again while the
+    /// listing gives it the same ETag: entries are written once, so a command then reads only
+    /// the entries it has not seen. An entry changed in S3 has another ETag and is read again
+    /// (and the chain check sees the change); `verify` reads every entry from S3.
+    pub fn with_cache(mut self, dir: PathBuf) -> Self {
+        self.cache = Some(dir);
+        self
+    }
+
+    /// The cache file of entry `seq` with `etag`; `None` without a cache or a usable ETag.
+    fn cached_path(&self, seq: u64, etag: &str) -> Option<PathBuf> {
+        let etag: String = etag
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        let dir = self.cache.as_ref()?;
+        (!etag.is_empty()).then(|| dir.join(format!("{seq:0SEQ_WIDTH$}-{etag}.json")))
+    }
+
+    /// Keeps `body`, entry `seq` with `etag`, in the cache (best effort: a cache that cannot
+    /// be written only means reading from S3 next time).
+    fn keep(&self, seq: u64, etag: &str, body: &[u8]) {
+        let Some(path) = self.cached_path(seq, etag) else {
+            return;
+        };
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(path.parent().expect("in the cache folder"))
+            .and_then(|()| std::fs::write(&tmp, body))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        let _ = std::fs::remove_file(&tmp);
     }
 
     /// `s3://bucket/prefix`.
@@ -141,25 +185,31 @@ impl SharedLedger {
     }
 
     fn read(&self) -> Result<Stored, LedgerError> {
+        self.read_from(true)
+    }
+
+    /// What is stored; with `cached`, entries whose listed ETag the cache holds come from it.
+    fn read_from(&self, cached: bool) -> Result<Stored, LedgerError> {
         let head = match self.head() {
             Ok(h) => Ok(h.map(|(head, _)| head)),
             Err(LedgerError::Broken { reason, .. }) => Err(reason),
             Err(e) => return Err(e),
         };
         let dir = format!("{}entries/", self.prefix);
-        let keys = self.store.list(&dir).map_err(|e| self.store_error(e))?;
+        let listed = self.store.list(&dir).map_err(|e| self.store_error(e))?;
         let mut seqs = Vec::new();
         let mut stray = None;
-        for k in keys {
-            match k
+        for l in listed {
+            match l
+                .key
                 .strip_prefix(&dir)
                 .and_then(|n| n.strip_suffix(".json"))
                 .filter(|n| n.len() == SEQ_WIDTH)
                 .and_then(|n| n.parse::<u64>().ok())
             {
-                Some(seq) => seqs.push(seq),
+                Some(seq) => seqs.push((seq, l.etag)),
                 None => {
-                    stray.get_or_insert(k);
+                    stray.get_or_insert(l.key);
                 }
             }
         }
@@ -167,18 +217,35 @@ impl SharedLedger {
         let contiguous = seqs
             .iter()
             .enumerate()
-            .take_while(|(i, s)| **s == *i as u64 + 1)
+            .take_while(|(i, (s, _))| *s == *i as u64 + 1)
             .count();
         let mut gap = (contiguous < seqs.len()).then_some(contiguous as u64 + 1);
-        let keys: Vec<String> = (1..=contiguous as u64).map(|s| self.entry_key(s)).collect();
-        let bodies = self
+        let mut bodies: Vec<Option<Vec<u8>>> = seqs[..contiguous]
+            .iter()
+            .map(|(seq, etag)| {
+                let path = self.cached_path(*seq, etag).filter(|_| cached)?;
+                std::fs::read(path).ok()
+            })
+            .collect();
+        let missing: Vec<usize> = (0..contiguous).filter(|i| bodies[*i].is_none()).collect();
+        let keys: Vec<String> = missing
+            .iter()
+            .map(|i| self.entry_key(*i as u64 + 1))
+            .collect();
+        let fetched = self
             .store
             .get_many(&keys)
             .map_err(|e| self.store_error(e))?;
+        for (i, o) in missing.into_iter().zip(fetched) {
+            if let Some(o) = o {
+                self.keep(i as u64 + 1, &o.etag, &o.body);
+                bodies[i] = Some(o.body);
+            }
+        }
         let mut objects = Vec::with_capacity(bodies.len());
         for (i, body) in bodies.into_iter().enumerate() {
             match body {
-                Some(o) => objects.push((i as u64 + 1, o.body)),
+                Some(b) => objects.push((i as u64 + 1, b)),
                 // Listed, then gone before it was read.
                 None => {
                     gap = Some(i as u64 + 1);
@@ -211,9 +278,11 @@ impl SharedLedger {
         Ok(Some((head, o.etag)))
     }
 
-    /// Checks the chain entry by entry, and the head against it.
+    /// Checks the chain entry by entry, and the head against it, every entry read from the
+    /// store (not the cache).
     pub fn verify(&self) -> Result<ChainCheck, LedgerError> {
-        Ok(match self.check()? {
+        let stored = self.read_from(false)?;
+        Ok(match self.check_stored(&stored)? {
             Ok((count, _)) => ChainCheck::Intact {
                 entries: count as usize,
                 torn_tail: false,
@@ -349,7 +418,8 @@ impl SharedLedger {
                 .store
                 .create(&self.entry_key(entry.seq), &body)
                 .map_err(|e| self.store_error(e))?;
-            if created.is_some() {
+            if let Some(etag) = created {
+                self.keep(entry.seq, &etag, &body);
                 self.move_head(entry.seq, &sha256_hex(&body))?;
                 return Ok(entry);
             }
@@ -554,6 +624,8 @@ pub(crate) mod memory {
         /// How many creates to answer as S3's `ConditionalRequestConflict` (409): lost,
         /// with nothing written, as when a concurrent write of the key was in flight.
         pub conflicts: Mutex<u32>,
+        /// Keys read, in order.
+        pub reads: Mutex<Vec<String>>,
     }
 
     impl MemoryStore {
@@ -578,6 +650,7 @@ pub(crate) mod memory {
 
     impl ObjectStore for MemoryStore {
         fn get(&self, key: &str) -> Result<Option<S3Object>, AwsError> {
+            self.reads.lock().unwrap().push(key.to_string());
             Ok(self.objects.lock().unwrap().get(key).cloned())
         }
 
@@ -633,14 +706,17 @@ pub(crate) mod memory {
             Ok(false)
         }
 
-        fn list(&self, prefix: &str) -> Result<Vec<String>, AwsError> {
+        fn list(&self, prefix: &str) -> Result<Vec<Listed>, AwsError> {
             Ok(self
                 .objects
                 .lock()
                 .unwrap()
-                .keys()
-                .filter(|k| k.starts_with(prefix))
-                .cloned()
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, o)| Listed {
+                    key: k.clone(),
+                    etag: o.etag.clone(),
+                })
                 .collect())
         }
     }
@@ -861,6 +937,64 @@ mod tests {
         let mut more = lines.clone();
         more.push(b"{}".to_vec());
         assert!(!t.push(&more, 3).unwrap());
+    }
+
+    /// With a cache, a read gets only the head and the entries it has not seen; an entry
+    /// changed in the store (another ETag) is read again and breaks the chain as without a
+    /// cache; `verify` reads every entry.
+    #[test]
+    fn a_cached_read_gets_only_new_or_changed_entries() {
+        let store = Arc::new(MemoryStore::default());
+        let dir = tempfile::tempdir().unwrap();
+        let l = ledger(&store).with_cache(dir.path().to_path_buf());
+        for i in 0..5 {
+            l.append("me@here", reject(&format!("r{i}"))).unwrap();
+        }
+        let reads = |f: &dyn Fn()| -> Vec<String> {
+            store.reads.lock().unwrap().clear();
+            f();
+            store.reads.lock().unwrap().clone()
+        };
+        // Its own appends were kept: only the head is read.
+        let got = reads(&|| assert_eq!(l.checked_entries().unwrap().len(), 5));
+        assert_eq!(got, ["team/p/head.json"]);
+
+        // Another working copy (no cache) appends two: those two are read, once.
+        let other = ledger(&store);
+        other.append("them@there", reject("t1")).unwrap();
+        other.append("them@there", reject("t2")).unwrap();
+        let got = reads(&|| assert_eq!(l.checked_entries().unwrap().len(), 7));
+        assert_eq!(
+            got,
+            [
+                "team/p/head.json",
+                "team/p/entries/00000000000000000006.json",
+                "team/p/entries/00000000000000000007.json"
+            ]
+        );
+        let got = reads(&|| assert_eq!(l.checked_entries().unwrap().len(), 7));
+        assert_eq!(got.len(), 1, "{got:?}");
+
+        // `verify` reads every entry from the store.
+        let got = reads(&|| {
+            assert!(matches!(
+                l.verify().unwrap(),
+                ChainCheck::Intact { entries: 7, .. }
+            ))
+        });
+        assert_eq!(got.len(), 8, "{got:?}");
+
+        // Seq 3 edited behind pipe's back: a new ETag, read again, the chain breaks at 4.
+        let key = "team/p/entries/00000000000000000003.json";
+        let mut edited: Entry =
+            serde_json::from_slice(&store.get(key).unwrap().unwrap().body).unwrap();
+        edited.who = "mallory@elsewhere".into();
+        store.put(key, &serde_json::to_vec(&edited).unwrap());
+        let got = reads(&|| {
+            let err = l.checked_entries().unwrap_err().to_string();
+            assert!(err.contains("broken at seq 4"), "{err}");
+        });
+        assert!(got.contains(&key.to_string()), "{got:?}");
     }
 
     /// S3's 409 for a write in flight that then did not land loses the condition with nothing

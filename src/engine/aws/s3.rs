@@ -130,8 +130,8 @@ impl AwsClient {
         }
     }
 
-    /// Every key under `prefix` in `bucket`, in S3's order (lexicographic).
-    pub fn s3_list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
+    /// Every key under `prefix` in `bucket` with its ETag, in S3's order (lexicographic).
+    pub fn s3_list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, AwsError> {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -144,11 +144,10 @@ impl AwsClient {
             let out = self
                 .block(req.send())
                 .map_err(|e| AwsError::api("ListObjectsV2", e))?;
-            keys.extend(
-                out.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
+            keys.extend(out.contents().iter().filter_map(|o| {
+                let key = o.key()?.to_string();
+                Some((key, o.e_tag().unwrap_or_default().to_string()))
+            }));
             match out.next_continuation_token() {
                 Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
                 _ => return Ok(keys),
