@@ -167,6 +167,7 @@ pub fn run_layer(
         // After the provisioners: they install the runtime the install command needs (node
         // and npm for `npm ci`), as the primal image of the original article did.
         if let Some(pre) = &layer.precache {
+            let _p = ctx.printer.phase(format!("{name}/precache"));
             precache::run(name, pre, ctx)?;
         }
         Ok(())

@@ -132,7 +132,7 @@ pub fn build_layer(
     };
     // Another run building the same layer: wait for it, then reuse its result.
     let _lock = target.lock_layer(plan, name, &digest)?;
-    if let Some(found) = find(target, plan, name, &digest, printer)? {
+    if let Some(found) = find(target, plan, name, &digest, &name.to_string(), printer)? {
         let step = printer.step(format!("{name} layer"));
         step.skipped(Some(format!("reusing {} (digest unchanged)", found.shown)));
         return Ok(found.reference);
@@ -157,7 +157,14 @@ pub fn build_layer(
     };
     let on_checkpoint = {
         let _lock = target.lock_layer(plan, name, &checkpoint)?;
-        match find(target, plan, name, &checkpoint, printer)? {
+        match find(
+            target,
+            plan,
+            name,
+            &checkpoint,
+            &format!("{name} checkpoint"),
+            printer,
+        )? {
             Some(found) => {
                 let step = printer.step(format!("{name} checkpoint"));
                 step.skipped(Some(format!(
@@ -200,15 +207,16 @@ pub fn build_layer(
     )
 }
 
-/// The layer with `digest`, if the target has it.
+/// The layer with `digest`, if the target has it (`phase` names the lookup in the profile).
 fn find(
     target: &dyn Target,
     plan: &Plan,
     name: LayerName,
     digest: &Digest,
+    phase: &str,
     printer: &Printer,
 ) -> Result<Option<super::FoundLayer>> {
-    let _p = printer.phase(format!("{name}: find layer"));
+    let _p = printer.phase(format!("{phase}: find layer"));
     target.find_layer(plan, name, digest)
 }
 
