@@ -34,7 +34,7 @@ server=
 cleanup() {
   local rc=$?
   if [[ -n $server ]]; then
-    kill "$server" 2>/dev/null || true
+    kill -TERM "$server" 2>/dev/null || true
     wait "$server" 2>/dev/null || true
   fi
   rm -rf "$tmp"
@@ -42,11 +42,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# As bench/ec2_bake.sh starts it: scripts/local-ec2 execs the server, so $server is the server
+# itself (SIGTERM removes what it made), and --exit-with-parent stops it if this script is killed.
 say "starting the local EC2"
-coproc LOCAL_EC2 { "$repo/scripts/local-ec2" --port 0 2>"$tmp/local-ec2.log"; }
-server=$LOCAL_EC2_PID
-read -r ready <&"${LOCAL_EC2[0]}"
-endpoint=$(jq -r .endpoint <<<"$ready")
+"$repo/scripts/local-ec2" --port 0 --exit-with-parent >"$tmp/ready.json" 2>"$tmp/local-ec2.log" &
+server=$!
+for _ in $(seq 1 600); do
+  [[ -s $tmp/ready.json ]] && break
+  kill -0 "$server" 2>/dev/null || { say "the local EC2 exited: $(tail -n 5 "$tmp/local-ec2.log")"; exit 1; }
+  sleep 0.5
+done
+endpoint=$(head -n 1 "$tmp/ready.json" | jq -r .endpoint)
+[[ $endpoint == http://127.0.0.1:* ]] || { say "the local EC2 did not become ready"; exit 1; }
 export AWS_ENDPOINT_URL=$endpoint AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
   AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/nonexistent \
   AWS_SHARED_CREDENTIALS_FILE=/nonexistent NO_COLOR=1
