@@ -118,9 +118,7 @@ fn stack(ec2: &local_ec2::LocalEc2, args: &[&str]) -> Value {
 /// [`stack`] in `region`.
 fn stack_in(ec2: &local_ec2::LocalEc2, region: &str, args: &[&str]) -> Value {
     let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venv = std::env::var("PIPE_MOTO_VENV")
-        .unwrap_or_else(|_| format!("{}/.cache/pipe/moto-venv", std::env::var("HOME").unwrap()));
-    let out = std::process::Command::new(format!("{venv}/bin/python"))
+    let out = std::process::Command::new(local_ec2::python())
         .args(["-m", "local_ec2.stack", "--endpoint", &ec2.endpoint])
         .args(["--region", region, "create"])
         .args(args)

@@ -451,13 +451,7 @@ fn readme_yaml(first: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("README.md has no yaml block starting with {first:?}"))
         + "```yaml\n".len();
     let len = readme[start..].find("\n```\n").expect("the block ends");
-    let venv = std::env::var("PIPE_MOTO_VENV").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/pipe/moto-venv",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    let mut child = std::process::Command::new(format!("{venv}/bin/python"))
+    let mut child = std::process::Command::new(local_ec2::python())
         .args([
             "-c",
             "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",

@@ -1,8 +1,8 @@
 //! The shared ledger's store on S3 ([`super::shared::ObjectStore`] over the AWS client).
 
-use crate::engine::aws::{AwsClient, AwsError, S3Object};
+use crate::engine::aws::{AwsClient, AwsError, S3Listed, S3Object};
 
-use super::shared::{Listed, ObjectStore};
+use super::shared::ObjectStore;
 
 /// One bucket of S3, through a connected client.
 pub struct S3Store {
@@ -31,12 +31,7 @@ impl ObjectStore for S3Store {
         self.client.s3_delete_if(&self.bucket, key, etag)
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<Listed>, AwsError> {
-        Ok(self
-            .client
-            .s3_list(&self.bucket, prefix)?
-            .into_iter()
-            .map(|(key, etag)| Listed { key, etag })
-            .collect())
+    fn list(&self, prefix: &str) -> Result<Vec<S3Listed>, AwsError> {
+        self.client.s3_list(&self.bucket, prefix)
     }
 }

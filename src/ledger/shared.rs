@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::aws::{AwsError, S3Object};
+use crate::engine::aws::{AwsError, S3Listed, S3Object};
 
 use super::{ChainCheck, Entry, Event, GENESIS, Head, LedgerError, sha256_hex};
 
@@ -53,14 +53,7 @@ pub trait ObjectStore: Send + Sync {
     /// Deletes `key` only if its ETag is `etag`; false when it changed or is gone.
     fn delete_if(&self, key: &str, etag: &str) -> Result<bool, AwsError>;
     /// Every key under `prefix`, with its ETag.
-    fn list(&self, prefix: &str) -> Result<Vec<Listed>, AwsError>;
-}
-
-/// A key and its ETag (as S3 sends it, quotes included), as a listing gives them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub key: String,
-    pub etag: String,
+    fn list(&self, prefix: &str) -> Result<Vec<S3Listed>, AwsError>;
 }
 
 /// A ledger in an object store, under a prefix.
@@ -139,6 +132,8 @@ impl SharedLedger {
     /// Keeps `body`, entry `seq` with `etag`, in the cache (best effort: a cache that cannot
     /// be written only means reading from S3 next time).
     fn keep(&self, seq: u64, etag: &str, body: &[u8]) {
+        // Not `state::write_atomic`: that syncs each file, and a cold read of a long ledger
+        // writes one file per entry; a cache lost in a crash is only read from S3 again.
         let Some(path) = self.cached_path(seq, etag) else {
             return;
         };
@@ -706,14 +701,14 @@ pub(crate) mod memory {
             Ok(false)
         }
 
-        fn list(&self, prefix: &str) -> Result<Vec<Listed>, AwsError> {
+        fn list(&self, prefix: &str) -> Result<Vec<S3Listed>, AwsError> {
             Ok(self
                 .objects
                 .lock()
                 .unwrap()
                 .iter()
                 .filter(|(k, _)| k.starts_with(prefix))
-                .map(|(k, o)| Listed {
+                .map(|(k, o)| S3Listed {
                     key: k.clone(),
                     etag: o.etag.clone(),
                 })

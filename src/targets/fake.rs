@@ -515,10 +515,13 @@ promote_from = "dev"
                 .collect::<Vec<_>>()
                 .join("\n")
         };
+        let build = |t: &FakeTarget| {
+            let mut r = runner(&s, &p);
+            let res = build_layers(&mut r, t, &plan, "box", false, &p);
+            r.finish(res)
+        };
         let t = FakeTarget::new(None);
-        let mut r = runner(&s, &p);
-        let res = build_layers(&mut r, &t, &plan, "box", false, &p);
-        r.finish(res).unwrap();
+        build(&t).unwrap();
         assert_eq!(
             machines(&t),
             [
@@ -550,9 +553,7 @@ promote_from = "dev"
         // A dependency bump: the base and app digests moved, the checkpoint's did not.
         let t2 = FakeTarget::new(None);
         t2.layers.borrow_mut().insert("checkpoint-layer".into());
-        let mut r = runner(&s, &p);
-        let res = build_layers(&mut r, &t2, &plan, "box", false, &p);
-        r.finish(res).unwrap();
+        build(&t2).unwrap();
         assert_eq!(
             machines(&t2),
             [
@@ -572,9 +573,7 @@ promote_from = "dev"
         // The precache step fails: the checkpoint stays (a layer), the rest is cleaned up.
         for fault in [Fault::Fail, Fault::Interrupt] {
             let t3 = FakeTarget::new(Some(("commit base-layer", fault)));
-            let mut r = runner(&s, &p);
-            let res = build_layers(&mut r, &t3, &plan, "box", false, &p);
-            assert!(r.finish(res).is_err());
+            assert!(build(&t3).is_err());
             let log = t3.lines();
             assert!(
                 !log.contains(&"destroy checkpoint-layer".to_string()),
@@ -594,9 +593,7 @@ promote_from = "dev"
             checkpoints: false,
             ..FakeTarget::new(None)
         };
-        let mut r = runner(&s, &p);
-        let res = build_layers(&mut r, &one, &plan, "box", false, &p);
-        r.finish(res).unwrap();
+        build(&one).unwrap();
         assert_eq!(
             &machines(&one)[..3],
             [

@@ -39,6 +39,17 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The python of the venv scripts/setup makes for the local EC2 (moto, boto3, PyYAML).
+pub fn python() -> PathBuf {
+    let venv = std::env::var("PIPE_MOTO_VENV").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/pipe/moto-venv",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    Path::new(&venv).join("bin/python")
+}
+
 /// Starts the server once per test binary; returns it reset and held for the calling test.
 pub fn hold() -> Held {
     static SERVER: OnceLock<LocalEc2> = OnceLock::new();
@@ -52,21 +63,9 @@ pub fn hold() -> Held {
 /// Starts the server; a start that fails is tried once more (a server that exits before its
 /// ready line is a harness hiccup, not what the test is about), and the panic quotes its log.
 fn start() -> LocalEc2 {
-    // Its source AMI is the debian-12 box's image: build it first (a no-op when it exists;
-    // box builds take a lock), so a test binary run alone on a fresh machine needs nothing
-    // else to have run before it.
-    let built = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args(["box", "build", "debian-12"])
-        .current_dir(repo())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run pipe box build");
-    assert!(
-        built.status.success(),
-        "pipe box build debian-12 (the local EC2's source AMI) failed:\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    // Its source AMI is the debian-12 box's image: build it first (a no-op when it exists), so
+    // a test binary run alone on a fresh machine needs nothing else to have run before it.
+    crate::common::ensure_box();
     let mut failures = Vec::new();
     for attempt in 1..=2 {
         match try_start(attempt) {
@@ -204,14 +203,8 @@ impl LocalEc2 {
 
     /// A call of any service the local EC2 serves, in `region`, through boto3.
     pub fn call(&self, service: &str, region: &str, call: &str, args: &str) -> Value {
-        let venv = std::env::var("PIPE_MOTO_VENV").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/pipe/moto-venv",
-                std::env::var("HOME").unwrap_or_default()
-            )
-        });
         let script = "import boto3, json, sys\nc = boto3.client(sys.argv[4], endpoint_url=sys.argv[1], region_name=sys.argv[5], aws_access_key_id='test', aws_secret_access_key='test')\nprint(json.dumps(getattr(c, sys.argv[2])(**json.loads(sys.argv[3])), default=str))";
-        let out = Command::new(Path::new(&venv).join("bin/python"))
+        let out = Command::new(python())
             .args(["-c", script, &self.endpoint, call, args, service, region])
             .output()
             .unwrap();

@@ -32,6 +32,6 @@ pub use ec2::{
 };
 pub use error::AwsError;
 pub use groups::GroupSpec;
-pub use s3::S3Object;
+pub use s3::{S3Listed, S3Object};
 pub use ssm::{IMAGE_DATA_TYPE, ParameterInfo};
 pub use templates::{TemplateInfo, TemplateVersion};

@@ -19,6 +19,13 @@ pub struct S3Object {
     pub etag: String,
 }
 
+/// A key and its ETag (as S3 sends it, quotes included), as a listing gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Listed {
+    pub key: String,
+    pub etag: String,
+}
+
 /// S3's answers to a conditional write whose condition did not hold: `PreconditionFailed`
 /// (412), and `ConditionalRequestConflict` (409) when another conditional write to the same key
 /// was in flight.
@@ -131,7 +138,7 @@ impl AwsClient {
     }
 
     /// Every key under `prefix` in `bucket` with its ETag, in S3's order (lexicographic).
-    pub fn s3_list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, String)>, AwsError> {
+    pub fn s3_list(&self, bucket: &str, prefix: &str) -> Result<Vec<S3Listed>, AwsError> {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -145,8 +152,10 @@ impl AwsClient {
                 .block(req.send())
                 .map_err(|e| AwsError::api("ListObjectsV2", e))?;
             keys.extend(out.contents().iter().filter_map(|o| {
-                let key = o.key()?.to_string();
-                Some((key, o.e_tag().unwrap_or_default().to_string()))
+                Some(S3Listed {
+                    key: o.key()?.to_string(),
+                    etag: o.e_tag().unwrap_or_default().to_string(),
+                })
             }));
             match out.next_continuation_token() {
                 Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
