@@ -155,22 +155,10 @@ impl Tools {
     /// The tools found on `PATH`.
     pub fn from_path() -> Self {
         Self {
-            shellcheck: which("shellcheck"),
-            ansible_playbook: which("ansible-playbook"),
+            shellcheck: crate::process::which("shellcheck"),
+            ansible_playbook: crate::process::which("ansible-playbook"),
         }
     }
-}
-
-/// The first executable `name` on `PATH`.
-fn which(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// Runs every check on the Pipelinefile's provisioning code.

@@ -6,6 +6,13 @@
 //!
 //! `PIPE_QEMU_ACCEL=kvm|tcg|auto` overrides the Pipelinefile's `accel` (CI machines whose
 //! KVM is known to be broken set `tcg` and skip the probe).
+//!
+//! A probe that hangs costs its whole timeout, and every `pipe` command that starts a VM would
+//! pay it again. So the probe's verdict is kept for the running kernel in
+//! `$XDG_CACHE_HOME/pipe/qemu/kvm-probe.json`, keyed by the boot id and the QEMU binary and
+//! `/dev/kvm` it was taken with: a reboot, a QEMU upgrade or a reloaded KVM module probes again,
+//! and so does deleting the file. The cheap checks (no `/dev/kvm`, no permission) are never
+//! cached.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -101,14 +108,94 @@ pub fn choose(setting: &str) -> Result<Choice> {
     }
 }
 
-/// Probes once per process.
+/// Probes once per process, and once per boot when the verdict can be kept (module docs).
 fn probe_once() -> std::result::Result<(), String> {
     static RESULT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    RESULT.get_or_init(probe_kvm).clone()
+    RESULT
+        .get_or_init(|| probe_kvm_cached(&crate::boxes::cache_dir().join("qemu/kvm-probe.json")))
+        .clone()
+}
+
+/// A kept verdict: what it was taken with, and what it said.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Verdict {
+    key: String,
+    ok: bool,
+    why: String,
+}
+
+/// What a verdict holds for: this boot, this QEMU binary, this `/dev/kvm`. None when any of
+/// them cannot be read (then nothing is kept).
+fn probe_key() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let qemu = crate::process::which(super::QEMU)?;
+    let q = std::fs::metadata(&qemu).ok()?;
+    let k = std::fs::metadata("/dev/kvm").ok()?;
+    Some(format!(
+        "boot {} qemu {} {}:{} kvm {:x}:{:x}",
+        boot.trim(),
+        qemu.display(),
+        q.len(),
+        q.mtime(),
+        k.rdev(),
+        k.ctime()
+    ))
+}
+
+/// [`probe_kvm`], kept in `file` for as long as [`probe_key`] is unchanged.
+fn probe_kvm_cached(file: &Path) -> std::result::Result<(), String> {
+    precheck()?;
+    kept_or(file, probe_key(), boot_probe)
+}
+
+/// The verdict kept in `file` under `key`, else `probe`'s, kept there when there is a key.
+fn kept_or(
+    file: &Path,
+    key: Option<String>,
+    probe: impl FnOnce() -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    let kept = key.as_ref().and_then(|key| {
+        let v: Verdict = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+        (&v.key == key).then_some(v)
+    });
+    if let Some(v) = kept {
+        return if v.ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} (kept for this boot in {}; delete it to probe again)",
+                v.why,
+                file.display()
+            ))
+        };
+    }
+    let res = probe();
+    if let Some(key) = key {
+        let v = Verdict {
+            key,
+            ok: res.is_ok(),
+            why: res.clone().err().unwrap_or_default(),
+        };
+        // Best effort: a verdict that cannot be kept only costs the next command a probe.
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(bytes) = serde_json::to_vec(&v) {
+            let _ = crate::state::write_atomic(file, &bytes);
+        }
+    }
+    res
 }
 
 /// Boots the probe guest under KVM; Ok only if it reached its `out` instruction.
 pub fn probe_kvm() -> std::result::Result<(), String> {
+    precheck()?;
+    boot_probe()
+}
+
+/// What needs no guest: `/dev/kvm` exists and this user may open it.
+fn precheck() -> std::result::Result<(), String> {
     let kvm = Path::new("/dev/kvm");
     if !kvm.exists() {
         return Err("no /dev/kvm".into());
@@ -116,6 +203,10 @@ pub fn probe_kvm() -> std::result::Result<(), String> {
     if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(kvm) {
         return Err(format!("/dev/kvm: {e}"));
     }
+    Ok(())
+}
+
+fn boot_probe() -> std::result::Result<(), String> {
     let dir = tempfile_dir().map_err(|e| format!("probe folder: {e}"))?;
     let image = dir.join("probe.img");
     std::fs::write(&image, boot_sector()).map_err(|e| format!("probe image: {e}"))?;
@@ -207,6 +298,50 @@ mod tests {
         let s = boot_sector();
         assert_eq!(s.len(), 512);
         assert_eq!(&s[510..], &[0x55, 0xAA]);
+    }
+
+    #[test]
+    fn a_verdict_is_kept_under_its_key_and_probed_again_when_the_key_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("qemu/kvm-probe.json");
+        let probes = std::cell::Cell::new(0);
+        let hang = || {
+            probes.set(probes.get() + 1);
+            Err("the KVM probe hung for 10s".to_string())
+        };
+        let first = kept_or(&file, Some("boot a".into()), hang).unwrap_err();
+        assert_eq!(first, "the KVM probe hung for 10s");
+        let again = kept_or(&file, Some("boot a".into()), hang).unwrap_err();
+        assert_eq!(probes.get(), 1, "the kept verdict is used");
+        assert!(
+            again.starts_with("the KVM probe hung for 10s (kept for this boot in "),
+            "{again}"
+        );
+        assert!(
+            again.contains("kvm-probe.json; delete it to probe again"),
+            "{again}"
+        );
+
+        // Another boot (or QEMU, or /dev/kvm) probes again, and keeps what it finds.
+        let works = || {
+            probes.set(probes.get() + 1);
+            Ok(())
+        };
+        assert_eq!(kept_or(&file, Some("boot b".into()), works), Ok(()));
+        assert_eq!(kept_or(&file, Some("boot b".into()), hang), Ok(()));
+        assert_eq!(probes.get(), 2);
+
+        // Without a key nothing is read or kept.
+        assert!(kept_or(&file, None, hang).is_err());
+        assert!(kept_or(&file, None, hang).is_err());
+        assert_eq!(probes.get(), 4);
+        let v: Verdict = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!((v.key.as_str(), v.ok), ("boot b", true));
+
+        // A file that is not a verdict is probed over.
+        std::fs::write(&file, "garbage").unwrap();
+        assert_eq!(kept_or(&file, Some("boot b".into()), works), Ok(()));
+        assert_eq!(probes.get(), 5);
     }
 
     #[test]
