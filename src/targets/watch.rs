@@ -271,13 +271,15 @@ pub fn run(target: &dyn LocalTarget, plan: &Plan, printer: &Printer) -> Result<W
     let pf = plan.pf;
     let inputs = inputs(&pf.root, &pf.app);
     let machine = target.running(pf, &plan.env)?;
+    // The first scan before saying so: a save right after "watching" is a change, not part of
+    // what the machine is taken to hold.
+    let skip = crate::state::dir(&pf.root);
+    let mut applied = scan(&inputs, &skip);
     printer.info(format!(
         "watching {} input(s) of the app layer for {} (Ctrl-C stops watching; the machine keeps running)",
         inputs.len(),
         machine.name
     ));
-    let skip = crate::state::dir(&pf.root);
-    let mut applied = scan(&inputs, &skip);
     let mut latest = applied.clone();
     let mut changed_at = Instant::now();
     let mut syncs = 0;
