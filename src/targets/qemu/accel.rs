@@ -143,7 +143,8 @@ fn probe_key() -> Option<String> {
     ))
 }
 
-/// [`probe_kvm`], kept in `file` for as long as [`probe_key`] is unchanged.
+/// Whether KVM works: the cheap checks, then the probe guest's verdict, kept in `file` for as
+/// long as [`probe_key`] is unchanged.
 fn probe_kvm_cached(file: &Path) -> std::result::Result<(), String> {
     precheck()?;
     kept_or(file, probe_key(), boot_probe)
@@ -178,20 +179,11 @@ fn kept_or(
             why: res.clone().err().unwrap_or_default(),
         };
         // Best effort: a verdict that cannot be kept only costs the next command a probe.
-        if let Some(dir) = file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
         if let Ok(bytes) = serde_json::to_vec(&v) {
             let _ = crate::state::write_atomic(file, &bytes);
         }
     }
     res
-}
-
-/// Boots the probe guest under KVM; Ok only if it reached its `out` instruction.
-pub fn probe_kvm() -> std::result::Result<(), String> {
-    precheck()?;
-    boot_probe()
 }
 
 /// What needs no guest: `/dev/kvm` exists and this user may open it.
@@ -206,6 +198,7 @@ fn precheck() -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Boots the probe guest under KVM; Ok only if it reached its `out` instruction.
 fn boot_probe() -> std::result::Result<(), String> {
     let dir = tempfile_dir().map_err(|e| format!("probe folder: {e}"))?;
     let image = dir.join("probe.img");
