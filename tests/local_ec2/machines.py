@@ -13,9 +13,11 @@ public IP; its container publishes port 22 and the service ports on that address
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -38,18 +40,27 @@ GONE = ("shutting-down", "terminated")
 
 
 class AddressPool:
-    """127.0.0.2 upward, lowest free first, reused after terminate. An address whose ports are
-    taken on this host (another local EC2, say) is skipped."""
+    """127.0.0.2 upward, lowest free first, reused after terminate.
+
+    Every local EC2 on this host claims its addresses with a lock file (flock, so a killed
+    server's claims go with it): two servers never pick the same address, which a port probe
+    alone cannot promise (both probe, both find it free, one of them loses at `docker run` and
+    has to move the instance after RunInstances reported its address). An address whose ports
+    something else holds on this host is skipped."""
 
     # Docker may let go of a removed container's published ports a moment after the removal
     # returns: an address released this recently is waited for rather than skipped.
     SETTLE = 1.0
 
-    def __init__(self, ports: list[int], first: int = 2, last: int = 254):
+    CLAIMS = os.path.join(tempfile.gettempdir(), "pipe-local-ec2-addresses")
+
+    def __init__(self, ports: list[int], first: int = 2, last: int = 254, claims: str | None = None):
         self.ports = ports
         self.first = first
         self.last = last
+        self.claims_dir = claims or self.CLAIMS
         self.used: set[str] = set()
+        self.claims: dict[str, int] = {}  # address -> the descriptor holding its lock
         self.released: dict[str, float] = {}  # address -> when it was released
         self.lock = threading.Lock()
 
@@ -57,7 +68,7 @@ class AddressPool:
         with self.lock:
             for x in range(self.first, self.last + 1):
                 addr = f"127.0.0.{x}"
-                if addr in self.used:
+                if addr in self.used or not self._claim(addr):
                     continue
                 settle_until = self.released.get(addr, 0) + self.SETTLE
                 while not self._free(addr):
@@ -67,6 +78,7 @@ class AddressPool:
                 else:
                     self.used.add(addr)
                     return addr
+                self._unclaim(addr)
                 log(f"{addr}: skipped, one of its ports is taken on this host")
         raise RuntimeError("no free loopback address left in 127.0.0.2-254")
 
@@ -76,10 +88,33 @@ class AddressPool:
                 if addr in self.used:
                     self.released[addr] = time.monotonic()
                 self.used.discard(addr)
+                self._unclaim(addr)
 
     def clear(self) -> None:
         with self.lock:
+            now = time.monotonic()
+            for addr in self.used:
+                self.released[addr] = now
             self.used.clear()
+            for addr in list(self.claims):
+                self._unclaim(addr)
+
+    def _claim(self, addr: str) -> bool:
+        """Take the address's lock file, or False when another local EC2 holds it."""
+        os.makedirs(self.claims_dir, exist_ok=True)
+        fd = os.open(os.path.join(self.claims_dir, addr), os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.claims[addr] = fd
+        return True
+
+    def _unclaim(self, addr: str) -> None:
+        fd = self.claims.pop(addr, None)
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor drops the flock
 
     def _free(self, addr: str) -> bool:
         for port in self.ports:

@@ -100,8 +100,12 @@ def serving_ami(local_ec2) -> tuple[str, str]:
     (inst,) = ec2.run_instances(
         ImageId=local_ec2.source_ami, MinCount=1, MaxCount=1, InstanceType="t3.micro", UserData=USER_DATA
     )["Instances"]
-    addr = inst["PublicIpAddress"]
-    wait_for("the page server", lambda: get_status(f"http://{addr}/")[0] == 200, timeout=90)
+    iid = inst["InstanceId"]
+
+    def address():  # as on AWS: the address is the one the instance has now, not at launch
+        return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["PublicIpAddress"]
+
+    wait_for("the page server", lambda: get_status(f"http://{address()}/")[0] == 200, timeout=90)
     a = ec2.create_image(InstanceId=inst["InstanceId"], Name="page-a")["ImageId"]
     b = ec2.copy_image(SourceImageId=a, SourceRegion="us-east-1", Name="page-b")["ImageId"]
     ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])
@@ -594,15 +598,22 @@ def test_refresh_pauses_at_checkpoints_and_bakes_before_it_succeeds(fast):
         DesiredConfiguration={"LaunchTemplate": {"LaunchTemplateId": lt, "Version": "2"}},
         Preferences={
             "MinHealthyPercentage": 50, "MaxHealthyPercentage": 100, "InstanceWarmup": 10,
-            "CheckpointPercentages": [50, 100], "CheckpointDelay": 20, "BakeTime": 10,
+            "CheckpointPercentages": [50, 100], "CheckpointDelay": 40, "BakeTime": 10,
         },
     )["InstanceRefreshId"]
     seen = []
 
+    def refresh():
+        return asg.describe_instance_refreshes(AutoScalingGroupName="cp", InstanceRefreshIds=[rid])["InstanceRefreshes"][0]
+
     def status():
-        r = asg.describe_instance_refreshes(AutoScalingGroupName="cp", InstanceRefreshIds=[rid])["InstanceRefreshes"][0]
+        # The refresh moves on its own while we look: the members count for a state only when
+        # the refresh was in it both before and after they were read.
+        before = refresh()
         versions = sorted(m["LaunchTemplate"]["Version"] for m in members() if m["LifecycleState"] in ("Pending", "InService"))
-        seen.append((r["Status"], r["PercentageComplete"], r.get("StatusReason", ""), tuple(versions)))
+        r = refresh()
+        same = (before["Status"], before.get("StatusReason")) == (r["Status"], r.get("StatusReason"))
+        seen.append((r["Status"], r["PercentageComplete"], r.get("StatusReason", "") if same else "(moving)", tuple(versions)))
         return r if r["Status"] not in ("Pending", "InProgress", "Baking") else None
 
     r = wait_for("the refresh", status, timeout=90)
