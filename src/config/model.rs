@@ -162,6 +162,19 @@ impl TargetKind {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// Whether this kind builds a base with a precache step in two layers, its provisioners
+    /// first (a checkpoint, kept by the checkpoint digest) and the precache step on that, so
+    /// that a change of the precache inputs alone runs only the precache step. Worth it where a
+    /// layer costs little to keep: an image on top of another costs only its own files, a qcow2
+    /// overlay only the blocks it changed. Where each layer is one more image to store and pay
+    /// for (an AMI and its snapshot), the base is built in one machine.
+    pub fn checkpoints_base(self) -> bool {
+        match self {
+            TargetKind::Docker | TargetKind::Qemu => true,
+            TargetKind::Ec2 => false,
+        }
+    }
 }
 
 impl std::fmt::Display for TargetKind {

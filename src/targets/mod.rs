@@ -206,13 +206,10 @@ pub trait Target {
         printer: &Printer,
     ) -> Result<Machine>;
 
-    /// Whether a base with a precache step is built in two layers, its provisioners first (a
-    /// checkpoint, kept by the checkpoint digest) and the precache step on that, so that a
-    /// change of the precache inputs alone runs only the precache step. Worth it where a
-    /// layer costs little to keep; where each layer is one more image to store and pay for
-    /// (an AMI), the base is built in one machine.
+    /// Whether a base with a precache step is built in two layers: see
+    /// [`TargetKind::checkpoints_base`].
     fn checkpoints_base(&self) -> bool {
-        false
+        self.kind().checkpoints_base()
     }
 
     /// Warning and hint for a build machine kept with `--keep-on-error`.

@@ -107,11 +107,6 @@ impl Target for DockerTarget {
         super::box_image(&self.client, plan.pf, printer)
     }
 
-    /// An image on top of another costs only its own files.
-    fn checkpoints_base(&self) -> bool {
-        true
-    }
-
     fn lock_layer(&self, _: &Plan, _: LayerName, _: &Digest) -> Result<Option<std::fs::File>> {
         // Two runs committing the same digest make two equal images; the newest is used.
         Ok(None)

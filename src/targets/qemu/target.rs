@@ -198,11 +198,6 @@ impl Target for QemuTarget {
         Ok(self.qbox(plan, printer)?.disk.display().to_string())
     }
 
-    /// A qcow2 overlay costs only the blocks it changed; the precache build boots once more.
-    fn checkpoints_base(&self) -> bool {
-        true
-    }
-
     fn lock_layer(
         &self,
         plan: &Plan,
