@@ -155,7 +155,7 @@ pub struct InitArgs {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Also print the base and app layer digests for the environment
+    /// Also print the layer digests for the environment (and the base checkpoint's, if kept)
     #[arg(long)]
     pub digests: bool,
 }

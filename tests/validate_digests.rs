@@ -72,14 +72,31 @@ fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
-/// `env <name> (<target>): base <12 hex> app <12 hex>` → (name, target, base, app).
+fn short(s: &str) -> bool {
+    s.len() == 12 && s.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+}
+
+/// `env <name> (<target>): base <12 hex> app <12 hex>[ checkpoint <12 hex>]` → (name, target,
+/// base, app).
 fn parse_line(line: &str) -> Option<(String, String, String, String)> {
     let rest = line.strip_prefix("env ")?;
     let (name, rest) = rest.split_once(" (")?;
     let (target, rest) = rest.split_once("): base ")?;
     let (base, app) = rest.split_once(" app ")?;
-    let short = |s: &str| s.len() == 12 && s.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+    let app = app.split_once(" checkpoint ").map_or(app, |(app, _)| app);
     (short(base) && short(app)).then(|| (name.into(), target.into(), base.into(), app.into()))
+}
+
+/// The line's env name → its base's checkpoint (`... app <12 hex> checkpoint <12 hex>`), or
+/// None when the line has none.
+fn checkpoint_of(out: &str, env: &str) -> Option<String> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("env {env} (")))
+        .unwrap_or_else(|| panic!("no line for env {env} in:\n{out}"));
+    let (_, c) = line.split_once(" checkpoint ")?;
+    assert!(short(c), "{line}");
+    Some(c.to_string())
 }
 
 #[test]
@@ -217,4 +234,92 @@ fn an_ec2_ami_filter_needs_aws_and_validate_says_so_without_asking() {
         "{text}"
     );
     assert!(text.contains("env dev (docker): base "), "{text}");
+}
+
+/// With `[base.precache]`, docker and qemu keep the base's provisioners as a checkpoint layer:
+/// `--digests` shows its digest, which is the base digest of the same Pipelinefile without the
+/// precache step, moves with a base provisioner and not with the precache files. EC2 builds
+/// the base in one instance and shows none.
+#[test]
+fn a_precache_step_shows_the_checkpoint_where_the_target_keeps_one() {
+    let dir = project();
+    let root = dir.path();
+    let plain = std::fs::read_to_string(root.join("Pipelinefile.toml")).unwrap();
+    let with_qemu = plain.replace(
+        "ec2 = { ami = ",
+        "qemu = { box = \"debian-12\" }\nec2 = { ami = ",
+    ) + "\n[env.vm]\ntarget = \"qemu\"\n";
+    let precache = with_qemu.replace(
+        "[app]",
+        "[base.precache]\nfiles = [\"app/package.json\"]\nto = \"/opt/precache\"\nrun = \"true\"\n\n[app]",
+    );
+    std::fs::write(root.join("app/package.json"), "{\"name\": \"a\"}\n").unwrap();
+
+    // Without a precache step there is no checkpoint, anywhere.
+    std::fs::write(root.join("Pipelinefile.toml"), &with_qemu).unwrap();
+    let without = stdout(&pipe(root, &["validate", "--digests"]));
+    for env in ["dev", "vm", "staging"] {
+        assert_eq!(checkpoint_of(&without, env), None, "{without}");
+    }
+    let bases: Vec<(String, String)> = without
+        .lines()
+        .filter_map(parse_line)
+        .map(|(name, _, base, _)| (name, base))
+        .collect();
+    let base_of = |env: &str| bases.iter().find(|(n, _)| n == env).unwrap().1.clone();
+
+    std::fs::write(root.join("Pipelinefile.toml"), &precache).unwrap();
+    let out = stdout(&pipe(root, &["validate", "--digests"]));
+    for env in ["dev", "vm"] {
+        let c =
+            checkpoint_of(&out, env).unwrap_or_else(|| panic!("no checkpoint for {env}:\n{out}"));
+        assert_eq!(
+            c,
+            base_of(env),
+            "the checkpoint is the base without its precache step"
+        );
+        let base = out
+            .lines()
+            .filter_map(parse_line)
+            .find(|l| l.0 == env)
+            .unwrap()
+            .2;
+        assert_ne!(base, c, "the base itself covers the precache step");
+    }
+    assert_eq!(checkpoint_of(&out, "staging"), None, "{out}");
+
+    // JSON: the full checkpoint digest, or null.
+    let json = stdout(&pipe(root, &["validate", "--digests", "--json"]));
+    let result: serde_json::Value = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["event"] == "result")
+        .unwrap();
+    for d in result["data"]["digests"].as_array().unwrap() {
+        let env = d["env"].as_str().unwrap();
+        match checkpoint_of(&out, env) {
+            Some(short) => assert_eq!(
+                &d["checkpoint"].as_str().unwrap()["sha256:".len()..][..12],
+                short
+            ),
+            None => assert!(d["checkpoint"].is_null(), "{d}"),
+        }
+    }
+
+    // A dependency bump moves the base, not its checkpoint; a base provisioner moves both.
+    std::fs::write(root.join("app/package.json"), "{\"name\": \"b\"}\n").unwrap();
+    let bumped = stdout(&pipe(root, &["validate", "--digests", "--env", "dev"]));
+    assert_eq!(checkpoint_of(&bumped, "dev"), checkpoint_of(&out, "dev"));
+    let base = |o: &str| {
+        o.lines()
+            .filter_map(parse_line)
+            .find(|l| l.0 == "dev")
+            .unwrap()
+            .2
+    };
+    assert_ne!(base(&bumped), base(&out));
+    std::fs::write(root.join("provisioners/primal.sh"), "echo primal, edited\n").unwrap();
+    let edited = stdout(&pipe(root, &["validate", "--digests", "--env", "dev"]));
+    assert_ne!(checkpoint_of(&edited, "dev"), checkpoint_of(&bumped, "dev"));
+    assert_ne!(base(&edited), base(&bumped));
 }

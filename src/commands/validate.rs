@@ -71,8 +71,9 @@ fn check_vars(ctx: &Ctx, pf: &Pipelinefile) -> Result<()> {
 }
 
 /// `--digests`: the base and app layer digests of each environment (or `--env`'s), on its
-/// declared target. JSON gets the full digests, humans
-/// `env <name> (<target>): base <short> app <short>`. An environment whose layers use a var
+/// declared target, and the base's checkpoint where the target keeps one (a precache step, on
+/// docker or qemu). JSON gets the full digests, humans
+/// `env <name> (<target>): base <short> app <short>[ checkpoint <short>]`. An environment whose layers use a var
 /// that has no value here (an unset host variable) is reported as unavailable, not an error,
 /// like the unset-variable warnings above.
 fn digests(ctx: &Ctx, pf: &Pipelinefile) -> Result<(serde_json::Value, Vec<String>)> {
@@ -134,17 +135,23 @@ fn digests(ctx: &Ctx, pf: &Pipelinefile) -> Result<(serde_json::Value, Vec<Strin
         }
         match result {
             Ok(d) => {
+                let checkpoint = d.checkpoint.filter(|_| target.checkpoints_base());
                 json.push(serde_json::json!({
                     "env": name,
                     "target": target.as_str(),
                     "base": d.base.to_string(),
                     "app": d.app.to_string(),
+                    "checkpoint": checkpoint.as_ref().map(ToString::to_string),
                 }));
-                lines.push(format!(
+                let mut line = format!(
                     "env {name} ({target}): base {} app {}",
                     d.base.short(),
                     d.app.short()
-                ));
+                );
+                if let Some(c) = &checkpoint {
+                    line.push_str(&format!(" checkpoint {}", c.short()));
+                }
+                lines.push(line);
             }
             Err(e @ DigestError::UnresolvedVar { .. }) => {
                 let message = e.to_string();
