@@ -122,40 +122,6 @@ fn http_get_at(address: &str, port: u16, path: &str, secs: u64) -> (u16, String)
     }
 }
 
-/// The example project, with its own pipeline name, container name and host port.
-fn example(port: u16) -> common::Project {
-    let repo = common::repo();
-    let text = std::fs::read_to_string(repo.join("Pipelinefile.toml"))
-        .unwrap()
-        .replace("name = \"ponyfoo\"", "name = \"@NAME@\"")
-        .replace(
-            "container_name = \"ponyfoo-dev\"",
-            "container_name = \"@NAME@-dev\"",
-        )
-        .replace("host_port = 8080", &format!("host_port = {port}"));
-    assert!(text.contains("@NAME@-dev") && text.contains(&format!("host_port = {port}")));
-    let mut files: Vec<(String, String)> = Vec::new();
-    for dir in ["app", "provisioners"] {
-        for e in walkdir::WalkDir::new(repo.join(dir)) {
-            let e = e.unwrap();
-            let rel = e
-                .path()
-                .strip_prefix(&repo)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if e.file_type().is_file() && !rel.contains("node_modules") {
-                files.push((rel, std::fs::read_to_string(e.path()).unwrap()));
-            }
-        }
-    }
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    common::Project::new("parity", &text, &refs)
-}
-
 /// Stops the project's VMs and removes its qemu layers when the test ends, however it ends.
 struct QemuCleanup<'a>(&'a common::Project);
 
@@ -294,7 +260,7 @@ fn ec2_manifest(p: &common::Project) -> BTreeMap<String, String> {
 fn docker_qemu_and_ec2_provision_identical_trees() {
     common::ensure_box();
     let port = common::free_port();
-    let p = example(port);
+    let p = common::example("parity", port);
     let _cleanup = QemuCleanup(&p);
 
     p.pipe(&["up", "--no-progress"]).ok();

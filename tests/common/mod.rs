@@ -214,6 +214,41 @@ pub fn ensure_box() {
     });
 }
 
+/// The repository's example project (its Pipelinefile, app/ and provisioners/), with its own
+/// pipeline name, container name and host port.
+pub fn example(prefix: &str, port: u16) -> Project {
+    let repo = repo();
+    let text = std::fs::read_to_string(repo.join("Pipelinefile.toml"))
+        .unwrap()
+        .replace("name = \"ponyfoo\"", "name = \"@NAME@\"")
+        .replace(
+            "container_name = \"ponyfoo-dev\"",
+            "container_name = \"@NAME@-dev\"",
+        )
+        .replace("host_port = 8080", &format!("host_port = {port}"));
+    assert!(text.contains("@NAME@-dev") && text.contains(&format!("host_port = {port}")));
+    let mut files: Vec<(String, String)> = Vec::new();
+    for dir in ["app", "provisioners"] {
+        for e in walkdir::WalkDir::new(repo.join(dir)) {
+            let e = e.unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(&repo)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if e.file_type().is_file() && !rel.contains("node_modules") {
+                files.push((rel, std::fs::read_to_string(e.path()).unwrap()));
+            }
+        }
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    Project::new(prefix, &text, &refs)
+}
+
 /// GET http://127.0.0.1:PORT/PATH with a plain TCP client: (status, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
