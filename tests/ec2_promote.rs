@@ -5,7 +5,9 @@
 //! during a refresh, leave the previous release serving on every instance. Also: the lock
 //! (a second promotion of the same environment is refused), `--plan` (changes nothing), drift,
 //! and a production environment in another account and region (the AMI copied and shared,
-//! the role assumed) with the bake and the promotion published to an SNS topic.
+//! the role assumed) with the bake and the promotion published to an SNS topic. Blue/green
+//! (a new group per release) on a small pipeline, with Ctrl-C at each step, and on the
+//! repository's example itself (nginx and node, the base precached).
 //!
 //! Durations AWS counts in tens of seconds (health checks, grace, warm-up, draining) are scaled
 //! down to a tenth by the local EC2's timing knob, so one refresh takes seconds, not minutes.
@@ -1193,4 +1195,147 @@ fn blue_green_promotion_rollback_a_release_that_never_serves_and_ctrl_c_at_each_
             plan.all()
         );
     }
+}
+
+/// The SERVER_NAME the example's page shows: the release's server name, baked into nginx's
+/// configuration (nginx passes it to node in X-Server-Name).
+fn server_name(body: &str) -> Option<&str> {
+    let (_, rest) = body.split_once("<p>SERVER_NAME=")?;
+    rest.split_once("</p>").map(|(name, _)| name)
+}
+
+/// The example's answers that were not a 200 with its page.
+fn example_failures(seen: &[(u16, String)]) -> Vec<&(u16, String)> {
+    seen.iter()
+        .filter(|(s, b)| *s != 200 || server_name(b).is_none())
+        .collect()
+}
+
+/// The example's releases (their server names) in the order the answers first showed them.
+fn example_releases(seen: &[(u16, String)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in seen.iter().filter_map(|(_, b)| server_name(b)) {
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+/// The repository's example itself (nginx in front of node, the npm dependencies precached in
+/// the base), its production switched to blue/green: baked for staging, promoted onto two
+/// instances behind the load balancer, a second release promoted and rolled back, a client
+/// sending requests without pause through all of it, and not one failed.
+#[test]
+fn the_example_promotes_blue_green_and_rolls_back_without_a_failed_request() {
+    let ec2 = local_ec2::hold();
+    let t0 = Instant::now();
+    let at = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+    ec2.ctl("POST", "/_local_ec2/timing", r#"{"scale": 0.1}"#);
+    common::ensure_box();
+    let p = common::example("ec2ex", common::free_port());
+    let text = std::fs::read_to_string(p.path().join("Pipelinefile.toml")).unwrap();
+    let blue_green = text.replacen(
+        "refresh = { min_healthy_percentage = 100, max_healthy_percentage = 200 }",
+        "strategy = \"blue-green\"\nkeep_previous = 1\nwait_timeout = 180",
+        1,
+    );
+    assert!(
+        blue_green.contains("blue-green"),
+        "the example's production changed"
+    );
+    p.write("Pipelinefile.toml", &blue_green);
+    let env = Env::of(&ec2);
+    // Each release shows its own server name (an app-layer var: the base is baked once).
+    let bake = |name: &str| -> String {
+        let var = format!("server_name={name}");
+        let r = p.pipe_env(
+            &["bake", "--env", "staging", "--no-progress", "--var", &var],
+            &env.with(&[]),
+        );
+        r.ok();
+        let release: Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
+        release["release"]["artifacts"]["ec2:us-east-1"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no AMI in {release}: {}", r.all()))
+            .to_string()
+    };
+    let one = bake("one");
+    at("release one baked");
+    // The group Terraform would own, named as the example's production names it.
+    let family = "ponyfoo-production";
+    let made = stack(
+        &ec2,
+        &[
+            "--name",
+            family,
+            "--ami",
+            &one,
+            "--capacity",
+            "2",
+            "--path",
+            "/health",
+        ],
+    );
+    let url = made["url"].as_str().unwrap().to_string();
+    let alias = |n: usize| -> String {
+        p.ledger_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["event"] == "bake")
+            .nth(n)
+            .map(|e| e["release"]["alias"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+
+    let promote = |args: &[&str], from: &str, to: &str| {
+        let hammer = Hammer::start(&url);
+        let r = p.pipe_env(args, &env.with(&[]));
+        std::thread::sleep(Duration::from_secs(1));
+        let seen = hammer.finish();
+        r.ok();
+        assert!(seen.len() > 50, "the client kept sending: {}", seen.len());
+        assert_eq!(
+            example_failures(&seen),
+            Vec::<&(u16, String)>::new(),
+            "{}",
+            r.all()
+        );
+        let releases = example_releases(&seen);
+        let want: Vec<&str> = if from == to { vec![to] } else { vec![from, to] };
+        assert_eq!(releases, want, "{}", r.all());
+        let last: Vec<Option<&str>> = seen[seen.len() - 20..]
+            .iter()
+            .map(|(_, b)| server_name(b))
+            .collect();
+        assert_eq!(last, vec![Some(to); 20], "the answers moved to {to}");
+    };
+
+    // Release one moves from Terraform's group into a group of its own.
+    promote(&["promote", "production", "--no-progress"], "one", "one");
+    let g_one = format!("{family}-{}", alias(0));
+    let g = groups(&ec2, family);
+    assert_eq!(g[family].0, 0, "{g:?}");
+    assert_eq!(g[&g_one], (2, 2, "serving".into()), "{g:?}");
+    at("release one promoted");
+
+    let two = bake("two");
+    at("release two baked");
+    promote(&["promote", "production", "--no-progress"], "one", "two");
+    let g_two = format!("{family}-{}", alias(1));
+    let g = groups(&ec2, family);
+    assert_eq!(g[&g_two], (2, 2, "serving".into()), "{g:?}");
+    assert_eq!(g[&g_one], (0, 0, "previous".into()), "{g:?}");
+    let st = status(&p, &env);
+    assert_eq!(row(&st, "instances").matches(&two).count(), 2, "{st}");
+    at("release two promoted");
+
+    promote(&["rollback", "production", "--no-progress"], "two", "one");
+    let g = groups(&ec2, family);
+    assert_eq!(g[&g_one], (2, 2, "serving".into()), "{g:?}");
+    assert_eq!(g[&g_two], (0, 0, "previous".into()), "{g:?}");
+    let st = status(&p, &env);
+    assert_eq!(st["drift"], serde_json::json!([]), "{st}");
+    assert_eq!(row(&st, "instances").matches(&one).count(), 2, "{st}");
+    at("rolled back to release one");
 }
