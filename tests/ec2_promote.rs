@@ -6,8 +6,8 @@
 //! (a second promotion of the same environment is refused), `--plan` (changes nothing), drift,
 //! and a production environment in another account and region (the AMI copied and shared,
 //! the role assumed) with the bake and the promotion published to an SNS topic. Blue/green
-//! (a new group per release) on a small pipeline, with Ctrl-C at each step, and on the
-//! repository's example itself (nginx and node, the base precached).
+//! (a new group per release) on a small pipeline, with Ctrl-C at each step. And the
+//! repository's example itself (nginx and node, the base precached), promoted both ways.
 //!
 //! Durations AWS counts in tens of seconds (health checks, grace, warm-up, draining) are scaled
 //! down to a tenth by the local EC2's timing knob, so one refresh takes seconds, not minutes.
@@ -1222,29 +1222,45 @@ fn example_releases(seen: &[(u16, String)]) -> Vec<String> {
     out
 }
 
-/// The repository's example itself (nginx in front of node, the npm dependencies precached in
-/// the base), its production switched to blue/green: baked for staging, promoted onto two
-/// instances behind the load balancer, a second release promoted and rolled back, a client
-/// sending requests without pause through all of it, and not one failed.
+/// The repository's example as shipped (nginx in front of node, the npm dependencies
+/// precached in the base; its production refreshes the group): baked for staging, promoted
+/// onto the group of two instances behind the load balancer, a second release promoted and
+/// rolled back, a client sending requests without pause through all of it, and not one failed.
+#[test]
+fn the_example_promotes_by_instance_refresh_and_rolls_back_without_a_failed_request() {
+    promote_the_example(false);
+}
+
+/// The same with the example's production switched to blue/green: a group per release.
 #[test]
 fn the_example_promotes_blue_green_and_rolls_back_without_a_failed_request() {
+    promote_the_example(true);
+}
+
+fn promote_the_example(blue_green: bool) {
     let ec2 = local_ec2::hold();
     let t0 = Instant::now();
     let at = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
-    ec2.ctl("POST", "/_local_ec2/timing", r#"{"scale": 0.1}"#);
+    ec2.ctl(
+        "POST",
+        "/_local_ec2/timing",
+        r#"{"scale": 0.1, "refresh_timeout": 120}"#,
+    );
     common::ensure_box();
     let p = common::example("ec2ex", common::free_port());
-    let text = std::fs::read_to_string(p.path().join("Pipelinefile.toml")).unwrap();
-    let blue_green = text.replacen(
-        "refresh = { min_healthy_percentage = 100, max_healthy_percentage = 200 }",
-        "strategy = \"blue-green\"\nkeep_previous = 1\nwait_timeout = 180",
-        1,
-    );
-    assert!(
-        blue_green.contains("blue-green"),
-        "the example's production changed"
-    );
-    p.write("Pipelinefile.toml", &blue_green);
+    if blue_green {
+        let text = std::fs::read_to_string(p.path().join("Pipelinefile.toml")).unwrap();
+        let changed = text.replacen(
+            "refresh = { min_healthy_percentage = 100, max_healthy_percentage = 200 }",
+            "strategy = \"blue-green\"\nkeep_previous = 1\nwait_timeout = 180",
+            1,
+        );
+        assert!(
+            changed.contains("blue-green"),
+            "the example's production changed"
+        );
+        p.write("Pipelinefile.toml", &changed);
+    }
     let env = Env::of(&ec2);
     // Each release shows its own server name (an app-layer var: the base is baked once).
     let bake = |name: &str| -> String {
@@ -1311,31 +1327,45 @@ fn the_example_promotes_blue_green_and_rolls_back_without_a_failed_request() {
         assert_eq!(last, vec![Some(to); 20], "the answers moved to {to}");
     };
 
-    // Release one moves from Terraform's group into a group of its own.
+    // Release one: blue/green moves it from Terraform's group into a group of its own; a
+    // refresh adopts the group as it is.
     promote(&["promote", "production", "--no-progress"], "one", "one");
     let g_one = format!("{family}-{}", alias(0));
     let g = groups(&ec2, family);
-    assert_eq!(g[family].0, 0, "{g:?}");
-    assert_eq!(g[&g_one], (2, 2, "serving".into()), "{g:?}");
+    if blue_green {
+        assert_eq!(g[family].0, 0, "{g:?}");
+        assert_eq!(g[&g_one], (2, 2, "serving".into()), "{g:?}");
+    } else {
+        assert_eq!(g.keys().collect::<Vec<_>>(), [family], "{g:?}");
+    }
     at("release one promoted");
 
     let two = bake("two");
     at("release two baked");
     promote(&["promote", "production", "--no-progress"], "one", "two");
     let g_two = format!("{family}-{}", alias(1));
-    let g = groups(&ec2, family);
-    assert_eq!(g[&g_two], (2, 2, "serving".into()), "{g:?}");
-    assert_eq!(g[&g_one], (0, 0, "previous".into()), "{g:?}");
-    let st = status(&p, &env);
-    assert_eq!(row(&st, "instances").matches(&two).count(), 2, "{st}");
+    // Which group serves which release, and that the AWS side says the same as the ledger:
+    // every instance on the release's AMI, the template's default version and the SSM
+    // parameter naming it, no drift.
+    let check = |release: &str, serving: &str, previous: &str| {
+        let g = groups(&ec2, family);
+        if blue_green {
+            assert_eq!(g[serving], (2, 2, "serving".into()), "{g:?}");
+            assert_eq!(g[previous], (0, 0, "previous".into()), "{g:?}");
+        } else {
+            assert_eq!(g.keys().collect::<Vec<_>>(), [family], "{g:?}");
+            assert_eq!(g[family].0, 2, "{g:?}");
+        }
+        let st = status(&p, &env);
+        assert_eq!(st["drift"], serde_json::json!([]), "{st}");
+        assert_eq!(st["expected_image"], release, "{st}");
+        assert_eq!(row(&st, "instances").matches(release).count(), 2, "{st}");
+        assert!(row(&st, "ssm").ends_with(release), "{st}");
+    };
+    check(&two, &g_two, &g_one);
     at("release two promoted");
 
     promote(&["rollback", "production", "--no-progress"], "two", "one");
-    let g = groups(&ec2, family);
-    assert_eq!(g[&g_one], (2, 2, "serving".into()), "{g:?}");
-    assert_eq!(g[&g_two], (0, 0, "previous".into()), "{g:?}");
-    let st = status(&p, &env);
-    assert_eq!(st["drift"], serde_json::json!([]), "{st}");
-    assert_eq!(row(&st, "instances").matches(&one).count(), 2, "{st}");
+    check(&one, &g_one, &g_two);
     at("rolled back to release one");
 }
