@@ -73,9 +73,9 @@ fn check_vars(ctx: &Ctx, pf: &Pipelinefile) -> Result<()> {
 /// `--digests`: the base and app layer digests of each environment (or `--env`'s), on its
 /// declared target, and the base's checkpoint where the target keeps one (a precache step, on
 /// docker or qemu). JSON gets the full digests, humans
-/// `env <name> (<target>): base <short> app <short>[ checkpoint <short>]`. An environment whose layers use a var
-/// that has no value here (an unset host variable) is reported as unavailable, not an error,
-/// like the unset-variable warnings above.
+/// `env <name> (<target>): base <short> app <short>[ checkpoint <short>]`. An environment
+/// whose layers use a var that has no value here (an unset host variable) is reported as
+/// unavailable, not an error, like the unset-variable warnings above.
 fn digests(ctx: &Ctx, pf: &Pipelinefile) -> Result<(serde_json::Value, Vec<String>)> {
     let host = |k: &str| std::env::var(k).ok();
     let names: Vec<&str> = match ctx.global.env.as_deref() {
