@@ -98,16 +98,20 @@ fn bake(p: &Project, env: &Env, greeting: &str, health: bool) -> String {
     } else {
         let _ = std::fs::remove_file(p.path().join("www/health"));
     }
-    let var = format!("greeting={greeting}");
+    bake_with(p, env, &format!("greeting={greeting}"))
+}
+
+/// Bakes staging with one `--var NAME=VALUE`; returns the app AMI.
+fn bake_with(p: &Project, env: &Env, var: &str) -> String {
     let r = p.pipe_env(
-        &["bake", "--env", "staging", "--no-progress", "--var", &var],
+        &["bake", "--env", "staging", "--no-progress", "--var", var],
         &env.with(&[]),
     );
     r.ok();
     let release: Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
     release["release"]["artifacts"]["ec2:us-east-1"]
         .as_str()
-        .unwrap()
+        .unwrap_or_else(|| panic!("no AMI in {release}: {}", r.all()))
         .to_string()
 }
 
@@ -917,6 +921,11 @@ fn alias_of(p: &Project, greeting: &str) -> String {
         .iter()
         .position(|g| *g == greeting)
         .unwrap();
+    nth_alias(p, n)
+}
+
+/// The alias of the ledger's `n`th bake (from 0).
+fn nth_alias(p: &Project, n: usize) -> String {
     p.ledger_lines()
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -1263,19 +1272,7 @@ fn promote_the_example(blue_green: bool) {
     }
     let env = Env::of(&ec2);
     // Each release shows its own server name (an app-layer var: the base is baked once).
-    let bake = |name: &str| -> String {
-        let var = format!("server_name={name}");
-        let r = p.pipe_env(
-            &["bake", "--env", "staging", "--no-progress", "--var", &var],
-            &env.with(&[]),
-        );
-        r.ok();
-        let release: Value = serde_json::from_str(p.ledger_lines().last().unwrap()).unwrap();
-        release["release"]["artifacts"]["ec2:us-east-1"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no AMI in {release}: {}", r.all()))
-            .to_string()
-    };
+    let bake = |name: &str| bake_with(&p, &env, &format!("server_name={name}"));
     let one = bake("one");
     at("release one baked");
     // The group Terraform would own, named as the example's production names it.
@@ -1294,15 +1291,6 @@ fn promote_the_example(blue_green: bool) {
         ],
     );
     let url = made["url"].as_str().unwrap().to_string();
-    let alias = |n: usize| -> String {
-        p.ledger_lines()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| e["event"] == "bake")
-            .nth(n)
-            .map(|e| e["release"]["alias"].as_str().unwrap().to_string())
-            .unwrap()
-    };
 
     let promote = |args: &[&str], from: &str, to: &str| {
         let hammer = Hammer::start(&url);
@@ -1330,7 +1318,7 @@ fn promote_the_example(blue_green: bool) {
     // Release one: blue/green moves it from Terraform's group into a group of its own; a
     // refresh adopts the group as it is.
     promote(&["promote", "production", "--no-progress"], "one", "one");
-    let g_one = format!("{family}-{}", alias(0));
+    let g_one = format!("{family}-{}", nth_alias(&p, 0));
     let g = groups(&ec2, family);
     if blue_green {
         assert_eq!(g[family].0, 0, "{g:?}");
@@ -1343,7 +1331,7 @@ fn promote_the_example(blue_green: bool) {
     let two = bake("two");
     at("release two baked");
     promote(&["promote", "production", "--no-progress"], "one", "two");
-    let g_two = format!("{family}-{}", alias(1));
+    let g_two = format!("{family}-{}", nth_alias(&p, 1));
     // Which group serves which release, and that the AWS side says the same as the ledger:
     // every instance on the release's AMI, the template's default version and the SSM
     // parameter naming it, no drift.

@@ -87,6 +87,23 @@ fn parse_line(line: &str) -> Option<(String, String, String, String)> {
     (short(base) && short(app)).then(|| (name.into(), target.into(), base.into(), app.into()))
 }
 
+/// The `result` event of `--json` output.
+fn result_event(out: &str) -> serde_json::Value {
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["event"] == "result")
+        .unwrap_or_else(|| panic!("no result event in:\n{out}"))
+}
+
+/// The short base digest on `env`'s line.
+fn base_of(out: &str, env: &str) -> String {
+    out.lines()
+        .filter_map(parse_line)
+        .find(|l| l.0 == env)
+        .unwrap_or_else(|| panic!("no digests for env {env} in:\n{out}"))
+        .2
+}
+
 /// The line's env name → its base's checkpoint (`... app <12 hex> checkpoint <12 hex>`), or
 /// None when the line has none.
 fn checkpoint_of(out: &str, env: &str) -> Option<String> {
@@ -142,11 +159,7 @@ fn json_has_the_full_digests() {
     let dir = project();
     let human = stdout(&pipe(dir.path(), &["validate", "--digests"]));
     let out = stdout(&pipe(dir.path(), &["validate", "--digests", "--json"]));
-    let result: serde_json::Value = out
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["event"] == "result")
-        .unwrap_or_else(|| panic!("no result event in:\n{out}"));
+    let result = result_event(&out);
     assert_eq!(result["command"], "validate");
     let digests = result["data"]["digests"].as_array().expect("data.digests");
     assert_eq!(digests.len(), 2);
@@ -261,12 +274,6 @@ fn a_precache_step_shows_the_checkpoint_where_the_target_keeps_one() {
     for env in ["dev", "vm", "staging"] {
         assert_eq!(checkpoint_of(&without, env), None, "{without}");
     }
-    let bases: Vec<(String, String)> = without
-        .lines()
-        .filter_map(parse_line)
-        .map(|(name, _, base, _)| (name, base))
-        .collect();
-    let base_of = |env: &str| bases.iter().find(|(n, _)| n == env).unwrap().1.clone();
 
     std::fs::write(root.join("Pipelinefile.toml"), &precache).unwrap();
     let out = stdout(&pipe(root, &["validate", "--digests"]));
@@ -275,26 +282,20 @@ fn a_precache_step_shows_the_checkpoint_where_the_target_keeps_one() {
             checkpoint_of(&out, env).unwrap_or_else(|| panic!("no checkpoint for {env}:\n{out}"));
         assert_eq!(
             c,
-            base_of(env),
+            base_of(&without, env),
             "the checkpoint is the base without its precache step"
         );
-        let base = out
-            .lines()
-            .filter_map(parse_line)
-            .find(|l| l.0 == env)
-            .unwrap()
-            .2;
-        assert_ne!(base, c, "the base itself covers the precache step");
+        assert_ne!(
+            base_of(&out, env),
+            c,
+            "the base itself covers the precache step"
+        );
     }
     assert_eq!(checkpoint_of(&out, "staging"), None, "{out}");
 
     // JSON: the full checkpoint digest, or null.
     let json = stdout(&pipe(root, &["validate", "--digests", "--json"]));
-    let result: serde_json::Value = json
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["event"] == "result")
-        .unwrap();
+    let result = result_event(&json);
     for d in result["data"]["digests"].as_array().unwrap() {
         let env = d["env"].as_str().unwrap();
         match checkpoint_of(&out, env) {
@@ -310,16 +311,9 @@ fn a_precache_step_shows_the_checkpoint_where_the_target_keeps_one() {
     std::fs::write(root.join("app/package.json"), "{\"name\": \"b\"}\n").unwrap();
     let bumped = stdout(&pipe(root, &["validate", "--digests", "--env", "dev"]));
     assert_eq!(checkpoint_of(&bumped, "dev"), checkpoint_of(&out, "dev"));
-    let base = |o: &str| {
-        o.lines()
-            .filter_map(parse_line)
-            .find(|l| l.0 == "dev")
-            .unwrap()
-            .2
-    };
-    assert_ne!(base(&bumped), base(&out));
+    assert_ne!(base_of(&bumped, "dev"), base_of(&out, "dev"));
     std::fs::write(root.join("provisioners/primal.sh"), "echo primal, edited\n").unwrap();
     let edited = stdout(&pipe(root, &["validate", "--digests", "--env", "dev"]));
     assert_ne!(checkpoint_of(&edited, "dev"), checkpoint_of(&bumped, "dev"));
-    assert_ne!(base(&edited), base(&bumped));
+    assert_ne!(base_of(&edited, "dev"), base_of(&bumped, "dev"));
 }

@@ -59,8 +59,8 @@ class AddressPool:
         self.first = first
         self.last = last
         self.claims_dir = claims or self.CLAIMS
-        self.used: set[str] = set()
-        self.claims: dict[str, int] = {}  # address -> the descriptor holding its lock
+        os.makedirs(self.claims_dir, exist_ok=True)
+        self.claims: dict[str, int] = {}  # address in use -> the descriptor holding its lock
         self.released: dict[str, float] = {}  # address -> when it was released
         self.lock = threading.Lock()
 
@@ -68,7 +68,7 @@ class AddressPool:
         with self.lock:
             for x in range(self.first, self.last + 1):
                 addr = f"127.0.0.{x}"
-                if addr in self.used or not self._claim(addr):
+                if addr in self.claims or not self._claim(addr):
                     continue
                 settle_until = self.released.get(addr, 0) + self.SETTLE
                 while not self._free(addr):
@@ -76,7 +76,6 @@ class AddressPool:
                         break
                     time.sleep(0.05)
                 else:
-                    self.used.add(addr)
                     return addr
                 self._unclaim(addr)
                 log(f"{addr}: skipped, one of its ports is taken on this host")
@@ -85,23 +84,19 @@ class AddressPool:
     def release(self, addr: str | None) -> None:
         if addr:
             with self.lock:
-                if addr in self.used:
+                if addr in self.claims:
                     self.released[addr] = time.monotonic()
-                self.used.discard(addr)
                 self._unclaim(addr)
 
     def clear(self) -> None:
         with self.lock:
             now = time.monotonic()
-            for addr in self.used:
-                self.released[addr] = now
-            self.used.clear()
             for addr in list(self.claims):
+                self.released[addr] = now
                 self._unclaim(addr)
 
     def _claim(self, addr: str) -> bool:
         """Take the address's lock file, or False when another local EC2 holds it."""
-        os.makedirs(self.claims_dir, exist_ok=True)
         fd = os.open(os.path.join(self.claims_dir, addr), os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
